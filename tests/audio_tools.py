@@ -1,0 +1,156 @@
+"""Audio generation and analysis for tests and fakes.
+
+Deliberately independent of ``bot_plugins.speech.audio``: it calls the ffmpeg CLI directly, so a
+test never checks the project's conversions with the project's own code.
+"""
+
+from __future__ import annotations
+
+import math
+import shutil
+import subprocess
+from array import array
+from dataclasses import dataclass
+
+FFMPEG = shutil.which("ffmpeg") or "ffmpeg"
+
+# ffmpeg output arguments per container name used in tests.
+CONTAINERS: dict[str, list[str]] = {
+    "ogg": ["-c:a", "libopus", "-b:a", "32k", "-f", "ogg"],
+    "mp3": ["-c:a", "libmp3lame", "-b:a", "64k", "-f", "mp3"],
+    "m4a": ["-c:a", "aac", "-b:a", "64k", "-f", "ipod"],
+    "wav": ["-c:a", "pcm_s16le", "-f", "wav"],
+    "webm": ["-c:a", "libopus", "-b:a", "32k", "-f", "webm"],
+    "flac": ["-c:a", "flac", "-f", "flac"],
+}
+
+
+def make_tone(
+    container: str,
+    frequency: float = 440.0,
+    seconds: float = 1.0,
+    sample_rate: int = 48000,
+    channels: int = 1,
+    amplitude: float = 0.5,
+) -> bytes:
+    """Encode a sine tone into ``container`` ("ogg", "mp3", "m4a", "wav", "webm", "flac", "mp4")."""
+    tone = f"aevalsrc={amplitude}*sin(2*PI*{frequency}*t):s={sample_rate}:d={seconds}"
+    if channels == 2:
+        tone = (
+            f"aevalsrc={amplitude}*sin(2*PI*{frequency}*t)|{amplitude}*sin(2*PI*{frequency}*t)"
+            f":s={sample_rate}:d={seconds}"
+        )
+    if container == "mp4":
+        # A Telegram-style video note: a small square video plus AAC audio, moov atom at the end.
+        args = [
+            "-f", "lavfi", "-i", tone,
+            "-f", "lavfi", "-i", f"color=c=blue:s=64x64:r=10:d={seconds}",
+            "-c:a", "aac", "-b:a", "64k", "-c:v", "mpeg4", "-shortest", "-f", "mp4",
+        ]
+        return _ffmpeg_to_bytes(args, seekable_output=True)
+    args = ["-f", "lavfi", "-i", tone, *CONTAINERS[container]]
+    return _ffmpeg_to_bytes(args, seekable_output=container in ("m4a", "mp3"))
+
+
+def make_silence(container: str, seconds: float = 1.0, sample_rate: int = 48000) -> bytes:
+    return make_tone(container, frequency=0.0, seconds=seconds, sample_rate=sample_rate, amplitude=0.0)
+
+
+def _ffmpeg_to_bytes(args: list[str], seekable_output: bool) -> bytes:
+    """Run ffmpeg; MP4-family muxers need a seekable output, so those go through a temp file."""
+    base = [FFMPEG, "-nostdin", "-hide_banner", "-loglevel", "error", "-y"]
+    if not seekable_output:
+        return subprocess.run([*base, *args, "pipe:1"], check=True, capture_output=True).stdout
+    import tempfile
+
+    with tempfile.NamedTemporaryFile() as out:
+        subprocess.run([*base, *args, out.name], check=True, capture_output=True)
+        return open(out.name, "rb").read()
+
+
+def decode(data: bytes, sample_rate: int | None = None, input_format: list[str] | None = None) -> tuple[array, int]:
+    """Decode any audio to mono s16le samples; returns (samples, sample_rate)."""
+    rate = sample_rate or probe_sample_rate(data, input_format)
+    import tempfile
+
+    with tempfile.NamedTemporaryFile() as src:
+        src.write(data)
+        src.flush()
+        pcm = subprocess.run(
+            [FFMPEG, "-nostdin", "-hide_banner", "-loglevel", "error", *(input_format or []),
+             "-i", src.name, "-f", "s16le", "-ac", "1", "-ar", str(rate), "pipe:1"],
+            check=True, capture_output=True,
+        ).stdout
+    return pcm_samples(pcm), rate
+
+
+def probe_sample_rate(data: bytes, input_format: list[str] | None = None) -> int:
+    return int(probe(data, input_format)["sample_rate"])
+
+
+def probe(data: bytes, input_format: list[str] | None = None) -> dict[str, str]:
+    """ffprobe the first audio stream: codec_name, sample_rate, channels, and the format name."""
+    import json
+    import tempfile
+
+    ffprobe = shutil.which("ffprobe") or "ffprobe"
+    with tempfile.NamedTemporaryFile() as src:
+        src.write(data)
+        src.flush()
+        out = subprocess.run(
+            [ffprobe, "-v", "error", *(input_format or []), "-select_streams", "a:0",
+             "-show_entries", "stream=codec_name,sample_rate,channels:format=format_name",
+             "-of", "json", src.name],
+            check=True, capture_output=True,
+        ).stdout
+    info = json.loads(out)
+    stream = info["streams"][0]
+    return {**stream, "format_name": info["format"]["format_name"]}
+
+
+def pcm_samples(pcm: bytes) -> array:
+    samples = array("h")
+    samples.frombytes(pcm[: len(pcm) - len(pcm) % 2])
+    return samples
+
+
+@dataclass(frozen=True)
+class ToneReport:
+    seconds: float
+    frequency: float
+    peak: int
+
+
+def analyse(samples: array, sample_rate: int) -> ToneReport:
+    """Duration, dominant frequency (by zero crossings of the voiced part) and peak of a pure tone."""
+    return ToneReport(
+        seconds=len(samples) / sample_rate,
+        frequency=zero_crossing_frequency(samples, sample_rate),
+        peak=max((abs(s) for s in samples), default=0),
+    )
+
+
+def zero_crossing_frequency(samples: array, sample_rate: int) -> float:
+    """Frequency of a pure tone: sign changes over the voiced span, halved."""
+    threshold = 200
+    voiced = [i for i in range(0, len(samples), 64) if abs(samples[i]) > threshold]
+    if not voiced:
+        return 0.0
+    start, end = voiced[0], voiced[-1]
+    crossings = 0
+    previous = samples[start]
+    for i in range(start + 1, end):
+        current = samples[i]
+        if (previous < 0) != (current < 0):
+            crossings += 1
+        previous = current
+    span = (end - start) / sample_rate
+    return crossings / 2 / span if span > 0 else 0.0
+
+
+def tone_pcm(frequency: float, seconds: float, sample_rate: int = 16000, amplitude: float = 0.5) -> bytes:
+    """Raw mono s16le tone, computed in Python (no ffmpeg)."""
+    count = int(round(seconds * sample_rate))
+    scale = amplitude * 32767
+    samples = array("h", (int(scale * math.sin(2 * math.pi * frequency * n / sample_rate)) for n in range(count)))
+    return samples.tobytes()
