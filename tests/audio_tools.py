@@ -22,6 +22,10 @@ CONTAINERS: dict[str, list[str]] = {
     "wav": ["-c:a", "pcm_s16le", "-f", "wav"],
     "webm": ["-c:a", "libopus", "-b:a", "32k", "-f", "webm"],
     "flac": ["-c:a", "flac", "-f", "flac"],
+    # Headerless mono streams (what the Coze TTS WebSocket sends for codec pcm / g711a / g711u).
+    "s16le": ["-c:a", "pcm_s16le", "-ac", "1", "-f", "s16le"],
+    "alaw": ["-c:a", "pcm_alaw", "-ac", "1", "-f", "alaw"],
+    "mulaw": ["-c:a", "pcm_mulaw", "-ac", "1", "-f", "mulaw"],
 }
 
 
@@ -133,7 +137,8 @@ def analyse(samples: array, sample_rate: int) -> ToneReport:
 def zero_crossing_frequency(samples: array, sample_rate: int) -> float:
     """Frequency of a pure tone: sign changes over the voiced span, halved."""
     threshold = 200
-    voiced = [i for i in range(0, len(samples), 64) if abs(samples[i]) > threshold]
+    # A prime stride, so the probe points cannot stay in phase with the tone.
+    voiced = [i for i in range(0, len(samples), 61) if abs(samples[i]) > threshold]
     if not voiced:
         return 0.0
     start, end = voiced[0], voiced[-1]

@@ -1,0 +1,347 @@
+"""Every ffmpeg and pydub call of the project.
+
+Decoding runs ffmpeg as an asyncio subprocess and reads its PCM output chunk by chunk, so the
+event loop never blocks and long input never sits in memory as whole-file PCM. pydub works on
+those PCM chunks (peak, RMS levels for silence verdicts and waveforms); its ``from_file`` is not
+used because it loads whole files and spills them to temporary files on disk.
+
+In-memory input is handed to ffmpeg through a memfd (an anonymous RAM file): seekable, so MP4
+and M4A files whose index sits at the end decode, and no audio is ever written to disk.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import logging
+import math
+import os
+import shutil
+import wave
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+
+from pydub import AudioSegment
+
+from .errors import AudioError, AudioProblem
+from .models import AudioClip, AudioFormat
+
+log = logging.getLogger(__name__)
+
+SAMPLE_WIDTH = 2  # bytes per sample: 16-bit PCM everywhere
+# Near-digital silence; real room noise is louder, so only truly empty recordings are refused.
+SILENCE_PEAK_DBFS = -50.0
+ANALYSIS_RATE = 8000  # enough to measure duration, loudness and a waveform cheaply
+LEVEL_WINDOW_SECONDS = 0.1  # one waveform point per 100 ms, as Discord clients record them
+MAX_WAVEFORM_POINTS = 256
+VOICE_NOTE_RATE = 48000
+VOICE_NOTE_BITRATE = "32k"  # Telegram's own voice notes use about this; ~4 minutes per MB
+# Keep at most this much leading silence while waiting for sound before a stream starts.
+MAX_HELD_SILENCE_SECONDS = 30.0
+
+_ENCODER_ARGS: dict[AudioFormat, list[str]] = {
+    AudioFormat.OGG_OPUS: [
+        "-c:a", "libopus", "-b:a", VOICE_NOTE_BITRATE, "-application", "voip",
+        "-ar", str(VOICE_NOTE_RATE), "-ac", "1", "-f", "ogg",
+    ],
+    AudioFormat.MP3: ["-c:a", "libmp3lame", "-b:a", "64k", "-ac", "1", "-f", "mp3"],
+}
+
+
+def find_ffmpeg() -> str | None:
+    """The ffmpeg binary pydub is configured with, or the one on PATH."""
+    configured = AudioSegment.converter
+    return shutil.which(configured) or shutil.which("ffmpeg")
+
+
+def sniff_container(head: bytes) -> str | None:
+    """Recognise a container from its first bytes; the sender's mime type is not trusted."""
+    if head.startswith(b"OggS"):
+        return "ogg"
+    if head.startswith(b"RIFF") and head[8:12] == b"WAVE":
+        return "wav"
+    if head[4:8] == b"ftyp":
+        return "m4a" if head[8:11] == b"M4A" else "mp4"
+    if head.startswith(b"\x1a\x45\xdf\xa3"):
+        return "webm" if b"webm" in head[:64] else "mkv"
+    if head.startswith(b"fLaC"):
+        return "flac"
+    if head.startswith(b"#!AMR"):
+        return "amr"
+    if head.startswith(b"ID3"):
+        return "mp3"
+    if len(head) >= 2 and head[0] == 0xFF and head[1] & 0xE0 == 0xE0:
+        # Frame sync: MPEG audio has a non-zero layer field, AAC ADTS has layer 0.
+        return "aac" if head[1] & 0x06 == 0 else "mp3"
+    return None
+
+
+def peak_dbfs(pcm: bytes) -> float:
+    peak = AudioSegment(data=pcm, sample_width=SAMPLE_WIDTH, frame_rate=ANALYSIS_RATE, channels=1).max
+    return 20 * math.log10(peak / 32768) if peak else -math.inf
+
+
+def wav_bytes(pcm: bytes, sample_rate: int) -> bytes:
+    buffer = io.BytesIO()
+    with wave.open(buffer, "wb") as wav:
+        wav.setnchannels(1)
+        wav.setsampwidth(SAMPLE_WIDTH)
+        wav.setframerate(sample_rate)
+        wav.writeframes(pcm)
+    return buffer.getvalue()
+
+
+def pcm_seconds(pcm_length: int, sample_rate: int) -> float:
+    return pcm_length / (SAMPLE_WIDTH * sample_rate)
+
+
+@dataclass(frozen=True)
+class AudioInfo:
+    """What decoding a clip revealed."""
+
+    seconds: float
+    peak_dbfs: float
+    container: str | None
+    levels: tuple[int, ...]  # RMS per 100 ms window, on the s16 scale
+
+    @property
+    def silent(self) -> bool:
+        return self.peak_dbfs < SILENCE_PEAK_DBFS
+
+    def waveform(self) -> bytes:
+        """A Discord-style waveform: at most 256 points of 0–255, about 10 per second."""
+        levels = self.levels or (0,)
+        points = min(MAX_WAVEFORM_POINTS, len(levels))
+        buckets = [levels[len(levels) * i // points: max(len(levels) * (i + 1) // points, len(levels) * i // points + 1)]
+                   for i in range(points)]
+        averaged = [sum(bucket) / len(bucket) for bucket in buckets]
+        loudest = max(averaged) or 1.0
+        return bytes(min(255, round(255 * level / loudest)) for level in averaged)
+
+
+class AudioConverter:
+    """Runs ffmpeg with bounded concurrency; one instance per service."""
+
+    def __init__(self, ffmpeg: str | None = None, max_processes: int | None = None) -> None:
+        self.ffmpeg = ffmpeg or find_ffmpeg()
+        # Processes beyond the core count only queue for CPU; a few extra cover ones idling on
+        # a slow network consumer.
+        self._slots = asyncio.Semaphore(max_processes or 2 * (os.cpu_count() or 1))
+
+    def _require_ffmpeg(self) -> str:
+        if not self.ffmpeg:
+            raise RuntimeError("ffmpeg was not found on PATH; install it (Debian/Ubuntu: apt-get install ffmpeg)")
+        return self.ffmpeg
+
+    @asynccontextmanager
+    async def pcm(self, clip: AudioClip, sample_rate: int, chunk_seconds: float = 0.2) -> AsyncIterator[AsyncIterator[bytes]]:
+        """Decode ``clip`` to mono s16le at ``sample_rate``, yielded in chunks of ``chunk_seconds``.
+
+        Raises :class:`AudioError` for empty or undecodable input. Leaving the context stops
+        ffmpeg, even when the consumer gave up half-way.
+        """
+        if clip.size == 0:
+            raise AudioError(AudioProblem.EMPTY, "the audio file is empty")
+        chunk_bytes = max(SAMPLE_WIDTH, int(sample_rate * chunk_seconds) * SAMPLE_WIDTH)
+        output = ["-vn", "-map", "0:a:0", "-ac", "1", "-ar", str(sample_rate), "-f", "s16le", "-acodec", "pcm_s16le"]
+        async with self._slots, _FfmpegRun(self._require_ffmpeg(), clip, output) as run:
+            yield run.chunks(chunk_bytes)
+
+    async def decode(self, clip: AudioClip, sample_rate: int) -> bytes:
+        """The whole clip as PCM; for bounded input only (use :meth:`pcm` for long audio)."""
+        async with self.pcm(clip, sample_rate, chunk_seconds=1.0) as chunks:
+            pcm = b"".join([chunk async for chunk in chunks])
+        if not pcm:
+            raise AudioError(AudioProblem.EMPTY, "the file contains no audio samples")
+        return pcm
+
+    async def analyse(self, clip: AudioClip) -> AudioInfo:
+        """Decode once at a low rate: true duration, peak level, 100 ms RMS levels.
+
+        Raises :class:`AudioError` for empty or undecodable input (not for silence: callers
+        decide, using :attr:`AudioInfo.silent`).
+        """
+        container = sniff_container(await clip.head())
+        samples = 0
+        peak = 0
+        levels: list[int] = []
+        window_ms = int(LEVEL_WINDOW_SECONDS * 1000)
+        async with self.pcm(clip, ANALYSIS_RATE, chunk_seconds=1.0) as chunks:
+            async for chunk in chunks:
+                segment = AudioSegment(data=chunk, sample_width=SAMPLE_WIDTH, frame_rate=ANALYSIS_RATE, channels=1)
+                samples += len(chunk) // SAMPLE_WIDTH
+                peak = max(peak, segment.max)
+                levels.extend(segment[start:start + window_ms].rms for start in range(0, len(segment), window_ms))
+        if samples == 0:
+            raise AudioError(AudioProblem.EMPTY, "the file contains no audio samples")
+        return AudioInfo(
+            seconds=samples / ANALYSIS_RATE,
+            peak_dbfs=20 * math.log10(peak / 32768) if peak else -math.inf,
+            container=container,
+            levels=tuple(levels),
+        )
+
+    async def encode(self, pcm: bytes, sample_rate: int, target: AudioFormat) -> bytes:
+        """Encode mono s16le PCM; OGG/Opus output is a 48 kHz mono voice note."""
+        if target is AudioFormat.PCM:
+            return pcm
+        if target is AudioFormat.WAV:
+            return wav_bytes(pcm, sample_rate)
+        command = [
+            self._require_ffmpeg(), "-hide_banner", "-loglevel", "error",
+            "-f", "s16le", "-ar", str(sample_rate), "-ac", "1", "-i", "pipe:0",
+            *_ENCODER_ARGS[target], "pipe:1",
+        ]
+        async with self._slots:
+            process = await asyncio.create_subprocess_exec(
+                *command, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
+            )
+            try:
+                encoded, errors = await process.communicate(pcm)
+            finally:
+                await _reap(process)
+        if process.returncode != 0 or not encoded:
+            raise RuntimeError(f"ffmpeg could not encode {target}: {errors.decode(errors='replace')[-300:]}")
+        return encoded
+
+
+class _FfmpegRun:
+    """One ffmpeg decoding process: input via path or memfd, PCM on stdout, stderr drained."""
+
+    def __init__(self, ffmpeg: str, clip: AudioClip, output_args: list[str]) -> None:
+        self.ffmpeg = ffmpeg
+        self.clip = clip
+        self.output_args = output_args
+        self.process: asyncio.subprocess.Process | None = None
+        self.source = ""
+        self._stderr_tail = b""
+        self._stderr_task: asyncio.Task[None] | None = None
+        self._feeder: asyncio.Task[None] | None = None
+
+    async def __aenter__(self) -> _FfmpegRun:
+        memfd: int | None = None
+        stdin = asyncio.subprocess.DEVNULL
+        if self.clip.path is not None:
+            self.source = str(self.clip.path)
+        elif hasattr(os, "memfd_create"):
+            memfd = await asyncio.to_thread(_memfd_with, self.clip.data or b"")
+            self.source = f"/dev/fd/{memfd}"
+        else:  # no memfd (not Linux): stream through stdin; MP4 with a trailing index may fail
+            self.source = "pipe:0"
+            stdin = asyncio.subprocess.PIPE
+        command = [self.ffmpeg, "-hide_banner", "-nostdin", "-loglevel", "error", "-i", self.source, *self.output_args, "pipe:1"]
+        if stdin is asyncio.subprocess.PIPE:
+            command.remove("-nostdin")
+        try:
+            self.process = await asyncio.create_subprocess_exec(
+                *command,
+                stdin=stdin,
+                stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.PIPE,
+                pass_fds=(memfd,) if memfd is not None else (),
+            )
+        finally:
+            if memfd is not None:
+                os.close(memfd)  # the child holds its own descriptor
+        self._stderr_task = asyncio.create_task(self._drain_stderr())
+        if stdin is asyncio.subprocess.PIPE:
+            self._feeder = asyncio.create_task(self._feed(self.clip.data or b""))
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        for task in (self._feeder, self._stderr_task):
+            if task is not None and not task.done():
+                task.cancel()
+        if self.process is not None:
+            await _reap(self.process)
+
+    async def _feed(self, data: bytes) -> None:
+        assert self.process is not None and self.process.stdin is not None
+        try:
+            self.process.stdin.write(data)
+            await self.process.stdin.drain()
+            self.process.stdin.close()
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # ffmpeg gave up on the input; its exit status tells why
+
+    async def _drain_stderr(self) -> None:
+        # A corrupt file makes ffmpeg print an error per packet; an undrained pipe would stall it.
+        assert self.process is not None and self.process.stderr is not None
+        while line := await self.process.stderr.read(4096):
+            self._stderr_tail = (self._stderr_tail + line)[-2000:]
+
+    async def chunks(self, chunk_bytes: int) -> AsyncIterator[bytes]:
+        assert self.process is not None and self.process.stdout is not None
+        produced = False
+        while True:
+            try:
+                chunk = await self.process.stdout.readexactly(chunk_bytes)
+            except asyncio.IncompleteReadError as end:
+                chunk = end.partial
+                if chunk:
+                    produced = True
+                    yield chunk
+                break
+            produced = True
+            yield chunk
+        returncode = await self.process.wait()
+        if self._stderr_task is not None:
+            await self._stderr_task
+        if returncode != 0:
+            detail = self._stderr_tail.decode(errors="replace").strip().splitlines()
+            reason = detail[-1].replace(self.source, "input") if detail else f"ffmpeg exited with status {returncode}"
+            if not produced:
+                raise AudioError(AudioProblem.UNDECODABLE, f"cannot decode audio: {reason}")
+            # A truncated or partly damaged file: what decoded is still worth transcribing.
+            log.warning("audio decoded only in part: %s", reason)
+        elif not produced:
+            raise AudioError(AudioProblem.EMPTY, "the file contains no audio samples")
+
+
+def _memfd_with(data: bytes) -> int:
+    fd = os.memfd_create("voicebridge-audio", os.MFD_CLOEXEC)
+    view = memoryview(data)
+    while view:
+        written = os.write(fd, view)
+        view = view[written:]
+    return fd
+
+
+async def _reap(process: asyncio.subprocess.Process) -> None:
+    if process.returncode is None:
+        try:
+            process.kill()
+        except ProcessLookupError:
+            pass
+    await process.wait()
+
+
+async def require_sound(chunks: AsyncIterator[bytes], sample_rate: int) -> AsyncIterator[bytes]:
+    """Pass PCM through once sound is heard; raise :class:`AudioError` if there never is any.
+
+    Lets a streaming provider be called only for audio worth transcribing, without decoding
+    twice: leading silence is held (up to a bound) until the first loud chunk arrives.
+    """
+    held: list[bytes] = []
+    held_bytes = 0
+    limit = int(MAX_HELD_SILENCE_SECONDS * sample_rate * SAMPLE_WIDTH)
+    async for chunk in chunks:
+        held.append(chunk)
+        held_bytes += len(chunk)
+        if peak_dbfs(chunk) >= SILENCE_PEAK_DBFS:
+            break
+        while held_bytes > limit and len(held) > 1:
+            held_bytes -= len(held.pop(0))
+    else:
+        if held_bytes == 0:
+            raise AudioError(AudioProblem.EMPTY, "the file contains no audio samples")
+        raise AudioError(AudioProblem.SILENT, "the audio is silent")
+    return _chain(held, chunks)
+
+
+async def _chain(first: list[bytes], rest: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+    for chunk in first:
+        yield chunk
+    async for chunk in rest:
+        yield chunk

@@ -1,0 +1,142 @@
+"""Coze streaming ASR over WebSocket /v1/audio/transcriptions (spec §4).
+
+Session: ``transcriptions.update`` declaring exactly the PCM that follows, then
+``input_audio_buffer.append`` chunks, then ``input_audio_buffer.complete``. The server answers
+with ``transcriptions.message.update`` events (each the full text so far), surfaced as partials,
+and ends with ``transcriptions.message.completed``. Audio is sent while events are read, so
+partials arrive during upload.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+from collections.abc import AsyncIterator
+from typing import Any
+
+from .config import COZE_LANGUAGES
+from .coze_common import CozeEndpoint, CozeSocket, open_coze_socket
+from .errors import ErrorKind, SpeechError
+from .models import PcmStream, ProviderAudio, TranscribeOptions, TranscriberCapabilities, Transcript
+from .providers import last_transcript
+
+STREAM_SAMPLE_RATE = 16000
+# After the last audio frame, how long the server may stay silent before we give up.
+RESULT_TIMEOUT = 30.0
+
+
+class CozeStreamTranscriber:
+    name = "coze-stream"
+    capabilities = TranscriberCapabilities(
+        pcm_sample_rate=STREAM_SAMPLE_RATE,
+        streaming=True,
+        hot_words=True,
+        languages=frozenset(COZE_LANGUAGES),
+    )
+
+    def __init__(self, endpoint: CozeEndpoint, result_timeout: float = RESULT_TIMEOUT) -> None:
+        self.endpoint = endpoint
+        self.result_timeout = result_timeout
+
+    async def transcribe(self, audio: ProviderAudio, options: TranscribeOptions) -> Transcript:
+        return await last_transcript(self.stream(audio, options))
+
+    async def stream(self, audio: ProviderAudio, options: TranscribeOptions) -> AsyncIterator[Transcript]:
+        if not isinstance(audio, PcmStream):
+            raise TypeError("Coze streaming ASR takes a PCM stream")
+        async with open_coze_socket(self.endpoint, "/v1/audio/transcriptions", self.name) as socket:
+            declared = {
+                "format": "pcm",
+                "codec": "pcm",
+                "sample_rate": audio.sample_rate,
+                "channel": audio.channels,
+                "bit_depth": audio.bit_depth,
+            }
+            await socket.send("transcriptions.update", {"input_audio": declared, "asr_config": asr_config(options)})
+            sender = asyncio.create_task(self._send_audio(socket, audio))
+            text = ""
+            seconds = 0.0
+            try:
+                while True:
+                    event = await self._next_event(socket, sender)
+                    event_type = event.get("event_type")
+                    data = event.get("data") or {}
+                    if event_type == "transcriptions.updated":
+                        _check_echo(declared, data.get("input_audio"), socket)
+                    elif event_type == "transcriptions.message.update":
+                        text = str(data.get("content") or "")
+                        yield Transcript(text=text, final=False, provider=self.name)
+                    elif event_type == "transcriptions.message.completed":
+                        # Docs give this event no data; one SDK's types give it data.content.
+                        text = str(data.get("content") or text)
+                        seconds = sender.result() if sender.done() else 0.0
+                        break
+                    # Anything else (created, completed, unknown new events) needs no action.
+            finally:
+                if not sender.done():
+                    sender.cancel()
+                await asyncio.gather(sender, return_exceptions=True)
+        yield Transcript(text=text.strip(), final=True, provider=self.name, seconds=seconds or None)
+
+    async def _send_audio(self, socket: CozeSocket, audio: PcmStream) -> float:
+        sent = 0
+        async for chunk in audio.chunks:
+            await socket.send("input_audio_buffer.append", {"delta": base64.b64encode(chunk).decode("ascii")})
+            sent += len(chunk)
+        await socket.send("input_audio_buffer.complete")
+        return sent / (audio.sample_rate * audio.channels * audio.bit_depth // 8)
+
+    async def _next_event(self, socket: CozeSocket, sender: asyncio.Task[float]) -> dict[str, Any]:
+        """The next server event, while watching the sender: its failure (bad audio, dropped
+        socket) ends the session. The result timeout only runs once all audio is out."""
+        _raise_if_failed(sender)
+        receiver = asyncio.ensure_future(socket.receive(timeout=None))
+        try:
+            if not sender.done():
+                await asyncio.wait({receiver, sender}, return_when=asyncio.FIRST_COMPLETED)
+                if not receiver.done():
+                    _raise_if_failed(sender)
+            async with asyncio.timeout(self.result_timeout):
+                return await receiver
+        except TimeoutError:
+            raise SpeechError(ErrorKind.TIMEOUT, "Coze sent no result in time", provider=self.name,
+                              logid=socket.logid) from None
+        finally:
+            if not receiver.done():
+                receiver.cancel()
+                await asyncio.gather(receiver, return_exceptions=True)
+
+    async def aclose(self) -> None:
+        return None
+
+
+def _raise_if_failed(task: asyncio.Task[float]) -> None:
+    if task.done() and not task.cancelled() and (error := task.exception()) is not None:
+        raise error
+
+
+def asr_config(options: TranscribeOptions) -> dict[str, Any]:
+    """``asr_config`` from the request options; unset options are left to the server's defaults."""
+    config: dict[str, Any] = {"user_language": options.language or "common"}
+    if options.hot_words:
+        config["hot_words"] = list(options.hot_words)
+    if options.context:
+        config["context"] = options.context
+    for key, value in (
+        ("enable_ddc", options.remove_disfluencies),
+        ("enable_itn", options.inverse_text_normalization),
+        ("enable_punc", options.punctuation),
+    ):
+        if value is not None:
+            config[key] = value
+    return config
+
+
+def _check_echo(declared: dict[str, Any], effective: object, socket: CozeSocket) -> None:
+    """The server echoes the audio format it will decode; anything else would be garbage text."""
+    if not isinstance(effective, dict):
+        return
+    mismatched = {key: effective.get(key) for key, value in declared.items() if key in effective and effective[key] != value}
+    if mismatched:
+        raise SpeechError(ErrorKind.INVALID_INPUT, f"Coze did not accept the declared audio format: {mismatched}",
+                          provider=socket.provider, logid=socket.logid, retryable=False)

@@ -1,0 +1,262 @@
+"""What every Coze client shares: authentication, the error-code table, REST and WebSocket plumbing.
+
+Wire facts (envelopes, codes, logid placement) follow ../shared/spec/coze.md.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import uuid
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+import websockets
+from websockets.asyncio.client import ClientConnection, connect
+
+from .errors import ErrorKind, SpeechError
+from .models import Voice
+
+log = logging.getLogger(__name__)
+
+# Coze business codes → error kind (spec §6.2). 4013 ("model error, retry later") is transient.
+COZE_CODE_KINDS: dict[int, ErrorKind] = {
+    3010: ErrorKind.TOO_LARGE,
+    4000: ErrorKind.INVALID_INPUT,
+    4008: ErrorKind.QUOTA,
+    4009: ErrorKind.RATE_LIMITED,
+    4011: ErrorKind.QUOTA,
+    4013: ErrorKind.SERVER,
+    4019: ErrorKind.QUOTA,
+    4020: ErrorKind.RATE_LIMITED,
+    4027: ErrorKind.QUOTA,
+    4028: ErrorKind.QUOTA,
+    4100: ErrorKind.AUTH,
+    4101: ErrorKind.PERMISSION,
+    4102: ErrorKind.PERMISSION,
+    4200: ErrorKind.INVALID_INPUT,
+    4300: ErrorKind.INVALID_INPUT,
+    4301: ErrorKind.INVALID_INPUT,
+    4302: ErrorKind.TOO_LARGE,
+    4303: ErrorKind.INVALID_INPUT,
+    4304: ErrorKind.INVALID_INPUT,
+    5000: ErrorKind.SERVER,
+    700012006: ErrorKind.AUTH,
+}
+
+# HTTP statuses seen without a Coze JSON body (gateway errors, handshake rejections).
+HTTP_STATUS_KINDS: dict[int, ErrorKind] = {
+    400: ErrorKind.INVALID_INPUT,
+    401: ErrorKind.AUTH,
+    403: ErrorKind.PERMISSION,
+    404: ErrorKind.INVALID_INPUT,
+    408: ErrorKind.TIMEOUT,
+    413: ErrorKind.TOO_LARGE,
+    429: ErrorKind.RATE_LIMITED,
+}
+
+LOGID_HEADER = "x-tt-logid"
+MAX_VOICE_PAGES = 50  # 5000 voices; a guard against a server that never stops saying has_more
+
+
+def error_from_code(provider: str, code: int, msg: str, logid: str | None) -> SpeechError:
+    kind = COZE_CODE_KINDS.get(code)
+    if kind is None:
+        # Unknown code: treat as a server-side failure, but do not hammer it with retries.
+        return SpeechError(ErrorKind.SERVER, f"Coze error: {msg}", provider=provider, code=code, logid=logid, retryable=False)
+    return SpeechError(kind, f"Coze error: {msg}", provider=provider, code=code, logid=logid)
+
+
+def error_from_status(provider: str, status: int, detail: str, logid: str | None) -> SpeechError:
+    kind = ErrorKind.SERVER if status >= 500 else HTTP_STATUS_KINDS.get(status, ErrorKind.INVALID_INPUT)
+    return SpeechError(kind, f"HTTP {status}: {detail[:200]}", provider=provider, code=status, logid=logid)
+
+
+def error_from_transport(provider: str, error: Exception) -> SpeechError:
+    """httpx / websockets / socket failures → timeout or connectivity (both retryable)."""
+    if isinstance(error, (httpx.TimeoutException, TimeoutError)):
+        return SpeechError(ErrorKind.TIMEOUT, f"no answer in time ({type(error).__name__})", provider=provider)
+    return SpeechError(ErrorKind.CONNECTIVITY, f"connection failed: {type(error).__name__}: {error}", provider=provider)
+
+
+@dataclass(frozen=True)
+class CozeEndpoint:
+    """Where and how to reach Coze; switching to coze.com means changing the two base URLs."""
+
+    token: str
+    api_base: str = "https://api.coze.cn"
+    ws_base: str = "wss://ws.coze.cn"
+    connect_timeout: float = 10.0
+    read_timeout: float = 60.0  # per request; audio uploads get more, scaled by duration
+
+    @property
+    def auth_headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.token}"}
+
+
+class CozeRest:
+    """A small REST client over httpx that turns every failure into a :class:`SpeechError`."""
+
+    def __init__(self, endpoint: CozeEndpoint, provider: str, transport: httpx.AsyncBaseTransport | None = None) -> None:
+        self.endpoint = endpoint
+        self.provider = provider
+        self._client = httpx.AsyncClient(
+            base_url=endpoint.api_base,
+            headers=endpoint.auth_headers,
+            timeout=httpx.Timeout(endpoint.read_timeout, connect=endpoint.connect_timeout),
+            transport=transport,
+        )
+
+    async def request(self, method: str, path: str, *, read_timeout: float | None = None, **kwargs: Any) -> httpx.Response:
+        """Send a request; raise for Coze error envelopes and HTTP errors; return the response."""
+        timeout = httpx.Timeout(read_timeout or self.endpoint.read_timeout, connect=self.endpoint.connect_timeout)
+        try:
+            response = await self._client.request(method, path, timeout=timeout, **kwargs)
+        except httpx.HTTPError as error:
+            raise error_from_transport(self.provider, error) from error
+        logid = response.headers.get(LOGID_HEADER)
+        if "json" in response.headers.get("content-type", ""):
+            body = _json_or_none(response.content)
+            if isinstance(body, dict) and isinstance(body.get("code"), int) and body["code"] != 0:
+                logid = logid or (body.get("detail") or {}).get("logid")
+                raise error_from_code(self.provider, body["code"], str(body.get("msg") or ""), logid)
+        if response.status_code >= 400:
+            raise error_from_status(self.provider, response.status_code, response.text, logid)
+        return response
+
+    async def json(self, method: str, path: str, **kwargs: Any) -> dict[str, Any]:
+        response = await self.request(method, path, **kwargs)
+        body = _json_or_none(response.content)
+        if not isinstance(body, dict):
+            raise SpeechError(ErrorKind.SERVER, "Coze answered with something that is not JSON", provider=self.provider,
+                              logid=response.headers.get(LOGID_HEADER))
+        return body
+
+    async def aclose(self) -> None:
+        await self._client.aclose()
+
+
+def _json_or_none(content: bytes) -> Any:
+    try:
+        return json.loads(content)
+    except ValueError:
+        return None
+
+
+class CozeVoiceCatalogue:
+    """GET /v1/audio/voices, all pages; also picks a default voice when none is configured."""
+
+    def __init__(self, rest: CozeRest, default_voice_id: str | None) -> None:
+        self.rest = rest
+        self.default_voice_id = default_voice_id
+        self._lock = asyncio.Lock()
+
+    async def voices(self) -> list[Voice]:
+        voices: list[Voice] = []
+        for page in range(1, MAX_VOICE_PAGES + 1):
+            body = await self.rest.json("GET", "/v1/audio/voices", params={"page_num": page, "page_size": 100})
+            data = body.get("data") or {}
+            voices.extend(
+                Voice(
+                    id=str(item["voice_id"]),
+                    name=str(item.get("name") or item["voice_id"]),
+                    language_code=str(item.get("language_code") or ""),
+                    language_name=str(item.get("language_name") or ""),
+                    is_system=bool(item.get("is_system_voice", True)),
+                    model_type=str(item.get("model_type") or ""),
+                )
+                for item in data.get("voice_list") or []
+                if item.get("voice_id")
+            )
+            if not data.get("has_more"):
+                break
+        return voices
+
+    async def resolve(self, voice_id: str | None) -> str:
+        """The requested voice, else COZE_VOICE_ID, else the first voice the account lists."""
+        if voice_id:
+            return voice_id
+        async with self._lock:
+            if self.default_voice_id is None:
+                voices = await self.voices()
+                if not voices:
+                    raise SpeechError(ErrorKind.INVALID_INPUT, "no Coze voice available; set COZE_VOICE_ID",
+                                      provider=self.rest.provider, retryable=False)
+                self.default_voice_id = voices[0].id
+                log.info("COZE_VOICE_ID not set; using voice %s (%s)", voices[0].id, voices[0].name)
+            return self.default_voice_id
+
+
+class CozeSocket:
+    """One Coze WebSocket session: JSON events out, parsed events in, errors classified."""
+
+    def __init__(self, connection: ClientConnection, provider: str, logid: str | None) -> None:
+        self.connection = connection
+        self.provider = provider
+        self.logid = logid
+
+    async def send(self, event_type: str, data: Mapping[str, Any] | None = None, timeout: float = 30.0) -> None:
+        event: dict[str, Any] = {"id": str(uuid.uuid4()), "event_type": event_type}
+        if data is not None:
+            event["data"] = data
+        try:
+            async with asyncio.timeout(timeout):
+                await self.connection.send(json.dumps(event, ensure_ascii=False))
+        except (websockets.ConnectionClosed, OSError, TimeoutError) as error:
+            raise self._dropped(error) from error
+
+    async def receive(self, timeout: float | None) -> dict[str, Any]:
+        """The next event; ``error`` events are raised as :class:`SpeechError`."""
+        try:
+            async with asyncio.timeout(timeout):
+                raw = await self.connection.recv()
+        except TimeoutError as error:
+            raise SpeechError(ErrorKind.TIMEOUT, "Coze stopped sending events", provider=self.provider,
+                              logid=self.logid) from error
+        except (websockets.ConnectionClosed, OSError) as error:
+            raise self._dropped(error) from error
+        event = _json_or_none(raw.encode() if isinstance(raw, str) else raw)
+        if not isinstance(event, dict):
+            log.warning("ignoring a Coze frame that is not a JSON object")
+            return {}
+        self.logid = (event.get("detail") or {}).get("logid") or self.logid
+        if event.get("event_type") == "error":
+            data = event.get("data") or {}
+            code = data.get("code")
+            raise error_from_code(self.provider, code if isinstance(code, int) else 5000, str(data.get("msg") or ""), self.logid)
+        return event
+
+    def _dropped(self, error: Exception) -> SpeechError:
+        if isinstance(error, TimeoutError):
+            return SpeechError(ErrorKind.TIMEOUT, "sending to Coze stalled", provider=self.provider, logid=self.logid)
+        return SpeechError(ErrorKind.CONNECTIVITY, f"Coze connection dropped: {error}", provider=self.provider, logid=self.logid)
+
+
+@asynccontextmanager
+async def open_coze_socket(endpoint: CozeEndpoint, path: str, provider: str) -> AsyncIterator[CozeSocket]:
+    """Connect with the bearer header; handshake rejections become auth/permission errors."""
+    url = f"{endpoint.ws_base}{path}"
+    try:
+        connection = await connect(
+            url,
+            additional_headers=endpoint.auth_headers,
+            open_timeout=endpoint.connect_timeout,
+            close_timeout=2,
+            max_size=8 * 1024 * 1024,
+        )
+    except websockets.InvalidStatus as error:
+        response = error.response
+        logid = response.headers.get(LOGID_HEADER)
+        detail = response.body.decode(errors="replace") if response.body else response.reason_phrase
+        raise error_from_status(provider, response.status_code, detail, logid) from error
+    except (OSError, TimeoutError, websockets.InvalidHandshake, websockets.InvalidURI) as error:
+        raise error_from_transport(provider, error) from error
+    handshake_logid = connection.response.headers.get(LOGID_HEADER) if connection.response else None
+    try:
+        yield CozeSocket(connection, provider, handshake_logid)
+    finally:
+        await connection.close()

@@ -1,0 +1,362 @@
+"""The speech service: the one object the plugins call.
+
+It picks providers by name, prepares audio the way each provider's capabilities ask for,
+retries transient failures with bounded exponential backoff, walks the fallback chain, and
+reports every call to an observer (metrics). Providers themselves only speak their protocol.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, replace
+from typing import Protocol, TypeVar
+
+from .audio import VOICE_NOTE_RATE, AudioConverter, AudioInfo, require_sound, wav_bytes
+from .config import SpeechSettings
+from .coze_asr import CozeFileTranscriber
+from .coze_asr_stream import CozeStreamTranscriber
+from .coze_common import CozeEndpoint
+from .coze_tts import CozeSpeechSynthesizer
+from .coze_tts_stream import CozeStreamSynthesizer
+from .errors import AudioError, AudioProblem, ErrorKind, SpeechError
+from .models import (
+    AudioClip,
+    AudioFormat,
+    EncodedAudio,
+    PcmStream,
+    SpeechAudio,
+    SynthesizeOptions,
+    TranscribeOptions,
+    Transcript,
+    Voice,
+)
+from .providers import StreamingTranscriber, Synthesizer, Transcriber
+from .text import split_text
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+# When a clip is beyond an upload provider's limits, the provider that takes it instead.
+OVERSIZE_ROUTES = {"coze": "coze-stream"}
+# Converted uploads (containers a provider does not take as-is) are 16 kHz mono WAV.
+UPLOAD_CONVERSION_RATE = 16000
+# Pieces of one long text synthesized at the same time.
+SYNTHESIS_PARALLELISM = 3
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    attempts: int = 3  # per provider, first try included
+    base_delay: float = 0.5
+    max_delay: float = 8.0
+    max_retry_after: float = 30.0  # a server asking for a longer pause is not waited for
+
+    def delay(self, attempt: int, error: SpeechError) -> float | None:
+        """Seconds to wait before the next attempt, or None to give up."""
+        if not error.retryable or attempt >= self.attempts:
+            return None
+        backoff = min(self.max_delay, self.base_delay * 2 ** (attempt - 1)) * random.uniform(0.8, 1.2)
+        if error.retry_after is not None:
+            if error.retry_after > self.max_retry_after:
+                return None
+            backoff = max(backoff, error.retry_after)
+        return backoff
+
+
+class SpeechObserver(Protocol):
+    """Receives one report per provider call and per retry (metrics live behind this)."""
+
+    def call_finished(self, provider: str, operation: str, seconds: float, error: SpeechError | None) -> None: ...
+
+    def retrying(self, provider: str, operation: str, attempt: int, delay: float, error: SpeechError) -> None: ...
+
+
+class LoggingObserver:
+    def call_finished(self, provider: str, operation: str, seconds: float, error: SpeechError | None) -> None:
+        if error is None:
+            log.debug("%s %s succeeded in %.2fs", provider, operation, seconds)
+        else:
+            log.warning("%s %s failed after %.2fs: %s (%s)", provider, operation, seconds, error, error.kind)
+
+    def retrying(self, provider: str, operation: str, attempt: int, delay: float, error: SpeechError) -> None:
+        log.info("%s %s: retrying in %.1fs after attempt %d (%s)", provider, operation, delay, attempt, error.kind)
+
+
+class SpeechService:
+    def __init__(
+        self,
+        *,
+        transcribers: Iterable[Transcriber] = (),
+        synthesizers: Iterable[Synthesizer] = (),
+        asr_chain: Sequence[str] = (),
+        tts_chain: Sequence[str] = (),
+        converter: AudioConverter | None = None,
+        retry: RetryPolicy = RetryPolicy(),
+        default_language: str = "common",
+        observer: SpeechObserver | None = None,
+        oversize_routes: Mapping[str, str] = OVERSIZE_ROUTES,
+    ) -> None:
+        self.transcribers = {provider.name: provider for provider in transcribers}
+        self.synthesizers = {provider.name: provider for provider in synthesizers}
+        for name in asr_chain:
+            if name not in self.transcribers:
+                raise ValueError(f"ASR provider {name!r} is not available")
+        for name in tts_chain:
+            if name not in self.synthesizers:
+                raise ValueError(f"TTS provider {name!r} is not available")
+        self.asr_chain = tuple(asr_chain)
+        self.tts_chain = tuple(tts_chain)
+        self.converter = converter or AudioConverter()
+        self.retry = retry
+        self.default_language = default_language
+        self.observer = observer or LoggingObserver()
+        self.oversize_routes = dict(oversize_routes)
+
+    @classmethod
+    def from_settings(cls, settings: SpeechSettings, **overrides: object) -> SpeechService:
+        """Every provider the credentials allow (so ``--asr`` can pick any), chains from settings."""
+        transcribers: list[Transcriber] = []
+        synthesizers: list[Synthesizer] = []
+        if settings.coze_api_token:
+            endpoint = CozeEndpoint(settings.coze_api_token, settings.coze_api_base, settings.coze_ws_base)
+            transcribers += [CozeFileTranscriber(endpoint), CozeStreamTranscriber(endpoint)]
+            synthesizers += [CozeSpeechSynthesizer(endpoint, settings.coze_voice_id),
+                             CozeStreamSynthesizer(endpoint, settings.coze_voice_id)]
+        return cls(
+            transcribers=transcribers,
+            synthesizers=synthesizers,
+            asr_chain=settings.asr_chain,
+            tts_chain=settings.tts_chain,
+            default_language=settings.language,
+            **overrides,  # type: ignore[arg-type]
+        )
+
+    @property
+    def can_synthesize(self) -> bool:
+        return bool(self.tts_chain)
+
+    @property
+    def streams_partials(self) -> bool:
+        """Whether the primary ASR provider reports partial transcripts."""
+        return bool(self.asr_chain) and self.transcribers[self.asr_chain[0]].capabilities.streaming
+
+    # ----------------------------------------------------------------- transcription
+
+    async def transcribe(self, clip: AudioClip, options: TranscribeOptions | None = None, *, asr: str | None = None) -> Transcript:
+        final: Transcript | None = None
+        async for transcript in self.stream(clip, options, asr=asr):
+            final = transcript
+        assert final is not None and final.final
+        return final
+
+    async def stream(self, clip: AudioClip, options: TranscribeOptions | None = None, *,
+                     asr: str | None = None) -> AsyncIterator[Transcript]:
+        """Partial transcripts (streaming providers only), then exactly one final transcript.
+
+        Raises :class:`AudioError` for unusable input before any provider is called, else the
+        last provider's :class:`SpeechError` once the whole fallback chain failed.
+        """
+        options = replace(options or TranscribeOptions(), language=(options and options.language) or self.default_language)
+        chain = self._chain(asr, self.asr_chain, self.transcribers, "ASR")
+        clip_facts = _ClipFacts(self.converter, clip)
+        failure: SpeechError | None = None
+        for name in chain:
+            try:
+                provider = await self._fitting_transcriber(self.transcribers[name], clip_facts)
+                async for transcript in self._transcribe_with_retries(provider, clip_facts, options):
+                    yield transcript
+                return
+            except AudioError:
+                raise  # the input itself is unusable: no other provider would do better
+            except SpeechError as error:
+                failure = error
+                if name != chain[-1]:
+                    log.warning("ASR %s failed (%s); falling back", name, error.kind)
+        assert failure is not None
+        raise failure
+
+    async def _fitting_transcriber(self, provider: Transcriber, clip: _ClipFacts) -> Transcriber:
+        """``provider`` if the clip is within its limits, else its oversize route."""
+        caps = provider.capabilities
+        if caps.max_bytes is None and caps.max_seconds is None:
+            return provider
+        info = await clip.info()
+        upload_bytes = (clip.clip.size if info.container in caps.containers
+                        else int(info.seconds * UPLOAD_CONVERSION_RATE * 2) + 44)
+        too_long = caps.max_seconds is not None and info.seconds > caps.max_seconds
+        too_big = caps.max_bytes is not None and upload_bytes > caps.max_bytes
+        if not (too_long or too_big):
+            return provider
+        route = self.oversize_routes.get(provider.name)
+        if route in self.transcribers:
+            log.info("clip of %.0fs / %d bytes is beyond %s's limits; using %s", info.seconds, upload_bytes, provider.name, route)
+            return self.transcribers[route]
+        raise SpeechError(ErrorKind.TOO_LARGE, f"{info.seconds:.0f}s / {upload_bytes} bytes is beyond {provider.name}'s limits",
+                          provider=provider.name, retryable=False)
+
+    async def _transcribe_with_retries(self, provider: Transcriber, clip: _ClipFacts,
+                                       options: TranscribeOptions) -> AsyncIterator[Transcript]:
+        options = self._supported_options(provider, options)
+        attempt = 0
+        while True:
+            attempt += 1
+            started = time.monotonic()
+            try:
+                async for transcript in self._transcribe_once(provider, clip, options):
+                    yield transcript
+            except AudioError:
+                raise
+            except SpeechError as error:
+                self.observer.call_finished(provider.name, "transcribe", time.monotonic() - started, error)
+                delay = self.retry.delay(attempt, error)
+                if delay is None:
+                    raise
+                self.observer.retrying(provider.name, "transcribe", attempt, delay, error)
+                await asyncio.sleep(delay)
+                continue
+            self.observer.call_finished(provider.name, "transcribe", time.monotonic() - started, None)
+            return
+
+    async def _transcribe_once(self, provider: Transcriber, clip: _ClipFacts, options: TranscribeOptions) -> AsyncIterator[Transcript]:
+        caps = provider.capabilities
+        if caps.pcm_sample_rate is not None:
+            async with self.converter.pcm(clip.clip, caps.pcm_sample_rate) as chunks:
+                audio = PcmStream(sample_rate=caps.pcm_sample_rate, chunks=await require_sound(chunks, caps.pcm_sample_rate))
+                if caps.streaming and isinstance(provider, StreamingTranscriber):
+                    async for transcript in provider.stream(audio, options):
+                        yield transcript
+                else:
+                    yield await provider.transcribe(audio, options)
+            return
+        info = await clip.info()
+        if info.silent:
+            raise AudioError(AudioProblem.SILENT, "the audio is silent")
+        if info.container in caps.containers:
+            encoded = EncodedAudio(await clip.clip.read(), info.container, info.seconds)  # type: ignore[arg-type]
+        else:
+            pcm = await self.converter.decode(clip.clip, UPLOAD_CONVERSION_RATE)
+            encoded = EncodedAudio(wav_bytes(pcm, UPLOAD_CONVERSION_RATE), "wav", info.seconds)
+        yield await provider.transcribe(encoded, options)
+
+    @staticmethod
+    def _supported_options(provider: Transcriber, options: TranscribeOptions) -> TranscribeOptions:
+        caps = provider.capabilities
+        if caps.languages is not None and options.language not in caps.languages:
+            raise SpeechError(ErrorKind.INVALID_INPUT, f"{provider.name} does not recognise language {options.language!r}",
+                              provider=provider.name, retryable=False)
+        if options.hot_words and not caps.hot_words:
+            log.debug("%s takes no hot words; sending without them", provider.name)
+            options = replace(options, hot_words=())
+        return options
+
+    # ----------------------------------------------------------------- synthesis
+
+    async def synthesize(self, text: str, options: SynthesizeOptions | None = None, *, tts: str | None = None) -> SpeechAudio:
+        """Speak ``text`` of any length: split to the provider's limit, synthesized, joined."""
+        options = options or SynthesizeOptions()
+        text = text.strip()
+        if not text:
+            raise SpeechError(ErrorKind.INVALID_INPUT, "there is no text to speak", retryable=False)
+        chain = self._chain(tts, self.tts_chain, self.synthesizers, "TTS")
+        failure: SpeechError | None = None
+        for name in chain:
+            try:
+                return await self._synthesize_with(self.synthesizers[name], text, options)
+            except SpeechError as error:
+                failure = error
+                if name != chain[-1]:
+                    log.warning("TTS %s failed (%s); falling back", name, error.kind)
+        assert failure is not None
+        raise failure
+
+    async def _synthesize_with(self, provider: Synthesizer, text: str, options: SynthesizeOptions) -> SpeechAudio:
+        caps = provider.capabilities
+        if options.sample_rate not in caps.sample_rates:
+            options = replace(options, sample_rate=24000)
+        pieces = split_text(text, caps.max_text_bytes)
+        if len(pieces) == 1 and options.format in caps.formats:
+            audio = await self._with_retries(provider.name, "synthesize", lambda: provider.synthesize(pieces[0], options))
+            _require_audio(audio, provider.name)
+            if audio.seconds is None:
+                info = await self.converter.analyse(AudioClip(data=audio.data))
+                audio = replace(audio, seconds=info.seconds)
+            return audio
+        # Several pieces, or a format the provider cannot make: ask for PCM, join, encode once.
+        pcm_options = replace(options, format=AudioFormat.PCM)
+        slots = asyncio.Semaphore(SYNTHESIS_PARALLELISM)
+
+        async def speak(piece: str) -> SpeechAudio:
+            async with slots:
+                part = await self._with_retries(provider.name, "synthesize", lambda: provider.synthesize(piece, pcm_options))
+                _require_audio(part, provider.name)
+                return part
+
+        parts = await asyncio.gather(*(speak(piece) for piece in pieces))
+        pcm = b"".join(part.data for part in parts)
+        data = await self.converter.encode(pcm, options.sample_rate, options.format)
+        rate = VOICE_NOTE_RATE if options.format is AudioFormat.OGG_OPUS else options.sample_rate
+        return SpeechAudio(data=data, format=options.format, sample_rate=rate, seconds=len(pcm) / 2 / options.sample_rate)
+
+    async def voices(self, *, tts: str | None = None) -> list[Voice]:
+        chain = self._chain(tts, self.tts_chain, self.synthesizers, "TTS")
+        provider = self.synthesizers[chain[0]]
+        return await self._with_retries(provider.name, "voices", provider.voices)
+
+    # ----------------------------------------------------------------- shared
+
+    async def _with_retries(self, provider: str, operation: str, call: Callable[[], Awaitable[T]]) -> T:
+        attempt = 0
+        while True:
+            attempt += 1
+            started = time.monotonic()
+            try:
+                result = await call()
+            except SpeechError as error:
+                self.observer.call_finished(provider, operation, time.monotonic() - started, error)
+                delay = self.retry.delay(attempt, error)
+                if delay is None:
+                    raise
+                self.observer.retrying(provider, operation, attempt, delay, error)
+                await asyncio.sleep(delay)
+                continue
+            self.observer.call_finished(provider, operation, time.monotonic() - started, None)
+            return result
+
+    @staticmethod
+    def _chain(requested: str | None, configured: Sequence[str], available: Mapping[str, object], kind: str) -> Sequence[str]:
+        if requested is not None:
+            if requested not in available:
+                names = ", ".join(available) or "none"
+                raise SpeechError(ErrorKind.INVALID_INPUT, f"{kind} provider {requested!r} is not configured (available: {names})",
+                                  retryable=False)
+            return (requested,)
+        if not configured:
+            raise SpeechError(ErrorKind.INVALID_INPUT, f"no {kind} provider is configured", retryable=False)
+        return configured
+
+    async def aclose(self) -> None:
+        for provider in (*self.transcribers.values(), *self.synthesizers.values()):
+            await provider.aclose()
+
+
+def _require_audio(audio: SpeechAudio, provider: str) -> None:
+    if not audio.data:
+        raise SpeechError(ErrorKind.SERVER, "the provider returned no audio", provider=provider, retryable=False)
+
+
+class _ClipFacts:
+    """A clip plus its analysis, computed at most once per request and only when needed."""
+
+    def __init__(self, converter: AudioConverter, clip: AudioClip) -> None:
+        self.converter = converter
+        self.clip = clip
+        self._info: AudioInfo | None = None
+
+    async def info(self) -> AudioInfo:
+        if self._info is None:
+            self._info = await self.converter.analyse(self.clip)
+        return self._info

@@ -1,0 +1,106 @@
+"""Configuration: sources, precedence, and start-up errors that name the variable."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from bot_plugins.config import Settings, load_values, parse_dotenv
+from bot_plugins.speech.errors import ConfigError
+
+TOKEN = "pat_example_token_123"
+
+
+def settings(**values: str) -> Settings:
+    return Settings.from_values(values)
+
+
+def test_defaults_with_only_a_token() -> None:
+    speech = settings(COZE_API_TOKEN=TOKEN).speech
+    assert speech.coze_api_base == "https://api.coze.cn"
+    assert speech.coze_ws_base == "wss://ws.coze.cn"
+    assert speech.asr_chain == ("coze",)
+    assert speech.tts_chain == ("coze",)
+    assert speech.language == "common"
+    assert speech.coze_voice_id is None
+
+
+def test_switching_to_coze_com_needs_only_the_two_base_urls() -> None:
+    speech = settings(COZE_API_TOKEN=TOKEN, COZE_API_BASE="https://api.coze.com/", COZE_WS_BASE="wss://ws.coze.com").speech
+    assert (speech.coze_api_base, speech.coze_ws_base) == ("https://api.coze.com", "wss://ws.coze.com")
+
+
+def test_provider_chains_and_language() -> None:
+    speech = settings(COZE_API_TOKEN=TOKEN, VOICEBRIDGE_ASR="coze-stream, coze", VOICEBRIDGE_TTS="coze-stream",
+                      VOICEBRIDGE_LANGUAGE="en").speech
+    assert speech.asr_chain == ("coze-stream", "coze")
+    assert speech.tts_chain == ("coze-stream",)
+    assert speech.language == "en"
+
+
+@pytest.mark.parametrize(
+    ("values", "named"),
+    [
+        ({}, "COZE_API_TOKEN"),
+        ({"VOICEBRIDGE_ASR": "coze"}, "COZE_API_TOKEN"),
+        ({"COZE_API_TOKEN": TOKEN, "VOICEBRIDGE_ASR": "whisper"}, "VOICEBRIDGE_ASR"),
+        ({"COZE_API_TOKEN": TOKEN, "VOICEBRIDGE_TTS": "coze,elevenlabs"}, "VOICEBRIDGE_TTS"),
+        ({"COZE_API_TOKEN": TOKEN, "COZE_API_BASE": "api.coze.cn"}, "COZE_API_BASE"),
+        ({"COZE_API_TOKEN": TOKEN, "COZE_WS_BASE": "https://ws.coze.cn"}, "COZE_WS_BASE"),
+        ({"COZE_API_TOKEN": TOKEN, "VOICEBRIDGE_LANGUAGE": "klingon"}, "VOICEBRIDGE_LANGUAGE"),
+        ({"COZE_API_TOKEN": TOKEN, "VOICEBRIDGE_LOG_LEVEL": "loud"}, "VOICEBRIDGE_LOG_LEVEL"),
+    ],
+)
+def test_misconfiguration_names_the_variable(values: dict[str, str], named: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        Settings.from_values(values)
+    assert named in str(caught.value)
+    assert TOKEN not in str(caught.value)
+
+
+def test_every_problem_is_reported_at_once() -> None:
+    with pytest.raises(ConfigError) as caught:
+        settings(VOICEBRIDGE_ASR="nope", COZE_WS_BASE="ftp://x", VOICEBRIDGE_LANGUAGE="xx")
+    message = str(caught.value)
+    for variable in ("VOICEBRIDGE_ASR", "COZE_WS_BASE", "VOICEBRIDGE_LANGUAGE"):
+        assert variable in message
+
+
+def test_dotenv_parsing() -> None:
+    text = """
+# comment
+export COZE_API_TOKEN="pat_quoted # not a comment"
+COZE_VOICE_ID=7426720361733144585   # trailing comment
+VOICEBRIDGE_LANGUAGE='zh'
+EMPTY=
+"""
+    assert parse_dotenv(text) == {
+        "COZE_API_TOKEN": "pat_quoted # not a comment",
+        "COZE_VOICE_ID": "7426720361733144585",
+        "VOICEBRIDGE_LANGUAGE": "zh",
+        "EMPTY": "",
+    }
+    with pytest.raises(ConfigError, match="line 2"):
+        parse_dotenv("A=1\nthis line is wrong\n")
+
+
+def test_precedence_environment_over_toml_over_dotenv(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / ".env").write_text("COZE_API_TOKEN=from_dotenv\nCOZE_VOICE_ID=dotenv_voice\nVOICEBRIDGE_LANGUAGE=zh\n")
+    toml = tmp_path / "voicebridge.toml"
+    toml.write_text('COZE_VOICE_ID = "toml_voice"\nVOICEBRIDGE_LANGUAGE = "en"\nVOICEBRIDGE_ASR = ["coze-stream", "coze"]\n')
+    values = load_values(toml, environ={"VOICEBRIDGE_LANGUAGE": "ja"})
+    assert values["COZE_API_TOKEN"] == "from_dotenv"
+    assert values["COZE_VOICE_ID"] == "toml_voice"
+    assert values["VOICEBRIDGE_LANGUAGE"] == "ja"
+    assert Settings.from_values(values).speech.asr_chain == ("coze-stream", "coze")
+
+
+def test_bad_toml_is_a_config_error(tmp_path: Path) -> None:
+    broken = tmp_path / "broken.toml"
+    broken.write_text("COZE_API_TOKEN = \n")
+    with pytest.raises(ConfigError, match="--config"):
+        load_values(broken, environ={})
+    with pytest.raises(ConfigError, match="not found"):
+        load_values(tmp_path / "missing.toml", environ={})

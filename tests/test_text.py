@@ -1,0 +1,80 @@
+"""Text splitting for provider limits: natural boundaries, never inside a character."""
+
+from __future__ import annotations
+
+import re
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from bot_plugins.speech.text import characters, split_text, utf8_length
+
+
+def squash(text: str) -> str:
+    return re.sub(r"\s+", "", text)
+
+
+def test_short_text_is_one_piece() -> None:
+    assert split_text("  Hello there.  ", 1024) == ["Hello there."]
+
+
+def test_splits_between_sentences_first() -> None:
+    text = "First sentence here. Second one follows! Third? 第四句。第五句！"
+    pieces = split_text(text, 45)
+    assert pieces == ["First sentence here. Second one follows!", "Third? 第四句。第五句！"]
+
+
+def test_decimal_points_do_not_end_sentences() -> None:
+    assert split_text("Pi is 3.14159 roughly. " * 2, 30) == ["Pi is 3.14159 roughly.", "Pi is 3.14159 roughly."]
+
+
+def test_long_sentence_splits_at_words_then_characters() -> None:
+    pieces = split_text("alpha beta gamma delta epsilon", 12)
+    assert pieces == ["alpha beta", "gamma delta", "epsilon"]
+    assert split_text("abcdefghij", 4) == ["abcd", "efgh", "ij"]
+
+
+def test_chinese_without_spaces_splits_at_clauses_then_characters() -> None:
+    text = "今天天气很好，我们去公园散步，然后一起吃晚饭" * 3
+    pieces = split_text(text, 30)
+    assert all(utf8_length(piece) <= 30 for piece in pieces)
+    assert "".join(pieces) == text
+    # Two clauses (21 + 24 bytes) would exceed 30, so each clause is its own piece.
+    assert pieces[:2] == ["今天天气很好，", "我们去公园散步，"]
+
+
+def test_emoji_sequences_and_combining_marks_stay_whole() -> None:
+    family = "👨\u200d👩\u200d👧\u200d👦"
+    flag = "🇨🇳"
+    accented = "e\u0301"
+    assert characters(family + flag + accented) == [family, flag, accented]
+    pieces = split_text((family + flag + accented) * 4, 30)
+    for piece in pieces:
+        assert utf8_length(piece) <= 30
+        assert not piece.startswith("\u200d") and not piece.startswith("\u0301")
+        assert not piece.endswith("\u200d")
+
+
+def test_real_limit_example_1024_bytes() -> None:
+    sentence = "这是一个用于测试语音合成长度限制的句子。"  # 57 bytes
+    pieces = split_text(sentence * 60, 1024)
+    assert len(pieces) == 4
+    assert all(utf8_length(piece) <= 1024 and piece.endswith("。") for piece in pieces)
+
+
+@settings(max_examples=300, deadline=None)
+@given(text=st.text(min_size=0, max_size=600), limit=st.integers(min_value=8, max_value=200))
+def test_pieces_fit_and_lose_nothing_but_whitespace(text: str, limit: int) -> None:
+    pieces = split_text(text, limit)
+    for piece in pieces:
+        assert piece and piece == piece.strip()
+        # Only a single over-long character cluster may exceed the limit.
+        assert utf8_length(piece) <= limit or len(characters(piece)) == 1
+    assert squash("".join(pieces)) == squash(text)
+
+
+@settings(max_examples=200, deadline=None)
+@given(text=st.text(alphabet=st.characters(codec="utf-8"), max_size=400), limit=st.integers(min_value=4, max_value=64))
+def test_every_piece_is_valid_utf8_without_split_code_points(text: str, limit: int) -> None:
+    for piece in split_text(text, limit):
+        assert piece.encode("utf-8").decode("utf-8") == piece
