@@ -69,7 +69,7 @@ def _ffmpeg_to_bytes(args: list[str], seekable_output: bool) -> bytes:
 
     with tempfile.NamedTemporaryFile() as out:
         subprocess.run([*base, *args, out.name], check=True, capture_output=True)
-        return open(out.name, "rb").read()
+        return out.read()
 
 
 def decode(data: bytes, sample_rate: int | None = None, input_format: list[str] | None = None) -> tuple[array, int]:

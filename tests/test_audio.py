@@ -172,12 +172,20 @@ def test_container_sniffing(head: bytes, container: str | None) -> None:
     assert sniff_container(head) == container
 
 
-async def test_conversions_are_bounded(tones: dict[str, bytes]) -> None:
+async def test_a_long_decode_holds_its_slot_until_drained() -> None:
     converter = AudioConverter(max_processes=1)
-    clip = AudioClip(data=tones["wav"])
-    async with converter.pcm(clip, 16000):
-        second = asyncio.create_task(converter.decode(clip, 16000))
-        await asyncio.sleep(0)
+    long_clip = AudioClip(data=make_tone("ogg", 440.0, 90.0))  # 2.9 MB of PCM: more than the read-ahead
+    async with converter.pcm(long_clip, 16000):
+        second = asyncio.create_task(converter.decode(AudioClip(data=make_tone("wav", 440.0, 0.5)), 16000))
         done, _ = await asyncio.wait({second}, timeout=0.5)
         assert not done, "a second ffmpeg ran while the only slot was taken"
     assert await asyncio.wait_for(second, timeout=10)
+
+
+async def test_a_short_decode_frees_its_slot_before_the_consumer_reads(tones: dict[str, bytes]) -> None:
+    converter = AudioConverter(max_processes=1)
+    async with converter.pcm(AudioClip(data=tones["ogg"]), 16000) as first:
+        # Nothing read yet, but the whole note is already decoded into the read-ahead buffer.
+        other = await asyncio.wait_for(converter.decode(AudioClip(data=tones["wav"]), 16000), timeout=10)
+        assert other
+        assert len(b"".join([chunk async for chunk in first])) == 1.5 * 32000

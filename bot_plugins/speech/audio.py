@@ -37,6 +37,9 @@ LEVEL_WINDOW_SECONDS = 0.1  # one waveform point per 100 ms, as Discord clients 
 MAX_WAVEFORM_POINTS = 256
 VOICE_NOTE_RATE = 48000
 VOICE_NOTE_BITRATE = "32k"  # Telegram's own voice notes use about this; ~4 minutes per MB
+# Decoded PCM buffered ahead of a slow consumer: a minute at 16 kHz, so a typical voice note's
+# ffmpeg finishes at once; longer audio waits in ffmpeg, not in memory.
+READ_AHEAD_BYTES = 2 * 1024 * 1024
 # Keep at most this much leading silence while waiting for sound before a stream starts.
 MAX_HELD_SILENCE_SECONDS = 30.0
 
@@ -138,15 +141,16 @@ class AudioConverter:
     async def pcm(self, clip: AudioClip, sample_rate: int, chunk_seconds: float = 0.2) -> AsyncIterator[AsyncIterator[bytes]]:
         """Decode ``clip`` to mono s16le at ``sample_rate``, yielded in chunks of ``chunk_seconds``.
 
-        Raises :class:`AudioError` for empty or undecodable input. Leaving the context stops
-        ffmpeg, even when the consumer gave up half-way.
+        Raises :class:`AudioError` for empty or undecodable input. At most ``max_processes``
+        ffmpeg processes run at once. Leaving the context stops ffmpeg, even when the consumer
+        gave up half-way.
         """
         if clip.size == 0:
             raise AudioError(AudioProblem.EMPTY, "the audio file is empty")
         chunk_bytes = max(SAMPLE_WIDTH, int(sample_rate * chunk_seconds) * SAMPLE_WIDTH)
         output = ["-vn", "-map", "0:a:0", "-ac", "1", "-ar", str(sample_rate), "-f", "s16le", "-acodec", "pcm_s16le"]
-        async with self._slots, _FfmpegRun(self._require_ffmpeg(), clip, output) as run:
-            yield run.chunks(chunk_bytes)
+        async with _FfmpegRun(self._require_ffmpeg(), clip, output, self._slots, chunk_bytes) as run:
+            yield run.chunks()
 
     async def decode(self, clip: AudioClip, sample_rate: int) -> bytes:
         """The whole clip as PCM; for bounded input only (use :meth:`pcm` for long audio)."""
@@ -199,27 +203,49 @@ class AudioConverter:
             )
             try:
                 encoded, errors = await process.communicate(pcm)
-            finally:
+            except BaseException:  # cancelled: do not leave ffmpeg behind
                 await _reap(process)
+                raise
         if process.returncode != 0 or not encoded:
             raise RuntimeError(f"ffmpeg could not encode {target}: {errors.decode(errors='replace')[-300:]}")
         return encoded
 
 
 class _FfmpegRun:
-    """One ffmpeg decoding process: input via path or memfd, PCM on stdout, stderr drained."""
+    """One ffmpeg decoding process: input via path or memfd, PCM read ahead from stdout.
 
-    def __init__(self, ffmpeg: str, clip: AudioClip, output_args: list[str]) -> None:
+    A pump reads PCM into a bounded buffer as fast as ffmpeg makes it, so a voice note is
+    decoded in one go and its process (and concurrency slot) is gone before the slow part —
+    sending the audio over the network — starts. Only audio longer than the buffer keeps its
+    process alive, paused by the full buffer, until the consumer catches up.
+    """
+
+    def __init__(self, ffmpeg: str, clip: AudioClip, output_args: list[str], slots: asyncio.Semaphore,
+                 chunk_bytes: int) -> None:
         self.ffmpeg = ffmpeg
         self.clip = clip
         self.output_args = output_args
+        self.slots = slots
+        self.chunk_bytes = chunk_bytes
         self.process: asyncio.subprocess.Process | None = None
         self.source = ""
+        self._holds_slot = False
         self._stderr_tail = b""
-        self._stderr_task: asyncio.Task[None] | None = None
-        self._feeder: asyncio.Task[None] | None = None
+        self._buffer: asyncio.Queue[bytes | BaseException | None] = asyncio.Queue(
+            maxsize=max(2, READ_AHEAD_BYTES // chunk_bytes))
+        self._tasks: list[asyncio.Task[None]] = []
 
     async def __aenter__(self) -> _FfmpegRun:
+        await self.slots.acquire()
+        self._holds_slot = True
+        try:
+            await self._start()
+        except BaseException:
+            self._release_slot()
+            raise
+        return self
+
+    async def _start(self) -> None:
         memfd: int | None = None
         stdin = asyncio.subprocess.DEVNULL
         if self.clip.path is not None:
@@ -244,17 +270,22 @@ class _FfmpegRun:
         finally:
             if memfd is not None:
                 os.close(memfd)  # the child holds its own descriptor
-        self._stderr_task = asyncio.create_task(self._drain_stderr())
         if stdin is asyncio.subprocess.PIPE:
-            self._feeder = asyncio.create_task(self._feed(self.clip.data or b""))
-        return self
+            self._tasks.append(asyncio.create_task(self._feed(self.clip.data or b"")))
+        self._tasks.append(asyncio.create_task(self._pump()))
 
     async def __aexit__(self, *exc_info: object) -> None:
-        for task in (self._feeder, self._stderr_task):
-            if task is not None and not task.done():
-                task.cancel()
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
         if self.process is not None:
             await _reap(self.process)
+        self._release_slot()
+
+    def _release_slot(self) -> None:
+        if self._holds_slot:
+            self._holds_slot = False
+            self.slots.release()
 
     async def _feed(self, data: bytes) -> None:
         assert self.process is not None and self.process.stdin is not None
@@ -271,32 +302,50 @@ class _FfmpegRun:
         while line := await self.process.stderr.read(4096):
             self._stderr_tail = (self._stderr_tail + line)[-2000:]
 
-    async def chunks(self, chunk_bytes: int) -> AsyncIterator[bytes]:
+    async def _pump(self) -> None:
+        """Move PCM from ffmpeg into the buffer; end with None, or with the decoding error."""
         assert self.process is not None and self.process.stdout is not None
+        stderr = asyncio.create_task(self._drain_stderr())
         produced = False
-        while True:
-            try:
-                chunk = await self.process.stdout.readexactly(chunk_bytes)
-            except asyncio.IncompleteReadError as end:
-                chunk = end.partial
-                if chunk:
-                    produced = True
-                    yield chunk
-                break
-            produced = True
-            yield chunk
-        returncode = await self.process.wait()
-        if self._stderr_task is not None:
-            await self._stderr_task
+        try:
+            while True:
+                try:
+                    chunk = await self.process.stdout.readexactly(self.chunk_bytes)
+                except asyncio.IncompleteReadError as end:
+                    if end.partial:
+                        produced = True
+                        await self._buffer.put(end.partial)
+                    break
+                produced = True
+                await self._buffer.put(chunk)
+            returncode = await self.process.wait()
+            await stderr
+            self._release_slot()
+            await self._buffer.put(self._outcome(returncode, produced))
+        finally:
+            stderr.cancel()
+            await asyncio.gather(stderr, return_exceptions=True)
+
+    def _outcome(self, returncode: int, produced: bool) -> AudioError | None:
         if returncode != 0:
             detail = self._stderr_tail.decode(errors="replace").strip().splitlines()
             reason = detail[-1].replace(self.source, "input") if detail else f"ffmpeg exited with status {returncode}"
             if not produced:
-                raise AudioError(AudioProblem.UNDECODABLE, f"cannot decode audio: {reason}")
+                return AudioError(AudioProblem.UNDECODABLE, f"cannot decode audio: {reason}")
             # A truncated or partly damaged file: what decoded is still worth transcribing.
             log.warning("audio decoded only in part: %s", reason)
         elif not produced:
-            raise AudioError(AudioProblem.EMPTY, "the file contains no audio samples")
+            return AudioError(AudioProblem.EMPTY, "the file contains no audio samples")
+        return None
+
+    async def chunks(self) -> AsyncIterator[bytes]:
+        while True:
+            item = await self._buffer.get()
+            if item is None:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            yield item
 
 
 def _memfd_with(data: bytes) -> int:
@@ -314,7 +363,9 @@ async def _reap(process: asyncio.subprocess.Process) -> None:
             process.kill()
         except ProcessLookupError:
             pass
-    await process.wait()
+    # Read the pipes to their end: asyncio reports the exit only once they are closed, and a
+    # reader paused on a full buffer would never see the end otherwise.
+    await process.communicate()
 
 
 async def require_sound(chunks: AsyncIterator[bytes], sample_rate: int) -> AsyncIterator[bytes]:
@@ -338,6 +389,41 @@ async def require_sound(chunks: AsyncIterator[bytes], sample_rate: int) -> Async
             raise AudioError(AudioProblem.EMPTY, "the file contains no audio samples")
         raise AudioError(AudioProblem.SILENT, "the audio is silent")
     return _chain(held, chunks)
+
+
+def quietest_offset(pcm: bytes, sample_rate: int, start: int, end: int) -> int:
+    """Byte offset (sample-aligned) of the middle of the quietest 100 ms window within
+    ``pcm[start:end]``; ``end`` itself when nothing there is clearly quieter (no pause to use)."""
+    window = int(LEVEL_WINDOW_SECONDS * sample_rate) * SAMPLE_WIDTH
+    levels = [
+        (AudioSegment(data=pcm[offset:offset + window], sample_width=SAMPLE_WIDTH, frame_rate=sample_rate, channels=1).rms, offset)
+        for offset in range(start - start % SAMPLE_WIDTH, max(start, end - window) + 1, window)
+    ]
+    if not levels:
+        return end
+    quietest, offset = min(levels)
+    typical = sorted(level for level, _ in levels)[len(levels) // 2]
+    if quietest > typical / 2:
+        return end
+    middle = offset + window // 2
+    return middle - middle % SAMPLE_WIDTH
+
+
+async def split_at_pauses(chunks: AsyncIterator[bytes], sample_rate: int, segment_seconds: float,
+                          search_seconds: float = 3.0) -> AsyncIterator[bytes]:
+    """Regroup a PCM stream into segments of about ``segment_seconds``, each cut at the quietest
+    moment of its last ``search_seconds`` so that words are rarely split. Holds one segment."""
+    target = int(segment_seconds * sample_rate) * SAMPLE_WIDTH
+    search = min(target, int(search_seconds * sample_rate) * SAMPLE_WIDTH)
+    buffer = bytearray()
+    async for chunk in chunks:
+        buffer += chunk
+        while len(buffer) >= target:
+            cut = quietest_offset(bytes(buffer[:target]), sample_rate, target - search, target) or target
+            yield bytes(buffer[:cut])
+            del buffer[:cut]
+    if buffer:
+        yield bytes(buffer)
 
 
 async def _chain(first: list[bytes], rest: AsyncIterator[bytes]) -> AsyncIterator[bytes]:

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 # Provider names accepted in VOICEBRIDGE_ASR / VOICEBRIDGE_TTS.
-ASR_PROVIDERS = ("coze", "coze-stream")
+ASR_PROVIDERS = ("coze", "coze-stream", "feishu")
 TTS_PROVIDERS = ("coze", "coze-stream")
 
 # Coze `user_language` values (big model `common`, small models the rest).
@@ -15,6 +15,7 @@ COZE_LANGUAGES = ("common", "zh", "cant", "sc", "en", "ja", "ko", "fr", "id", "e
 
 DEFAULT_COZE_API_BASE = "https://api.coze.cn"
 DEFAULT_COZE_WS_BASE = "wss://ws.coze.cn"
+DEFAULT_FEISHU_BASE_URL = "https://open.feishu.cn"  # Lark international: https://open.larksuite.com
 
 
 def problem(variable: str, requirement: str, value: str | None = None) -> str:
@@ -28,6 +29,24 @@ def _base_url(values: Mapping[str, str], variable: str, default: str, schemes: t
     if parts.scheme not in schemes or not parts.hostname:
         problems.append(problem(variable, f"must be a {' or '.join(schemes)} URL such as {default}", url))
     return url
+
+
+def _optional(values: Mapping[str, str], variable: str) -> str | None:
+    return (values.get(variable) or "").strip() or None
+
+
+def _integer(values: Mapping[str, str], variable: str, default: int, low: int, high: int, problems: list[str]) -> int:
+    raw = (values.get(variable) or "").strip()
+    if not raw:
+        return default
+    try:
+        number = int(raw)
+    except ValueError:
+        number = low - 1
+    if not low <= number <= high:
+        problems.append(problem(variable, f"must be a whole number from {low} to {high}", raw))
+        return default
+    return number
 
 
 def _provider_chain(values: Mapping[str, str], variable: str, allowed: tuple[str, ...], problems: list[str]) -> tuple[str, ...]:
@@ -48,22 +67,34 @@ class SpeechSettings:
     asr_chain: tuple[str, ...]  # first = primary, rest = fallbacks
     tts_chain: tuple[str, ...]  # empty: speech synthesis is not configured
     language: str
+    feishu_app_id: str | None = None
+    feishu_app_secret: str | None = None
+    feishu_base_url: str = DEFAULT_FEISHU_BASE_URL
+    feishu_chunk_ms: int = 200
+    feishu_max_streams: int = 20
 
     @classmethod
     def from_values(cls, values: Mapping[str, str], problems: list[str]) -> SpeechSettings:
-        token = (values.get("COZE_API_TOKEN") or "").strip() or None
+        token = _optional(values, "COZE_API_TOKEN")
+        feishu_id, feishu_secret = _optional(values, "FEISHU_APP_ID"), _optional(values, "FEISHU_APP_SECRET")
+        if bool(feishu_id) != bool(feishu_secret):
+            missing = "FEISHU_APP_SECRET" if feishu_id else "FEISHU_APP_ID"
+            problems.append(f"{missing} is not set; Feishu needs both FEISHU_APP_ID and FEISHU_APP_SECRET")
         asr_chain = _provider_chain(values, "VOICEBRIDGE_ASR", ASR_PROVIDERS, problems)
         tts_chain = _provider_chain(values, "VOICEBRIDGE_TTS", TTS_PROVIDERS, problems)
         explicit_asr = bool(values.get("VOICEBRIDGE_ASR", "").strip())
-        if not explicit_asr and token:
-            asr_chain = ("coze",)
+        if not explicit_asr:
+            # Coze when its token is there, else Feishu when only Feishu credentials are.
+            asr_chain = ("coze",) if token else ("feishu",) if feishu_id and feishu_secret else ()
+            if not asr_chain:
+                problems.append("no speech recognition configured: set COZE_API_TOKEN, or FEISHU_APP_ID and FEISHU_APP_SECRET")
         if not values.get("VOICEBRIDGE_TTS", "").strip() and token:
             tts_chain = ("coze",)
-        if not asr_chain and not explicit_asr:
-            problems.append("no speech recognition configured: set COZE_API_TOKEN")
         uses_coze = any(name.startswith("coze") for name in (*asr_chain, *tts_chain))
         if uses_coze and not token:
             problems.append("COZE_API_TOKEN is not set; it is required by the Coze speech providers")
+        if "feishu" in asr_chain and not (feishu_id and feishu_secret):
+            problems.append("FEISHU_APP_ID and FEISHU_APP_SECRET must be set to use VOICEBRIDGE_ASR=feishu")
         language = (values.get("VOICEBRIDGE_LANGUAGE") or "common").strip()
         if language not in COZE_LANGUAGES:
             problems.append(problem("VOICEBRIDGE_LANGUAGE", f"must be one of {', '.join(COZE_LANGUAGES)}", language))
@@ -71,11 +102,16 @@ class SpeechSettings:
             coze_api_token=token,
             coze_api_base=_base_url(values, "COZE_API_BASE", DEFAULT_COZE_API_BASE, ("https", "http"), problems),
             coze_ws_base=_base_url(values, "COZE_WS_BASE", DEFAULT_COZE_WS_BASE, ("wss", "ws"), problems),
-            coze_voice_id=(values.get("COZE_VOICE_ID") or "").strip() or None,
+            coze_voice_id=_optional(values, "COZE_VOICE_ID"),
             asr_chain=asr_chain,
             tts_chain=tts_chain,
             language=language,
+            feishu_app_id=feishu_id,
+            feishu_app_secret=feishu_secret,
+            feishu_base_url=_base_url(values, "FEISHU_BASE_URL", DEFAULT_FEISHU_BASE_URL, ("https", "http"), problems),
+            feishu_chunk_ms=_integer(values, "FEISHU_CHUNK_MS", 200, 20, 1000, problems),
+            feishu_max_streams=_integer(values, "FEISHU_MAX_STREAMS", 20, 1, 1000, problems),
         )
 
     def secrets(self) -> list[str]:
-        return [secret for secret in (self.coze_api_token,) if secret]
+        return [secret for secret in (self.coze_api_token, self.feishu_app_secret) if secret]

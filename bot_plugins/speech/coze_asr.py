@@ -11,8 +11,6 @@ from .models import EncodedAudio, ProviderAudio, TranscribeOptions, TranscriberC
 # Containers both the big and the small Coze ASR models take (spec §7); others are converted.
 COZE_FILE_CONTAINERS = frozenset({"ogg", "mp3", "wav", "m4a", "mp4"})
 _MIME_TYPES = {"ogg": "audio/ogg", "mp3": "audio/mpeg", "wav": "audio/wav", "m4a": "audio/mp4", "mp4": "video/mp4"}
-# Recognition of a long upload can take a while before the first response byte.
-_MIN_READ_TIMEOUT = 60.0
 
 
 class CozeFileTranscriber:
@@ -32,9 +30,9 @@ class CozeFileTranscriber:
         if not isinstance(audio, EncodedAudio):
             raise TypeError("Coze file ASR takes an encoded file")
         files = {"file": (audio.filename, audio.data, _MIME_TYPES.get(audio.container, "application/octet-stream"))}
-        body = await self.rest.json(
-            "POST", "/v1/audio/transcriptions", files=files, read_timeout=max(_MIN_READ_TIMEOUT, audio.seconds)
-        )
+        # Recognising a long upload takes a while before the first byte of the answer.
+        read_timeout = max(self.rest.endpoint.read_timeout, audio.seconds)
+        body = await self.rest.json("POST", "/v1/audio/transcriptions", files=files, read_timeout=read_timeout)
         data = body.get("data")
         if not isinstance(data, dict) or not isinstance(data.get("text"), str):
             raise SpeechError(ErrorKind.SERVER, "Coze answered without data.text", provider=self.name,

@@ -15,7 +15,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from .config import COZE_LANGUAGES
-from .coze_common import CozeEndpoint, CozeSocket, open_coze_socket
+from .coze_common import DROP_GRACE_SECONDS, CozeEndpoint, CozeSocket, open_coze_socket
 from .errors import ErrorKind, SpeechError
 from .models import PcmStream, ProviderAudio, TranscribeOptions, TranscriberCapabilities, Transcript
 from .providers import last_transcript
@@ -52,8 +52,8 @@ class CozeStreamTranscriber:
                 "channel": audio.channels,
                 "bit_depth": audio.bit_depth,
             }
-            await socket.send("transcriptions.update", {"input_audio": declared, "asr_config": asr_config(options)})
-            sender = asyncio.create_task(self._send_audio(socket, audio))
+            update = {"input_audio": declared, "asr_config": asr_config(options)}
+            sender = asyncio.create_task(self._send_audio(socket, update, audio))
             text = ""
             seconds = 0.0
             try:
@@ -78,7 +78,8 @@ class CozeStreamTranscriber:
                 await asyncio.gather(sender, return_exceptions=True)
         yield Transcript(text=text.strip(), final=True, provider=self.name, seconds=seconds or None)
 
-    async def _send_audio(self, socket: CozeSocket, audio: PcmStream) -> float:
+    async def _send_audio(self, socket: CozeSocket, update: dict[str, Any], audio: PcmStream) -> float:
+        await socket.send("transcriptions.update", update)
         sent = 0
         async for chunk in audio.chunks:
             await socket.send("input_audio_buffer.append", {"delta": base64.b64encode(chunk).decode("ascii")})
@@ -89,13 +90,18 @@ class CozeStreamTranscriber:
     async def _next_event(self, socket: CozeSocket, sender: asyncio.Task[float]) -> dict[str, Any]:
         """The next server event, while watching the sender: its failure (bad audio, dropped
         socket) ends the session. The result timeout only runs once all audio is out."""
-        _raise_if_failed(sender)
         receiver = asyncio.ensure_future(socket.receive(timeout=None))
         try:
             if not sender.done():
                 await asyncio.wait({receiver, sender}, return_when=asyncio.FIRST_COMPLETED)
+            failure = _failure(sender)
+            if failure is not None and not receiver.done():
+                if isinstance(failure, SpeechError) and failure.kind is ErrorKind.CONNECTIVITY:
+                    # A server refusing a session (bad token) sends its reason just before it
+                    # drops the socket: that error event, if it comes, explains more.
+                    await asyncio.wait({receiver}, timeout=DROP_GRACE_SECONDS)
                 if not receiver.done():
-                    _raise_if_failed(sender)
+                    raise failure
             async with asyncio.timeout(self.result_timeout):
                 return await receiver
         except TimeoutError:
@@ -110,9 +116,8 @@ class CozeStreamTranscriber:
         return None
 
 
-def _raise_if_failed(task: asyncio.Task[float]) -> None:
-    if task.done() and not task.cancelled() and (error := task.exception()) is not None:
-        raise error
+def _failure(task: asyncio.Task[float]) -> BaseException | None:
+    return task.exception() if task.done() and not task.cancelled() else None
 
 
 def asr_config(options: TranscribeOptions) -> dict[str, Any]:

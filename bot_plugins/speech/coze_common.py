@@ -61,6 +61,8 @@ HTTP_STATUS_KINDS: dict[int, ErrorKind] = {
 
 LOGID_HEADER = "x-tt-logid"
 MAX_VOICE_PAGES = 50  # 5000 voices; a guard against a server that never stops saying has_more
+# After the socket dropped under a send, how long to wait for the server's last words.
+DROP_GRACE_SECONDS = 1.0
 
 
 def error_from_code(provider: str, code: int, msg: str, logid: str | None) -> SpeechError:
@@ -229,6 +231,18 @@ class CozeSocket:
             code = data.get("code")
             raise error_from_code(self.provider, code if isinstance(code, int) else 5000, str(data.get("msg") or ""), self.logid)
         return event
+
+    async def reason_for_drop(self, dropped: SpeechError) -> SpeechError:
+        """After the socket dropped under a send: the server's own error event, when it sent one
+        just before hanging up (as it does for a refused token), else ``dropped``."""
+        try:
+            async with asyncio.timeout(DROP_GRACE_SECONDS):
+                while True:
+                    await self.receive(timeout=None)
+        except SpeechError as error:
+            return error if error.code is not None else dropped  # error events carry a code
+        except TimeoutError:
+            return dropped
 
     def _dropped(self, error: Exception) -> SpeechError:
         if isinstance(error, TimeoutError):

@@ -51,9 +51,12 @@ class CozeStreamSynthesizer:
                 "speech_rate": speech_rate(options.speed),
                 "voice_id": voice_id,
             }
-            await socket.send("speech.update", {"output_audio": output_audio})
-            await socket.send("input_text_buffer.append", {"delta": text})
-            await socket.send("input_text_buffer.complete")
+            try:
+                await socket.send("speech.update", {"output_audio": output_audio})
+                await socket.send("input_text_buffer.append", {"delta": text})
+                await socket.send("input_text_buffer.complete")
+            except SpeechError as error:
+                raise (await socket.reason_for_drop(error)) if error.kind is ErrorKind.CONNECTIVITY else error
             while True:
                 event = await socket.receive(timeout=self.audio_timeout)
                 event_type = event.get("event_type")

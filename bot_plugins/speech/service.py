@@ -9,11 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import random
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, replace
-from typing import Protocol, TypeVar
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
+from dataclasses import replace
 
 from .audio import VOICE_NOTE_RATE, AudioConverter, AudioInfo, require_sound, wav_bytes
 from .config import SpeechSettings
@@ -23,6 +21,8 @@ from .coze_common import CozeEndpoint
 from .coze_tts import CozeSpeechSynthesizer
 from .coze_tts_stream import CozeStreamSynthesizer
 from .errors import AudioError, AudioProblem, ErrorKind, SpeechError
+from .feishu_asr import FeishuStreamSettings, FeishuStreamTranscriber
+from .feishu_auth import FeishuClient
 from .models import (
     AudioClip,
     AudioFormat,
@@ -35,10 +35,10 @@ from .models import (
     Voice,
 )
 from .providers import StreamingTranscriber, Synthesizer, Transcriber
+from .retry import Retrier
 from .text import split_text
 
 log = logging.getLogger(__name__)
-T = TypeVar("T")
 
 # When a clip is beyond an upload provider's limits, the provider that takes it instead.
 OVERSIZE_ROUTES = {"coze": "coze-stream"}
@@ -46,44 +46,6 @@ OVERSIZE_ROUTES = {"coze": "coze-stream"}
 UPLOAD_CONVERSION_RATE = 16000
 # Pieces of one long text synthesized at the same time.
 SYNTHESIS_PARALLELISM = 3
-
-
-@dataclass(frozen=True)
-class RetryPolicy:
-    attempts: int = 3  # per provider, first try included
-    base_delay: float = 0.5
-    max_delay: float = 8.0
-    max_retry_after: float = 30.0  # a server asking for a longer pause is not waited for
-
-    def delay(self, attempt: int, error: SpeechError) -> float | None:
-        """Seconds to wait before the next attempt, or None to give up."""
-        if not error.retryable or attempt >= self.attempts:
-            return None
-        backoff = min(self.max_delay, self.base_delay * 2 ** (attempt - 1)) * random.uniform(0.8, 1.2)
-        if error.retry_after is not None:
-            if error.retry_after > self.max_retry_after:
-                return None
-            backoff = max(backoff, error.retry_after)
-        return backoff
-
-
-class SpeechObserver(Protocol):
-    """Receives one report per provider call and per retry (metrics live behind this)."""
-
-    def call_finished(self, provider: str, operation: str, seconds: float, error: SpeechError | None) -> None: ...
-
-    def retrying(self, provider: str, operation: str, attempt: int, delay: float, error: SpeechError) -> None: ...
-
-
-class LoggingObserver:
-    def call_finished(self, provider: str, operation: str, seconds: float, error: SpeechError | None) -> None:
-        if error is None:
-            log.debug("%s %s succeeded in %.2fs", provider, operation, seconds)
-        else:
-            log.warning("%s %s failed after %.2fs: %s (%s)", provider, operation, seconds, error, error.kind)
-
-    def retrying(self, provider: str, operation: str, attempt: int, delay: float, error: SpeechError) -> None:
-        log.info("%s %s: retrying in %.1fs after attempt %d (%s)", provider, operation, delay, attempt, error.kind)
 
 
 class SpeechService:
@@ -95,9 +57,8 @@ class SpeechService:
         asr_chain: Sequence[str] = (),
         tts_chain: Sequence[str] = (),
         converter: AudioConverter | None = None,
-        retry: RetryPolicy = RetryPolicy(),
+        retrier: Retrier | None = None,
         default_language: str = "common",
-        observer: SpeechObserver | None = None,
         oversize_routes: Mapping[str, str] = OVERSIZE_ROUTES,
     ) -> None:
         self.transcribers = {provider.name: provider for provider in transcribers}
@@ -111,14 +72,15 @@ class SpeechService:
         self.asr_chain = tuple(asr_chain)
         self.tts_chain = tuple(tts_chain)
         self.converter = converter or AudioConverter()
-        self.retry = retry
+        self.retrier = retrier or Retrier()
         self.default_language = default_language
-        self.observer = observer or LoggingObserver()
         self.oversize_routes = dict(oversize_routes)
 
     @classmethod
-    def from_settings(cls, settings: SpeechSettings, **overrides: object) -> SpeechService:
+    def from_settings(cls, settings: SpeechSettings, *, retrier: Retrier | None = None,
+                      converter: AudioConverter | None = None) -> SpeechService:
         """Every provider the credentials allow (so ``--asr`` can pick any), chains from settings."""
+        retrier = retrier or Retrier()
         transcribers: list[Transcriber] = []
         synthesizers: list[Synthesizer] = []
         if settings.coze_api_token:
@@ -126,13 +88,19 @@ class SpeechService:
             transcribers += [CozeFileTranscriber(endpoint), CozeStreamTranscriber(endpoint)]
             synthesizers += [CozeSpeechSynthesizer(endpoint, settings.coze_voice_id),
                              CozeStreamSynthesizer(endpoint, settings.coze_voice_id)]
+        if settings.feishu_app_id and settings.feishu_app_secret:
+            client = FeishuClient(settings.feishu_app_id, settings.feishu_app_secret, settings.feishu_base_url,
+                                  max_connections=settings.feishu_max_streams + 2)
+            stream_settings = FeishuStreamSettings(chunk_ms=settings.feishu_chunk_ms, max_streams=settings.feishu_max_streams)
+            transcribers.append(FeishuStreamTranscriber(client, stream_settings, retrier))
         return cls(
             transcribers=transcribers,
             synthesizers=synthesizers,
             asr_chain=settings.asr_chain,
             tts_chain=settings.tts_chain,
             default_language=settings.language,
-            **overrides,  # type: ignore[arg-type]
+            retrier=retrier,
+            converter=converter,
         )
 
     @property
@@ -211,14 +179,12 @@ class SpeechService:
             except AudioError:
                 raise
             except SpeechError as error:
-                self.observer.call_finished(provider.name, "transcribe", time.monotonic() - started, error)
-                delay = self.retry.delay(attempt, error)
+                delay = self.retrier.next_delay(provider.name, "transcribe", attempt, started, error)
                 if delay is None:
                     raise
-                self.observer.retrying(provider.name, "transcribe", attempt, delay, error)
                 await asyncio.sleep(delay)
                 continue
-            self.observer.call_finished(provider.name, "transcribe", time.monotonic() - started, None)
+            self.retrier.succeeded(provider.name, "transcribe", started)
             return
 
     async def _transcribe_once(self, provider: Transcriber, clip: _ClipFacts, options: TranscribeOptions) -> AsyncIterator[Transcript]:
@@ -279,7 +245,7 @@ class SpeechService:
             options = replace(options, sample_rate=24000)
         pieces = split_text(text, caps.max_text_bytes)
         if len(pieces) == 1 and options.format in caps.formats:
-            audio = await self._with_retries(provider.name, "synthesize", lambda: provider.synthesize(pieces[0], options))
+            audio = await self.retrier.call(provider.name, "synthesize", lambda: provider.synthesize(pieces[0], options))
             _require_audio(audio, provider.name)
             if audio.seconds is None:
                 info = await self.converter.analyse(AudioClip(data=audio.data))
@@ -291,7 +257,7 @@ class SpeechService:
 
         async def speak(piece: str) -> SpeechAudio:
             async with slots:
-                part = await self._with_retries(provider.name, "synthesize", lambda: provider.synthesize(piece, pcm_options))
+                part = await self.retrier.call(provider.name, "synthesize", lambda: provider.synthesize(piece, pcm_options))
                 _require_audio(part, provider.name)
                 return part
 
@@ -304,27 +270,9 @@ class SpeechService:
     async def voices(self, *, tts: str | None = None) -> list[Voice]:
         chain = self._chain(tts, self.tts_chain, self.synthesizers, "TTS")
         provider = self.synthesizers[chain[0]]
-        return await self._with_retries(provider.name, "voices", provider.voices)
+        return await self.retrier.call(provider.name, "voices", provider.voices)
 
     # ----------------------------------------------------------------- shared
-
-    async def _with_retries(self, provider: str, operation: str, call: Callable[[], Awaitable[T]]) -> T:
-        attempt = 0
-        while True:
-            attempt += 1
-            started = time.monotonic()
-            try:
-                result = await call()
-            except SpeechError as error:
-                self.observer.call_finished(provider, operation, time.monotonic() - started, error)
-                delay = self.retry.delay(attempt, error)
-                if delay is None:
-                    raise
-                self.observer.retrying(provider, operation, attempt, delay, error)
-                await asyncio.sleep(delay)
-                continue
-            self.observer.call_finished(provider, operation, time.monotonic() - started, None)
-            return result
 
     @staticmethod
     def _chain(requested: str | None, configured: Sequence[str], available: Mapping[str, object], kind: str) -> Sequence[str]:

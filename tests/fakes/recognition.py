@@ -27,7 +27,7 @@ class PcmListener:
         self.script = script
         self.seconds_per_word = seconds_per_word
         self.samples = 0
-        self.peak = 0
+        self.heard_sound = False
         self._pending = b""
         self._crossings = 0
         self._voiced_first: int | None = None
@@ -42,7 +42,8 @@ class PcmListener:
         chunk.frombytes(data[:usable])
         if not chunk:
             return
-        self.peak = max(self.peak, max(chunk), -min(chunk))
+        if not self.heard_sound:  # once sound is heard, no need to scan every later chunk
+            self.heard_sound = max(chunk) > _VOICED_THRESHOLD or -min(chunk) > _VOICED_THRESHOLD
         window_end = int(_FREQUENCY_WINDOW_SECONDS * self.sample_rate)
         if self.samples < window_end:
             self._count_crossings(chunk[: window_end - self.samples], self.samples)
@@ -75,7 +76,7 @@ class PcmListener:
 
     @property
     def silent(self) -> bool:
-        return self.peak <= _VOICED_THRESHOLD
+        return not self.heard_sound
 
     def transcript(self, final: bool = True) -> str:
         """The full text heard so far (a partial when ``final`` is false)."""

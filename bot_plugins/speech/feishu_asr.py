@@ -1,0 +1,289 @@
+"""Feishu / Lark streaming ASR: POST /open-apis/speech_to_text/v1/speech/stream_recognize (spec §3).
+
+One stream is a sequence of requests sharing a 16-character ``stream_id``: base64 PCM chunks of
+100–200 ms with ``sequence_id`` 0, 1, 2… and ``action`` 1 (first), 0 (middle), 2 (last, wait for the
+final text), or 3 (abort). Every request is a round trip, so a long note is cut at pauses into
+segments that run as parallel streams (bounded, and all streams of this client share the
+tenant's 20-stream limit); their texts are joined in order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import logging
+import secrets
+import time
+from collections.abc import AsyncIterator, Callable, Iterable
+from dataclasses import dataclass
+
+from .audio import SAMPLE_WIDTH, split_at_pauses
+from .errors import ErrorKind, SpeechError
+from .feishu_auth import FeishuClient
+from .models import PcmStream, ProviderAudio, TranscribeOptions, TranscriberCapabilities, Transcript
+from .providers import last_transcript
+from .retry import Retrier
+
+log = logging.getLogger(__name__)
+
+STREAM_PATH = "/open-apis/speech_to_text/v1/speech/stream_recognize"
+SAMPLE_RATE = 16000  # engine 16k_auto: 16 kHz mono s16le
+ACTION_FIRST, ACTION_MIDDLE, ACTION_LAST, ACTION_ABORT = 1, 0, 2, 3
+
+
+@dataclass(frozen=True)
+class FeishuStreamSettings:
+    chunk_ms: int = 200  # the documented advice is 100–200 ms per chunk
+    max_streams: int = 20  # the tenant-wide limit of open streams
+    segment_seconds: float = 30.0  # long notes are cut into segments of about this length…
+    parallel_segments: int = 4  # …of which one note runs at most this many at once
+
+
+class FeishuStreamTranscriber:
+    name = "feishu"
+    capabilities = TranscriberCapabilities(
+        pcm_sample_rate=SAMPLE_RATE,
+        streaming=True,
+        hot_words=False,
+        languages=frozenset({"common", "zh", "en"}),  # one engine: Mandarin–English mixed
+    )
+
+    def __init__(self, client: FeishuClient, settings: FeishuStreamSettings = FeishuStreamSettings(),
+                 retrier: Retrier | None = None) -> None:
+        self.client = client
+        self.settings = settings
+        self.retrier = retrier or Retrier()
+        self._stream_slots = asyncio.Semaphore(settings.max_streams)
+        self._aborts: set[asyncio.Task[None]] = set()
+
+    async def transcribe(self, audio: ProviderAudio, options: TranscribeOptions) -> Transcript:
+        return await last_transcript(self.stream(audio, options))
+
+    async def stream(self, audio: ProviderAudio, options: TranscribeOptions) -> AsyncIterator[Transcript]:
+        if not isinstance(audio, PcmStream) or audio.sample_rate != SAMPLE_RATE:
+            raise TypeError("Feishu ASR takes a 16 kHz PCM stream")
+        updates: asyncio.Queue[_Update] = asyncio.Queue()
+        runner = asyncio.create_task(self._run_segments(audio, updates))
+        texts: dict[int, str] = {}
+        shown = ""
+        try:
+            while not isinstance(update := await updates.get(), _Finished):
+                if isinstance(update, _Failed):
+                    raise update.error
+                texts[update.segment] = update.text
+                joined = join_texts(texts[index] for index in sorted(texts))
+                if joined != shown:
+                    shown = joined
+                    yield Transcript(text=joined, final=False, provider=self.name)
+        finally:
+            if not runner.done():
+                runner.cancel()
+            await asyncio.gather(runner, return_exceptions=True)
+        yield Transcript(text=shown, final=True, provider=self.name, seconds=update.seconds)
+
+    async def _run_segments(self, audio: PcmStream, updates: asyncio.Queue[_Update]) -> None:
+        """Cut the audio into segments and recognise up to ``parallel_segments`` at a time."""
+        pending: asyncio.Queue[tuple[int, bytes] | None] = asyncio.Queue(maxsize=self.settings.parallel_segments)
+        total_bytes = 0
+
+        async def cut() -> None:
+            nonlocal total_bytes
+            index = 0
+            async for segment in split_at_pauses(audio.chunks, SAMPLE_RATE, self.settings.segment_seconds):
+                total_bytes += len(segment)
+                await pending.put((index, segment))
+                index += 1
+            for _ in range(self.settings.parallel_segments):
+                await pending.put(None)
+
+        async def recognise() -> None:
+            while (item := await pending.get()) is not None:
+                index, segment = item
+                text = await self._recognise_segment(segment, lambda text: updates.put_nowait(_Text(index, text)))
+                updates.put_nowait(_Text(index, text))
+
+        try:
+            async with asyncio.TaskGroup() as group:
+                group.create_task(cut())
+                for _ in range(self.settings.parallel_segments):
+                    group.create_task(recognise())
+        except BaseExceptionGroup as failures:
+            updates.put_nowait(_Failed(_first_error(failures)))
+            return
+        updates.put_nowait(_Finished(total_bytes / (SAMPLE_WIDTH * SAMPLE_RATE)))
+
+    async def _recognise_segment(self, pcm: bytes, on_text: Callable[[str], None]) -> str:
+        """One stream: the whole segment in chunks; the final text comes from the action-2 answer.
+
+        A chunk whose answer was lost (timeout) may already have reached the server, and a
+        repeated ``sequence_id`` is then refused: the segment restarts once as a new stream.
+        """
+        try:
+            return await self._one_stream(pcm, on_text)
+        except _StreamBroken as broken:
+            log.info("Feishu stream broke after a lost answer (%s); restarting the segment", broken.error)
+            try:
+                return await self._one_stream(pcm, on_text)
+            except _StreamBroken as again:
+                raise again.error from None
+
+    async def _one_stream(self, pcm: bytes, on_text: Callable[[str], None]) -> str:
+        chunk_bytes = SAMPLE_RATE * SAMPLE_WIDTH * self.settings.chunk_ms // 1000
+        chunks = [pcm[start:start + chunk_bytes] for start in range(0, len(pcm), chunk_bytes)] or [b""]
+        if len(chunks) == 1:
+            chunks.append(b"")  # a stream needs a first and a last packet
+        stream_id = secrets.token_hex(8)  # 16 characters of [0-9a-f]
+        hypothesis = _Hypothesis()
+        answered = 0
+        unanswered = False  # a request whose fate is unknown (cancelled or timed out)
+        completed = False
+        async with self._stream_slots:
+            try:
+                for sequence, chunk in enumerate(chunks):
+                    action = ACTION_FIRST if sequence == 0 else ACTION_LAST if sequence == len(chunks) - 1 else ACTION_MIDDLE
+                    unanswered = True
+                    try:
+                        text = await self._send_chunk(stream_id, sequence, action, chunk)
+                    except SpeechError as error:
+                        unanswered = error.kind is ErrorKind.TIMEOUT
+                        raise
+                    unanswered = False
+                    answered += 1
+                    if action == ACTION_LAST:
+                        completed = True
+                        return hypothesis.update(text)
+                    on_text(hypothesis.update(text))
+            finally:
+                if not completed and (answered or unanswered):
+                    self._abort_later(stream_id, (answered + 1, answered) if unanswered else (answered,))
+        raise AssertionError("unreachable: the last chunk returns")
+
+    async def _send_chunk(self, stream_id: str, sequence: int, action: int, chunk: bytes) -> str:
+        payload = {
+            "speech": {"speech": base64.b64encode(chunk).decode("ascii")},
+            "config": {"stream_id": stream_id, "sequence_id": sequence, "action": action,
+                       "format": "pcm", "engine_type": "16k_auto"},
+        }
+        attempt = 0
+        lost_answer = False
+        while True:
+            attempt += 1
+            started = time.monotonic()
+            try:
+                body = await self.client.post(STREAM_PATH, payload)
+                break
+            except SpeechError as error:
+                if lost_answer and error.kind is ErrorKind.INVALID_INPUT:
+                    raise _StreamBroken(error) from error
+                delay = self.retrier.next_delay(self.name, "stream chunk", attempt, started, error)
+                if delay is None:
+                    raise
+                lost_answer = lost_answer or error.kind is ErrorKind.TIMEOUT
+                await asyncio.sleep(delay)
+        data = body.get("data") or {}
+        return str(data.get("recognition_text") or "")
+
+    def _abort_later(self, stream_id: str, sequence_ids: tuple[int, ...]) -> None:
+        """Tell the server to drop an unfinished stream (frees a tenant slot); best effort, in the
+        background so that cancellation is never delayed by it. When the last request's fate is
+        unknown, the abort tries the id after it, then its own."""
+
+        async def abort() -> None:
+            for sequence in sequence_ids:
+                payload = {"speech": {"speech": ""}, "config": {"stream_id": stream_id, "sequence_id": sequence,
+                                                                "action": ACTION_ABORT, "format": "pcm", "engine_type": "16k_auto"}}
+                try:
+                    async with asyncio.timeout(5):
+                        await self.client.post(STREAM_PATH, payload)
+                    return
+                except (SpeechError, TimeoutError) as error:
+                    log.debug("Feishu stream %s abort at %d failed: %s", stream_id, sequence, error)
+
+        task = asyncio.create_task(abort())
+        self._aborts.add(task)
+        task.add_done_callback(self._aborts.discard)
+
+    async def aclose(self) -> None:
+        if self._aborts:
+            await asyncio.gather(*self._aborts, return_exceptions=True)
+        await self.client.aclose()
+
+
+class _StreamBroken(Exception):
+    def __init__(self, error: SpeechError) -> None:
+        super().__init__(str(error))
+        self.error = error
+
+
+@dataclass(frozen=True)
+class _Text:
+    segment: int
+    text: str
+
+
+@dataclass(frozen=True)
+class _Finished:
+    seconds: float
+
+
+@dataclass(frozen=True)
+class _Failed:
+    error: BaseException
+
+
+_Update = _Text | _Finished | _Failed
+
+
+def _first_error(group: BaseExceptionGroup) -> BaseException:
+    first = group.exceptions[0]
+    return _first_error(first) if isinstance(first, BaseExceptionGroup) else first
+
+
+class _Hypothesis:
+    """The text of one stream, whichever way the server reports it.
+
+    The docs do not say whether ``recognition_text`` is the whole text so far or only this
+    chunk's words. An answer that continues or revises the text so far replaces it (the usual,
+    cumulative case, including the final action-2 answer); an unrelated answer is a delta and is
+    appended.
+    """
+
+    def __init__(self) -> None:
+        self.text = ""
+
+    def update(self, answer: str) -> str:
+        answer = answer.strip()
+        if answer:
+            self.text = answer if _continues(answer, self.text) else join_texts([self.text, answer])
+        return self.text
+
+
+def _continues(answer: str, earlier: str) -> bool:
+    """Whether ``answer`` is a longer or revised version of ``earlier`` (shares most of its start,
+    spacing aside: CJK text may come back with or without spaces between words)."""
+    answer, earlier = "".join(answer.split()), "".join(earlier.split())
+    if not earlier:
+        return True
+    shared = 0
+    for a, b in zip(answer, earlier):
+        if a != b:
+            break
+        shared += 1
+    return shared >= max(1, len(earlier) // 2)
+
+
+def join_texts(parts: Iterable[str]) -> str:
+    """Join transcript pieces: a space between Latin words, nothing between CJK characters."""
+    joined = ""
+    for part in parts:
+        part = part.strip()
+        if not part:
+            continue
+        if joined and (joined[-1].isascii() and joined[-1].isalnum() or joined[-1] in ".,!?;:") and not _is_cjk(part[0]):
+            joined += " "
+        joined += part
+    return joined
+
+
+def _is_cjk(char: str) -> bool:
+    return "\u2e80" <= char <= "\u9fff" or "\uf900" <= char <= "\ufaff" or "\uff00" <= char <= "\uffef"

@@ -1,0 +1,159 @@
+"""Feishu / Lark open platform: tenant_access_token management, error codes, and the REST call
+every Feishu client makes (spec: ../shared/spec/feishu.md §2, §3.6, §3.7, §5.4)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+
+import httpx
+
+from .errors import ErrorKind, SpeechError
+
+log = logging.getLogger(__name__)
+
+TOKEN_PATH = "/open-apis/auth/v3/tenant_access_token/internal"
+LOGID_HEADER = "x-tt-logid"
+# Refresh this long before expiry, as lark-oapi does; re-asking with < 30 min left yields a new token.
+REFRESH_MARGIN_SECONDS = 600.0
+
+# Body codes → error kind. Both documented code families (Feishu 104010x, Lark 161010x) are here.
+FEISHU_CODE_KINDS: dict[int, ErrorKind] = {
+    1040101: ErrorKind.INVALID_INPUT,
+    1610101: ErrorKind.INVALID_INPUT,
+    1040102: ErrorKind.SERVER,
+    1610102: ErrorKind.SERVER,
+    99991400: ErrorKind.RATE_LIMITED,
+    99991403: ErrorKind.QUOTA,
+    99991661: ErrorKind.AUTH,
+    99991663: ErrorKind.AUTH,
+    99991664: ErrorKind.AUTH,
+    99991665: ErrorKind.AUTH,
+    99991671: ErrorKind.AUTH,
+    99991672: ErrorKind.PERMISSION,
+    10003: ErrorKind.AUTH,  # token request with a bad app_id: a credentials problem
+    10014: ErrorKind.AUTH,
+    10015: ErrorKind.AUTH,
+}
+# Answers meaning "this token is no good": drop it, fetch a fresh one, retry once.
+TOKEN_REJECTED_CODES = frozenset({99991661, 99991663, 99991665, 99991671})
+
+
+def feishu_error(provider: str, code: int, msg: str, logid: str | None, retry_after: float | None = None) -> SpeechError:
+    kind = FEISHU_CODE_KINDS.get(code)
+    if kind is None:
+        return SpeechError(ErrorKind.SERVER, f"Feishu error: {msg}", provider=provider, code=code, logid=logid, retryable=False)
+    return SpeechError(kind, f"Feishu error: {msg}", provider=provider, code=code, logid=logid, retry_after=retry_after)
+
+
+def _status_error(provider: str, status: int, logid: str | None, retry_after: float | None) -> SpeechError:
+    if status == 429:
+        return SpeechError(ErrorKind.RATE_LIMITED, "Feishu rate limit", provider=provider, code=status, logid=logid,
+                           retry_after=retry_after)
+    kind = ErrorKind.SERVER if status >= 500 else {401: ErrorKind.AUTH, 403: ErrorKind.PERMISSION}.get(status, ErrorKind.INVALID_INPUT)
+    return SpeechError(kind, f"Feishu answered HTTP {status} without a JSON body", provider=provider, code=status, logid=logid)
+
+
+def _retry_after(response: httpx.Response) -> float | None:
+    try:
+        return float(response.headers["x-ogw-ratelimit-reset"])
+    except (KeyError, ValueError):
+        return None
+
+
+class FeishuClient:
+    """Authenticated JSON calls to one Feishu/Lark host, with a shared tenant token.
+
+    The token is cached until ten minutes before it expires; only one refresh runs at a time,
+    and concurrent callers wait for it instead of stampeding the token endpoint.
+    """
+
+    def __init__(
+        self,
+        app_id: str,
+        app_secret: str,
+        base_url: str,
+        *,
+        provider: str = "feishu",
+        timeout: float = 30.0,
+        max_connections: int = 32,
+        transport: httpx.AsyncBaseTransport | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.app_id = app_id
+        self.app_secret = app_secret
+        self.provider = provider
+        self.clock = clock
+        limits = httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections)
+        self._http = httpx.AsyncClient(base_url=base_url, timeout=httpx.Timeout(timeout, connect=10.0),
+                                       limits=limits, transport=transport)
+        self._token: str | None = None
+        self._deadline = 0.0
+        self._refresh_lock = asyncio.Lock()
+
+    async def token(self) -> str:
+        if self._fresh():
+            return self._token  # type: ignore[return-value]
+        async with self._refresh_lock:
+            if not self._fresh():  # another caller may have refreshed while this one waited
+                await self._fetch_token()
+            return self._token  # type: ignore[return-value]
+
+    def _fresh(self) -> bool:
+        return self._token is not None and self.clock() < self._deadline - REFRESH_MARGIN_SECONDS
+
+    async def _replace_rejected(self, rejected: str) -> str:
+        async with self._refresh_lock:
+            if self._token == rejected:  # the first of several rejected callers refreshes
+                await self._fetch_token()
+            return self._token  # type: ignore[return-value]
+
+    async def _fetch_token(self) -> None:
+        body, logid = await self._exchange(TOKEN_PATH, {"app_id": self.app_id, "app_secret": self.app_secret}, token=None)
+        token, expire = body.get("tenant_access_token"), body.get("expire")
+        if not isinstance(token, str) or not isinstance(expire, int | float):
+            raise SpeechError(ErrorKind.SERVER, "Feishu token answer lacks tenant_access_token/expire",
+                              provider=self.provider, logid=logid, retryable=False)
+        self._token, self._deadline = token, self.clock() + float(expire)
+        log.debug("Feishu tenant token refreshed; valid for %ss", expire)
+
+    async def post(self, path: str, payload: dict[str, Any]) -> dict[str, Any]:
+        """POST with the tenant token; a rejected token is replaced once and the call repeated."""
+        token = await self.token()
+        try:
+            body, _ = await self._exchange(path, payload, token)
+        except SpeechError as error:
+            if error.code not in TOKEN_REJECTED_CODES:
+                raise
+            log.info("Feishu rejected the tenant token (%s); refreshing it once", error.code)
+            body, _ = await self._exchange(path, payload, await self._replace_rejected(token))
+        return body
+
+    async def _exchange(self, path: str, payload: dict[str, Any], token: str | None) -> tuple[dict[str, Any], str | None]:
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        try:
+            response = await self._http.post(path, json=payload, headers=headers)
+        except httpx.TimeoutException as error:
+            raise SpeechError(ErrorKind.TIMEOUT, "Feishu did not answer in time", provider=self.provider) from error
+        except httpx.HTTPError as error:
+            raise SpeechError(ErrorKind.CONNECTIVITY, f"cannot reach Feishu: {type(error).__name__}: {error}",
+                              provider=self.provider) from error
+        logid = response.headers.get(LOGID_HEADER)
+        try:
+            body = json.loads(response.content)
+        except ValueError:
+            body = None
+        if not isinstance(body, dict) or not isinstance(body.get("code"), int):
+            # Key on the body code, never on the status alone (spec §2.4); no body: use the status.
+            raise _status_error(self.provider, response.status_code, logid, _retry_after(response))
+        if body["code"] != 0:
+            logid = logid or (body.get("error") or {}).get("log_id")
+            raise feishu_error(self.provider, body["code"], str(body.get("msg") or ""), logid, _retry_after(response))
+        return body, logid
+
+    async def aclose(self) -> None:
+        await self._http.aclose()

@@ -1,0 +1,368 @@
+"""Coze providers and the speech service, end to end against the local Coze fake.
+
+Every frame our WebSocket clients send is checked against cozepy's own models (the contract), and
+audio results are checked on the audio: the fake's ASR describes what it heard, its TTS encodes
+the voice as a frequency and the text length as a duration.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import pytest
+
+from bot_plugins.speech.coze_asr import CozeFileTranscriber
+from bot_plugins.speech.coze_asr_stream import CozeStreamTranscriber
+from bot_plugins.speech.coze_common import CozeEndpoint
+from bot_plugins.speech.coze_tts import CozeSpeechSynthesizer
+from bot_plugins.speech.coze_tts_stream import CozeStreamSynthesizer
+from bot_plugins.speech.errors import AudioError, AudioProblem, ErrorKind, SpeechError
+from bot_plugins.speech.models import AudioClip, AudioFormat, SynthesizeOptions, TranscribeOptions
+from bot_plugins.speech.retry import Retrier
+from bot_plugins.speech.service import SpeechService
+from tests.audio_tools import analyse, decode, make_silence, make_tone, probe
+from tests.cozepy_contract import validate_uplink
+from tests.fakes.coze import DEFAULT_TOKEN, DEFAULT_VOICES, FakeCoze, FakeVoice
+
+DEFAULT_VOICE = DEFAULT_VOICES[0]
+JAY = DEFAULT_VOICES[1]
+
+
+@pytest.fixture
+async def fake() -> AsyncIterator[FakeCoze]:
+    async with FakeCoze() as server:
+        yield server
+
+
+def build_service(fake: FakeCoze, retrier: Retrier, *, asr: tuple[str, ...] = ("coze",), tts: tuple[str, ...] = ("coze",),
+                  voice_id: str | None = DEFAULT_VOICE.voice_id, token: str = DEFAULT_TOKEN, read_timeout: float = 5.0,
+                  result_timeout: float = 5.0) -> SpeechService:
+    endpoint = CozeEndpoint(token, fake.base_url, fake.ws_base_url, connect_timeout=2.0, read_timeout=read_timeout)
+    return SpeechService(
+        transcribers=[CozeFileTranscriber(endpoint), CozeStreamTranscriber(endpoint, result_timeout=result_timeout)],
+        synthesizers=[CozeSpeechSynthesizer(endpoint, voice_id), CozeStreamSynthesizer(endpoint, voice_id, audio_timeout=result_timeout)],
+        asr_chain=asr,
+        tts_chain=tts,
+        retrier=retrier,
+    )
+
+
+@pytest.fixture
+async def service(fake: FakeCoze, fast_retrier: Retrier) -> AsyncIterator[SpeechService]:
+    speech = build_service(fake, fast_retrier)
+    yield speech
+    await speech.aclose()
+
+
+def tone_clip(container: str = "ogg", seconds: float = 2.0, frequency: float = 440.0) -> AudioClip:
+    return AudioClip(data=make_tone(container, frequency, seconds))
+
+
+# ------------------------------------------------------------------------------------ file ASR
+
+
+@pytest.mark.parametrize(("container", "mime"), [("ogg", "audio/ogg"), ("mp3", "audio/mpeg"), ("m4a", "audio/mp4"),
+                                                 ("mp4", "video/mp4"), ("wav", "audio/wav")])
+async def test_file_asr_uploads_accepted_containers_as_they_are(fake: FakeCoze, service: SpeechService, container: str, mime: str) -> None:
+    clip = tone_clip(container)
+    transcript = await service.transcribe(clip)
+    assert transcript.final and transcript.text == "tone 440 hz 2.0 s"
+    (call,) = fake.calls_to("transcriptions")
+    assert call.upload is not None
+    assert (call.upload.field, call.upload.filename, call.upload.content_type) == ("file", f"audio.{container}", mime)
+    assert call.upload.size == clip.size  # the original bytes, not a conversion
+    assert call.token == DEFAULT_TOKEN
+
+
+@pytest.mark.parametrize("container", ["webm", "flac"])
+async def test_file_asr_converts_other_containers_to_wav(fake: FakeCoze, service: SpeechService, container: str) -> None:
+    assert (await service.transcribe(tone_clip(container, 1.5))).text == "tone 440 hz 1.5 s"
+    (call,) = fake.calls_to("transcriptions")
+    assert call.upload is not None and call.upload.content_type == "audio/wav"
+
+
+@pytest.mark.parametrize(
+    ("data", "problem"),
+    [(b"", AudioProblem.EMPTY), (b"definitely not audio" * 50, AudioProblem.UNDECODABLE), (None, AudioProblem.SILENT)],
+)
+@pytest.mark.parametrize("asr", ["coze", "coze-stream"])
+async def test_unusable_audio_is_refused_before_any_call(fake: FakeCoze, fast_retrier: Retrier, data: bytes | None,
+                                                         problem: AudioProblem, asr: str) -> None:
+    service = build_service(fake, fast_retrier, asr=(asr,))
+    clip = AudioClip(data=make_silence("ogg", 2.0) if data is None else data)
+    with pytest.raises(AudioError) as caught:
+        await service.transcribe(clip)
+    await service.aclose()
+    assert caught.value.problem is problem
+    assert fake.rest_calls == [] and fake.ws_sessions == []
+
+
+async def test_auth_failure_is_not_retried(fake: FakeCoze, fast_retrier: Retrier) -> None:
+    service = build_service(fake, fast_retrier, token="pat_wrong")
+    with pytest.raises(SpeechError) as caught:
+        await service.transcribe(tone_clip())
+    await service.aclose()
+    error = caught.value
+    assert (error.kind, error.code, error.retryable) == (ErrorKind.AUTH, 4100, False)
+    assert error.logid == fake.rest_calls[0].logid
+    assert len(fake.calls_to("transcriptions")) == 1
+    assert "pat_wrong" not in str(error)
+
+
+@pytest.mark.parametrize("code", [5000, 4009, 4013, 4020])
+async def test_transient_codes_are_retried_until_success(fake: FakeCoze, service: SpeechService, code: int) -> None:
+    fake.fail_next("transcriptions", code=code, times=2)
+    assert (await service.transcribe(tone_clip())).text == "tone 440 hz 2.0 s"
+    assert len(fake.calls_to("transcriptions")) == 3
+
+
+async def test_retries_are_bounded(fake: FakeCoze, service: SpeechService) -> None:
+    fake.fail_next("transcriptions", code=5000, times=10)
+    with pytest.raises(SpeechError) as caught:
+        await service.transcribe(tone_clip())
+    assert (caught.value.kind, caught.value.code) == (ErrorKind.SERVER, 5000)
+    assert len(fake.calls_to("transcriptions")) == 3
+
+
+async def test_gateway_pages_and_dropped_connections_are_transient(fake: FakeCoze, service: SpeechService) -> None:
+    fake.fail_next("transcriptions", raw_body="<html><body>502 Bad Gateway</body></html>", http_status=502)
+    fake.drop_next("transcriptions")
+    assert (await service.transcribe(tone_clip())).text == "tone 440 hz 2.0 s"
+    assert [call.status for call in fake.calls_to("transcriptions")] == [502, 0, 200]
+
+
+async def test_a_slow_answer_times_out_and_is_retried(fake: FakeCoze, fast_retrier: Retrier) -> None:
+    fake.delay_next("transcriptions", 1.0)
+    service = build_service(fake, fast_retrier, read_timeout=0.3)  # a 0.5 s clip: waits max(0.3, 0.5) s
+    assert (await service.transcribe(tone_clip(seconds=0.5))).text == "tone 440 hz 0.5 s"
+    await service.aclose()
+    assert len(fake.calls_to("transcriptions")) == 2
+
+
+async def test_business_errors_with_http_error_statuses_keep_their_code(fast_retrier: Retrier) -> None:
+    async with FakeCoze(error_http_status={4101: 403}) as fake:
+        fake.fail_next("transcriptions", code=4101)
+        service = build_service(fake, fast_retrier)
+        with pytest.raises(SpeechError) as caught:
+            await service.transcribe(tone_clip())
+        await service.aclose()
+    assert (caught.value.kind, caught.value.code) == (ErrorKind.PERMISSION, 4101)
+
+
+async def test_clips_over_10_mb_switch_to_streaming_asr(fake: FakeCoze, service: SpeechService) -> None:
+    clip = AudioClip(data=make_tone("wav", 440.0, 330.0, sample_rate=16000))  # 10.6 MB of WAV
+    assert clip.size > 10 * 1024 * 1024
+    assert (await service.transcribe(clip)).text == "tone 440 hz 330.0 s"
+    assert fake.calls_to("transcriptions") == []
+    assert len(fake.sessions_to("ws_transcriptions")) == 1
+
+
+async def test_clips_over_30_minutes_switch_to_streaming_asr(fake: FakeCoze, service: SpeechService) -> None:
+    import subprocess
+
+    long_ogg = subprocess.run(
+        ["ffmpeg", "-loglevel", "error", "-f", "lavfi", "-i", "sine=f=440:r=8000:d=1860", "-c:a", "libopus",
+         "-b:a", "6k", "-f", "ogg", "pipe:1"], check=True, capture_output=True).stdout
+    clip = AudioClip(data=long_ogg)
+    assert clip.size < 10 * 1024 * 1024
+    assert (await service.transcribe(clip)).text == "tone 440 hz 1860.0 s"
+    assert fake.calls_to("transcriptions") == []
+
+
+# ------------------------------------------------------------------------------- streaming ASR
+
+
+async def test_streaming_asr_declares_the_audio_it_sends_and_surfaces_partials(fake: FakeCoze, fast_retrier: Retrier) -> None:
+    service = build_service(fake, fast_retrier, asr=("coze-stream",))
+    options = TranscribeOptions(language="zh", hot_words=("扣子", "voicebridge"), context="a test", punctuation=False)
+    results = [transcript async for transcript in service.stream(tone_clip("ogg", 3.0), options)]
+    await service.aclose()
+
+    final = results[-1]
+    assert final.final and final.text == "tone 440 hz 3.0 s" and final.provider == "coze-stream"
+    partials = [result.text for result in results[:-1]]
+    assert partials[:2] == ["tone 440 hz 1.0 s", "tone 440 hz 2.0 s"]  # each the full text so far
+    (session,) = fake.sessions_to("ws_transcriptions")
+    update = session.uplink[0]
+    assert update["event_type"] == "transcriptions.update"
+    assert update["data"]["input_audio"] == {"format": "pcm", "codec": "pcm", "sample_rate": 16000, "channel": 1, "bit_depth": 16}
+    assert session.config == update["data"]["input_audio"]  # what the server echoed as effective
+    assert session.asr_config == {"user_language": "zh", "hot_words": ["扣子", "voicebridge"], "context": "a test",
+                                  "enable_punc": False}
+    assert session.uplink_types[-1] == "input_audio_buffer.complete"
+    assert session.audio_bytes == 3.0 * 16000 * 2
+    for event in session.uplink[:4] + session.uplink[-1:]:
+        validate_uplink(event)
+
+
+@pytest.mark.parametrize("mode", ["http401", "error_event"])
+async def test_streaming_auth_failure_in_both_documented_forms(fast_retrier: Retrier, mode: str) -> None:
+    async with FakeCoze(ws_auth_failure=mode) as fake:  # type: ignore[arg-type]
+        service = build_service(fake, fast_retrier, asr=("coze-stream",), token="pat_wrong")
+        with pytest.raises(SpeechError) as caught:
+            await service.transcribe(tone_clip())
+        await service.aclose()
+        assert caught.value.kind is ErrorKind.AUTH and not caught.value.retryable
+        assert caught.value.logid == fake.ws_sessions[0].logid
+        assert len(fake.ws_sessions) == 1
+
+
+async def test_a_socket_dropped_mid_stream_is_retried(fake: FakeCoze, fast_retrier: Retrier) -> None:
+    fake.drop_next("ws_transcriptions", after_appends=3)
+    service = build_service(fake, fast_retrier, asr=("coze-stream",))
+    assert (await service.transcribe(tone_clip())).text == "tone 440 hz 2.0 s"
+    await service.aclose()
+    assert [session.ended for session in fake.sessions_to("ws_transcriptions")] == ["dropped", "client"]
+
+
+async def test_error_events_mid_stream_become_typed_errors(fake: FakeCoze, fast_retrier: Retrier) -> None:
+    fake.fail_next("ws_transcriptions", code=5000, after_appends=2)
+    fake.fail_next("ws_transcriptions", code=4000)
+    service = build_service(fake, fast_retrier, asr=("coze-stream",))
+    with pytest.raises(SpeechError) as caught:
+        await service.transcribe(tone_clip())
+    await service.aclose()
+    assert (caught.value.kind, caught.value.code) == (ErrorKind.INVALID_INPUT, 4000)
+    assert len(fake.sessions_to("ws_transcriptions")) == 2  # 5000 retried once, 4000 not
+
+
+async def test_a_silent_server_times_out(fake: FakeCoze, fast_retrier: Retrier) -> None:
+    fake.delay_next("ws_transcriptions", 2.0, times=3)
+    service = build_service(fake, fast_retrier, asr=("coze-stream",), result_timeout=0.3)
+    with pytest.raises(SpeechError) as caught:
+        await service.transcribe(tone_clip("ogg", 0.5))
+    await service.aclose()
+    assert caught.value.kind is ErrorKind.TIMEOUT
+    assert len(fake.sessions_to("ws_transcriptions")) == 3
+
+
+async def test_unknown_events_are_ignored_and_a_server_close_is_fine(fast_retrier: Retrier) -> None:
+    async with FakeCoze(extra_downlink_event="transcriptions.future_feature", close_after_transcription=True) as fake:
+        service = build_service(fake, fast_retrier, asr=("coze-stream",))
+        assert (await service.transcribe(tone_clip())).text == "tone 440 hz 2.0 s"
+        await service.aclose()
+        assert "transcriptions.future_feature" in fake.ws_sessions[0].downlink_types
+
+
+async def test_fallback_chain_uses_the_next_provider(fake: FakeCoze, fast_retrier: Retrier) -> None:
+    fake.fail_next("ws_transcriptions", code=4101)
+    service = build_service(fake, fast_retrier, asr=("coze-stream", "coze"))
+    transcript = await service.transcribe(tone_clip())
+    await service.aclose()
+    assert (transcript.text, transcript.provider) == ("tone 440 hz 2.0 s", "coze")
+    assert len(fake.ws_sessions) == 1 and len(fake.calls_to("transcriptions")) == 1
+
+
+async def test_concurrent_streams_keep_their_own_audio(fake: FakeCoze, fast_retrier: Retrier) -> None:
+    service = build_service(fake, fast_retrier, asr=("coze-stream",))
+    frequencies = [300.0, 500.0, 700.0, 900.0, 1100.0, 1300.0]
+    results = await asyncio.gather(*(service.transcribe(tone_clip("ogg", 1.0, frequency)) for frequency in frequencies))
+    await service.aclose()
+    assert [result.text for result in results] == [f"tone {int(frequency)} hz 1.0 s" for frequency in frequencies]
+
+
+# ------------------------------------------------------------------------------------------ TTS
+
+
+def assert_tone(audio: bytes, frequency: float, seconds: float) -> None:
+    samples, rate = decode(audio)
+    report = analyse(samples, rate)
+    assert report.frequency == pytest.approx(frequency, rel=0.01)
+    assert report.seconds == pytest.approx(seconds, abs=0.03)
+
+
+@pytest.mark.parametrize("tts", ["coze", "coze-stream"])
+async def test_voice_note_synthesis_is_ogg_opus_in_the_chosen_voice(fake: FakeCoze, fast_retrier: Retrier, tts: str) -> None:
+    service = build_service(fake, fast_retrier, tts=(tts,))
+    text = "今天天气不错，我们去散步吧。"  # 14 characters: 0.84 s
+    audio = await service.synthesize(text, SynthesizeOptions(voice_id=JAY.voice_id))
+    await service.aclose()
+    assert audio.format is AudioFormat.OGG_OPUS and audio.data.startswith(b"OggS")
+    assert (probe(audio.data)["codec_name"], probe(audio.data)["sample_rate"]) == ("opus", "48000")
+    assert audio.seconds == pytest.approx(0.84, abs=0.03)
+    assert_tone(audio.data, JAY.frequency, 0.84)
+    if tts == "coze":
+        (call,) = fake.calls_to("speech")
+        assert call.json["response_format"] == "ogg_opus" and call.json["voice_id"] == JAY.voice_id
+    else:
+        (session,) = fake.sessions_to("ws_speech")
+        for event in session.uplink:
+            validate_uplink(event)
+        update = session.uplink[0]["data"]["output_audio"]
+        assert update == {"codec": "pcm", "pcm_config": {"sample_rate": 24000}, "speech_rate": 0, "voice_id": JAY.voice_id}
+
+
+@pytest.mark.parametrize("tts", ["coze", "coze-stream"])
+async def test_text_over_1024_bytes_is_split_and_the_audio_joined(fake: FakeCoze, fast_retrier: Retrier, tts: str) -> None:
+    service = build_service(fake, fast_retrier, tts=(tts,))
+    sentence = "这是一个用来测试长文本的句子。"  # 15 characters, 45 bytes
+    text = sentence * 60  # 2700 bytes, 900 characters: 54 s of speech at 0.06 s per character
+    audio = await service.synthesize(text)
+    await service.aclose()
+    assert_tone(audio.data, DEFAULT_VOICE.frequency, 54.0)
+    if tts == "coze":
+        calls = fake.calls_to("speech")
+        pieces = [call.json["input"] for call in calls]
+        assert {call.json["response_format"] for call in calls} == {"pcm"}
+    else:
+        sessions = fake.sessions_to("ws_speech")
+        pieces = [text for session in sessions for text in session.texts]
+    assert len(pieces) == 3
+    assert all(len(piece.encode()) <= 1024 and piece.endswith("。") for piece in pieces)
+    assert "".join(sorted(pieces, key=text.index)) == text
+
+
+async def test_speed_reaches_both_protocols(fake: FakeCoze, fast_retrier: Retrier) -> None:
+    for tts in ("coze", "coze-stream"):
+        service = build_service(fake, fast_retrier, tts=(tts,))
+        audio = await service.synthesize("abcdefghij" * 2, SynthesizeOptions(speed=2.0, format=AudioFormat.WAV))
+        await service.aclose()
+        assert_tone(audio.data, DEFAULT_VOICE.frequency, 0.6)
+    assert fake.calls_to("speech")[0].json["speed"] == 2.0
+    assert fake.sessions_to("ws_speech")[0].uplink[0]["data"]["output_audio"]["speech_rate"] == 100
+
+
+async def test_without_a_configured_voice_the_first_listed_voice_is_used(fake: FakeCoze, fast_retrier: Retrier) -> None:
+    service = build_service(fake, fast_retrier, voice_id=None)
+    await service.synthesize("hello")
+    await service.synthesize("again")
+    await service.aclose()
+    assert len(fake.calls_to("voices")) == 1  # looked up once
+    assert {call.json["voice_id"] for call in fake.calls_to("speech")} == {DEFAULT_VOICE.voice_id}
+
+
+async def test_unknown_voice_is_a_permanent_error(fake: FakeCoze, service: SpeechService) -> None:
+    with pytest.raises(SpeechError) as caught:
+        await service.synthesize("hello", SynthesizeOptions(voice_id="no-such-voice"))
+    assert (caught.value.kind, caught.value.retryable) == (ErrorKind.INVALID_INPUT, False)
+    assert len(fake.calls_to("speech")) == 1
+
+
+async def test_streaming_tts_errors_and_server_closing_after_each_text(fast_retrier: Retrier) -> None:
+    async with FakeCoze(close_after_speech=True) as fake:
+        service = build_service(fake, fast_retrier, tts=("coze-stream",))
+        fake.fail_next("ws_speech", code=4020)
+        audio = await service.synthesize("短句。" * 200)  # 1800 bytes: two sessions, the first retried
+        assert_tone(audio.data, DEFAULT_VOICE.frequency, 600 * 0.06)
+        fake.fail_next("ws_speech", code=3010)
+        with pytest.raises(SpeechError) as caught:
+            await service.synthesize("hello")
+        await service.aclose()
+    assert caught.value.kind is ErrorKind.TOO_LARGE
+
+
+async def test_empty_text_is_refused_without_a_call(fake: FakeCoze, service: SpeechService) -> None:
+    with pytest.raises(SpeechError) as caught:
+        await service.synthesize("   \n ")
+    assert caught.value.kind is ErrorKind.INVALID_INPUT
+    assert fake.rest_calls == []
+
+
+async def test_voices_are_listed_across_pages(fast_retrier: Retrier) -> None:
+    async with FakeCoze(voices=FakeVoice.generate(250)) as fake:
+        service = build_service(fake, fast_retrier)
+        voices = await service.voices()
+        await service.aclose()
+        assert len(voices) == 250 and len({voice.id for voice in voices}) == 250
+        assert [call.query["page_num"] for call in fake.calls_to("voices")] == ["1", "2", "3"]

@@ -1,0 +1,281 @@
+"""Feishu stream_recognize client and tenant-token manager, against the local Feishu fake."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import re
+from collections.abc import AsyncIterator
+
+import lark_oapi as lark
+import pytest
+from lark_oapi.api.speech_to_text.v1 import StreamRecognizeSpeechRequestBody
+
+from bot_plugins.speech.audio import split_at_pauses
+from bot_plugins.speech.errors import ErrorKind, SpeechError
+from bot_plugins.speech.feishu_asr import FeishuStreamSettings, FeishuStreamTranscriber, join_texts
+from bot_plugins.speech.feishu_auth import FeishuClient
+from bot_plugins.speech.models import AudioClip, TranscribeOptions
+from bot_plugins.speech.retry import Retrier, RetryPolicy
+from bot_plugins.speech.service import SpeechService
+from tests.audio_tools import make_tone, tone_pcm
+from tests.fakes.feishu import DEFAULT_APP_ID, DEFAULT_APP_SECRET, FakeFeishu
+
+
+class ManualClock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+async def fake() -> AsyncIterator[FakeFeishu]:
+    async with FakeFeishu() as server:
+        yield server
+
+
+def make_client(fake: FakeFeishu, **kwargs: object) -> FeishuClient:
+    return FeishuClient(DEFAULT_APP_ID, DEFAULT_APP_SECRET, fake.base_url, **kwargs)  # type: ignore[arg-type]
+
+
+def make_service(fake: FakeFeishu, retrier: Retrier, settings: FeishuStreamSettings = FeishuStreamSettings(),
+                 **client_kwargs: object) -> SpeechService:
+    provider = FeishuStreamTranscriber(make_client(fake, **client_kwargs), settings, retrier)
+    return SpeechService(transcribers=[provider], asr_chain=["feishu"], retrier=retrier)
+
+
+def stream_requests(fake: FakeFeishu) -> list[dict]:
+    return [record.body for record in fake.requests_to("stream_recognize") if record.status == 200]
+
+
+async def test_a_note_is_streamed_in_200ms_chunks_and_the_final_text_comes_back(fake: FakeFeishu, fast_retrier: Retrier) -> None:
+    service = make_service(fake, fast_retrier)
+    results = [transcript async for transcript in service.stream(AudioClip(data=make_tone("ogg", 440.0, 2.0)))]
+    await service.aclose()
+
+    assert results[-1].final and results[-1].text == "tone 440 hz 2.0 s"
+    partials = [result.text for result in results[:-1]]
+    assert partials and all(not result.final for result in results[:-1])
+    assert partials[-1].startswith("tone 440 hz")
+
+    bodies = stream_requests(fake)
+    configs = [body["config"] for body in bodies]
+    assert [config["sequence_id"] for config in configs] == list(range(len(configs)))
+    assert [config["action"] for config in configs] == [1] + [0] * (len(configs) - 2) + [2]
+    assert len({config["stream_id"] for config in configs}) == 1
+    assert re.fullmatch(r"[A-Za-z0-9_]{16}", configs[0]["stream_id"])
+    assert {(config["format"], config["engine_type"]) for config in configs} == {("pcm", "16k_auto")}
+    sizes = [record.audio_bytes for record in fake.requests_to("stream_recognize")]
+    assert set(sizes[:-1]) == {6400}  # 200 ms of 16 kHz s16 mono
+    assert sum(sizes) == 2.0 * 32000
+
+
+async def test_chunk_duration_is_configurable(fake: FakeFeishu, fast_retrier: Retrier) -> None:
+    service = make_service(fake, fast_retrier, FeishuStreamSettings(chunk_ms=100))
+    assert (await service.transcribe(AudioClip(data=make_tone("wav", 440.0, 1.0)))).text == "tone 440 hz 1.0 s"
+    await service.aclose()
+    assert {record.audio_bytes for record in fake.requests_to("stream_recognize")[:-1]} == {3200}
+
+
+async def test_requests_match_the_lark_oapi_model(fake: FakeFeishu, fast_retrier: Retrier) -> None:
+    service = make_service(fake, fast_retrier)
+    await service.transcribe(AudioClip(data=make_tone("wav", 440.0, 0.5)))
+    await service.aclose()
+    for record in fake.requests_to("stream_recognize"):
+        body = dict(record.body)
+        body["speech"] = {"speech": base64.b64encode(b"\0" * record.audio_bytes).decode()}
+        modelled = json.loads(lark.JSON.marshal(StreamRecognizeSpeechRequestBody(body)))
+        assert modelled == body  # every field known to the SDK, with the SDK's types
+
+
+async def test_the_token_is_fetched_once_and_shared_without_stampede(fake: FakeFeishu, fast_retrier: Retrier) -> None:
+    service = make_service(fake, fast_retrier)
+    clip = AudioClip(data=make_tone("wav", 440.0, 0.6))
+    await asyncio.gather(*(service.transcribe(clip) for _ in range(8)))
+    await service.transcribe(clip)
+    await service.aclose()
+    assert fake.token_fetches == 1
+    tokens = {record.token for record in fake.requests_to("stream_recognize")}
+    assert tokens == {fake.issued_tokens[0]}
+
+
+async def test_the_token_is_refreshed_ten_minutes_before_expiry() -> None:
+    clock = ManualClock()
+    async with FakeFeishu(clock=clock) as fake:
+        client = make_client(fake, clock=clock)
+        first = await client.token()
+        clock.now += 7200 - 601
+        assert await client.token() == first
+        clock.now += 2  # now less than ten minutes remain
+        second = await client.token()
+        await client.aclose()
+    assert second != first and fake.token_fetches == 2
+
+
+async def test_a_rejected_token_is_replaced_once_and_the_request_repeated(fake: FakeFeishu, fast_retrier: Retrier) -> None:
+    service = make_service(fake, fast_retrier)
+    clip = AudioClip(data=make_tone("wav", 440.0, 0.6))
+    await service.transcribe(clip)
+    fake.expire_all_tokens()
+    assert (await service.transcribe(clip)).text == "tone 440 hz 0.6 s"
+    await service.aclose()
+    assert fake.token_fetches == 2
+    rejected = [record for record in fake.requests_to("stream_recognize") if record.reply.get("code") == 99991663]
+    assert len(rejected) == 1
+
+
+async def test_a_token_that_stays_rejected_fails_as_auth_without_looping(fake: FakeFeishu, fast_retrier: Retrier) -> None:
+    fake.fail_next("stream_recognize", http_status=400, code=99991663, msg="Invalid access token", times=5)
+    service = make_service(fake, fast_retrier)
+    with pytest.raises(SpeechError) as caught:
+        await service.transcribe(AudioClip(data=make_tone("wav", 440.0, 0.4)))
+    await service.aclose()
+    assert caught.value.kind is ErrorKind.AUTH and not caught.value.retryable
+    assert len(fake.requests_to("stream_recognize")) == 2  # the original and the one retry
+
+
+async def test_wrong_app_secret_is_an_auth_error(fast_retrier: Retrier) -> None:
+    async with FakeFeishu(apps={DEFAULT_APP_ID: "another secret"}) as fake:
+        service = make_service(fake, fast_retrier)
+        with pytest.raises(SpeechError) as caught:
+            await service.transcribe(AudioClip(data=make_tone("wav", 440.0, 0.4)))
+        await service.aclose()
+    assert (caught.value.kind, caught.value.code) == (ErrorKind.AUTH, 10014)
+    assert "中" not in caught.value.user_message("en") and caught.value.user_message("zh")
+
+
+@pytest.mark.parametrize("family", ["feishu", "lark"])
+async def test_transient_server_errors_of_both_families_are_retried_on_the_same_chunk(family: str, fast_retrier: Retrier) -> None:
+    async with FakeFeishu(error_family=family) as fake:  # type: ignore[arg-type]
+        fake.fail_next("stream_recognize", http_status=500, code=fake.server_error_code, msg="network anomaly", times=2)
+        service = make_service(fake, fast_retrier)
+        assert (await service.transcribe(AudioClip(data=make_tone("wav", 440.0, 1.0)))).text == "tone 440 hz 1.0 s"
+        await service.aclose()
+        sequence_ids = [record.body["config"]["sequence_id"] for record in fake.requests_to("stream_recognize")]
+    assert sequence_ids[:3] == [0, 0, 0]  # the first chunk, retried twice
+
+
+@pytest.mark.parametrize("code", [1040101, 1610101])
+async def test_parameter_errors_of_both_families_are_not_retried(code: int, fast_retrier: Retrier, fake: FakeFeishu) -> None:
+    fake.fail_next("stream_recognize", http_status=400, code=code, msg="invalid param")
+    service = make_service(fake, fast_retrier)
+    with pytest.raises(SpeechError) as caught:
+        await service.transcribe(AudioClip(data=make_tone("wav", 440.0, 1.0)))
+    await service.aclose()
+    assert (caught.value.kind, caught.value.code, caught.value.retryable) == (ErrorKind.INVALID_INPUT, code, False)
+    assert len(fake.requests_to("stream_recognize")) == 1
+
+
+@pytest.mark.parametrize("http_status", [429, 400])
+async def test_rate_limits_wait_for_the_reset_and_retry(http_status: int, fake: FakeFeishu, fast_retrier: Retrier) -> None:
+    fake.fail_next("stream_recognize", http_status=http_status, code=99991400, msg="request trigger frequency limit",
+                   headers={"x-ogw-ratelimit-limit": "20", "x-ogw-ratelimit-reset": "0.2"})
+    service = make_service(fake, fast_retrier)
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    assert (await service.transcribe(AudioClip(data=make_tone("wav", 440.0, 0.4)))).text == "tone 440 hz 0.4 s"
+    await service.aclose()
+    assert loop.time() - started >= 0.2  # the reset header was honoured, not just the tiny backoff
+
+
+async def test_html_gateway_errors_and_timeouts_are_transient(fast_retrier: Retrier) -> None:
+    async with FakeFeishu() as fake:
+        fake.fail_next("stream_recognize", http_status=502, raw_body="<html>Bad Gateway</html>")
+        service = make_service(fake, fast_retrier)
+        assert (await service.transcribe(AudioClip(data=make_tone("wav", 440.0, 0.4)))).text == "tone 440 hz 0.4 s"
+        await service.aclose()
+
+
+async def test_a_lost_answer_restarts_the_segment_as_a_new_stream(fake: FakeFeishu) -> None:
+    # The server handles the chunk after the client gave up waiting; the retried sequence_id is
+    # then a duplicate, which the server refuses: the client starts the segment over.
+    fake.delay_next("stream_recognize", 0.35)
+    retrier = Retrier(RetryPolicy(base_delay=0.25, max_delay=0.25))  # retry only after the server handled it
+    service = make_service(fake, retrier, timeout=0.3)
+    assert (await service.transcribe(AudioClip(data=make_tone("wav", 440.0, 1.0)))).text == "tone 440 hz 1.0 s"
+    await service.aclose()
+    assert len({record.body["config"]["stream_id"] for record in fake.requests_to("stream_recognize")}) == 2
+
+
+async def test_never_more_streams_than_configured_and_the_rest_queue(fake: FakeFeishu, fast_retrier: Retrier) -> None:
+    fake.latency_seconds = 0.01
+    service = make_service(fake, fast_retrier, FeishuStreamSettings(max_streams=3))
+    clip = AudioClip(data=make_tone("wav", 440.0, 1.0))
+    results = await asyncio.gather(*(service.transcribe(clip) for _ in range(7)))
+    await service.aclose()
+    assert {result.text for result in results} == {"tone 440 hz 1.0 s"}
+    assert fake.max_open_streams_observed == 3
+
+
+async def test_default_limit_is_the_tenant_limit_of_20(fake: FakeFeishu, fast_retrier: Retrier) -> None:
+    fake.latency_seconds = 0.05  # streams last long enough for all 26 notes to be decoded meanwhile
+    service = make_service(fake, fast_retrier)
+    clip = AudioClip(data=make_tone("wav", 440.0, 3.0))
+    results = await asyncio.gather(*(service.transcribe(clip) for _ in range(26)))
+    await service.aclose()
+    assert len(results) == 26
+    assert fake.max_open_streams_observed == 20
+    assert all(record.status == 200 for record in fake.requests_to("stream_recognize"))  # no 429 was needed
+
+
+async def test_cancelling_aborts_the_stream_with_action_3(fake: FakeFeishu, fast_retrier: Retrier) -> None:
+    fake.latency_seconds = 0.01
+    service = make_service(fake, fast_retrier)
+    stream = service.stream(AudioClip(data=make_tone("wav", 440.0, 5.0)))
+    async for transcript in stream:
+        if not transcript.final:
+            break
+    await stream.aclose()
+    await fake.wait_for(lambda: any(record.body["config"]["action"] == 3 for record in fake.requests_to("stream_recognize")))
+    await service.aclose()
+    assert fake.open_streams == 0
+
+
+@pytest.mark.parametrize("text_mode", ["cumulative", "delta"])
+async def test_scripted_chinese_text_in_cumulative_and_delta_modes(text_mode: str, fast_retrier: Retrier) -> None:
+    script = "今天 天气 不错 我们 去 公园"
+    async with FakeFeishu(script=script, seconds_per_word=0.3, text_mode=text_mode) as fake:  # type: ignore[arg-type]
+        service = make_service(fake, fast_retrier)
+        results = [transcript async for transcript in service.stream(AudioClip(data=make_tone("wav", 440.0, 2.0)))]
+        await service.aclose()
+    assert results[-1].text == script
+    partial_words = [len(result.text.split()) for result in results[:-1]]
+    assert partial_words == sorted(partial_words) and partial_words[-1] >= 5  # partials grow
+
+
+async def test_long_notes_run_as_parallel_segments_cut_in_pauses(fake: FakeFeishu, fast_retrier: Retrier) -> None:
+    service = make_service(fake, fast_retrier, FeishuStreamSettings(segment_seconds=10.0, parallel_segments=3))
+    clip = AudioClip(data=make_tone("ogg", 440.0, 35.0))
+    result = await service.transcribe(clip)
+    await service.aclose()
+    durations = [float(value) for value in re.findall(r"hz ([\d.]+) s", result.text)]
+    assert len(durations) == 4 and sum(durations) == pytest.approx(35.0, abs=0.3)
+    assert len({record.body["config"]["stream_id"] for record in fake.requests_to("stream_recognize")}) == 4
+    assert fake.max_open_streams_observed == 3
+    assert result.seconds == pytest.approx(35.0, abs=0.05)
+
+
+async def test_segments_are_cut_inside_pauses() -> None:
+    # 1.2 s of tone then 0.4 s of silence, repeated: every cut must land in a silence.
+    burst = tone_pcm(440.0, 1.2) + b"\0" * int(0.4 * 32000)
+
+    async def chunks() -> AsyncIterator[bytes]:
+        for _ in range(20):
+            yield burst
+
+    offsets = []
+    position = 0
+    async for segment in split_at_pauses(chunks(), 16000, segment_seconds=5.0, search_seconds=2.0):
+        position += len(segment)
+        offsets.append(position)
+    assert sum(1 for _ in offsets) >= 6
+    for offset in offsets[:-1]:
+        into_burst = (offset / 32000) % 1.6
+        assert into_burst >= 1.2, f"cut at {offset / 32000:.2f}s is inside a tone"
+
+
+def test_joining_segment_texts() -> None:
+    assert join_texts(["hello world.", "next part", "", "你好", "世界"]) == "hello world. next part你好世界"
