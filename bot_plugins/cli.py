@@ -15,7 +15,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from .config import Settings, configure_logging, load_values
+from .config import Settings, configure_logging
 from .speech.audio import find_ffmpeg
 from .speech.errors import AudioError, ConfigError, SpeechError
 from .speech.models import AudioClip, AudioFormat, SynthesizeOptions, TranscribeOptions
@@ -68,7 +68,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "doctor":
             return asyncio.run(doctor(args))
         settings = Settings.load(args.config)
-        configure_logging(settings.log_level, settings.secrets())
+        configure_logging(settings.log_level or "WARNING", settings.secrets())
         return asyncio.run(run_command(args, settings))
     except ConfigError as error:
         print(f"voicebridge: configuration error: {error}", file=sys.stderr)
@@ -173,44 +173,48 @@ async def doctor(args: argparse.Namespace) -> int:
     for line in lines:
         print(line)
     try:
-        values = load_values(args.config)
-        settings = Settings.from_values(values)
+        settings = Settings.load(args.config)
     except ConfigError as error:
         print("configuration: PROBLEMS")
         for problem in str(error).split("; "):
             print(f"  - {problem}")
         return EXIT_FAILURE
-    speech = settings.speech
     print("configuration: ok")
-    token = speech.coze_api_token
-    print(f"  COZE_API_TOKEN: {'set (' + str(len(token)) + ' characters)' if token else 'not set'}")
-    print(f"  COZE_API_BASE: {speech.coze_api_base}")
-    print(f"  COZE_WS_BASE: {speech.coze_ws_base}")
-    print(f"  COZE_VOICE_ID: {speech.coze_voice_id or 'not set (first listed voice)'}")
-    print(f"  VOICEBRIDGE_LANGUAGE: {speech.language}")
+    for name, value in settings_summary(settings):
+        print(f"  {name}: {value}")
+    speech = settings.speech
     print(f"ASR providers: {' -> '.join(speech.asr_chain) or 'none'}")
     print(f"TTS providers: {' -> '.join(speech.tts_chain) or 'none (voice replies disabled)'}")
     if args.network:
         configure_logging("CRITICAL", settings.secrets())
-        healthy = await check_network(settings) and healthy
+        service = SpeechService.from_settings(speech)
+        try:
+            for probe, error in (await service.check()).items():
+                print(f"network: {probe}: " + ("ok" if error is None else f"FAILED — {describe_speech_error(error)}"))
+                healthy = healthy and error is None
+        finally:
+            await service.aclose()
     return 0 if healthy else EXIT_FAILURE
 
 
-async def check_network(settings: Settings) -> bool:
-    """One cheap authenticated call per configured service."""
-    service = SpeechService.from_settings(settings.speech)
-    healthy = True
-    try:
-        if service.tts_chain:
-            try:
-                voices = await service.voices()
-                print(f"network: {service.tts_chain[0]} TTS answered ({len(voices)} voices)")
-            except SpeechError as error:
-                healthy = False
-                print(f"network: {service.tts_chain[0]} TTS FAILED: {describe_speech_error(error)}")
-    finally:
-        await service.aclose()
-    return healthy
+def settings_summary(settings: Settings) -> list[tuple[str, str]]:
+    """What is configured, secrets shown only as set / not set."""
+    speech = settings.speech
+
+    def secret(value: str | None) -> str:
+        return f"set ({len(value)} characters)" if value else "not set"
+
+    return [
+        ("COZE_API_TOKEN", secret(speech.coze_api_token)),
+        ("COZE_API_BASE", speech.coze_api_base),
+        ("COZE_WS_BASE", speech.coze_ws_base),
+        ("COZE_VOICE_ID", speech.coze_voice_id or "not set (the first listed voice is used)"),
+        ("FEISHU_APP_ID", speech.feishu_app_id or "not set"),
+        ("FEISHU_APP_SECRET", secret(speech.feishu_app_secret)),
+        ("FEISHU_BASE_URL", speech.feishu_base_url),
+        ("VOICEBRIDGE_LANGUAGE", speech.language),
+        ("VOICEBRIDGE_LOG_LEVEL", settings.log_level or "not set (INFO for the bot, WARNING for tools)"),
+    ]
 
 
 if __name__ == "__main__":

@@ -79,14 +79,14 @@ def load_values(
 @dataclass(frozen=True)
 class Settings:
     speech: SpeechSettings
-    log_level: str = "INFO"
+    log_level: str | None = None  # None: each command picks its default (the bot INFO, tools WARNING)
 
     @classmethod
     def from_values(cls, values: Mapping[str, str]) -> Settings:
         """Validate everything and report every problem at once, each naming its variable."""
         problems: list[str] = []
-        log_level = (values.get("VOICEBRIDGE_LOG_LEVEL") or "INFO").strip().upper()
-        if log_level not in LOG_LEVELS:
+        log_level = (values.get("VOICEBRIDGE_LOG_LEVEL") or "").strip().upper() or None
+        if log_level is not None and log_level not in LOG_LEVELS:
             problems.append(problem("VOICEBRIDGE_LOG_LEVEL", f"must be one of {', '.join(LOG_LEVELS)}", log_level))
         speech = SpeechSettings.from_values(values, problems)
         if problems:

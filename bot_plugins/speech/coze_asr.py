@@ -39,5 +39,8 @@ class CozeFileTranscriber:
                               logid=(body.get("detail") or {}).get("logid"), retryable=False)
         return Transcript(text=data["text"].strip(), provider=self.name, seconds=audio.seconds)
 
+    async def check(self) -> None:
+        await self.rest.probe("POST", "/v1/audio/transcriptions", files={"file": ("probe.wav", b"", "audio/wav")})
+
     async def aclose(self) -> None:
         await self.rest.aclose()

@@ -15,7 +15,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from .config import COZE_LANGUAGES
-from .coze_common import DROP_GRACE_SECONDS, CozeEndpoint, CozeSocket, open_coze_socket
+from .coze_common import DROP_GRACE_SECONDS, CozeEndpoint, CozeSocket, open_coze_socket, probe_coze_socket
 from .errors import ErrorKind, SpeechError
 from .models import PcmStream, ProviderAudio, TranscribeOptions, TranscriberCapabilities, Transcript
 from .providers import last_transcript
@@ -111,6 +111,9 @@ class CozeStreamTranscriber:
             if not receiver.done():
                 receiver.cancel()
                 await asyncio.gather(receiver, return_exceptions=True)
+
+    async def check(self) -> None:
+        await probe_coze_socket(self.endpoint, "/v1/audio/transcriptions", self.name)
 
     async def aclose(self) -> None:
         return None

@@ -138,6 +138,15 @@ class CozeRest:
                               logid=response.headers.get(LOGID_HEADER))
         return body
 
+    async def probe(self, method: str, path: str, **kwargs: Any) -> None:
+        """Send a deliberately incomplete request: "invalid parameter" proves the service is
+        reachable and took the token, at no cost; anything else is raised."""
+        try:
+            await self.request(method, path, **kwargs)
+        except SpeechError as error:
+            if error.kind is not ErrorKind.INVALID_INPUT:
+                raise
+
     async def aclose(self) -> None:
         await self._client.aclose()
 
@@ -248,6 +257,17 @@ class CozeSocket:
         if isinstance(error, TimeoutError):
             return SpeechError(ErrorKind.TIMEOUT, "sending to Coze stalled", provider=self.provider, logid=self.logid)
         return SpeechError(ErrorKind.CONNECTIVITY, f"Coze connection dropped: {error}", provider=self.provider, logid=self.logid)
+
+
+async def probe_coze_socket(endpoint: CozeEndpoint, path: str, provider: str, timeout: float = 5.0) -> None:
+    """Open a session and wait for its ``*.created`` event; a refused token raises."""
+    async with open_coze_socket(endpoint, path, provider) as socket:
+        try:
+            async with asyncio.timeout(timeout):
+                while not str((await socket.receive(timeout=None)).get("event_type", "")).endswith(".created"):
+                    pass
+        except TimeoutError:
+            raise SpeechError(ErrorKind.TIMEOUT, "no session-created event", provider=provider, logid=socket.logid) from None
 
 
 @asynccontextmanager

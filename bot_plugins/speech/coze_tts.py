@@ -42,5 +42,8 @@ class CozeSpeechSynthesizer:
     async def voices(self) -> list[Voice]:
         return await self.catalogue.voices()
 
+    async def check(self) -> None:
+        await self.rest.probe("POST", "/v1/audio/speech", json={"input": "", "voice_id": ""})
+
     async def aclose(self) -> None:
         await self.rest.aclose()

@@ -13,7 +13,7 @@ import binascii
 
 import httpx
 
-from .coze_common import CozeEndpoint, CozeRest, CozeVoiceCatalogue, open_coze_socket
+from .coze_common import CozeEndpoint, CozeRest, CozeVoiceCatalogue, open_coze_socket, probe_coze_socket
 from .errors import ErrorKind, SpeechError
 from .models import AudioFormat, SpeechAudio, SynthesizeOptions, SynthesizerCapabilities, Voice
 
@@ -87,6 +87,9 @@ class CozeStreamSynthesizer:
 
     async def voices(self) -> list[Voice]:
         return await self.catalogue.voices()
+
+    async def check(self) -> None:
+        await probe_coze_socket(self.endpoint, "/v1/audio/speech", self.name)
 
     async def aclose(self) -> None:
         await self.rest.aclose()

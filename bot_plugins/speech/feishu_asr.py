@@ -203,6 +203,9 @@ class FeishuStreamTranscriber:
         self._aborts.add(task)
         task.add_done_callback(self._aborts.discard)
 
+    async def check(self) -> None:
+        await self.client.token()  # the token endpoint checks app id and secret
+
     async def aclose(self) -> None:
         if self._aborts:
             await asyncio.gather(*self._aborts, return_exceptions=True)

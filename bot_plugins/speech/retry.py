@@ -51,8 +51,8 @@ class LoggingObserver:
     def call_finished(self, provider: str, operation: str, seconds: float, error: SpeechError | None) -> None:
         if error is None:
             log.debug("%s %s succeeded in %.2fs", provider, operation, seconds)
-        else:
-            log.warning("%s %s failed after %.2fs: %s (%s)", provider, operation, seconds, error, error.kind)
+        else:  # an attempt; whoever gives up reports the final failure
+            log.info("%s %s failed after %.2fs: %s (%s)", provider, operation, seconds, error, error.kind)
 
     def retrying(self, provider: str, operation: str, attempt: int, delay: float, error: SpeechError) -> None:
         log.info("%s %s: retrying in %.1fs after attempt %d (%s)", provider, operation, delay, attempt, error.kind)

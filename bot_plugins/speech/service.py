@@ -286,6 +286,21 @@ class SpeechService:
             raise SpeechError(ErrorKind.INVALID_INPUT, f"no {kind} provider is configured", retryable=False)
         return configured
 
+    async def check(self) -> dict[str, SpeechError | None]:
+        """Probe every provider in the chains: ``{"ASR coze": None, "TTS coze": error, …}``."""
+        probes: dict[str, Transcriber | Synthesizer] = {f"ASR {name}": self.transcribers[name] for name in self.asr_chain}
+        probes.update({f"TTS {name}": self.synthesizers[name] for name in self.tts_chain})
+
+        async def outcome(provider: Transcriber | Synthesizer) -> SpeechError | None:
+            try:
+                await provider.check()
+            except SpeechError as error:
+                return error
+            return None
+
+        results = await asyncio.gather(*(outcome(provider) for provider in probes.values()))
+        return dict(zip(probes, results))
+
     async def aclose(self) -> None:
         for provider in (*self.transcribers.values(), *self.synthesizers.values()):
             await provider.aclose()
