@@ -57,6 +57,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     commands.add_parser("voices", parents=[common], help="list the voices available for speech synthesis")
 
+    commands.add_parser("run", parents=[common], help="run the bot until Ctrl+C / SIGTERM")
+
     doctor = commands.add_parser("doctor", parents=[common], help="check ffmpeg, configuration and providers")
     doctor.add_argument("--network", action="store_true", help="also check that the speech services answer")
     return parser
@@ -68,6 +70,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "doctor":
             return asyncio.run(doctor(args))
         settings = Settings.load(args.config)
+        if args.command == "run":
+            return run(settings)
         configure_logging(settings.log_level or "WARNING", settings.secrets())
         return asyncio.run(run_command(args, settings))
     except ConfigError as error:
@@ -78,6 +82,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_FAILURE
     except KeyboardInterrupt:
         return 130
+
+
+def run(settings: Settings) -> int:
+    # Imported here: the one-shot commands need no chat-platform frameworks.
+    from adapters.runner import run_bot
+
+    configure_logging(settings.log_level or "INFO", settings.secrets())
+    asyncio.run(run_bot(settings))
+    return 0
 
 
 async def run_command(args: argparse.Namespace, settings: Settings) -> int:

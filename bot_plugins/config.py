@@ -13,9 +13,11 @@ import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import quote, urlsplit
 
 from .speech.config import SpeechSettings, problem
 from .speech.errors import ConfigError
+from .voice_notes.settings import PluginSettings
 
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
@@ -77,8 +79,31 @@ def load_values(
 
 
 @dataclass(frozen=True)
+class TelegramSettings:
+    token: str | None = None
+    base_url: str | None = None  # a local Bot API server, e.g. http://localhost:8081/bot
+    base_file_url: str | None = None
+
+    @classmethod
+    def from_values(cls, values: Mapping[str, str], problems: list[str]) -> TelegramSettings:
+        urls = {}
+        for variable in ("TELEGRAM_BASE_URL", "TELEGRAM_BASE_FILE_URL"):
+            url = (values.get(variable) or "").strip() or None
+            if url is not None and urlsplit(url).scheme not in ("http", "https"):
+                problems.append(problem(variable, "must be an http(s) URL such as http://localhost:8081/bot", url))
+            urls[variable] = url
+        return cls(
+            token=(values.get("TELEGRAM_BOT_TOKEN") or "").strip() or None,
+            base_url=urls["TELEGRAM_BASE_URL"],
+            base_file_url=urls["TELEGRAM_BASE_FILE_URL"],
+        )
+
+
+@dataclass(frozen=True)
 class Settings:
     speech: SpeechSettings
+    plugin: PluginSettings
+    telegram: TelegramSettings
     log_level: str | None = None  # None: each command picks its default (the bot INFO, tools WARNING)
 
     @classmethod
@@ -89,9 +114,11 @@ class Settings:
         if log_level is not None and log_level not in LOG_LEVELS:
             problems.append(problem("VOICEBRIDGE_LOG_LEVEL", f"must be one of {', '.join(LOG_LEVELS)}", log_level))
         speech = SpeechSettings.from_values(values, problems)
+        plugin = PluginSettings.from_values(values, problems)
+        telegram = TelegramSettings.from_values(values, problems)
         if problems:
             raise ConfigError("; ".join(problems))
-        return cls(speech=speech, log_level=log_level)
+        return cls(speech=speech, plugin=plugin, telegram=telegram, log_level=log_level)
 
     @classmethod
     def load(cls, config_file: Path | None = None, environ: Mapping[str, str] | None = None) -> Settings:
@@ -99,7 +126,7 @@ class Settings:
 
     def secrets(self) -> list[str]:
         """Every secret value, for log redaction."""
-        return self.speech.secrets()
+        return [*self.speech.secrets(), *([self.telegram.token] if self.telegram.token else [])]
 
 
 def configure_logging(level: str, secrets: list[str]) -> None:
@@ -116,8 +143,10 @@ class SecretRedactor(logging.Filter):
 
     def __init__(self, secrets: list[str]) -> None:
         super().__init__()
+        # URL-quoted forms too: a Telegram file URL carries the token with ":" as "%3A".
+        forms = {form for secret in secrets if len(secret) >= 6 for form in (secret, quote(secret, safe=""))}
         # Longest first, so a secret containing another is replaced whole.
-        self.secrets = sorted({secret for secret in secrets if len(secret) >= 6}, key=len, reverse=True)
+        self.secrets = sorted(forms, key=len, reverse=True)
 
     def redact(self, text: str) -> str:
         for secret in self.secrets:

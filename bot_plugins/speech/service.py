@@ -14,7 +14,7 @@ from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from dataclasses import replace
 
 from .audio import VOICE_NOTE_RATE, AudioConverter, AudioInfo, require_sound, wav_bytes
-from .config import SpeechSettings
+from .config import COZE_LANGUAGES, SpeechSettings
 from .coze_asr import CozeFileTranscriber
 from .coze_asr_stream import CozeStreamTranscriber
 from .coze_common import CozeEndpoint
@@ -106,6 +106,14 @@ class SpeechService:
     @property
     def can_synthesize(self) -> bool:
         return bool(self.tts_chain)
+
+    @property
+    def recognition_languages(self) -> tuple[str, ...]:
+        """Language codes the primary ASR provider takes (``common`` = automatic)."""
+        languages = self.transcribers[self.asr_chain[0]].capabilities.languages if self.asr_chain else None
+        if not languages:
+            return COZE_LANGUAGES
+        return tuple(code for code in COZE_LANGUAGES if code in languages) + tuple(sorted(languages - set(COZE_LANGUAGES)))
 
     @property
     def streams_partials(self) -> bool:

@@ -1,0 +1,111 @@
+"""Getting replies into a chat: text split to the platform's limit, a live message edited with
+a growing transcript, and the voice → audio → text ladder. Send failures are contained here:
+a reply that cannot be delivered is logged, never raised into the pipeline."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import time
+from collections.abc import Callable
+
+from ..speech.text import split_text
+from .model import ChatPort, VoiceNotAllowed, VoiceReply
+
+log = logging.getLogger(__name__)
+
+ELLIPSIS = "…"
+
+
+def split_for(chat: ChatPort, text: str) -> list[str]:
+    return split_text(text, chat.max_text_length, length=chat.text_length) or [text]
+
+
+async def send_text(chat: ChatPort, text: str, reply_to: str | None) -> list[str]:
+    """Send ``text`` as one or more replies; returns the ids of the messages that went out."""
+    sent: list[str] = []
+    for piece in split_for(chat, text):
+        try:
+            sent.append(await chat.send_text(piece, reply_to))
+        except Exception:
+            log.exception("could not send a text reply")
+            break
+    return sent
+
+
+async def send_voice(chat: ChatPort, voice: VoiceReply, reply_to: str | None) -> bool:
+    """A voice message; if refused, an audio file; returns False when neither could be sent."""
+    for kind, send in (("voice message", chat.send_voice), ("audio file", chat.send_audio)):
+        try:
+            await send(voice, reply_to)
+            return True
+        except VoiceNotAllowed as refusal:
+            log.info("%s refused here: %s", kind, refusal)
+        except Exception:
+            log.exception("could not send a %s", kind)
+    return False
+
+
+class LiveMessage:
+    """One reply that shows a growing transcript, edited at most once per ``interval``.
+
+    The first partial is sent as a new message; later ones are edits, skipped while the last
+    edit is too recent. :meth:`finish` always ends with the full text (waiting out the interval
+    if needed), spilling text beyond the platform's limit into further messages.
+    """
+
+    def __init__(self, chat: ChatPort, reply_to: str | None, interval: float = 1.0,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.chat = chat
+        self.reply_to = reply_to
+        self.interval = interval
+        self.clock = clock
+        self.message_id: str | None = None
+        self.shown = ""
+        self._last_change = -math.inf
+        self._broken = False
+
+    @property
+    def started(self) -> bool:
+        return self.message_id is not None
+
+    async def show(self, text: str) -> None:
+        text = text.strip()
+        if not text or text == self.shown or self._broken:
+            return
+        if self.started and self.clock() - self._last_change < self.interval:
+            return
+        await self._put(self._fit(text))
+
+    async def finish(self, text: str) -> None:
+        pieces = split_for(self.chat, text)
+        if not self.started or self._broken:
+            for piece in pieces:
+                await send_text(self.chat, piece, self.reply_to)
+            return
+        if pieces[0] != self.shown:
+            await asyncio.sleep(max(0.0, self.interval - (self.clock() - self._last_change)))
+            await self._put(pieces[0])
+        for piece in pieces[1:]:
+            await send_text(self.chat, piece, self.reply_to)
+
+    def _fit(self, text: str) -> str:
+        """A partial longer than one message shows its beginning; the rest comes at the end."""
+        if self.chat.text_length(text) <= self.chat.max_text_length:
+            return text
+        return split_text(text, self.chat.max_text_length - 1, length=self.chat.text_length)[0] + ELLIPSIS
+
+    async def _put(self, text: str) -> None:
+        try:
+            if self.message_id is None:
+                self.message_id = await self.chat.send_text(text, self.reply_to)
+            else:
+                await self.chat.edit_text(self.message_id, text)
+        except Exception:
+            # Live updates are a courtesy: if they fail, the final text still goes out.
+            log.exception("could not update the live transcript")
+            self._broken = self.message_id is None
+            return
+        self.shown = text
+        self._last_change = self.clock()

@@ -1,0 +1,182 @@
+"""Every text the plugin shows to chat users, in English and Chinese.
+
+Texts are plain (no markup), so adapters send them without a parse mode.
+"""
+
+from __future__ import annotations
+
+from ..speech.errors import pick_language
+
+_CATALOGUE: dict[str, dict[str, str]] = {
+    "start": {
+        "en": "Hi! Send me a voice message and I will reply with what it says.\nSend /help to see what else I can do.",
+        "zh": "你好！给我发送语音消息，我会回复其中的文字内容。\n发送 /help 查看更多功能。",
+    },
+    "help": {
+        "en": (
+            "Send a voice message, video note or audio file and I will transcribe it.\n\n"
+            "/transcribe — reply with it to a voice message to transcribe that message\n"
+            "/speak TEXT — read a text aloud (or reply with it to a text message)\n"
+            "/settings — show this chat's settings\n"
+            "/mode text|voice|both — answer with text, a voice message, or both\n"
+            "/language CODE — recognition language ({languages})\n"
+            "/voice ID — voice for spoken answers (see /voices)\n"
+            "/auto on|off — in groups, transcribe every voice message or only on /transcribe\n"
+            "/hotwords a, b, c — words to favour when recognising (names, terms)\n\n"
+            "In groups, only admins can change settings."
+        ),
+        "zh": (
+            "发送语音消息、视频消息或音频文件，我会将其转写为文字。\n\n"
+            "/transcribe — 回复某条语音消息，转写该消息\n"
+            "/speak 文本 — 朗读文本（也可回复某条文字消息）\n"
+            "/settings — 查看本聊天的设置\n"
+            "/mode text|voice|both — 以文字、语音或两者回复\n"
+            "/language 代码 — 识别语言（{languages}）\n"
+            "/voice ID — 语音回复使用的音色（见 /voices）\n"
+            "/auto on|off — 群组中自动转写所有语音，或仅在 /transcribe 时转写\n"
+            "/hotwords a, b, c — 识别时优先考虑的词语（人名、术语）\n\n"
+            "在群组中，只有管理员可以修改设置。"
+        ),
+    },
+    "not_allowed": {
+        "en": "Sorry, this bot is not available in this chat.",
+        "zh": "抱歉，此聊天无法使用本机器人。",
+    },
+    "too_big": {
+        "en": "This file is too large for me to download (limit: {limit} MB).",
+        "zh": "文件太大，无法下载（上限：{limit} MB）。",
+    },
+    "too_long": {
+        "en": "This recording is too long for me (limit: {limit} minutes).",
+        "zh": "录音太长，无法处理（上限：{limit} 分钟）。",
+    },
+    "nothing_heard": {
+        "en": "I could not make out any words in this recording.",
+        "zh": "未能从这段录音中识别出任何文字。",
+    },
+    "speaker": {
+        "en": "🎤 {name}: {text}",
+        "zh": "🎤 {name}：{text}",
+    },
+    "download_failed": {
+        "en": "I could not download this file. Please try again.",
+        "zh": "无法下载这个文件，请重试。",
+    },
+    "unexpected_error": {
+        "en": "Something went wrong while handling this message. Please try again.",
+        "zh": "处理这条消息时出错了，请重试。",
+    },
+    "settings": {
+        "en": "Settings for this chat:\nReply mode: {mode}\nLanguage: {language}\nVoice: {voice}\n"
+              "Transcribe every voice message in groups: {auto}\nHot words: {hot_words}",
+        "zh": "本聊天的设置：\n回复方式：{mode}\n识别语言：{language}\n音色：{voice}\n"
+              "群组中自动转写：{auto}\n热词：{hot_words}",
+    },
+    "default_voice": {"en": "default", "zh": "默认"},
+    "none": {"en": "none", "zh": "无"},
+    "on": {"en": "on", "zh": "开"},
+    "off": {"en": "off", "zh": "关"},
+    "mode_set": {
+        "en": "Done: I will now answer with {mode}.",
+        "zh": "已设置：之后将以 {mode} 方式回复。",
+    },
+    "mode_usage": {
+        "en": "Use /mode text, /mode voice or /mode both.",
+        "zh": "请使用 /mode text、/mode voice 或 /mode both。",
+    },
+    "language_set": {
+        "en": "Done: recognition language is now {language}.",
+        "zh": "已设置：识别语言为 {language}。",
+    },
+    "language_usage": {
+        "en": "Use /language CODE with one of: {languages}.",
+        "zh": "请使用 /language 代码，可选：{languages}。",
+    },
+    "voice_set": {
+        "en": "Done: spoken answers will use voice {voice}.",
+        "zh": "已设置：语音回复将使用音色 {voice}。",
+    },
+    "voice_usage": {
+        "en": "Use /voice ID; send /voices to see the available voices.",
+        "zh": "请使用 /voice ID；发送 /voices 查看可用音色。",
+    },
+    "voice_unknown": {
+        "en": "There is no voice with the id {voice}. Send /voices to see the available voices.",
+        "zh": "没有 ID 为 {voice} 的音色。发送 /voices 查看可用音色。",
+    },
+    "voices": {
+        "en": "Available voices (use /voice ID):\n{voices}",
+        "zh": "可用音色（使用 /voice ID 选择）：\n{voices}",
+    },
+    "voices_more": {
+        "en": "… and {count} more.",
+        "zh": "……还有 {count} 个。",
+    },
+    "auto_set": {
+        "en": "Done: automatic transcription in this chat is now {state}.",
+        "zh": "已设置：本聊天的自动转写已{state}。",
+    },
+    "auto_usage": {
+        "en": "Use /auto on or /auto off.",
+        "zh": "请使用 /auto on 或 /auto off。",
+    },
+    "hot_words_set": {
+        "en": "Done: hot words are now {hot_words}.",
+        "zh": "已设置：热词为 {hot_words}。",
+    },
+    "hot_words_cleared": {
+        "en": "Done: hot words cleared.",
+        "zh": "已清除热词。",
+    },
+    "hot_words_current": {
+        "en": "Hot words: {hot_words}. Use /hotwords a, b, c to change them or /hotwords off to clear them.",
+        "zh": "当前热词：{hot_words}。使用 /hotwords a, b, c 修改，或 /hotwords off 清除。",
+    },
+    "admins_only": {
+        "en": "Only the chat's admins can change settings here.",
+        "zh": "在本群组中只有管理员可以修改设置。",
+    },
+    "transcribe_usage": {
+        "en": "Reply to a voice message with /transcribe to transcribe it.",
+        "zh": "请回复一条语音消息并发送 /transcribe 来转写它。",
+    },
+    "speak_usage": {
+        "en": "Use /speak TEXT, or reply to a text message with /speak.",
+        "zh": "请使用 /speak 文本，或回复一条文字消息并发送 /speak。",
+    },
+    "speak_too_long": {
+        "en": "That is too long to read aloud (limit: {limit} characters).",
+        "zh": "文本太长，无法朗读（上限：{limit} 个字符）。",
+    },
+    "no_tts": {
+        "en": "Spoken answers are not set up on this bot.",
+        "zh": "本机器人未配置语音回复功能。",
+    },
+    "voice_not_allowed": {
+        "en": "I am not allowed to send voice or audio messages here.",
+        "zh": "我无法在这里发送语音或音频消息。",
+    },
+}
+
+# Command descriptions for the platforms' command menus.
+COMMAND_DESCRIPTIONS: dict[str, dict[str, str]] = {
+    "start": {"en": "Introduction", "zh": "介绍"},
+    "help": {"en": "What this bot can do", "zh": "查看功能说明"},
+    "transcribe": {"en": "Transcribe the voice message you reply to", "zh": "转写所回复的语音消息"},
+    "speak": {"en": "Read a text aloud", "zh": "朗读文本"},
+    "settings": {"en": "Show this chat's settings", "zh": "查看本聊天的设置"},
+    "mode": {"en": "Answer with text, voice or both", "zh": "设置回复方式：文字、语音或两者"},
+    "language": {"en": "Set the recognition language", "zh": "设置识别语言"},
+    "voice": {"en": "Choose the voice for spoken answers", "zh": "选择语音回复的音色"},
+    "voices": {"en": "List the available voices", "zh": "列出可用音色"},
+    "auto": {"en": "Transcribe every voice message in groups", "zh": "群组中自动转写语音消息"},
+    "hotwords": {"en": "Words to favour when recognising", "zh": "设置识别热词"},
+}
+
+LANGUAGES = ("en", "zh")
+
+
+def text(key: str, lang: str | None, **values: object) -> str:
+    """The catalogue text for ``key`` in the user's language (Chinese for zh-*, else English)."""
+    template = _CATALOGUE[key][pick_language(lang)]
+    return template.format(**values) if values else template

@@ -1,0 +1,422 @@
+"""The voice-notes plugin: what happens to a voice note, and to each chat command.
+
+One instance serves every adapter (Telegram, Discord): a rule written here holds on both.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from dataclasses import replace
+
+from ..speech.errors import SpeechError
+from ..speech.models import AudioClip, SynthesizeOptions, TranscribeOptions
+from ..speech.service import SpeechService
+from . import messages
+from .delivery import LiveMessage, send_text, send_voice
+from .messages import text
+from .model import (
+    Activity,
+    ChatKind,
+    ChatPort,
+    ChatRef,
+    CommandRequest,
+    DownloadFailed,
+    Person,
+    Responder,
+    ResponderContext,
+    VoiceNote,
+    VoiceReply,
+)
+from .settings import ChatSettings, PluginSettings, ReplyMode, parse_hot_words
+from .store import Store, StoreError
+
+log = logging.getLogger(__name__)
+
+MAX_CONCURRENT_NOTES = 16  # across all chats; each chat handles its notes one at a time, in order
+SPEAK_LIMIT_CHARACTERS = 2000  # longer texts are not read aloud (minutes of audio)
+VOICES_LISTED = 30
+SWEEP_INTERVAL_SECONDS = 3600.0
+SETTINGS_COMMANDS = frozenset({"mode", "language", "voice", "auto", "hotwords"})
+
+
+class VoiceNotesPlugin:
+    def __init__(
+        self,
+        service: SpeechService,
+        store: Store,
+        settings: PluginSettings,
+        *,
+        responder: Responder | None = None,
+        max_concurrent_notes: int = MAX_CONCURRENT_NOTES,
+        edit_interval: float = 1.0,
+    ) -> None:
+        self.service = service
+        self.store = store
+        self.settings = settings
+        self.responder = responder
+        self.edit_interval = edit_interval
+        self._notes = asyncio.Semaphore(max_concurrent_notes)
+        self._chat_queues: dict[tuple[str, str], _ChatQueue] = {}
+        self._refused_groups: set[tuple[str, str]] = set()
+        self._sweeper: asyncio.Task[None] | None = None
+        self._commands: dict[str, Callable[[CommandRequest, ChatPort, str | None], Awaitable[None]]] = {
+            "start": self._start_command,
+            "help": self._help,
+            "transcribe": self._transcribe_command,
+            "speak": self._speak,
+            "settings": self._show_settings,
+            "mode": self._set_mode,
+            "language": self._set_language,
+            "voice": self._set_voice,
+            "voices": self._list_voices,
+            "auto": self._set_auto,
+            "hotwords": self._set_hot_words,
+        }
+
+    # ------------------------------------------------------------------ lifecycle
+
+    async def start(self) -> None:
+        """Start the retention sweep; idempotent."""
+        if self._sweeper is None:
+            self._sweeper = asyncio.create_task(self._sweep_forever())
+
+    async def aclose(self) -> None:
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            await asyncio.gather(self._sweeper, return_exceptions=True)
+            self._sweeper = None
+        await self.store.aclose()
+
+    async def _sweep_forever(self) -> None:
+        while True:
+            try:
+                removed = await self.store.sweep(self.settings.retention_hours * 3600)
+                if removed:
+                    log.info("removed %d transcripts older than %g hours", removed, self.settings.retention_hours)
+            except StoreError as error:
+                log.warning("transcript sweep failed: %s", error)
+            await asyncio.sleep(SWEEP_INTERVAL_SECONDS)
+
+    @property
+    def command_names(self) -> tuple[str, ...]:
+        return tuple(self._commands)
+
+    @staticmethod
+    def command_descriptions(language: str) -> list[tuple[str, str]]:
+        """(command, description) pairs for a platform's command menu, in ``language``."""
+        return [(name, texts[language]) for name, texts in messages.COMMAND_DESCRIPTIONS.items()]
+
+    # ------------------------------------------------------------------ voice notes
+
+    async def handle_voice_note(self, note: VoiceNote, chat: ChatPort) -> None:
+        """A voice note arrived: transcribe and answer it if this chat wants that."""
+        if not await self._admitted(note.chat, note.sender, chat, note.message_id):
+            return
+        settings = await self.chat_settings(note.chat)
+        if note.chat.kind is ChatKind.GROUP and not settings.auto_transcribe:
+            return
+        await self._answer_note(note, chat, settings)
+
+    async def _answer_note(self, note: VoiceNote, chat: ChatPort, settings: ChatSettings) -> None:
+        lang = note.sender.language
+        if refusal := self._limit_refusal(note, lang):
+            await send_text(chat, refusal, note.message_id)
+            return
+        async with self._turn(note.chat):
+            try:
+                await self._transcribe_and_reply(note, chat, settings)
+            except SpeechError as error:  # includes unusable audio
+                log.info("note %s in %s/%s: %s", note.message_id, note.chat.platform, note.chat.id, error)
+                await send_text(chat, error.user_message(lang), note.message_id)
+            except DownloadFailed as error:
+                log.warning("note %s in %s/%s: download failed: %s", note.message_id, note.chat.platform, note.chat.id, error)
+                await send_text(chat, text("download_failed", lang), note.message_id)
+            except Exception:
+                log.exception("note %s in %s/%s failed", note.message_id, note.chat.platform, note.chat.id)
+                await send_text(chat, text("unexpected_error", lang), note.message_id)
+
+    def _limit_refusal(self, note: VoiceNote, lang: str | None) -> str | None:
+        """Checked on what the platform declares, before anything is downloaded."""
+        if note.download_limit and note.declared_bytes and note.declared_bytes > note.download_limit:
+            return text("too_big", lang, limit=round(note.download_limit / 1_000_000))
+        if note.declared_seconds and note.declared_seconds > self.settings.max_duration_seconds:
+            return text("too_long", lang, limit=round(self.settings.max_duration_seconds / 60))
+        return None
+
+    async def _transcribe_and_reply(self, note: VoiceNote, chat: ChatPort, settings: ChatSettings) -> None:
+        lang = note.sender.language
+        group = note.chat.kind is ChatKind.GROUP
+        live = None
+        if self.responder is None and settings.reply_mode.has_text and self.service.streams_partials:
+            live = LiveMessage(chat, note.message_id, self.edit_interval)
+        transcript = await self._transcript(note, chat, settings, live)
+        if not transcript:
+            message = text("nothing_heard", lang)
+            await (live.finish(message) if live else send_text(chat, message, note.message_id))
+            return
+        if self.responder is None:
+            spoken = transcript
+            written = text("speaker", lang, name=note.speaker, text=transcript) if group and note.speaker else transcript
+        else:
+            context = ResponderContext(chat=note.chat, sender=note.sender, message_id=note.message_id, language=settings.language)
+            answer = await self.responder(transcript, context)
+            if not answer or not answer.strip():
+                return  # the host chose not to answer
+            spoken = written = answer.strip()
+        await self._deliver(chat, settings, note.chat, note.message_id, written, spoken, lang, live)
+
+    async def _transcript(self, note: VoiceNote, chat: ChatPort, settings: ChatSettings, live: LiveMessage | None) -> str:
+        options = TranscribeOptions(language=settings.language, hot_words=settings.hot_words)
+        cache_key = self._cache_key(note, options)
+        cached = await self._cached(cache_key)
+        if cached is not None:
+            if live:
+                await live.show(self._attributed(note, cached))
+            return cached
+        async with chat.activity(Activity.TYPING):
+            data = await note.fetch()
+            clip = AudioClip(data=data, mime_type=note.mime_type, filename=note.file_name, declared_seconds=note.declared_seconds)
+            final = None
+            async for transcript in self.service.stream(clip, options):
+                if transcript.final:
+                    final = transcript
+                elif live:
+                    await live.show(self._attributed(note, transcript.text))
+        assert final is not None
+        seconds = final.seconds or note.declared_seconds or 0.0
+        await self._quietly(self.store.add_usage(note.chat.platform, note.chat.id, audio_seconds=seconds), "usage")
+        if final.text and self.settings.retention_hours > 0:
+            await self._quietly(self.store.cache_transcript(cache_key, note.chat.platform, note.chat.id, final.text, seconds),
+                                "transcript cache")
+        return final.text
+
+    def _attributed(self, note: VoiceNote, transcript: str) -> str:
+        if note.chat.kind is ChatKind.GROUP and note.speaker:
+            return text("speaker", note.sender.language, name=note.speaker, text=transcript)
+        return transcript
+
+    def _cache_key(self, note: VoiceNote, options: TranscribeOptions) -> str:
+        """The note plus everything that changes its transcript."""
+        parts = (note.chat.platform, note.cache_key, options.language or "", ",".join(options.hot_words), ",".join(self.service.asr_chain))
+        return hashlib.sha256("\x1f".join(parts).encode()).hexdigest()
+
+    async def _cached(self, cache_key: str) -> str | None:
+        if self.settings.retention_hours <= 0:
+            return None
+        try:
+            cached = await self.store.cached_transcript(cache_key, self.settings.retention_hours * 3600)
+        except StoreError as error:
+            log.warning("transcript cache unavailable: %s", error)
+            return None
+        return cached.text if cached else None
+
+    async def _deliver(self, chat: ChatPort, settings: ChatSettings, where: ChatRef, reply_to: str, written: str, spoken: str,
+                       lang: str | None, live: LiveMessage | None) -> None:
+        """Text and/or voice per the reply mode; a voice reply that fails falls back to the text."""
+        text_sent = False
+        if settings.reply_mode.has_text:
+            await (live.finish(written) if live else send_text(chat, written, reply_to))
+            text_sent = True
+        if settings.reply_mode.has_voice:
+            voice = await self._voice_reply(chat, settings, where, spoken)
+            if voice is not None and await send_voice(chat, voice, reply_to):
+                return
+            if not text_sent:
+                await send_text(chat, written, reply_to)
+
+    async def _voice_reply(self, chat: ChatPort, settings: ChatSettings, where: ChatRef, spoken: str) -> VoiceReply | None:
+        """Synthesize ``spoken``; None (logged) when that is not possible here."""
+        if not self.service.can_synthesize or len(spoken) > SPEAK_LIMIT_CHARACTERS:
+            return None
+        try:
+            async with chat.activity(Activity.RECORDING_VOICE):
+                return await self._synthesize(chat, settings, where, spoken)
+        except SpeechError as error:
+            log.warning("voice reply failed, answering in text: %s", error)
+            return None
+
+    async def _synthesize(self, chat: ChatPort, settings: ChatSettings, where: ChatRef, spoken: str) -> VoiceReply:
+        audio = await self.service.synthesize(spoken, SynthesizeOptions(voice_id=settings.voice_id))
+        await self._quietly(self.store.add_usage(where.platform, where.id, tts_characters=len(spoken)), "usage")
+        waveform = b""
+        if chat.needs_waveform:
+            waveform = (await self.service.converter.analyse(AudioClip(data=audio.data))).waveform()
+        return VoiceReply(data=audio.data, seconds=audio.seconds or 0.0, waveform=waveform)
+
+    # ------------------------------------------------------------------ commands
+
+    async def handle_command(self, request: CommandRequest, chat: ChatPort) -> None:
+        handler = self._commands.get(request.name)
+        if handler is None or not await self._admitted(request.chat, request.sender, chat, request.message_id):
+            return
+        lang = request.sender.language
+        try:
+            if request.name in SETTINGS_COMMANDS and request.args.strip() and not await self._may_change_settings(request, chat):
+                await send_text(chat, text("admins_only", lang), request.message_id)
+                return
+            await handler(request, chat, lang)
+        except SpeechError as error:
+            await send_text(chat, error.user_message(lang), request.message_id)
+        except Exception:
+            log.exception("/%s in %s/%s failed", request.name, request.chat.platform, request.chat.id)
+            await send_text(chat, text("unexpected_error", lang), request.message_id)
+
+    async def _may_change_settings(self, request: CommandRequest, chat: ChatPort) -> bool:
+        return request.chat.kind is ChatKind.PRIVATE or await chat.is_admin(request.sender.id)
+
+    async def _start_command(self, request: CommandRequest, chat: ChatPort, lang: str | None) -> None:
+        await send_text(chat, text("start", lang), request.message_id)
+
+    async def _help(self, request: CommandRequest, chat: ChatPort, lang: str | None) -> None:
+        await send_text(chat, text("help", lang, languages=", ".join(self.service.recognition_languages)), request.message_id)
+
+    async def _transcribe_command(self, request: CommandRequest, chat: ChatPort, lang: str | None) -> None:
+        if request.replied_note is None:
+            await send_text(chat, text("transcribe_usage", lang), request.message_id)
+            return
+        # Whoever asked reads the answer in their language; the note keeps its own speaker.
+        note = replace(request.replied_note, sender=replace(request.replied_note.sender, language=lang))
+        await self._answer_note(note, chat, await self.chat_settings(request.chat))
+
+    async def _speak(self, request: CommandRequest, chat: ChatPort, lang: str | None) -> None:
+        words = request.args.strip() or (request.replied_text or "").strip()
+        if not words:
+            await send_text(chat, text("speak_usage", lang), request.message_id)
+        elif len(words) > SPEAK_LIMIT_CHARACTERS:
+            await send_text(chat, text("speak_too_long", lang, limit=SPEAK_LIMIT_CHARACTERS), request.message_id)
+        elif not self.service.can_synthesize:
+            await send_text(chat, text("no_tts", lang), request.message_id)
+        else:
+            settings = await self.chat_settings(request.chat)
+            async with self._turn(request.chat), chat.activity(Activity.RECORDING_VOICE):
+                voice = await self._synthesize(chat, settings, request.chat, words)
+            if not await send_voice(chat, voice, request.message_id):
+                await send_text(chat, text("voice_not_allowed", lang), request.message_id)
+
+    async def _show_settings(self, request: CommandRequest, chat: ChatPort, lang: str | None) -> None:
+        settings = await self.chat_settings(request.chat)
+        await send_text(chat, text(
+            "settings", lang,
+            mode=settings.reply_mode.value,
+            language=settings.language,
+            voice=settings.voice_id or text("default_voice", lang),
+            auto=text("on" if settings.auto_transcribe else "off", lang),
+            hot_words=", ".join(settings.hot_words) or text("none", lang),
+        ), request.message_id)
+
+    async def _set_mode(self, request: CommandRequest, chat: ChatPort, lang: str | None) -> None:
+        choice = request.args.strip().lower()
+        if choice not in ReplyMode.__members__.values():
+            await send_text(chat, text("mode_usage", lang), request.message_id)
+            return
+        await self.store.set_chat_setting(request.chat.platform, request.chat.id, "reply_mode", choice)
+        await send_text(chat, text("mode_set", lang, mode=choice), request.message_id)
+
+    async def _set_language(self, request: CommandRequest, chat: ChatPort, lang: str | None) -> None:
+        choice = request.args.strip().lower()
+        languages = self.service.recognition_languages
+        if choice not in languages:
+            await send_text(chat, text("language_usage", lang, languages=", ".join(languages)), request.message_id)
+            return
+        await self.store.set_chat_setting(request.chat.platform, request.chat.id, "language", choice)
+        await send_text(chat, text("language_set", lang, language=choice), request.message_id)
+
+    async def _set_voice(self, request: CommandRequest, chat: ChatPort, lang: str | None) -> None:
+        choice = request.args.strip()
+        if not choice:
+            await send_text(chat, text("voice_usage", lang), request.message_id)
+            return
+        if not self.service.can_synthesize:
+            await send_text(chat, text("no_tts", lang), request.message_id)
+            return
+        voices = {voice.id for voice in await self.service.voices()}
+        if choice not in voices:
+            await send_text(chat, text("voice_unknown", lang, voice=choice), request.message_id)
+            return
+        await self.store.set_chat_setting(request.chat.platform, request.chat.id, "voice_id", choice)
+        await send_text(chat, text("voice_set", lang, voice=choice), request.message_id)
+
+    async def _list_voices(self, request: CommandRequest, chat: ChatPort, lang: str | None) -> None:
+        if not self.service.can_synthesize:
+            await send_text(chat, text("no_tts", lang), request.message_id)
+            return
+        voices = await self.service.voices()
+        lines = [f"{voice.id} — {voice.name}" + (f" ({voice.language_name})" if voice.language_name else "")
+                 for voice in voices[:VOICES_LISTED]]
+        if len(voices) > VOICES_LISTED:
+            lines.append(text("voices_more", lang, count=len(voices) - VOICES_LISTED))
+        await send_text(chat, text("voices", lang, voices="\n".join(lines)), request.message_id)
+
+    async def _set_auto(self, request: CommandRequest, chat: ChatPort, lang: str | None) -> None:
+        choice = request.args.strip().lower()
+        if choice not in ("on", "off"):
+            await send_text(chat, text("auto_usage", lang), request.message_id)
+            return
+        await self.store.set_chat_setting(request.chat.platform, request.chat.id, "auto_transcribe", choice)
+        await send_text(chat, text("auto_set", lang, state=text(choice, lang)), request.message_id)
+
+    async def _set_hot_words(self, request: CommandRequest, chat: ChatPort, lang: str | None) -> None:
+        argument = request.args.strip()
+        if not argument:
+            current = ", ".join((await self.chat_settings(request.chat)).hot_words) or text("none", lang)
+            await send_text(chat, text("hot_words_current", lang, hot_words=current), request.message_id)
+            return
+        words = () if argument.lower() in ("off", "none", "-") else parse_hot_words(argument)
+        await self.store.set_chat_setting(request.chat.platform, request.chat.id, "hot_words", ",".join(words) or None)
+        reply = text("hot_words_set", lang, hot_words=", ".join(words)) if words else text("hot_words_cleared", lang)
+        await send_text(chat, reply, request.message_id)
+
+    # ------------------------------------------------------------------ shared
+
+    async def chat_settings(self, where: ChatRef) -> ChatSettings:
+        defaults = ChatSettings.defaults(self.settings)
+        try:
+            return defaults.with_stored(await self.store.chat_settings(where.platform, where.id))
+        except StoreError as error:
+            log.warning("chat settings unavailable, using defaults: %s", error)
+            return defaults
+
+    async def _admitted(self, where: ChatRef, sender: Person, chat: ChatPort, message_id: str | None) -> bool:
+        """The allowlist: other chats get a short refusal (a group only once) and nothing more."""
+        allowed = self.settings.allowed_chats
+        if not allowed or where.id in allowed:
+            return True
+        log.info("refused %s chat %s (not in VOICEBRIDGE_ALLOWED_CHATS)", where.platform, where.id)
+        key = (where.platform, where.id)
+        if where.kind is ChatKind.PRIVATE or key not in self._refused_groups:
+            self._refused_groups.add(key)
+            await send_text(chat, text("not_allowed", sender.language), message_id)
+        return False
+
+    @asynccontextmanager
+    async def _turn(self, where: ChatRef) -> AsyncIterator[None]:
+        """One note at a time per chat (answers keep the chat's order), a bounded number overall."""
+        key = (where.platform, where.id)
+        queue = self._chat_queues.setdefault(key, _ChatQueue())
+        queue.users += 1
+        try:
+            async with queue.lock, self._notes:
+                yield
+        finally:
+            queue.users -= 1
+            if queue.users == 0:
+                del self._chat_queues[key]
+
+    @staticmethod
+    async def _quietly(operation: Awaitable[None], what: str) -> None:
+        """Bookkeeping that must never cost the user their answer."""
+        try:
+            await operation
+        except StoreError as error:
+            log.warning("%s not recorded: %s", what, error)
+
+
+class _ChatQueue:
+    def __init__(self) -> None:
+        self.lock = asyncio.Lock()
+        self.users = 0
+

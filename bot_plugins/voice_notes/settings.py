@@ -1,0 +1,108 @@
+"""Plugin configuration (from the environment) and per-chat settings (changed by chat commands)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from enum import StrEnum
+from pathlib import Path
+
+from ..speech.config import COZE_LANGUAGES, problem
+
+
+class ReplyMode(StrEnum):
+    TEXT = "text"
+    VOICE = "voice"
+    BOTH = "both"
+
+    @property
+    def has_text(self) -> bool:
+        return self is not ReplyMode.VOICE
+
+    @property
+    def has_voice(self) -> bool:
+        return self is not ReplyMode.TEXT
+
+
+@dataclass(frozen=True)
+class PluginSettings:
+    reply_mode: ReplyMode = ReplyMode.TEXT
+    max_duration_seconds: int = 1800
+    allowed_chats: frozenset[str] = frozenset()  # empty: every chat
+    db_path: Path = Path("voicebridge.db")
+    retention_hours: float = 168.0
+    language: str = "common"  # ASR language default (VOICEBRIDGE_LANGUAGE)
+    voice_id: str | None = None  # TTS voice default (COZE_VOICE_ID)
+
+    @classmethod
+    def from_values(cls, values: Mapping[str, str], problems: list[str]) -> PluginSettings:
+        mode_text = (values.get("VOICEBRIDGE_REPLY") or "text").strip().lower()
+        if mode_text not in ReplyMode.__members__.values():
+            problems.append(problem("VOICEBRIDGE_REPLY", "must be text, voice or both", mode_text))
+            mode_text = "text"
+        chats = frozenset(chat.strip() for chat in (values.get("VOICEBRIDGE_ALLOWED_CHATS") or "").split(",") if chat.strip())
+        for chat in chats:
+            if not chat.lstrip("-").isdigit():
+                problems.append(problem("VOICEBRIDGE_ALLOWED_CHATS", "must be comma-separated numeric chat ids", chat))
+        return cls(
+            reply_mode=ReplyMode(mode_text),
+            max_duration_seconds=int(_number(values, "VOICEBRIDGE_MAX_DURATION", 1800, 1, 24 * 3600, problems)),
+            allowed_chats=chats,
+            db_path=Path((values.get("VOICEBRIDGE_DB") or "voicebridge.db").strip()),
+            retention_hours=_number(values, "VOICEBRIDGE_RETENTION_HOURS", 168, 0, 24 * 365 * 10, problems),
+            language=(values.get("VOICEBRIDGE_LANGUAGE") or "common").strip(),
+            voice_id=(values.get("COZE_VOICE_ID") or "").strip() or None,
+        )
+
+
+def _number(values: Mapping[str, str], variable: str, default: float, low: float, high: float, problems: list[str]) -> float:
+    raw = (values.get(variable) or "").strip()
+    if not raw:
+        return default
+    try:
+        number = float(raw)
+    except ValueError:
+        number = low - 1
+    if not low <= number <= high:
+        problems.append(problem(variable, f"must be a number from {low:g} to {high:g}", raw))
+        return default
+    return number
+
+
+SETTING_KEYS = ("reply_mode", "language", "voice_id", "auto_transcribe", "hot_words")
+
+
+@dataclass(frozen=True)
+class ChatSettings:
+    """What one chat has chosen; a chat stores only what it changed, the rest are defaults."""
+
+    reply_mode: ReplyMode
+    language: str
+    voice_id: str | None = None
+    auto_transcribe: bool = True  # groups: every voice note, or only on /transcribe
+    hot_words: tuple[str, ...] = field(default_factory=tuple)
+
+    @classmethod
+    def defaults(cls, settings: PluginSettings) -> ChatSettings:
+        return cls(reply_mode=settings.reply_mode, language=settings.language, voice_id=settings.voice_id)
+
+    def with_stored(self, stored: Mapping[str, str]) -> ChatSettings:
+        """Apply stored overrides; values that are no longer valid are ignored."""
+        chosen = self
+        if stored.get("reply_mode") in ReplyMode.__members__.values():
+            chosen = replace(chosen, reply_mode=ReplyMode(stored["reply_mode"]))
+        if stored.get("language") in COZE_LANGUAGES:
+            chosen = replace(chosen, language=stored["language"])
+        if stored.get("voice_id"):
+            chosen = replace(chosen, voice_id=stored["voice_id"])
+        if "auto_transcribe" in stored:
+            chosen = replace(chosen, auto_transcribe=stored["auto_transcribe"] == "on")
+        if "hot_words" in stored:
+            chosen = replace(chosen, hot_words=parse_hot_words(stored["hot_words"]))
+        return chosen
+
+
+def parse_hot_words(text: str) -> tuple[str, ...]:
+    """``a, b，c`` → ("a", "b", "c"): ASCII and full-width commas, duplicates dropped."""
+    words = (word.strip() for word in text.replace("，", ",").replace("、", ",").split(","))
+    return tuple(dict.fromkeys(word for word in words if word))

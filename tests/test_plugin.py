@@ -1,0 +1,418 @@
+"""The voice-notes plugin on its own: no chat platform, an in-memory port, the real speech
+service against the local Coze fake."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import pytest
+
+from bot_plugins.config import Settings
+from bot_plugins.speech.retry import Retrier
+from bot_plugins.speech.service import SpeechService
+from bot_plugins.voice_notes.model import (
+    Activity,
+    ChatKind,
+    ChatRef,
+    CommandRequest,
+    DownloadFailed,
+    Person,
+    ResponderContext,
+    VoiceNotAllowed,
+    VoiceNote,
+    VoiceReply,
+)
+from bot_plugins.voice_notes.plugin import VoiceNotesPlugin
+from bot_plugins.voice_notes.store import Store, StoreError
+from tests.audio_tools import analyse, decode, make_tone
+from tests.fakes.coze import DEFAULT_TOKEN, DEFAULT_VOICES, FakeCoze
+
+ALICE = Person("11", "Alice", "en")
+BOB = Person("22", "Bob", "zh-hans")
+PRIVATE = ChatRef("test", "11", ChatKind.PRIVATE)
+GROUP = ChatRef("test", "-500", ChatKind.GROUP)
+
+
+@dataclass
+class Sent:
+    kind: str  # "text", "edit", "voice", "audio"
+    text: str = ""
+    reply_to: str | None = None
+    message_id: str = ""
+    voice: VoiceReply | None = None
+
+
+@dataclass
+class MemoryChat:
+    """A ChatPort that records everything, with switches for platform refusals."""
+
+    max_text_length: int = 4096
+    needs_waveform: bool = False
+    admins: set[str] = field(default_factory=set)
+    refuse_voice: bool = False
+    refuse_audio: bool = False
+    sent: list[Sent] = field(default_factory=list)
+    activities: list[Activity] = field(default_factory=list)
+    ids: itertools.count = field(default_factory=lambda: itertools.count(100))
+
+    def text_length(self, text: str) -> int:
+        return len(text)
+
+    async def send_text(self, text: str, reply_to: str | None) -> str:
+        assert 0 < len(text) <= self.max_text_length
+        message_id = str(next(self.ids))
+        self.sent.append(Sent("text", text, reply_to, message_id))
+        return message_id
+
+    async def edit_text(self, message_id: str, text: str) -> None:
+        assert 0 < len(text) <= self.max_text_length
+        self.sent.append(Sent("edit", text, None, message_id))
+
+    async def send_voice(self, voice: VoiceReply, reply_to: str | None) -> str:
+        if self.refuse_voice:
+            raise VoiceNotAllowed("VOICE_MESSAGES_FORBIDDEN")
+        self.sent.append(Sent("voice", reply_to=reply_to, voice=voice))
+        return str(next(self.ids))
+
+    async def send_audio(self, voice: VoiceReply, reply_to: str | None) -> str:
+        if self.refuse_audio:
+            raise VoiceNotAllowed("not enough rights")
+        self.sent.append(Sent("audio", reply_to=reply_to, voice=voice))
+        return str(next(self.ids))
+
+    @asynccontextmanager
+    async def activity(self, kind: Activity) -> AsyncIterator[None]:
+        self.activities.append(kind)
+        yield
+
+    async def is_admin(self, user_id: str) -> bool:
+        return user_id in self.admins
+
+    def texts(self) -> list[str]:
+        return [item.text for item in self.sent if item.kind == "text"]
+
+    def kinds(self) -> list[str]:
+        return [item.kind for item in self.sent]
+
+
+@dataclass
+class Harness:
+    fake: FakeCoze
+    plugin: VoiceNotesPlugin
+    fetches: list[str] = field(default_factory=list)
+
+    def note(self, audio: bytes, *, chat: ChatRef = PRIVATE, sender: Person = ALICE, message_id: str = "7", key: str = "file-1",
+             seconds: float | None = None, size: int | None = None, speaker: str | None = None) -> VoiceNote:
+        async def fetch() -> bytes:
+            self.fetches.append(message_id)
+            return audio
+
+        return VoiceNote(chat=chat, message_id=message_id, sender=sender, cache_key=key, fetch=fetch, declared_seconds=seconds,
+                         declared_bytes=size or len(audio), download_limit=20_000_000, speaker=speaker or sender.name)
+
+    def command(self, name: str, args: str = "", *, chat: ChatRef = PRIVATE, sender: Person = ALICE, **extra: object) -> CommandRequest:
+        return CommandRequest(name=name, args=args, chat=chat, sender=sender, message_id="9", **extra)  # type: ignore[arg-type]
+
+
+def make_plugin(fake: FakeCoze, retrier: Retrier, db: Path | str = ":memory:", **env: str) -> VoiceNotesPlugin:
+    values = {"COZE_API_TOKEN": DEFAULT_TOKEN, "COZE_API_BASE": fake.base_url, "COZE_WS_BASE": fake.ws_base_url,
+              "COZE_VOICE_ID": DEFAULT_VOICES[0].voice_id, **env}
+    settings = Settings.from_values(values)
+    service = SpeechService.from_settings(settings.speech, retrier=retrier)
+    return VoiceNotesPlugin(service, Store(db), settings.plugin, edit_interval=0.2)
+
+
+@pytest.fixture
+async def harness(fast_retrier: Retrier) -> AsyncIterator[Harness]:
+    async with FakeCoze() as fake:
+        plugin = make_plugin(fake, fast_retrier)
+        yield Harness(fake, plugin)
+        await plugin.aclose()
+        await plugin.service.aclose()
+
+
+TONE = make_tone("ogg", 440.0, 2.0)
+
+
+async def test_private_note_is_answered_with_its_transcript(harness: Harness) -> None:
+    chat = MemoryChat()
+    await harness.plugin.handle_voice_note(harness.note(TONE), chat)
+    assert [(item.kind, item.text, item.reply_to) for item in chat.sent] == [("text", "tone 440 hz 2.0 s", "7")]
+    assert chat.activities == [Activity.TYPING]
+
+
+async def test_group_transcripts_name_the_speaker_and_auto_can_be_switched_off(harness: Harness) -> None:
+    chat = MemoryChat(admins={BOB.id})
+    forwarded = harness.note(TONE, chat=GROUP, sender=BOB, speaker="Carol (forwarded)")
+    await harness.plugin.handle_voice_note(forwarded, chat)
+    assert chat.texts() == ["🎤 Carol (forwarded)：tone 440 hz 2.0 s"]  # Bob reads Chinese
+
+    await harness.plugin.handle_command(harness.command("auto", "off", chat=GROUP, sender=BOB), chat)
+    await harness.plugin.handle_voice_note(harness.note(TONE, chat=GROUP, sender=ALICE, message_id="8", key="other"), chat)
+    assert len(chat.texts()) == 2  # only the confirmation came
+    assert harness.fetches == ["7"]
+
+    request = harness.command("transcribe", chat=GROUP, sender=ALICE, replied_note=harness.note(TONE, chat=GROUP, sender=BOB,
+                                                                                                  message_id="8", key="other"))
+    await harness.plugin.handle_command(request, chat)
+    assert chat.sent[-1].text == "🎤 Bob: tone 440 hz 2.0 s" and chat.sent[-1].reply_to == "8"
+
+
+async def test_only_admins_change_group_settings(harness: Harness) -> None:
+    chat = MemoryChat(admins={BOB.id})
+    await harness.plugin.handle_command(harness.command("mode", "voice", chat=GROUP, sender=ALICE), chat)
+    assert chat.texts() == ["Only the chat's admins can change settings here."]
+    await harness.plugin.handle_command(harness.command("settings", chat=GROUP, sender=ALICE), chat)  # reading is fine
+    assert "Reply mode: text" in chat.texts()[-1]
+    await harness.plugin.handle_command(harness.command("mode", "voice", chat=GROUP, sender=BOB), chat)
+    assert (await harness.plugin.chat_settings(GROUP)).reply_mode.value == "voice"
+
+
+@pytest.mark.parametrize(("mode", "kinds"), [("text", ["text"]), ("voice", ["voice"]), ("both", ["text", "voice"])])
+async def test_reply_modes(harness: Harness, mode: str, kinds: list[str]) -> None:
+    chat = MemoryChat()
+    await harness.plugin.handle_command(harness.command("mode", mode), chat)
+    chat.sent.clear()
+    await harness.plugin.handle_voice_note(harness.note(TONE), chat)
+    assert chat.kinds() == kinds
+    if "voice" in kinds:
+        voice = next(item.voice for item in chat.sent if item.kind == "voice")
+        assert voice is not None and voice.data.startswith(b"OggS")
+        samples, rate = decode(voice.data)
+        spoken = analyse(samples, rate)
+        assert spoken.frequency == pytest.approx(DEFAULT_VOICES[0].frequency, rel=0.01)  # the configured voice
+        assert spoken.seconds == pytest.approx(len("tone 440 hz 2.0 s") * 0.06, abs=0.05)
+        assert voice.seconds == pytest.approx(spoken.seconds, abs=0.05)
+        assert Activity.RECORDING_VOICE in chat.activities
+
+
+async def test_voice_ladder_falls_back_to_audio_then_text(harness: Harness) -> None:
+    await harness.plugin.handle_command(harness.command("mode", "voice"), MemoryChat())
+    refuses_voice = MemoryChat(refuse_voice=True)
+    await harness.plugin.handle_voice_note(harness.note(TONE), refuses_voice)
+    assert refuses_voice.kinds() == ["audio"]
+    refuses_both = MemoryChat(refuse_voice=True, refuse_audio=True)
+    await harness.plugin.handle_voice_note(harness.note(TONE, message_id="8"), refuses_both)
+    assert refuses_both.texts() == ["tone 440 hz 2.0 s"]  # the text is never lost
+
+
+async def test_failed_synthesis_still_delivers_the_text(harness: Harness) -> None:
+    await harness.plugin.handle_command(harness.command("mode", "voice"), MemoryChat())
+    harness.fake.fail_next("speech", code=4101)
+    chat = MemoryChat()
+    await harness.plugin.handle_voice_note(harness.note(TONE), chat)
+    assert chat.texts() == ["tone 440 hz 2.0 s"]
+
+
+async def test_discord_style_ports_get_a_waveform(harness: Harness) -> None:
+    await harness.plugin.handle_command(harness.command("mode", "voice"), MemoryChat())
+    chat = MemoryChat(needs_waveform=True)
+    await harness.plugin.handle_voice_note(harness.note(TONE), chat)
+    voice = chat.sent[0].voice
+    assert voice is not None and 5 <= len(voice.waveform) <= 256 and max(voice.waveform) == 255
+
+
+async def test_streaming_partials_edit_one_message_at_most_once_per_interval(fast_retrier: Retrier) -> None:
+    script = " ".join(f"word{index}" for index in range(24))
+    async with FakeCoze(transcript=script, seconds_per_word=0.25, partial_every_seconds=0.25) as fake:
+        plugin = make_plugin(fake, fast_retrier, VOICEBRIDGE_ASR="coze-stream")
+        chat = MemoryChat()
+        started = asyncio.get_running_loop().time()
+        await plugin.handle_voice_note(Harness(fake, plugin).note(make_tone("ogg", 440.0, 6.0)), chat)
+        elapsed = asyncio.get_running_loop().time() - started
+        await plugin.aclose()
+        await plugin.service.aclose()
+    assert chat.kinds()[0] == "text" and set(chat.kinds()[1:]) <= {"edit"}
+    assert {item.message_id for item in chat.sent} == {chat.sent[0].message_id}
+    assert chat.sent[-1].text == script
+    assert len(chat.sent) - 1 <= elapsed / 0.2 + 1  # edits throttled to the interval
+
+
+async def test_long_transcripts_are_split_at_word_boundaries(fast_retrier: Retrier) -> None:
+    script = " ".join(["supercalifragilistic"] * 30)  # 629 characters: 4 words (83) fit in 100
+    async with FakeCoze(transcript=script) as fake:
+        plugin = make_plugin(fake, fast_retrier)
+        chat = MemoryChat(max_text_length=100)
+        await plugin.handle_voice_note(Harness(fake, plugin).note(TONE), chat)
+        await plugin.aclose()
+        await plugin.service.aclose()
+    pieces = chat.texts()
+    assert len(pieces) == 8 and all(len(piece) <= 100 for piece in pieces)
+    assert " ".join(pieces) == script
+    assert {item.reply_to for item in chat.sent} == {"7"}
+
+
+async def test_conversation_mode_answers_with_the_hosts_reply(fast_retrier: Retrier) -> None:
+    heard: list[tuple[str, ResponderContext]] = []
+
+    async def responder(transcript: str, context: ResponderContext) -> str | None:
+        heard.append((transcript, context))
+        return None if "300" in transcript else f"You said {len(transcript)} characters."
+
+    async with FakeCoze() as fake:
+        plugin = make_plugin(fake, fast_retrier)
+        plugin.responder = responder
+        chat = MemoryChat()
+        harness = Harness(fake, plugin)
+        await plugin.handle_voice_note(harness.note(TONE), chat)
+        await plugin.handle_voice_note(harness.note(make_tone("ogg", 300.0, 1.0), message_id="8", key="b"), chat)
+        await plugin.aclose()
+        await plugin.service.aclose()
+    assert chat.texts() == ["You said 17 characters."]
+    assert heard[0][0] == "tone 440 hz 2.0 s" and heard[0][1].sender == ALICE and heard[0][1].message_id == "7"
+
+
+async def test_limits_are_checked_before_download(harness: Harness) -> None:
+    chat = MemoryChat()
+    await harness.plugin.handle_voice_note(harness.note(TONE, size=25_000_000), chat)
+    await harness.plugin.handle_voice_note(harness.note(TONE, seconds=3600, message_id="8"), chat)
+    assert chat.texts() == ["This file is too large for me to download (limit: 20 MB).",
+                            "This recording is too long for me (limit: 30 minutes)."]
+    assert harness.fetches == [] and harness.fake.rest_calls == []
+
+
+async def test_allowlist_refuses_other_chats_before_any_provider_call(fast_retrier: Retrier) -> None:
+    async with FakeCoze() as fake:
+        plugin = make_plugin(fake, fast_retrier, VOICEBRIDGE_ALLOWED_CHATS="-500, 42")
+        harness = Harness(fake, plugin)
+        private, group = MemoryChat(), MemoryChat()
+        other_group = replace(GROUP, id="-600")
+        for message_id in ("1", "2"):
+            await plugin.handle_voice_note(harness.note(TONE, message_id=message_id), private)
+            await plugin.handle_voice_note(harness.note(TONE, chat=other_group, message_id=message_id), group)
+        await plugin.handle_command(harness.command("speak", "hello"), private)
+        allowed = MemoryChat()
+        await plugin.handle_voice_note(harness.note(TONE, chat=GROUP, message_id="3"), allowed)
+        await plugin.aclose()
+        await plugin.service.aclose()
+    assert private.texts() == ["Sorry, this bot is not available in this chat."] * 3
+    assert group.texts() == ["Sorry, this bot is not available in this chat."]  # a group is told once
+    assert harness.fetches == ["3"] and len(fake.calls_to("transcriptions")) == 1 and fake.calls_to("speech") == []
+    assert allowed.texts() == ["🎤 Alice: tone 440 hz 2.0 s"]
+
+
+async def test_a_re_sent_note_is_answered_from_the_cache(harness: Harness) -> None:
+    chat = MemoryChat()
+    await harness.plugin.handle_voice_note(harness.note(TONE, message_id="1"), chat)
+    await harness.plugin.handle_voice_note(harness.note(TONE, message_id="2"), chat)
+    assert chat.texts() == ["tone 440 hz 2.0 s"] * 2
+    assert len(harness.fake.calls_to("transcriptions")) == 1 and harness.fetches == ["1"]
+    await harness.plugin.handle_command(harness.command("language", "en"), chat)  # the result may differ now
+    await harness.plugin.handle_voice_note(harness.note(TONE, message_id="3"), chat)
+    assert len(harness.fake.calls_to("transcriptions")) == 2
+
+
+async def test_bad_audio_gets_one_clear_message_and_the_next_note_works(harness: Harness) -> None:
+    chat = MemoryChat(max_text_length=4096)
+    await harness.plugin.handle_voice_note(harness.note(b"\x00garbage" * 300, key="bad"), chat)
+    await harness.plugin.handle_voice_note(harness.note(TONE, message_id="8"), chat)
+    assert chat.texts() == ["This file could not be read as audio. Please send a voice message or a common audio file.",
+                            "tone 440 hz 2.0 s"]
+
+
+async def test_provider_outage_and_download_failure_are_explained(harness: Harness) -> None:
+    harness.fake.fail_next("transcriptions", code=5000, times=3)
+    chat = MemoryChat()
+    await harness.plugin.handle_voice_note(harness.note(TONE, sender=BOB), chat)
+
+    async def broken_fetch() -> bytes:
+        raise DownloadFailed("Telegram: NetworkError")
+
+    await harness.plugin.handle_voice_note(replace(harness.note(TONE, message_id="8", key="x"), fetch=broken_fetch), chat)
+    assert chat.texts() == ["语音服务出现故障，请稍后再试。", "I could not download this file. Please try again."]
+
+
+async def test_a_locked_store_does_not_cost_the_answer(harness: Harness, monkeypatch: pytest.MonkeyPatch) -> None:
+    async def locked(*args: object, **kwargs: object) -> None:
+        raise StoreError("database is locked")
+
+    for method in ("chat_settings", "cached_transcript", "cache_transcript", "add_usage"):
+        monkeypatch.setattr(harness.plugin.store, method, locked)
+    chat = MemoryChat()
+    await harness.plugin.handle_voice_note(harness.note(TONE), chat)
+    assert chat.texts() == ["tone 440 hz 2.0 s"]
+
+
+async def test_notes_of_one_chat_are_answered_in_order(harness: Harness) -> None:
+    chat = MemoryChat()
+    long_note = harness.note(make_tone("ogg", 300.0, 8.0), message_id="1", key="long")
+    short_note = harness.note(make_tone("ogg", 600.0, 0.5), message_id="2", key="short")
+    first = asyncio.create_task(harness.plugin.handle_voice_note(long_note, chat))
+    await asyncio.sleep(0)
+    await harness.plugin.handle_voice_note(short_note, chat)
+    await first
+    assert [(item.reply_to, item.text) for item in chat.sent] == [("1", "tone 300 hz 8.0 s"), ("2", "tone 600 hz 0.5 s")]
+
+
+async def test_settings_commands_and_their_persistence(fast_retrier: Retrier, tmp_path: Path) -> None:
+    db = tmp_path / "state.db"
+    async with FakeCoze() as fake:
+        plugin = make_plugin(fake, fast_retrier, db)
+        harness = Harness(fake, plugin)
+        chat = MemoryChat()
+        jay = DEFAULT_VOICES[1]
+        for name, args in (("mode", "both"), ("language", "zh"), ("voice", jay.voice_id), ("hotwords", "扣子，voicebridge, 扣子"),
+                           ("auto", "off"), ("mode", "loud"), ("language", "xx"), ("voice", "nope")):
+            await plugin.handle_command(harness.command(name, args), chat)
+        await plugin.aclose()
+        await plugin.service.aclose()
+
+        restarted = make_plugin(fake, fast_retrier, db)
+        settings = await restarted.chat_settings(PRIVATE)
+        await restarted.handle_command(harness.command("settings"), chat)
+        await restarted.aclose()
+        await restarted.service.aclose()
+    assert (settings.reply_mode.value, settings.language, settings.voice_id, settings.auto_transcribe, settings.hot_words) == (
+        "both", "zh", jay.voice_id, False, ("扣子", "voicebridge"))
+    assert chat.texts()[5:8] == ["Use /mode text, /mode voice or /mode both.",
+                                 chat.texts()[6], f"There is no voice with the id nope. Send /voices to see the available voices."]
+    assert chat.texts()[6].startswith("Use /language CODE with one of: common, zh, ")
+    assert chat.texts()[-1].splitlines()[1:] == ["Reply mode: both", "Language: zh", f"Voice: {jay.voice_id}",
+                                                 "Transcribe every voice message in groups: off", "Hot words: 扣子, voicebridge"]
+
+
+async def test_hot_words_reach_the_streaming_provider(fast_retrier: Retrier) -> None:
+    async with FakeCoze() as fake:
+        plugin = make_plugin(fake, fast_retrier, VOICEBRIDGE_ASR="coze-stream")
+        harness = Harness(fake, plugin)
+        await plugin.handle_command(harness.command("hotwords", "Coze, 飞书"), MemoryChat())
+        await plugin.handle_voice_note(harness.note(TONE), MemoryChat())
+        await plugin.handle_command(harness.command("hotwords", "off"), MemoryChat())
+        await plugin.aclose()
+        await plugin.service.aclose()
+    assert fake.ws_sessions[0].asr_config is not None and fake.ws_sessions[0].asr_config["hot_words"] == ["Coze", "飞书"]
+
+
+async def test_speak_and_voices(harness: Harness) -> None:
+    chat = MemoryChat()
+    await harness.plugin.handle_command(harness.command("speak", "Read this aloud."), chat)
+    await harness.plugin.handle_command(harness.command("speak", replied_text="Quoted message text"), chat)
+    await harness.plugin.handle_command(harness.command("speak"), chat)
+    await harness.plugin.handle_command(harness.command("speak", "x" * 2001), chat)
+    await harness.plugin.handle_command(harness.command("voices"), chat)
+    voices = [item.voice for item in chat.sent if item.kind == "voice"]
+    assert [round(voice.seconds, 2) for voice in voices if voice] == [round(16 * 0.06, 2), round(19 * 0.06, 2)]
+    assert chat.texts()[:2] == ["Use /speak TEXT, or reply to a text message with /speak.",
+                                "That is too long to read aloud (limit: 2000 characters)."]
+    assert all(voice.voice_id in chat.texts()[2] for voice in DEFAULT_VOICES)
+
+
+async def test_usage_is_counted(harness: Harness) -> None:
+    chat = MemoryChat()
+    await harness.plugin.handle_voice_note(harness.note(TONE), chat)
+    await harness.plugin.handle_command(harness.command("speak", "hello"), chat)
+    usage = await harness.plugin.store.usage("test", PRIVATE.id, "2000-01-01")
+    assert usage.audio_seconds == pytest.approx(2.0, abs=0.05) and usage.tts_characters == 5
+
+
+async def test_help_and_start_follow_the_users_language(harness: Harness) -> None:
+    chat = MemoryChat()
+    await harness.plugin.handle_command(harness.command("start", sender=BOB), chat)
+    await harness.plugin.handle_command(harness.command("help"), chat)
+    assert chat.texts()[0].startswith("你好") and "/transcribe" in chat.texts()[1]
+    assert "(common, zh, cant, sc, en," in chat.texts()[1]
