@@ -11,6 +11,7 @@ import signal
 from typing import Any
 
 from telegram import Update
+from telegram.error import InvalidToken, NetworkError
 from telegram.ext import Application, ApplicationBuilder
 
 from bot_plugins.config import Settings, TelegramSettings
@@ -24,14 +25,20 @@ from .telegram import VoiceNotesTelegram
 log = logging.getLogger("voicebridge.runner")
 
 
+class StartupError(Exception):
+    """The bot could not start; the message says why in one line."""
+
+
 def telegram_application(settings: TelegramSettings) -> Application[Any, Any, Any, Any, Any, Any]:
     builder = ApplicationBuilder().token(settings.token or "")
     if settings.base_url:
         builder = builder.base_url(settings.base_url)
     if settings.base_file_url:
         builder = builder.base_file_url(settings.base_file_url)
-    # Voice uploads can take a while on slow links; text calls keep PTB's defaults.
-    return builder.media_write_timeout(60).build()
+    # Voice uploads can take a while on slow links; text calls keep PTB's defaults. A second
+    # getUpdates connection lets the last call at shutdown confirm the updates already handled
+    # while the cancelled long poll still holds the first; otherwise they come again on restart.
+    return builder.media_write_timeout(60).get_updates_connection_pool_size(2).build()
 
 
 async def run_bot(settings: Settings) -> None:
@@ -47,6 +54,12 @@ async def run_bot(settings: Settings) -> None:
     telegram = VoiceNotesTelegram(plugin)
     telegram.install(application)
     try:
+        try:
+            await application.initialize()  # getMe: checks the token
+        except InvalidToken:
+            raise ConfigError("TELEGRAM_BOT_TOKEN was rejected by Telegram (check it with @BotFather)") from None
+        except NetworkError as error:
+            raise StartupError(f"cannot reach the Telegram Bot API: {error.message}") from None
         async with application:
             await telegram.start(application.bot)
             await application.start()

@@ -86,10 +86,13 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def run(settings: Settings) -> int:
     # Imported here: the one-shot commands need no chat-platform frameworks.
-    from adapters.runner import run_bot
+    from adapters.runner import StartupError, run_bot
 
     configure_logging(settings.log_level or "INFO", settings.secrets())
-    asyncio.run(run_bot(settings))
+    try:
+        asyncio.run(run_bot(settings))
+    except StartupError as error:
+        raise CliError(str(error)) from error
     return 0
 
 

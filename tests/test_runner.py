@@ -1,0 +1,110 @@
+"""``voicebridge run`` as a real process against the local Telegram and Coze fakes."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+from urllib.parse import quote
+
+import pytest
+
+from tests.audio_tools import make_tone
+from tests.fakes.coze import DEFAULT_TOKEN, FakeCoze
+from tests.fakes.telegram import Chat, FakeTelegram, User
+
+VOICEBRIDGE = str(Path(sys.executable).with_name("voicebridge"))
+ALICE = User(1001, "Alice", language_code="en")
+
+
+@pytest.fixture
+async def fakes() -> AsyncIterator[tuple[FakeTelegram, FakeCoze]]:
+    async with FakeTelegram() as telegram, FakeCoze() as coze:
+        yield telegram, coze
+
+
+def bot_env(telegram: FakeTelegram, coze: FakeCoze, tmp_path: Path, **extra: str) -> dict[str, str]:
+    base = {key: os.environ[key] for key in ("PATH", "HOME") if key in os.environ}
+    return {
+        **base,
+        "TELEGRAM_BOT_TOKEN": telegram.token,
+        "TELEGRAM_BASE_URL": telegram.api_base_url,
+        "TELEGRAM_BASE_FILE_URL": telegram.file_base_url,
+        "COZE_API_TOKEN": DEFAULT_TOKEN,
+        "COZE_API_BASE": coze.base_url,
+        "COZE_WS_BASE": coze.ws_base_url,
+        "VOICEBRIDGE_DB": str(tmp_path / "bot.db"),
+        "VOICEBRIDGE_LOG_LEVEL": "DEBUG",  # the most verbose logs must still hold no secret
+        **extra,
+    }
+
+
+async def start_bot(env: dict[str, str], cwd: Path) -> asyncio.subprocess.Process:
+    return await asyncio.create_subprocess_exec(VOICEBRIDGE, "run", env=env, cwd=cwd,
+                                                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+
+
+async def finish(process: asyncio.subprocess.Process) -> tuple[int, str]:
+    _, stderr = await asyncio.wait_for(process.communicate(), timeout=30)
+    return process.returncode or 0, stderr.decode()
+
+
+def assert_no_secrets(log: str, telegram: FakeTelegram) -> None:
+    for secret in (telegram.token, quote(telegram.token, safe=""), DEFAULT_TOKEN):
+        assert secret not in log
+    assert "Traceback" not in log
+
+
+async def test_sigterm_finishes_the_note_in_flight_and_updates_are_not_repeated(fakes: tuple[FakeTelegram, FakeCoze],
+                                                                               tmp_path: Path) -> None:
+    telegram, coze = fakes
+    env = bot_env(telegram, coze, tmp_path)
+    bot = await start_bot(env, tmp_path)
+    await telegram.wait_for_call("getUpdates", timeout=20)
+    coze.delay_next("transcriptions", 1.5)  # the note is still being transcribed when SIGTERM arrives
+    note = await telegram.push_voice(Chat.private(ALICE), ALICE, make_tone("ogg", 440.0, 2.0), duration=2)
+    await coze.wait_for(lambda: coze.calls_to("transcriptions"))
+    bot.send_signal(signal.SIGTERM)
+    status, log = await finish(bot)
+    answers = [call for call in telegram.calls_to("sendMessage") if call.params.get("reply_parameters", {}).get("message_id")
+               == note["message_id"]]
+    assert status == 0, log
+    assert [call.params["text"] for call in answers] == ["tone 440 hz 2.0 s"]
+    assert "finishing the notes in flight" in log
+    assert_no_secrets(log, telegram)
+
+    again = await start_bot(env, tmp_path)
+    marker = await telegram.push_text(Chat.private(ALICE), ALICE, "/start")
+    await telegram.wait_for_call("sendMessage", lambda call: call.params.get("reply_parameters", {}).get("message_id")
+                                 == marker["message_id"], timeout=20)
+    again.send_signal(signal.SIGINT)
+    status, log = await finish(again)
+    assert status == 0
+    assert len(coze.calls_to("transcriptions")) == 1  # the handled note did not come back after the restart
+    assert_no_secrets(log, telegram)
+
+
+async def test_without_a_platform_token_it_says_so(tmp_path: Path) -> None:
+    env = {"PATH": os.environ["PATH"], "COZE_API_TOKEN": "pat_x"}
+    process = await asyncio.create_subprocess_exec(VOICEBRIDGE, "run", env=env, cwd=tmp_path,
+                                                   stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    status, log = await finish(process)
+    assert status == 2
+    assert log.strip() == "voicebridge: configuration error: no chat platform configured: set TELEGRAM_BOT_TOKEN"
+
+
+async def test_a_rejected_token_and_an_unreachable_api_are_one_line_each(fakes: tuple[FakeTelegram, FakeCoze],
+                                                                         tmp_path: Path) -> None:
+    telegram, coze = fakes
+    wrong = "999:wrong-token-value"
+    status, log = await finish(await start_bot(bot_env(telegram, coze, tmp_path, TELEGRAM_BOT_TOKEN=wrong,
+                                                       VOICEBRIDGE_LOG_LEVEL="WARNING"), tmp_path))
+    assert status == 2 and log.strip().endswith("TELEGRAM_BOT_TOKEN was rejected by Telegram (check it with @BotFather)")
+    assert wrong not in log and "Traceback" not in log
+
+    unreachable = bot_env(telegram, coze, tmp_path, TELEGRAM_BASE_URL="http://127.0.0.1:9/bot", VOICEBRIDGE_LOG_LEVEL="WARNING")
+    status, log = await finish(await start_bot(unreachable, tmp_path))
+    assert status == 1 and "cannot reach the Telegram Bot API" in log and "Traceback" not in log

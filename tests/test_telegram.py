@@ -1,0 +1,301 @@
+"""End to end through a real python-telegram-bot Application, the local Bot API fake and the
+local Coze fake: the plugin installed the way a host bot installs it."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from telegram.ext import Application, ApplicationBuilder, MessageHandler, filters
+
+from adapters.telegram import VoiceNotesTelegram
+from bot_plugins.config import Settings
+from bot_plugins.speech.retry import Retrier
+from bot_plugins.speech.service import SpeechService
+from bot_plugins.voice_notes.plugin import VoiceNotesPlugin
+from bot_plugins.voice_notes.store import Store
+from tests.audio_tools import analyse, decode, make_tone, probe
+from tests.fakes.coze import DEFAULT_TOKEN, DEFAULT_VOICES, FakeCoze
+from tests.fakes.telegram import Call, Chat, FakeTelegram, User
+
+ALICE = User(1001, "Alice", username="alice", language_code="en")
+BOB = User(1002, "Bob", last_name="Li", language_code="zh-hans")
+GROUP = Chat.supergroup(-1001234567890, "Voice club")
+TONE = make_tone("ogg", 440.0, 2.0)
+
+
+@dataclass
+class World:
+    telegram: FakeTelegram
+    coze: FakeCoze
+    retrier: Retrier
+    tmp: Path
+
+
+@pytest.fixture
+async def world(fast_retrier: Retrier, tmp_path: Path) -> AsyncIterator[World]:
+    async with FakeTelegram() as telegram, FakeCoze() as coze:
+        yield World(telegram, coze, fast_retrier, tmp_path)
+
+
+@asynccontextmanager
+async def running_bot(world: World, db: str = ":memory:", **env: str) -> AsyncIterator[Application[Any, Any, Any, Any, Any, Any]]:
+    """A host application with the plugin installed, polling the fake."""
+    values = {"COZE_API_TOKEN": DEFAULT_TOKEN, "COZE_API_BASE": world.coze.base_url, "COZE_WS_BASE": world.coze.ws_base_url,
+              "COZE_VOICE_ID": DEFAULT_VOICES[0].voice_id, **env}
+    settings = Settings.from_values(values)
+    service = SpeechService.from_settings(settings.speech, retrier=world.retrier)
+    plugin = VoiceNotesPlugin(service, Store(db), settings.plugin, edit_interval=0.2)
+    application = (ApplicationBuilder().token(world.telegram.token).base_url(world.telegram.api_base_url)
+                   .base_file_url(world.telegram.file_base_url).get_updates_connection_pool_size(2).build())
+    voice_notes = VoiceNotesTelegram(plugin)
+    voice_notes.install(application)
+    async with application:
+        await voice_notes.start(application.bot)
+        await application.start()
+        await application.updater.start_polling(timeout=1)  # type: ignore[union-attr]
+        try:
+            yield application
+        finally:
+            await application.updater.stop()  # type: ignore[union-attr]
+            await application.stop()
+    await voice_notes.stop()
+    await service.aclose()
+
+
+def replies_to(message: dict[str, Any]) -> Any:
+    """Matches a call that answers ``message`` (message ids are per chat)."""
+    return lambda call: (int(call.params.get("chat_id", 0)) == message["chat"]["id"]
+                         and (call.params.get("reply_parameters") or {}).get("message_id") == message["message_id"])
+
+
+def assert_plain(call: Call) -> None:
+    assert "parse_mode" not in call.params and "entities" not in call.params
+
+
+async def test_private_voice_note_gets_its_transcript(world: World) -> None:
+    async with running_bot(world):
+        note = await world.telegram.push_voice(Chat.private(ALICE), ALICE, TONE, duration=2)
+        reply = await world.telegram.wait_for_call("sendMessage", replies_to(note))
+    assert reply.params["text"] == "tone 440 hz 2.0 s" and reply.params["chat_id"] == ALICE.id
+    assert_plain(reply)
+    actions = world.telegram.calls_to("sendChatAction")
+    assert actions and actions[0].params["action"] == "typing"
+
+
+async def test_commands_are_published_in_english_and_chinese(world: World) -> None:
+    async with running_bot(world):
+        english = {command["command"]: command["description"] for command in world.telegram.commands()}
+        chinese = {command["command"]: command["description"] for command in world.telegram.commands(language_code="zh")}
+    expected = {"start", "help", "transcribe", "speak", "settings", "mode", "language", "voice", "voices", "auto", "hotwords"}
+    assert set(english) == set(chinese) == expected
+    assert english["speak"] == "Read a text aloud" and chinese["speak"] == "朗读文本"
+
+
+async def test_voice_mode_replies_with_an_ogg_opus_voice_note(world: World) -> None:
+    async with running_bot(world):
+        chat = Chat.private(ALICE)
+        await world.telegram.push_text(chat, ALICE, "/mode voice")
+        await world.telegram.wait_for_call("sendMessage", lambda call: "voice" in call.params["text"])
+        note = await world.telegram.push_voice(chat, ALICE, TONE, duration=2)
+        sent = await world.telegram.wait_for_call("sendVoice", replies_to(note))
+    audio = sent.files["voice"]
+    assert probe(audio)["codec_name"] == "opus"
+    samples, rate = decode(audio)
+    report = analyse(samples, rate)
+    assert report.frequency == pytest.approx(DEFAULT_VOICES[0].frequency, rel=0.01)
+    assert report.seconds == pytest.approx(len("tone 440 hz 2.0 s") * 0.06, abs=0.05)
+    assert int(sent.params["duration"]) == round(report.seconds)
+    assert world.telegram.messages_sent(ALICE.id)[-1]["voice"]["duration"] == 1
+    assert "record_voice" in [call.params["action"] for call in world.telegram.calls_to("sendChatAction")]
+
+
+async def test_both_mode_sends_text_and_voice(world: World) -> None:
+    async with running_bot(world, VOICEBRIDGE_REPLY="both"):
+        note = await world.telegram.push_voice(Chat.private(ALICE), ALICE, TONE, duration=2)
+        await world.telegram.wait_for_call("sendVoice", replies_to(note))
+    texts = [call.params["text"] for call in world.telegram.calls_to("sendMessage")]
+    assert texts == ["tone 440 hz 2.0 s"]
+
+
+async def test_group_transcripts_name_the_speaker_including_forwards(world: World) -> None:
+    async with running_bot(world):
+        own = await world.telegram.push_voice(GROUP, ALICE, TONE, duration=2)
+        await world.telegram.wait_for_call("sendMessage", replies_to(own))
+        forwarded = await world.telegram.push_voice(GROUP, BOB, make_tone("ogg", 300.0, 1.0), duration=1, forward_origin=ALICE)
+        await world.telegram.wait_for_call("sendMessage", replies_to(forwarded))
+    texts = [message["text"] for message in world.telegram.messages_sent(GROUP.id)]
+    assert texts == ["🎤 Alice: tone 440 hz 2.0 s", "🎤 Alice：tone 300 hz 1.0 s"]  # Bob reads Chinese
+
+
+@pytest.mark.parametrize(
+    ("kind", "data", "extra", "expected"),
+    [
+        ("video_note", make_tone("mp4", 500.0, 2.0), {"duration": 2}, "tone 500 hz 2.0 s"),
+        ("audio", make_tone("mp3", 600.0, 3.0), {"duration": 3, "file_name": "song.mp3"}, "tone 600 hz 3.0 s"),
+        ("document", make_tone("wav", 700.0, 1.0), {"file_name": "memo.wav"}, "tone 700 hz 1.0 s"),
+        ("document", make_tone("flac", 800.0, 1.0), {"file_name": "memo.flac", "mime_type": "application/octet-stream"},
+         "tone 800 hz 1.0 s"),
+    ],
+)
+async def test_other_audio_messages(world: World, kind: str, data: bytes, extra: dict[str, Any], expected: str) -> None:
+    async with running_bot(world):
+        note = await world.telegram.push_voice(Chat.private(ALICE), ALICE, data, kind=kind, **extra)
+        reply = await world.telegram.wait_for_call("sendMessage", replies_to(note))
+    assert reply.params["text"] == expected
+
+
+async def test_documents_that_are_not_audio_are_left_alone(world: World) -> None:
+    async with running_bot(world):
+        chat = Chat.private(ALICE)
+        await world.telegram.push_voice(chat, ALICE, b"%PDF-1.4 ...", kind="document", file_name="report.pdf")
+        marker = await world.telegram.push_text(chat, ALICE, "/start")
+        await world.telegram.wait_for_call("sendMessage", replies_to(marker))
+    assert len(world.telegram.calls_to("sendMessage")) == 1 and world.telegram.calls_to("getFile") == []
+
+
+async def test_speak_command_and_reply_to_text(world: World) -> None:
+    async with running_bot(world):
+        chat = Chat.private(ALICE)
+        command = await world.telegram.push_text(chat, ALICE, "/speak Good morning, everyone!")
+        first = await world.telegram.wait_for_call("sendVoice", replies_to(command))
+        quoted = await world.telegram.push_text(chat, ALICE, "Please read me")
+        await world.telegram.push_text(chat, ALICE, "/speak", reply_to=quoted["message_id"])
+        second = await world.telegram.wait_for_call("sendVoice", count=2)
+    lengths = [analyse(*decode(call.files["voice"])).seconds for call in (first, second)]
+    assert lengths == [pytest.approx(len("Good morning, everyone!") * 0.06, abs=0.05),
+                       pytest.approx(len("Please read me") * 0.06, abs=0.05)]
+
+
+async def test_transcribe_in_a_group_with_auto_off(world: World) -> None:
+    async with running_bot(world):
+        await world.telegram.push_text(GROUP, ALICE, "hello")  # the fake learns the members first
+        world.telegram.set_admins(GROUP.id, [ALICE.id])
+        await world.telegram.push_text(GROUP, BOB, "/auto off")
+        await world.telegram.wait_for_call("sendMessage", lambda call: "管理员" in call.params["text"])  # Bob is no admin
+        await world.telegram.push_text(GROUP, ALICE, "/auto@voicebridge_test_bot off")
+        await world.telegram.wait_for_call("sendMessage", lambda call: "automatic transcription" in call.params["text"])
+        note = await world.telegram.push_voice(GROUP, BOB, TONE, duration=2)
+        command = await world.telegram.push_text(GROUP, ALICE, "/transcribe", reply_to=note["message_id"])
+        reply = await world.telegram.wait_for_call("sendMessage", replies_to(note))
+    assert reply.params["text"] == "🎤 Bob Li: tone 440 hz 2.0 s"
+    assert len(world.telegram.calls_to("getFile")) == 1  # the note was fetched once, for /transcribe
+    assert command["message_id"] > note["message_id"]
+
+
+async def test_corrupt_audio_then_a_good_note(world: World) -> None:
+    async with running_bot(world):
+        chat = Chat.private(BOB)
+        bad = await world.telegram.push_voice(chat, BOB, b"OggS" + b"\x13" * 4000, duration=3)
+        error = await world.telegram.wait_for_call("sendMessage", replies_to(bad))
+        good = await world.telegram.push_voice(chat, BOB, TONE, duration=2)
+        reply = await world.telegram.wait_for_call("sendMessage", replies_to(good))
+    assert error.params["text"] == "无法将这个文件识别为音频，请发送语音消息或常见格式的音频文件。"
+    assert reply.params["text"] == "tone 440 hz 2.0 s"
+    assert world.coze.calls_to("transcriptions")[0].upload is not None and len(world.coze.calls_to("transcriptions")) == 1
+
+
+async def test_allowlist(world: World) -> None:
+    async with running_bot(world, VOICEBRIDGE_ALLOWED_CHATS=str(ALICE.id)):
+        stranger = await world.telegram.push_voice(Chat.private(BOB), BOB, TONE, duration=2)
+        refusal = await world.telegram.wait_for_call("sendMessage", replies_to(stranger))
+        friend = await world.telegram.push_voice(Chat.private(ALICE), ALICE, TONE, duration=2)
+        await world.telegram.wait_for_call("sendMessage", replies_to(friend))
+    assert refusal.params["text"] == "抱歉，此聊天无法使用本机器人。"
+    assert len(world.telegram.calls_to("getFile")) == 1 and len(world.coze.calls_to("transcriptions")) == 1
+
+
+async def test_a_forwarded_copy_is_answered_from_the_cache(world: World) -> None:
+    async with running_bot(world):
+        first = await world.telegram.push_voice(Chat.private(ALICE), ALICE, TONE, duration=2)
+        await world.telegram.wait_for_call("sendMessage", replies_to(first))
+        again = await world.telegram.push_voice(Chat.private(BOB), BOB, TONE, duration=2, forward_origin=ALICE)
+        reply = await world.telegram.wait_for_call("sendMessage", replies_to(again))
+    assert reply.params["text"] == "tone 440 hz 2.0 s"
+    assert len(world.coze.calls_to("transcriptions")) == 1 and len(world.telegram.calls_to("getFile")) == 1
+
+
+async def test_flood_control_is_waited_out(world: World) -> None:
+    world.telegram.fail_next("sendMessage", error_code=429, description="Too Many Requests: retry after 1", retry_after=1)
+    async with running_bot(world):
+        note = await world.telegram.push_voice(Chat.private(ALICE), ALICE, TONE, duration=2)
+        reply = await world.telegram.wait_for_call("sendMessage", lambda call: call.status == 200 and replies_to(note)(call))
+    refused, delivered = world.telegram.calls_to("sendMessage")
+    assert refused.status == 429 and reply is delivered
+    assert delivered.timestamp - refused.timestamp >= 1.0
+
+
+async def test_forbidden_voice_falls_back_to_audio(world: World) -> None:
+    world.telegram.set_voice_messages_forbidden(ALICE.id)
+    async with running_bot(world, VOICEBRIDGE_REPLY="voice"):
+        note = await world.telegram.push_voice(Chat.private(ALICE), ALICE, TONE, duration=2)
+        sent = await world.telegram.wait_for_call("sendAudio", replies_to(note))
+    assert world.telegram.calls_to("sendVoice")[0].status == 400
+    assert analyse(*decode(sent.files["audio"])).frequency == pytest.approx(DEFAULT_VOICES[0].frequency, rel=0.01)
+    assert world.telegram.calls_to("sendMessage") == []
+
+
+async def test_group_without_voice_rights_gets_the_text(world: World) -> None:
+    async with running_bot(world, VOICEBRIDGE_REPLY="voice"):
+        await world.telegram.push_text(GROUP, ALICE, "hi")
+        world.telegram.set_chat_permissions(GROUP.id, can_send_voice_notes=False, can_send_audios=False)
+        note = await world.telegram.push_voice(GROUP, ALICE, TONE, duration=2)
+        reply = await world.telegram.wait_for_call("sendMessage", replies_to(note))
+    assert reply.params["text"] == "🎤 Alice: tone 440 hz 2.0 s"
+    assert [call.status for call in world.telegram.calls_to("sendVoice") + world.telegram.calls_to("sendAudio")] == [400, 400]
+
+
+async def test_settings_survive_a_restart(world: World) -> None:
+    db = str(world.tmp / "voicebridge.db")
+    async with running_bot(world, db=db):
+        command = await world.telegram.push_text(Chat.private(ALICE), ALICE, "/mode both")
+        await world.telegram.wait_for_call("sendMessage", replies_to(command))
+    async with running_bot(world, db=db):
+        note = await world.telegram.push_voice(Chat.private(ALICE), ALICE, TONE, duration=2)
+        await world.telegram.wait_for_call("sendVoice", replies_to(note))
+        await world.telegram.wait_for_call("sendMessage", replies_to(note))
+
+
+async def test_limits_answer_without_downloading(world: World) -> None:
+    async with running_bot(world, VOICEBRIDGE_MAX_DURATION="60"):
+        big = await world.telegram.push_voice(Chat.private(ALICE), ALICE, TONE, kind="audio", duration=30, file_size=25_000_000)
+        long = await world.telegram.push_voice(Chat.private(ALICE), ALICE, TONE, duration=61)
+        too_big = await world.telegram.wait_for_call("sendMessage", replies_to(big))
+        too_long = await world.telegram.wait_for_call("sendMessage", replies_to(long))
+    assert "20 MB" in too_big.params["text"] and "1 minutes" in too_long.params["text"]
+    assert world.telegram.calls_to("getFile") == []
+
+
+async def test_streaming_provider_edits_one_reply_with_the_growing_transcript(world: World) -> None:
+    world.coze.transcript = " ".join(f"word{index}" for index in range(12))
+    world.coze.seconds_per_word = 0.25
+    world.coze.partial_every_seconds = 0.25
+    async with running_bot(world, VOICEBRIDGE_ASR="coze-stream"):
+        note = await world.telegram.push_voice(Chat.private(ALICE), ALICE, make_tone("ogg", 440.0, 3.0), duration=3)
+        first = await world.telegram.wait_for_call("sendMessage", replies_to(note))
+        await world.telegram.wait_for_call("editMessageText", lambda call: call.params["text"] == world.coze.transcript)
+    edits = world.telegram.calls_to("editMessageText")
+    assert {int(call.params["message_id"]) for call in edits} == {first.response["result"]["message_id"]}  # type: ignore[index]
+    gaps = [later.timestamp - earlier.timestamp for earlier, later in zip(edits, edits[1:])]
+    assert all(gap >= 0.19 for gap in gaps)  # the configured 0.2 s interval (1 s by default)
+    assert len(world.telegram.calls_to("sendMessage")) == 1
+
+
+async def test_the_hosts_own_handlers_keep_working(world: World) -> None:
+    seen: list[str] = []
+
+    async def host_echo(update: Any, context: Any) -> None:
+        seen.append(update.effective_message.text)
+        await update.effective_message.reply_text(f"echo: {update.effective_message.text}")
+
+    async with running_bot(world) as application:
+        application.add_handler(MessageHandler(filters.TEXT & ~filters.COMMAND, host_echo))
+        await world.telegram.push_text(Chat.private(ALICE), ALICE, "plain text")
+        await world.telegram.wait_for_call("sendMessage", lambda call: call.params["text"] == "echo: plain text")
+        note = await world.telegram.push_voice(Chat.private(ALICE), ALICE, TONE, duration=2)
+        await world.telegram.wait_for_call("sendMessage", replies_to(note))
+    assert seen == ["plain text"]
