@@ -41,6 +41,7 @@ def feishu_stats(fake: FakeFeishu) -> dict[str, Any]:
         "streams": len({record.body["config"]["stream_id"] for record in requests
                         if record.status == 200 and record.body["config"]["action"] == 1}),
         "failed": sum(1 for record in requests if record.status != 200),
+        "audio_bytes": sum(record.audio_bytes or 0 for record in requests if record.status == 200),
         "max_open_streams": fake.max_open_streams_observed,
         "token_fetches": fake.token_fetches,
     }
