@@ -1,6 +1,7 @@
-"""``voicebridge run``: the self-hosted bot, one process serving the configured platforms.
+"""``voicebridge run``: the self-hosted bot, one process serving Telegram, Discord, or both.
 
-Runs until SIGINT or SIGTERM, then stops taking updates and lets the notes in flight finish.
+Runs until SIGINT or SIGTERM, then stops taking updates, gives the notes in flight up to
+``VOICEBRIDGE_SHUTDOWN_GRACE`` seconds to finish, closes the connections and returns.
 """
 
 from __future__ import annotations
@@ -8,21 +9,26 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+from contextlib import AsyncExitStack
 from typing import Any
 
+import discord
+from discord.ext import commands
 from telegram import Update
 from telegram.error import InvalidToken, NetworkError
 from telegram.ext import Application, ApplicationBuilder
 
-from bot_plugins.config import Settings, TelegramSettings
+from bot_plugins.config import DiscordSettings, Settings, TelegramSettings
 from bot_plugins.speech.errors import ConfigError
 from bot_plugins.speech.service import SpeechService
 from bot_plugins.voice_notes.plugin import VoiceNotesPlugin
 from bot_plugins.voice_notes.store import Store
 
+from .discord import DEFAULT_API_BASE, VoiceNotesCog, use_api_base
 from .telegram import VoiceNotesTelegram
 
 log = logging.getLogger("voicebridge.runner")
+DISCORD_READY_TIMEOUT = 60.0
 
 
 class StartupError(Exception):
@@ -41,35 +47,117 @@ def telegram_application(settings: TelegramSettings) -> Application[Any, Any, An
     return builder.media_write_timeout(60).get_updates_connection_pool_size(2).build()
 
 
-async def run_bot(settings: Settings) -> None:
-    if not settings.telegram.token:
-        raise ConfigError("no chat platform configured: set TELEGRAM_BOT_TOKEN")
-    service = SpeechService.from_settings(settings.speech)
-    plugin = VoiceNotesPlugin(service, Store(settings.plugin.db_path), settings.plugin)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(signum, stop.set)
-    application = telegram_application(settings.telegram)
-    telegram = VoiceNotesTelegram(plugin)
-    telegram.install(application)
-    try:
+class TelegramRunner:
+    """Polling for one bot token: started, stopped in two steps (intake, then connections)."""
+
+    def __init__(self, settings: TelegramSettings, plugin: VoiceNotesPlugin) -> None:
+        self.application = telegram_application(settings)
+        self.adapter = VoiceNotesTelegram(plugin)
+        self.adapter.install(self.application)
+
+    async def start(self) -> None:
         try:
-            await application.initialize()  # getMe: checks the token
+            await self.application.initialize()  # getMe: checks the token
         except InvalidToken:
             raise ConfigError("TELEGRAM_BOT_TOKEN was rejected by Telegram (check it with @BotFather)") from None
         except NetworkError as error:
             raise StartupError(f"cannot reach the Telegram Bot API: {error.message}") from None
-        async with application:
-            await telegram.start(application.bot)
-            await application.start()
-            await application.updater.start_polling(allowed_updates=[Update.MESSAGE])  # type: ignore[union-attr]
-            log.info("voicebridge is running as @%s; stop with Ctrl+C", application.bot.username)
-            await stop.wait()
-            log.info("stopping: no new updates; finishing the notes in flight")
-            await application.updater.stop()  # type: ignore[union-attr]
-            await application.stop()  # waits for the running (non-blocking) handlers
-    finally:
-        await plugin.aclose()
-        await service.aclose()
-        log.info("stopped")
+        await self.adapter.start(self.application.bot)
+        await self.application.start()
+        await self.application.updater.start_polling(allowed_updates=[Update.MESSAGE])  # type: ignore[union-attr]
+        log.info("Telegram: running as @%s", self.application.bot.username)
+
+    async def stop_intake(self, grace: float) -> None:
+        """No more getUpdates; the updates already fetched are still handled (within ``grace``)."""
+        await self.application.updater.stop()  # type: ignore[union-attr]
+        try:
+            async with asyncio.timeout(grace):
+                await self.application.stop()  # waits for the running (non-blocking) handlers
+        except TimeoutError:
+            log.warning("Telegram: notes still running after %.0fs; stopping anyway", grace)
+
+    async def close(self) -> None:
+        if self.application.running:
+            await self.application.stop()
+        await self.application.shutdown()
+
+
+def discord_bot(message_content: bool, **options: Any) -> commands.AutoShardedBot:
+    intents = discord.Intents.default()
+    intents.message_content = message_content
+    # AutoShardedBot asks the REST base for its gateway (GET /gateway/bot), as Discord advises;
+    # a plain Bot would dial the public gateway whatever DISCORD_API_BASE says.
+    return commands.AutoShardedBot(command_prefix=commands.when_mentioned, intents=intents, help_command=None, **options)
+
+
+async def start_discord(settings: DiscordSettings, plugin: VoiceNotesPlugin, **bot_options: Any) -> commands.AutoShardedBot:
+    if settings.api_base != DEFAULT_API_BASE:
+        use_api_base(settings.api_base)
+    bot = await _connected_discord_bot(settings, plugin, discord_bot(True, **bot_options))
+    if bot is None:
+        log.warning("Discord: the Message Content intent is not enabled for this application; "
+                    "running without it (DMs and the Transcribe context menu work, server channels "
+                    "are not transcribed automatically)")
+        bot = await _connected_discord_bot(settings, plugin, discord_bot(False, **bot_options))
+        assert bot is not None
+    return bot
+
+
+async def _connected_discord_bot(settings: DiscordSettings, plugin: VoiceNotesPlugin,
+                                 bot: commands.AutoShardedBot) -> commands.AutoShardedBot | None:
+    """``bot`` logged in and ready, its commands registered; None when Discord refuses the
+    Message Content intent."""
+    cog = VoiceNotesCog(bot, plugin)
+    await bot.add_cog(cog)
+    try:
+        await bot.login(settings.token or "")
+    except discord.LoginFailure:
+        await bot.close()
+        raise ConfigError("DISCORD_BOT_TOKEN was rejected by Discord (check it in the Developer Portal)") from None
+    except (discord.HTTPException, OSError) as error:
+        await bot.close()
+        raise StartupError(f"cannot reach the Discord API: {error}") from None
+    connection = asyncio.create_task(bot.connect())
+    ready = asyncio.create_task(bot.wait_until_ready())
+    done, _ = await asyncio.wait({connection, ready}, timeout=DISCORD_READY_TIMEOUT, return_when=asyncio.FIRST_COMPLETED)
+    if ready in done:
+        await cog.commands_synced.wait()
+        log.info("Discord: running as %s", bot.user)
+        return bot
+    ready.cancel()
+    await bot.close()
+    if connection in done and isinstance(connection.exception(), discord.PrivilegedIntentsRequired):
+        return None
+    detail = connection.exception() if connection in done else "no READY within a minute"
+    raise StartupError(f"cannot connect to the Discord gateway: {detail}")
+
+
+async def run_bot(settings: Settings, stop: asyncio.Event | None = None) -> None:
+    """Serve every platform that has a token until ``stop`` is set (by default: SIGINT/SIGTERM)."""
+    if not settings.telegram.token and not settings.discord.token:
+        raise ConfigError("no chat platform configured: set TELEGRAM_BOT_TOKEN and/or DISCORD_BOT_TOKEN")
+    if stop is None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(signum, stop.set)
+    service = SpeechService.from_settings(settings.speech)
+    plugin = VoiceNotesPlugin(service, Store(settings.plugin.db_path), settings.plugin)
+    grace = settings.shutdown_grace_seconds
+    async with AsyncExitStack() as cleanup:
+        cleanup.push_async_callback(service.aclose)
+        cleanup.push_async_callback(plugin.aclose)
+        telegram = None
+        if settings.telegram.token:
+            telegram = TelegramRunner(settings.telegram, plugin)
+            cleanup.push_async_callback(telegram.close)
+            await telegram.start()
+        if settings.discord.token:
+            cleanup.push_async_callback((await start_discord(settings.discord, plugin)).close)
+        log.info("voicebridge is running; stop with Ctrl+C")
+        await stop.wait()
+        log.info("stopping: no new updates; finishing the notes in flight")
+        if telegram is not None:
+            await telegram.stop_intake(grace)
+        await plugin.drain(grace)
+    log.info("stopped")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime
+import gc
 import json
 import os
 import platform
@@ -16,11 +17,12 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import time
 import warnings
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 # cozepy (imported by the Coze fake and by the cozepy baseline) imports a deprecated authlib
 # module, and authlib forces that warning on ("always") when first imported: so import authlib
@@ -43,6 +45,7 @@ FAKE_SERVER_SCRIPT = Path(__file__).resolve().parent / "fake_server.py"
 # Generated audio is kept between runs: an hour of Opus takes ~15 s to encode.
 AUDIO_CACHE = Path(tempfile.gettempdir()) / "voicebridge-bench"
 FFMPEG = shutil.which("ffmpeg") or "ffmpeg"
+T = TypeVar("T")
 
 PCM_RATE = 16000  # what both streaming providers take
 SAMPLE_WIDTH = 2
@@ -109,6 +112,22 @@ def feishu_service(base_url: str, settings: FeishuStreamSettings = FeishuStreamS
 
 
 # ----------------------------------------------------------------------------- statistics and output
+
+
+@dataclass
+class Timings:
+    """Wall and CPU seconds of repeated runs of one contender."""
+
+    wall: list[float] = field(default_factory=list)
+    cpu: list[float] = field(default_factory=list)  # this process only: what the client itself costs
+
+    async def run(self, call: Callable[[], Awaitable[T]]) -> T:
+        gc.collect()  # garbage left by the previous run is not this run's cost
+        wall, cpu = time.perf_counter(), time.process_time()
+        result = await call()
+        self.cpu.append(time.process_time() - cpu)
+        self.wall.append(time.perf_counter() - wall)
+        return result
 
 
 @dataclass(frozen=True)

@@ -19,16 +19,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import gc
-import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from dataclasses import dataclass
 
 from bench.common import (  # first: it silences cozepy's import-time warning
     CHUNK_SECONDS,
     PCM_RATE,
     FakeServerProcess,
     Summary,
+    Timings,
     coze_endpoint,
     coze_stream_service,
     decode_with_cli,
@@ -98,21 +96,6 @@ async def with_cozepy(ws_base_url: str, chunks: Sequence[bytes]) -> str:
     return texts[-1].strip() if texts else ""
 
 
-@dataclass
-class Timings:
-    wall: list[float]
-    cpu: list[float]  # this process's CPU: what the client itself costs
-
-
-async def timed(client: Callable[[], Awaitable[str]], timings: Timings) -> str:
-    gc.collect()  # garbage left by the previous run is not this run's cost
-    wall, cpu = time.perf_counter(), time.process_time()
-    text = await client()
-    timings.cpu.append(time.process_time() - cpu)
-    timings.wall.append(time.perf_counter() - wall)
-    return text
-
-
 async def measure(seconds: int, repeat: int) -> None:
     path = voice_note(seconds)
     chunks = pcm_chunks(decode_with_cli(path))
@@ -130,14 +113,14 @@ async def measure(seconds: int, repeat: int) -> None:
         for name in names:
             for _ in range(WARM_UP_RUNS - 1):
                 await clients[name]()
-        timings = {name: Timings([], []) for name in names}
+        timings = {name: Timings() for name in names}
         # The two contenders alternate (ABBA), so drift and after-effects hit both alike; the
         # end-to-end reference runs on its own afterwards, leaving its ffmpeg work out of their runs.
         for run in range(repeat):
             for name in (OURS, COZEPY) if run % 2 == 0 else (COZEPY, OURS):
-                transcripts[name] = await timed(clients[name], timings[name])
+                transcripts[name] = await timings[name].run(clients[name])
         for _ in range(repeat):
-            transcripts[SERVICE] = await timed(clients[SERVICE], timings[SERVICE])
+            transcripts[SERVICE] = await timings[SERVICE].run(clients[SERVICE])
         await service.aclose()
         fake_saw = await fake.stats()
         setup = fake.description

@@ -4,7 +4,8 @@ Decodes a speech-like OGG/Opus voice note (48 kHz mono, 32 kbps) to 16 kHz mono 
 (a) with ``AudioConverter().pcm(clip, 16000)``, consuming every chunk, from bytes in memory (how
 chat platforms hand voice notes over) and from a path on disk, and (b) with the ffmpeg CLI on
 the same file, same arguments, output to a pipe read to its end. Runs alternate between the three
-after warm-up. Target: the project's median at most 1.25x the CLI's.
+after warm-up. "Python CPU" is this process's own CPU (ffmpeg, a child, is not in it): the cost of
+the project's asyncio plumbing. Target: the project's median at most 1.25x the CLI's.
 
     PYTHONPATH=. .venv/bin/python bench/decode.py [--seconds 60] [--repeat 20]
 """
@@ -14,12 +15,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import subprocess
-import time
 from collections.abc import Awaitable, Callable
 
 from bench.common import (
     PCM_RATE,
     Summary,
+    Timings,
     ffmpeg_pcm_command,
     ms,
     print_environment,
@@ -60,25 +61,23 @@ async def measure(seconds: int, repeat: int) -> None:
         for _ in range(WARM_UP_RUNS):
             if await methods[name]() != expected:
                 raise SystemExit(f"{name} produced different PCM than the ffmpeg CLI")
-    timings: dict[str, list[float]] = {name: [] for name in names}
+    timings = {name: Timings() for name in names}
     for run in range(repeat):
         for name in names[run % len(names):] + names[:run % len(names)]:  # rotate the order: no method always goes first
-            started = time.perf_counter()
-            await methods[name]()
-            timings[name].append(time.perf_counter() - started)
+            await timings[name].run(methods[name])
 
-    cli = Summary.of(timings[names[0]])
+    cli = Summary.of(timings[names[0]].wall)
     rows = []
     for name in names:
-        summary = Summary.of(timings[name])
-        ratio = summary.median / cli.median
-        rows.append([name, ms(summary.median), ms(summary.p90), f"{ratio:.2f}x",
+        wall, cpu = Summary.of(timings[name].wall), Summary.of(timings[name].cpu)
+        ratio = wall.median / cli.median
+        rows.append([name, ms(wall.median), ms(wall.p90), ms(cpu.median), f"{ratio:.2f}x",
                      "(baseline)" if name == names[0] else verdict(ratio, TARGET_RATIO)])
     print(f"\ninput: {path} ({len(data) / 1024:.0f} KiB, {seconds} s OGG/Opus 48 kHz mono 32 kbps) -> "
           f"{len(expected) / 1e6:.2f} MB of {PCM_RATE} Hz s16 mono PCM; {repeat} timed runs each after "
           f"{WARM_UP_RUNS} warm-up runs, in rotating order")
     print_table(f"Decode {seconds} s voice note (target: median <= {TARGET_RATIO}x the CLI)",
-                ["method", "median ms", "p90 ms", "vs CLI", "target"], rows)
+                ["method", "median ms", "p90 ms", "Python CPU ms (median)", "vs CLI", "target"], rows)
 
 
 def main() -> None:

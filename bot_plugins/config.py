@@ -100,11 +100,26 @@ class TelegramSettings:
 
 
 @dataclass(frozen=True)
+class DiscordSettings:
+    token: str | None = None
+    api_base: str = "https://discord.com/api/v10"
+
+    @classmethod
+    def from_values(cls, values: Mapping[str, str], problems: list[str]) -> DiscordSettings:
+        api_base = (values.get("DISCORD_API_BASE") or "").strip().rstrip("/") or cls.api_base
+        if urlsplit(api_base).scheme not in ("http", "https"):
+            problems.append(problem("DISCORD_API_BASE", "must be an http(s) URL such as https://discord.com/api/v10", api_base))
+        return cls(token=(values.get("DISCORD_BOT_TOKEN") or "").strip() or None, api_base=api_base)
+
+
+@dataclass(frozen=True)
 class Settings:
     speech: SpeechSettings
     plugin: PluginSettings
     telegram: TelegramSettings
+    discord: DiscordSettings
     log_level: str | None = None  # None: each command picks its default (the bot INFO, tools WARNING)
+    shutdown_grace_seconds: float = 30.0
 
     @classmethod
     def from_values(cls, values: Mapping[str, str]) -> Settings:
@@ -116,9 +131,18 @@ class Settings:
         speech = SpeechSettings.from_values(values, problems)
         plugin = PluginSettings.from_values(values, problems)
         telegram = TelegramSettings.from_values(values, problems)
+        discord = DiscordSettings.from_values(values, problems)
+        grace = (values.get("VOICEBRIDGE_SHUTDOWN_GRACE") or "30").strip()
+        try:
+            shutdown_grace = float(grace)
+        except ValueError:
+            shutdown_grace = -1.0
+        if not 0 <= shutdown_grace <= 3600:
+            problems.append(problem("VOICEBRIDGE_SHUTDOWN_GRACE", "must be a number of seconds from 0 to 3600", grace))
         if problems:
             raise ConfigError("; ".join(problems))
-        return cls(speech=speech, plugin=plugin, telegram=telegram, log_level=log_level)
+        return cls(speech=speech, plugin=plugin, telegram=telegram, discord=discord, log_level=log_level,
+                   shutdown_grace_seconds=shutdown_grace)
 
     @classmethod
     def load(cls, config_file: Path | None = None, environ: Mapping[str, str] | None = None) -> Settings:
@@ -126,7 +150,8 @@ class Settings:
 
     def secrets(self) -> list[str]:
         """Every secret value, for log redaction."""
-        return [*self.speech.secrets(), *([self.telegram.token] if self.telegram.token else [])]
+        tokens = [token for token in (self.telegram.token, self.discord.token) if token]
+        return [*self.speech.secrets(), *tokens]
 
 
 def configure_logging(level: str, secrets: list[str]) -> None:

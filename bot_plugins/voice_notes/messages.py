@@ -137,8 +137,8 @@ _CATALOGUE: dict[str, dict[str, str]] = {
         "zh": "在本群组中只有管理员可以修改设置。",
     },
     "transcribe_usage": {
-        "en": "Reply to a voice message with /transcribe to transcribe it.",
-        "zh": "请回复一条语音消息并发送 /transcribe 来转写它。",
+        "en": "Use /transcribe on a voice message: reply to it with /transcribe, or pick Transcribe from its menu.",
+        "zh": "请对语音消息使用转写：回复该消息并发送 /transcribe，或在其菜单中选择 Transcribe。",
     },
     "speak_usage": {
         "en": "Use /speak TEXT, or reply to a text message with /speak.",

@@ -63,6 +63,10 @@ class VoiceNotesPlugin:
         self._chat_queues: dict[tuple[str, str], _ChatQueue] = {}
         self._refused_groups: set[tuple[str, str]] = set()
         self._sweeper: asyncio.Task[None] | None = None
+        self.accepting = True  # False while shutting down: new notes and commands are ignored
+        self._in_flight = 0
+        self._idle = asyncio.Event()
+        self._idle.set()
         self._commands: dict[str, Callable[[CommandRequest, ChatPort, str | None], Awaitable[None]]] = {
             "start": self._start_command,
             "help": self._help,
@@ -83,6 +87,29 @@ class VoiceNotesPlugin:
         """Start the retention sweep; idempotent."""
         if self._sweeper is None:
             self._sweeper = asyncio.create_task(self._sweep_forever())
+
+    async def drain(self, timeout: float) -> bool:
+        """Stop taking new work and wait up to ``timeout`` for the work in flight; False if some
+        was still running when time ran out."""
+        self.accepting = False
+        try:
+            async with asyncio.timeout(timeout):
+                await self._idle.wait()
+        except TimeoutError:
+            log.warning("%d notes or commands still running after %.0fs; stopping anyway", self._in_flight, timeout)
+            return False
+        return True
+
+    @asynccontextmanager
+    async def _busy(self) -> AsyncIterator[None]:
+        self._in_flight += 1
+        self._idle.clear()
+        try:
+            yield
+        finally:
+            self._in_flight -= 1
+            if self._in_flight == 0:
+                self._idle.set()
 
     async def aclose(self) -> None:
         if self._sweeper is not None:
@@ -114,12 +141,16 @@ class VoiceNotesPlugin:
 
     async def handle_voice_note(self, note: VoiceNote, chat: ChatPort) -> None:
         """A voice note arrived: transcribe and answer it if this chat wants that."""
-        if not await self._admitted(note.chat, note.sender, chat, note.message_id):
+        if not self.accepting:
+            log.info("shutting down: note %s in %s/%s not taken", note.message_id, note.chat.platform, note.chat.id)
             return
-        settings = await self.chat_settings(note.chat)
-        if note.chat.kind is ChatKind.GROUP and not settings.auto_transcribe:
-            return
-        await self._answer_note(note, chat, settings)
+        async with self._busy():
+            if not await self._admitted(note.chat, note.sender, chat, note.message_id):
+                return
+            settings = await self.chat_settings(note.chat)
+            if note.chat.kind is ChatKind.GROUP and not settings.auto_transcribe:
+                return
+            await self._answer_note(note, chat, settings)
 
     async def _answer_note(self, note: VoiceNote, chat: ChatPort, settings: ChatSettings) -> None:
         lang = note.sender.language
@@ -251,7 +282,14 @@ class VoiceNotesPlugin:
 
     async def handle_command(self, request: CommandRequest, chat: ChatPort) -> None:
         handler = self._commands.get(request.name)
-        if handler is None or not await self._admitted(request.chat, request.sender, chat, request.message_id):
+        if handler is None or not self.accepting:
+            return
+        async with self._busy():
+            await self._run_command(handler, request, chat)
+
+    async def _run_command(self, handler: Callable[[CommandRequest, ChatPort, str | None], Awaitable[None]],
+                           request: CommandRequest, chat: ChatPort) -> None:
+        if not await self._admitted(request.chat, request.sender, chat, request.message_id):
             return
         lang = request.sender.language
         try:

@@ -133,7 +133,11 @@ _APPLICATION_FLAG_FOR_INTENT = {
 
 class Permission(IntFlag):
     CREATE_INSTANT_INVITE = 1 << 0
+    KICK_MEMBERS = 1 << 1
+    BAN_MEMBERS = 1 << 2
     ADMINISTRATOR = 1 << 3
+    MANAGE_CHANNELS = 1 << 4
+    MANAGE_GUILD = 1 << 5  # "Manage Server"
     ADD_REACTIONS = 1 << 6
     VIEW_CHANNEL = 1 << 10
     SEND_MESSAGES = 1 << 11
@@ -147,6 +151,8 @@ class Permission(IntFlag):
     CONNECT = 1 << 20
     SPEAK = 1 << 21
     CHANGE_NICKNAME = 1 << 26
+    MANAGE_ROLES = 1 << 28
+    MANAGE_WEBHOOKS = 1 << 29
     USE_APPLICATION_COMMANDS = 1 << 31
     SEND_MESSAGES_IN_THREADS = 1 << 38
     SEND_VOICE_MESSAGES = 1 << 46
