@@ -247,3 +247,34 @@ async def test_without_the_message_content_intent_dms_still_work(fast_retrier: R
             await reply_to(world, note)
         assert posts_in(world, fake_discord.text_channel.id) == [] and guild_note
     assert "Message Content intent" in caplog.text and "Transcribe context menu" in caplog.text
+
+
+async def test_a_host_bot_adds_voice_notes_with_one_line(world: World, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import asyncio
+
+    import yarl
+    from discord.ext import commands
+    from discord.gateway import DiscordWebSocket
+
+    monkeypatch.chdir(tmp_path)
+    for name, value in {"COZE_API_TOKEN": DEFAULT_TOKEN, "COZE_API_BASE": world.coze.base_url,
+                        "COZE_WS_BASE": world.coze.ws_base_url, "VOICEBRIDGE_DB": str(tmp_path / "host.db")}.items():
+        monkeypatch.setenv(name, value)
+    intents = discord.Intents.default()
+    intents.message_content = True
+    bot = commands.Bot(command_prefix="!", intents=intents, guild_ready_timeout=0.1)
+    await bot.load_extension("adapters.discord")  # the one line
+    # The host's own concern, not the plugin's: point its plain Bot at the local Discord.
+    monkeypatch.setattr(discord.http.Route, "BASE", world.discord.api_base)
+    await bot.login(world.discord.token)
+    _, gateway, _ = await bot.http.get_bot_gateway()
+    monkeypatch.setattr(DiscordWebSocket, "DEFAULT_GATEWAY", yarl.URL(gateway))
+    connection = asyncio.create_task(bot.connect())
+    await asyncio.wait_for(bot.get_cog("VoiceNotes").commands_synced.wait(), timeout=15)  # type: ignore[union-attr]
+    dm = world.discord.dm_channel(world.discord.user)
+    note = await world.discord.dispatch_voice_message(dm.id, world.discord.user, TONE, 2.0)
+    reply = await reply_to(world, note)
+    await bot.close()
+    await connection
+    assert reply.json["content"] == "tone 440 hz 2.0 s"
+    assert world.discord.command_writes == 1

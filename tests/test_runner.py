@@ -14,6 +14,7 @@ import pytest
 
 from tests.audio_tools import make_tone
 from tests.fakes.coze import DEFAULT_TOKEN, FakeCoze
+from tests.fakes.discord import FakeDiscord
 from tests.fakes.telegram import Chat, FakeTelegram, User
 
 VOICEBRIDGE = str(Path(sys.executable).with_name("voicebridge"))
@@ -109,3 +110,28 @@ async def test_a_rejected_token_and_an_unreachable_api_are_one_line_each(fakes: 
     unreachable = bot_env(telegram, coze, tmp_path, TELEGRAM_BASE_URL="http://127.0.0.1:9/bot", VOICEBRIDGE_LOG_LEVEL="WARNING")
     status, log = await finish(await start_bot(unreachable, tmp_path))
     assert status == 1 and "cannot reach the Telegram Bot API" in log and "Traceback" not in log
+
+
+async def test_telegram_and_discord_in_one_process(fakes: tuple[FakeTelegram, FakeCoze], tmp_path: Path) -> None:
+    telegram, coze = fakes
+    async with FakeDiscord() as discord_api:
+        env = bot_env(telegram, coze, tmp_path, DISCORD_BOT_TOKEN=discord_api.token, DISCORD_API_BASE=discord_api.api_base)
+        bot = await start_bot(env, tmp_path)
+        await telegram.wait_for_call("getUpdates", timeout=20)
+        await discord_api.wait_for(lambda: discord_api.command_writes == 1, timeout=20)
+        await discord_api.wait_for(lambda: discord_api.gateway_connections and discord_api.gateway_connections[-1].identify,
+                                   timeout=20)
+        telegram_note = await telegram.push_voice(Chat.private(ALICE), ALICE, make_tone("ogg", 440.0, 1.0), duration=1)
+        dm = discord_api.dm_channel(discord_api.user)
+        discord_note = await discord_api.dispatch_voice_message(dm.id, discord_api.user, make_tone("ogg", 300.0, 1.0), 1.0)
+        await telegram.wait_for_call("sendMessage", lambda call: call.params.get("reply_parameters", {}).get("message_id")
+                                     == telegram_note["message_id"], timeout=20)
+        answer = await discord_api.wait_for_request(
+            "POST", f"/channels/{dm.id}/messages",
+            lambda request: str((request.json.get("message_reference") or {}).get("message_id")) == discord_note["id"], timeout=20)
+        bot.send_signal(signal.SIGTERM)
+        status, log = await finish(bot)
+    assert status == 0, log
+    assert answer.json["content"] == "tone 300 hz 1.0 s"
+    assert discord_api.token not in log
+    assert_no_secrets(log, telegram)
