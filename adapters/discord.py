@@ -380,6 +380,18 @@ class VoiceNotesCog(commands.Cog, name="VoiceNotes"):
     async def hotwords(self, interaction: discord.Interaction, words: str | None = None) -> None:
         await self._run(interaction, "hotwords", words or "")
 
+    @app_commands.command(name="usage", description=_described("usage"))
+    async def usage(self, interaction: discord.Interaction) -> None:
+        await self._run(interaction, "usage")
+
+    @app_commands.command(name="privacy", description=_described("privacy"))
+    async def privacy(self, interaction: discord.Interaction) -> None:
+        await self._run(interaction, "privacy")
+
+    @app_commands.command(name="forget", description=_described("forget"))
+    async def forget(self, interaction: discord.Interaction) -> None:
+        await self._run(interaction, "forget")
+
 
 async def sync_commands_if_changed(bot: commands.Bot, plugin: VoiceNotesPlugin) -> bool:
     """Register the app commands when they differ from the last registration (remembered in the

@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import secrets
 import signal
 from contextlib import AsyncExitStack
 from typing import Any
+from urllib.parse import urlsplit
 
 import discord
 from discord.ext import commands
@@ -19,7 +21,9 @@ from telegram.error import InvalidToken, NetworkError
 from telegram.ext import Application, ApplicationBuilder
 
 from bot_plugins.config import DiscordSettings, Settings, TelegramSettings
+from bot_plugins.metrics import Metrics, serve_status
 from bot_plugins.speech.errors import ConfigError
+from bot_plugins.speech.retry import LoggingObserver, Observers, Retrier
 from bot_plugins.speech.service import SpeechService
 from bot_plugins.voice_notes.plugin import VoiceNotesPlugin
 from bot_plugins.voice_notes.store import Store
@@ -51,6 +55,7 @@ class TelegramRunner:
     """Polling for one bot token: started, stopped in two steps (intake, then connections)."""
 
     def __init__(self, settings: TelegramSettings, plugin: VoiceNotesPlugin) -> None:
+        self.settings = settings
         self.application = telegram_application(settings)
         self.adapter = VoiceNotesTelegram(plugin)
         self.adapter.install(self.application)
@@ -64,8 +69,20 @@ class TelegramRunner:
             raise StartupError(f"cannot reach the Telegram Bot API: {error.message}") from None
         await self.adapter.start(self.application.bot)
         await self.application.start()
-        await self.application.updater.start_polling(allowed_updates=[Update.MESSAGE])  # type: ignore[union-attr]
-        log.info("Telegram: running as @%s", self.application.bot.username)
+        updater = self.application.updater
+        assert updater is not None
+        if self.settings.webhook_url:
+            # Telegram sends the secret with every update; PTB refuses requests without it (403).
+            secret = self.settings.webhook_secret or secrets.token_urlsafe(32)
+            await updater.start_webhook(
+                listen=self.settings.webhook_listen, port=self.settings.webhook_port,
+                url_path=urlsplit(self.settings.webhook_url).path.lstrip("/"), webhook_url=self.settings.webhook_url,
+                secret_token=secret, allowed_updates=[Update.MESSAGE])
+            log.info("Telegram: running as @%s, webhook on %s:%d", self.application.bot.username,
+                     self.settings.webhook_listen, self.settings.webhook_port)
+        else:
+            await updater.start_polling(allowed_updates=[Update.MESSAGE])
+            log.info("Telegram: running as @%s, polling", self.application.bot.username)
 
     async def stop_intake(self, grace: float) -> None:
         """No more getUpdates; the updates already fetched are still handled (within ``grace``)."""
@@ -141,12 +158,18 @@ async def run_bot(settings: Settings, stop: asyncio.Event | None = None) -> None
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(signum, stop.set)
-    service = SpeechService.from_settings(settings.speech)
-    plugin = VoiceNotesPlugin(service, Store(settings.plugin.db_path), settings.plugin)
+    metrics = Metrics()
+    service = SpeechService.from_settings(settings.speech, retrier=Retrier(observer=Observers(LoggingObserver(), metrics)))
+    plugin = VoiceNotesPlugin(service, Store(settings.plugin.db_path), settings.plugin, observer=metrics)
+    metrics.gauge("voicebridge_in_flight", lambda: plugin.in_flight)
     grace = settings.shutdown_grace_seconds
+    serving = False
     async with AsyncExitStack() as cleanup:
         cleanup.push_async_callback(service.aclose)
         cleanup.push_async_callback(plugin.aclose)
+        if settings.metrics_port is not None:
+            status = await serve_status(settings.metrics_port, metrics, lambda: serving and plugin.accepting)
+            cleanup.callback(status.close)
         telegram = None
         if settings.telegram.token:
             telegram = TelegramRunner(settings.telegram, plugin)
@@ -154,6 +177,7 @@ async def run_bot(settings: Settings, stop: asyncio.Event | None = None) -> None
             await telegram.start()
         if settings.discord.token:
             cleanup.push_async_callback((await start_discord(settings.discord, plugin)).close)
+        serving = True
         log.info("voicebridge is running; stop with Ctrl+C")
         await stop.wait()
         log.info("stopping: no new updates; finishing the notes in flight")

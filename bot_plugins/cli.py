@@ -15,7 +15,8 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from .config import Settings, configure_logging
+from .config import Settings
+from .logs import configure_logging
 from .speech.audio import find_ffmpeg
 from .speech.errors import AudioError, ConfigError, SpeechError
 from .speech.models import AudioClip, AudioFormat, SynthesizeOptions, TranscribeOptions
@@ -72,7 +73,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         settings = Settings.load(args.config)
         if args.command == "run":
             return run(settings)
-        configure_logging(settings.log_level or "WARNING", settings.secrets())
+        configure_logging(settings.log_level or "WARNING", settings.secrets(), settings.log_format)
         return asyncio.run(run_command(args, settings))
     except ConfigError as error:
         print(f"voicebridge: configuration error: {error}", file=sys.stderr)
@@ -88,7 +89,7 @@ def run(settings: Settings) -> int:
     # Imported here: the one-shot commands need no chat-platform frameworks.
     from adapters.runner import StartupError, run_bot
 
-    configure_logging(settings.log_level or "INFO", settings.secrets())
+    configure_logging(settings.log_level or "INFO", settings.secrets(), settings.log_format)
     try:
         asyncio.run(run_bot(settings))
     except StartupError as error:

@@ -7,15 +7,15 @@ nothing else reads ``os.environ``.
 
 from __future__ import annotations
 
-import logging
 import os
+import re
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import quote, urlsplit
+from urllib.parse import urlsplit
 
-from .speech.config import SpeechSettings, problem
+from .speech.config import SpeechSettings, number, problem
 from .speech.errors import ConfigError
 from .voice_notes.settings import PluginSettings
 
@@ -83,19 +83,32 @@ class TelegramSettings:
     token: str | None = None
     base_url: str | None = None  # a local Bot API server, e.g. http://localhost:8081/bot
     base_file_url: str | None = None
+    webhook_url: str | None = None  # set: Telegram posts updates here instead of long polling
+    webhook_listen: str = "0.0.0.0"
+    webhook_port: int = 8443
+    webhook_secret: str | None = None  # None: a random secret per start
 
     @classmethod
     def from_values(cls, values: Mapping[str, str], problems: list[str]) -> TelegramSettings:
         urls = {}
-        for variable in ("TELEGRAM_BASE_URL", "TELEGRAM_BASE_FILE_URL"):
+        for variable in ("TELEGRAM_BASE_URL", "TELEGRAM_BASE_FILE_URL", "TELEGRAM_WEBHOOK_URL"):
             url = (values.get(variable) or "").strip() or None
-            if url is not None and urlsplit(url).scheme not in ("http", "https"):
-                problems.append(problem(variable, "must be an http(s) URL such as http://localhost:8081/bot", url))
+            # Telegram only delivers webhooks over HTTPS (TLS may end at a reverse proxy).
+            schemes = ("https",) if variable == "TELEGRAM_WEBHOOK_URL" else ("http", "https")
+            if url is not None and urlsplit(url).scheme not in schemes:
+                problems.append(problem(variable, f"must be an {' or '.join(schemes)} URL", url))
             urls[variable] = url
+        secret = (values.get("TELEGRAM_WEBHOOK_SECRET") or "").strip() or None
+        if secret is not None and not re.fullmatch(r"[A-Za-z0-9_-]{1,256}", secret):
+            problems.append("TELEGRAM_WEBHOOK_SECRET must be 1-256 characters of A-Z, a-z, 0-9, _ and -")
         return cls(
             token=(values.get("TELEGRAM_BOT_TOKEN") or "").strip() or None,
             base_url=urls["TELEGRAM_BASE_URL"],
             base_file_url=urls["TELEGRAM_BASE_FILE_URL"],
+            webhook_url=urls["TELEGRAM_WEBHOOK_URL"],
+            webhook_listen=(values.get("TELEGRAM_WEBHOOK_LISTEN") or "0.0.0.0").strip(),
+            webhook_port=int(number(values, "TELEGRAM_WEBHOOK_PORT", 8443, 1, 65535, problems)),
+            webhook_secret=secret,
         )
 
 
@@ -119,7 +132,9 @@ class Settings:
     telegram: TelegramSettings
     discord: DiscordSettings
     log_level: str | None = None  # None: each command picks its default (the bot INFO, tools WARNING)
+    log_format: str = "text"  # or "json"
     shutdown_grace_seconds: float = 30.0
+    metrics_port: int | None = None  # None: no health / metrics endpoint
 
     @classmethod
     def from_values(cls, values: Mapping[str, str]) -> Settings:
@@ -132,17 +147,16 @@ class Settings:
         plugin = PluginSettings.from_values(values, problems)
         telegram = TelegramSettings.from_values(values, problems)
         discord = DiscordSettings.from_values(values, problems)
-        grace = (values.get("VOICEBRIDGE_SHUTDOWN_GRACE") or "30").strip()
-        try:
-            shutdown_grace = float(grace)
-        except ValueError:
-            shutdown_grace = -1.0
-        if not 0 <= shutdown_grace <= 3600:
-            problems.append(problem("VOICEBRIDGE_SHUTDOWN_GRACE", "must be a number of seconds from 0 to 3600", grace))
+        log_format = (values.get("VOICEBRIDGE_LOG_FORMAT") or "text").strip().lower()
+        if log_format not in ("text", "json"):
+            problems.append(problem("VOICEBRIDGE_LOG_FORMAT", "must be text or json", log_format))
+        shutdown_grace = number(values, "VOICEBRIDGE_SHUTDOWN_GRACE", 30, 0, 3600, problems)
+        metrics_port = number(values, "VOICEBRIDGE_METRICS_PORT", None, 1, 65535, problems)
         if problems:
             raise ConfigError("; ".join(problems))
         return cls(speech=speech, plugin=plugin, telegram=telegram, discord=discord, log_level=log_level,
-                   shutdown_grace_seconds=shutdown_grace)
+                   log_format=log_format, shutdown_grace_seconds=shutdown_grace,
+                   metrics_port=int(metrics_port) if metrics_port is not None else None)
 
     @classmethod
     def load(cls, config_file: Path | None = None, environ: Mapping[str, str] | None = None) -> Settings:
@@ -152,37 +166,3 @@ class Settings:
         """Every secret value, for log redaction."""
         tokens = [token for token in (self.telegram.token, self.discord.token) if token]
         return [*self.speech.secrets(), *tokens]
-
-
-def configure_logging(level: str, secrets: list[str]) -> None:
-    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    redactor = SecretRedactor(secrets)
-    for handler in logging.getLogger().handlers:
-        handler.addFilter(redactor)
-    # httpx logs every request URL at INFO; keep that out of normal logs.
-    logging.getLogger("httpx").setLevel(max(logging.WARNING, logging.getLevelName(level)))
-
-
-class SecretRedactor(logging.Filter):
-    """Replaces secret values in every log record with a placeholder."""
-
-    def __init__(self, secrets: list[str]) -> None:
-        super().__init__()
-        # URL-quoted forms too: a Telegram file URL carries the token with ":" as "%3A".
-        forms = {form for secret in secrets if len(secret) >= 6 for form in (secret, quote(secret, safe=""))}
-        # Longest first, so a secret containing another is replaced whole.
-        self.secrets = sorted(forms, key=len, reverse=True)
-
-    def redact(self, text: str) -> str:
-        for secret in self.secrets:
-            text = text.replace(secret, "[REDACTED]")
-        return text
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        if self.secrets:
-            record.msg = self.redact(record.getMessage())
-            record.args = None
-            if record.exc_info and record.exc_info[1] is not None:
-                record.exc_text = self.redact(logging.Formatter().formatException(record.exc_info))
-                record.exc_info = None
-        return True

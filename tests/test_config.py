@@ -50,6 +50,14 @@ def test_provider_chains_and_language() -> None:
         ({"COZE_API_TOKEN": TOKEN, "COZE_WS_BASE": "https://ws.coze.cn"}, "COZE_WS_BASE"),
         ({"COZE_API_TOKEN": TOKEN, "VOICEBRIDGE_LANGUAGE": "klingon"}, "VOICEBRIDGE_LANGUAGE"),
         ({"COZE_API_TOKEN": TOKEN, "VOICEBRIDGE_LOG_LEVEL": "loud"}, "VOICEBRIDGE_LOG_LEVEL"),
+        ({"COZE_API_TOKEN": TOKEN, "TELEGRAM_WEBHOOK_URL": "http://bot.example.org/hook"}, "TELEGRAM_WEBHOOK_URL"),
+        ({"COZE_API_TOKEN": TOKEN, "TELEGRAM_WEBHOOK_SECRET": "has spaces"}, "TELEGRAM_WEBHOOK_SECRET"),
+        ({"COZE_API_TOKEN": TOKEN, "TELEGRAM_WEBHOOK_PORT": "99999"}, "TELEGRAM_WEBHOOK_PORT"),
+        ({"COZE_API_TOKEN": TOKEN, "VOICEBRIDGE_METRICS_PORT": "http"}, "VOICEBRIDGE_METRICS_PORT"),
+        ({"COZE_API_TOKEN": TOKEN, "VOICEBRIDGE_LOG_FORMAT": "xml"}, "VOICEBRIDGE_LOG_FORMAT"),
+        ({"COZE_API_TOKEN": TOKEN, "VOICEBRIDGE_DAILY_MINUTES": "-5"}, "VOICEBRIDGE_DAILY_MINUTES"),
+        ({"COZE_API_TOKEN": TOKEN, "VOICEBRIDGE_SHUTDOWN_GRACE": "forever"}, "VOICEBRIDGE_SHUTDOWN_GRACE"),
+        ({"COZE_API_TOKEN": TOKEN, "DISCORD_API_BASE": "discord.com"}, "DISCORD_API_BASE"),
     ],
 )
 def test_misconfiguration_names_the_variable(values: dict[str, str], named: str) -> None:

@@ -228,7 +228,8 @@ async def test_commands_are_registered_once_in_both_languages(world: World) -> N
         await reply_to(world, note)
     assert world.discord.command_writes == 1  # the restart registered nothing
     commands = {command["name"]: command for command in world.discord.commands()}
-    assert {"Transcribe", "transcribe", "speak", "settings", "mode", "language", "voice", "voices", "auto", "hotwords"} <= set(commands)
+    assert {"Transcribe", "transcribe", "speak", "settings", "mode", "language", "voice", "voices", "auto", "hotwords",
+            "usage", "privacy", "forget"} <= set(commands)
     assert commands["speak"]["description"] == "Read a text aloud"
     assert commands["speak"]["description_localizations"]["zh-CN"] == "朗读文本"
 

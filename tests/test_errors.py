@@ -6,7 +6,7 @@ import logging
 
 import pytest
 
-from bot_plugins.config import SecretRedactor
+from bot_plugins.logs import SecretRedactor
 from bot_plugins.speech.coze_common import error_from_code, error_from_status
 from bot_plugins.speech.errors import AudioError, AudioProblem, ErrorKind, SpeechError
 

@@ -416,3 +416,82 @@ async def test_help_and_start_follow_the_users_language(harness: Harness) -> Non
     await harness.plugin.handle_command(harness.command("help"), chat)
     assert chat.texts()[0].startswith("你好") and "/transcribe" in chat.texts()[1]
     assert "(common, zh, cant, sc, en," in chat.texts()[1]
+
+
+async def test_privacy_names_the_providers_and_the_retention(harness: Harness) -> None:
+    chat = MemoryChat()
+    await harness.plugin.handle_command(harness.command("privacy"), chat)
+    await harness.plugin.handle_command(harness.command("privacy", sender=BOB), chat)
+    english, chinese = chat.texts()
+    assert "transcribed by Coze (扣子)" in english and "kept for 168 hours" in english and "stores no audio" in english
+    assert "由 Coze (扣子) 转写" in chinese and "168 小时" in chinese
+
+
+async def test_forget_deletes_the_chats_transcripts_and_settings(harness: Harness) -> None:
+    chat = MemoryChat(admins={BOB.id})
+    await harness.plugin.handle_command(harness.command("mode", "both", chat=GROUP, sender=BOB), chat)
+    await harness.plugin.handle_voice_note(harness.note(TONE, chat=GROUP, sender=ALICE), chat)
+    other_chat_note = harness.note(make_tone("ogg", 300.0, 1.0), key="kept")
+    await harness.plugin.handle_voice_note(other_chat_note, MemoryChat())
+    await harness.plugin.handle_command(harness.command("forget", chat=GROUP, sender=ALICE), chat)
+    assert chat.texts()[-1] == "Only the chat's admins can use this command here."
+    await harness.plugin.handle_command(harness.command("forget", chat=GROUP, sender=BOB), chat)
+    assert chat.texts()[-1] == "已删除：1 条转写文本及本聊天的设置。"
+    assert (await harness.plugin.chat_settings(GROUP)).reply_mode.value == "text"
+    await harness.plugin.handle_voice_note(harness.note(TONE, chat=GROUP, sender=ALICE, message_id="9"), chat)
+    assert len(harness.fake.calls_to("transcriptions")) == 3  # transcribed again: the cached text was gone
+    await harness.plugin.handle_voice_note(other_chat_note, MemoryChat())
+    assert len(harness.fake.calls_to("transcriptions")) == 3  # another chat's cache is untouched
+
+
+async def test_usage_shows_today_and_this_month(harness: Harness) -> None:
+    chat = MemoryChat()
+    await harness.plugin.handle_voice_note(harness.note(make_tone("ogg", 440.0, 90.0), seconds=90), chat)
+    await harness.plugin.handle_command(harness.command("speak", "twelve chars"), chat)
+    await harness.plugin.handle_command(harness.command("usage"), chat)
+    assert chat.texts()[-1].splitlines() == [
+        "Usage in this chat:",
+        "Today: 1.5 minutes of audio transcribed, 12 characters read aloud",
+        "This month: 1.5 minutes, 12 characters",
+        "Daily limit: none",
+    ]
+
+
+async def test_daily_limit_refuses_before_any_provider_call(fast_retrier: Retrier) -> None:
+    async with FakeCoze() as fake:
+        plugin = make_plugin(fake, fast_retrier, VOICEBRIDGE_DAILY_MINUTES="1")
+        harness = Harness(fake, plugin)
+        chat = MemoryChat()
+        await plugin.handle_voice_note(harness.note(make_tone("ogg", 440.0, 40.0), seconds=40, key="a"), chat)
+        # 40 s used: a note declaring 30 s would pass 60 s, so it is refused without a download.
+        await plugin.handle_voice_note(harness.note(make_tone("ogg", 440.0, 30.0), seconds=30, key="b", message_id="8"), chat)
+        # Re-sending the first note costs nothing: answered from the cache despite the limit.
+        await plugin.handle_voice_note(harness.note(make_tone("ogg", 440.0, 40.0), seconds=40, key="a", message_id="9"), chat)
+        short = harness.note(make_tone("ogg", 440.0, 15.0), seconds=15, key="c", message_id="10")
+        await plugin.handle_voice_note(short, chat)
+        await plugin.handle_command(harness.command("usage"), chat)
+        await plugin.aclose()
+        await plugin.service.aclose()
+    assert chat.texts()[:4] == [
+        "tone 440 hz 40.0 s",
+        "This chat has used its 1 minutes of transcription for today (0.7 minutes). The limit resets at midnight UTC.",
+        "tone 440 hz 40.0 s",
+        "tone 440 hz 15.0 s",
+    ]
+    assert harness.fetches == ["7", "10"]
+    assert "Daily limit: 1 minutes" in chat.texts()[-1] and "Today: 0.9 minutes" in chat.texts()[-1]
+
+
+async def test_a_failed_transcription_gives_its_reservation_back(fast_retrier: Retrier) -> None:
+    async with FakeCoze() as fake:
+        plugin = make_plugin(fake, fast_retrier, VOICEBRIDGE_DAILY_MINUTES="1")
+        harness = Harness(fake, plugin)
+        fake.fail_next("transcriptions", code=4101)
+        await plugin.handle_voice_note(harness.note(TONE, seconds=50), MemoryChat())
+        usage = await plugin.store.usage("test", PRIVATE.id, "2000-01-01")
+        chat = MemoryChat()
+        await plugin.handle_voice_note(harness.note(TONE, seconds=50, message_id="8"), chat)
+        await plugin.aclose()
+        await plugin.service.aclose()
+    assert usage.audio_seconds == 0
+    assert chat.texts() == ["tone 440 hz 2.0 s"]

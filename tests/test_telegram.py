@@ -91,7 +91,8 @@ async def test_commands_are_published_in_english_and_chinese(world: World) -> No
     async with running_bot(world):
         english = {command["command"]: command["description"] for command in world.telegram.commands()}
         chinese = {command["command"]: command["description"] for command in world.telegram.commands(language_code="zh")}
-    expected = {"start", "help", "transcribe", "speak", "settings", "mode", "language", "voice", "voices", "auto", "hotwords"}
+    expected = {"start", "help", "transcribe", "speak", "settings", "mode", "language", "voice", "voices", "auto", "hotwords",
+                "usage", "privacy", "forget"}
     assert set(english) == set(chinese) == expected
     assert english["speak"] == "Read a text aloud" and chinese["speak"] == "朗读文本"
 

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import TypeVar
 from urllib.parse import urlsplit
+
+T = TypeVar("T")
 
 # Provider names accepted in VOICEBRIDGE_ASR / VOICEBRIDGE_TTS.
 ASR_PROVIDERS = ("coze", "coze-stream", "feishu")
@@ -35,18 +39,19 @@ def _optional(values: Mapping[str, str], variable: str) -> str | None:
     return (values.get(variable) or "").strip() or None
 
 
-def _integer(values: Mapping[str, str], variable: str, default: int, low: int, high: int, problems: list[str]) -> int:
+def number(values: Mapping[str, str], variable: str, default: T, low: float, high: float, problems: list[str]) -> float | T:
+    """A number within [low, high]; ``default`` when unset; a problem naming the variable otherwise."""
     raw = (values.get(variable) or "").strip()
     if not raw:
         return default
     try:
-        number = int(raw)
+        value = float(raw)
     except ValueError:
-        number = low - 1
-    if not low <= number <= high:
-        problems.append(problem(variable, f"must be a whole number from {low} to {high}", raw))
+        value = math.nan
+    if not low <= value <= high:
+        problems.append(problem(variable, f"must be a number from {low:g} to {high:g}", raw))
         return default
-    return number
+    return value
 
 
 def _provider_chain(values: Mapping[str, str], variable: str, allowed: tuple[str, ...], problems: list[str]) -> tuple[str, ...]:
@@ -109,8 +114,8 @@ class SpeechSettings:
             feishu_app_id=feishu_id,
             feishu_app_secret=feishu_secret,
             feishu_base_url=_base_url(values, "FEISHU_BASE_URL", DEFAULT_FEISHU_BASE_URL, ("https", "http"), problems),
-            feishu_chunk_ms=_integer(values, "FEISHU_CHUNK_MS", 200, 20, 1000, problems),
-            feishu_max_streams=_integer(values, "FEISHU_MAX_STREAMS", 20, 1, 1000, problems),
+            feishu_chunk_ms=int(number(values, "FEISHU_CHUNK_MS", 200, 20, 1000, problems)),
+            feishu_max_streams=int(number(values, "FEISHU_MAX_STREAMS", 20, 1, 1000, problems)),
         )
 
     def secrets(self) -> list[str]:

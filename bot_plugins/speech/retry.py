@@ -58,6 +58,21 @@ class LoggingObserver:
         log.info("%s %s: retrying in %.1fs after attempt %d (%s)", provider, operation, delay, attempt, error.kind)
 
 
+class Observers:
+    """Several observers heard as one (logs and metrics)."""
+
+    def __init__(self, *observers: SpeechObserver) -> None:
+        self.observers = observers
+
+    def call_finished(self, provider: str, operation: str, seconds: float, error: SpeechError | None) -> None:
+        for observer in self.observers:
+            observer.call_finished(provider, operation, seconds, error)
+
+    def retrying(self, provider: str, operation: str, attempt: int, delay: float, error: SpeechError) -> None:
+        for observer in self.observers:
+            observer.retrying(provider, operation, attempt, delay, error)
+
+
 class Retrier:
     """A retry policy plus the observer that hears about every attempt."""
 

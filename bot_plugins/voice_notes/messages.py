@@ -22,8 +22,11 @@ _CATALOGUE: dict[str, dict[str, str]] = {
             "/language CODE — recognition language ({languages})\n"
             "/voice ID — voice for spoken answers (see /voices)\n"
             "/auto on|off — in groups, transcribe every voice message or only on /transcribe\n"
-            "/hotwords a, b, c — words to favour when recognising (names, terms)\n\n"
-            "In groups, only admins can change settings."
+            "/hotwords a, b, c — words to favour when recognising (names, terms)\n"
+            "/usage — audio minutes and characters used by this chat\n"
+            "/privacy — who hears your audio and what is kept\n"
+            "/forget — delete this chat's transcripts and settings\n\n"
+            "In groups, only admins can change settings or use /usage and /forget."
         ),
         "zh": (
             "发送语音消息、视频消息或音频文件，我会将其转写为文字。\n\n"
@@ -34,8 +37,11 @@ _CATALOGUE: dict[str, dict[str, str]] = {
             "/language 代码 — 识别语言（{languages}）\n"
             "/voice ID — 语音回复使用的音色（见 /voices）\n"
             "/auto on|off — 群组中自动转写所有语音，或仅在 /transcribe 时转写\n"
-            "/hotwords a, b, c — 识别时优先考虑的词语（人名、术语）\n\n"
-            "在群组中，只有管理员可以修改设置。"
+            "/hotwords a, b, c — 识别时优先考虑的词语（人名、术语）\n"
+            "/usage — 查看本聊天的音频时长和字符用量\n"
+            "/privacy — 谁会听到你的音频，保存哪些内容\n"
+            "/forget — 删除本聊天的转写文本和设置\n\n"
+            "在群组中，只有管理员可以修改设置或使用 /usage 和 /forget。"
         ),
     },
     "not_allowed": {
@@ -152,6 +158,39 @@ _CATALOGUE: dict[str, dict[str, str]] = {
         "en": "Spoken answers are not set up on this bot.",
         "zh": "本机器人未配置语音回复功能。",
     },
+    "daily_limit": {
+        "en": "This chat has used its {limit} minutes of transcription for today ({used} minutes). "
+              "The limit resets at midnight UTC.",
+        "zh": "本聊天今天的转写额度（{limit} 分钟）已用完（已用 {used} 分钟），额度将在 UTC 零点重置。",
+    },
+    "usage": {
+        "en": "Usage in this chat:\nToday: {today_minutes} minutes of audio transcribed, {today_characters} characters read aloud\n"
+              "This month: {month_minutes} minutes, {month_characters} characters\nDaily limit: {limit}",
+        "zh": "本聊天的用量：\n今天：转写音频 {today_minutes} 分钟，朗读 {today_characters} 个字符\n"
+              "本月：{month_minutes} 分钟，{month_characters} 个字符\n每日额度：{limit}",
+    },
+    "no_limit": {"en": "none", "zh": "不限"},
+    "minutes": {"en": "{minutes} minutes", "zh": "{minutes} 分钟"},
+    "privacy": {
+        "en": "Voice messages sent here are transcribed by {asr}; spoken answers are made by {tts}. "
+              "This bot stores no audio. Transcripts are kept for {hours} hours so that repeated "
+              "messages are answered without sending the audio again, then deleted. "
+              "Per-chat settings and daily usage totals are kept until /forget.\n"
+              "/forget deletes this chat's transcripts and settings now.",
+        "zh": "发送到这里的语音消息由 {asr} 转写；语音回复由 {tts} 生成。"
+              "本机器人不保存任何音频。转写文本保留 {hours} 小时，用于直接回复重复的消息，之后删除。"
+              "本聊天的设置和每日用量统计会一直保留，直到使用 /forget。\n"
+              "/forget 会立即删除本聊天的转写文本和设置。",
+    },
+    "no_speech_synthesis": {"en": "nobody (not set up)", "zh": "无（未配置）"},
+    "forgotten": {
+        "en": "Done: {count} stored transcripts and this chat's settings were deleted.",
+        "zh": "已删除：{count} 条转写文本及本聊天的设置。",
+    },
+    "admins_only_command": {
+        "en": "Only the chat's admins can use this command here.",
+        "zh": "在本群组中只有管理员可以使用此命令。",
+    },
     "voice_not_allowed": {
         "en": "I am not allowed to send voice or audio messages here.",
         "zh": "我无法在这里发送语音或音频消息。",
@@ -171,7 +210,13 @@ COMMAND_DESCRIPTIONS: dict[str, dict[str, str]] = {
     "voices": {"en": "List the available voices", "zh": "列出可用音色"},
     "auto": {"en": "Transcribe every voice message in groups", "zh": "群组中自动转写语音消息"},
     "hotwords": {"en": "Words to favour when recognising", "zh": "设置识别热词"},
+    "usage": {"en": "Audio minutes and characters used", "zh": "查看用量"},
+    "privacy": {"en": "Who hears your audio, what is kept", "zh": "隐私说明"},
+    "forget": {"en": "Delete this chat's transcripts and settings", "zh": "删除本聊天的转写和设置"},
 }
+
+# Who hears the audio, by provider name, for /privacy.
+PROVIDER_NAMES = {"coze": "Coze (扣子)", "coze-stream": "Coze (扣子)", "feishu": "Feishu / Lark (飞书)"}
 
 LANGUAGES = ("en", "zh")
 

@@ -11,8 +11,10 @@ import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import replace
+from typing import Protocol
 
-from ..speech.errors import SpeechError
+from ..logs import new_request_id
+from ..speech.errors import AudioError, SpeechError
 from ..speech.models import AudioClip, SynthesizeOptions, TranscribeOptions
 from ..speech.service import SpeechService
 from . import messages
@@ -32,7 +34,7 @@ from .model import (
     VoiceReply,
 )
 from .settings import ChatSettings, PluginSettings, ReplyMode, parse_hot_words
-from .store import Store, StoreError
+from .store import Store, StoreError, today
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +42,29 @@ MAX_CONCURRENT_NOTES = 16  # across all chats; each chat handles its notes one a
 SPEAK_LIMIT_CHARACTERS = 2000  # longer texts are not read aloud (minutes of audio)
 VOICES_LISTED = 30
 SWEEP_INTERVAL_SECONDS = 3600.0
-SETTINGS_COMMANDS = frozenset({"mode", "language", "voice", "auto", "hotwords"})
+SETTINGS_COMMANDS = frozenset({"mode", "language", "voice", "auto", "hotwords"})  # admins only, in groups, to change
+ADMIN_COMMANDS = frozenset({"forget", "usage"})  # admins only, in groups
+
+
+class NoteObserver(Protocol):
+    """Hears what happens to voice notes (metrics live behind this)."""
+
+    def note_received(self, platform: str) -> None: ...
+
+    def note_transcribed(self, platform: str, provider: str, audio_seconds: float, cached: bool) -> None: ...
+
+    def note_failed(self, platform: str, reason: str) -> None: ...
+
+
+class _Unobserved:
+    def note_received(self, platform: str) -> None:
+        pass
+
+    def note_transcribed(self, platform: str, provider: str, audio_seconds: float, cached: bool) -> None:
+        pass
+
+    def note_failed(self, platform: str, reason: str) -> None:
+        pass
 
 
 class VoiceNotesPlugin:
@@ -53,11 +77,13 @@ class VoiceNotesPlugin:
         responder: Responder | None = None,
         max_concurrent_notes: int = MAX_CONCURRENT_NOTES,
         edit_interval: float = 1.0,
+        observer: NoteObserver | None = None,
     ) -> None:
         self.service = service
         self.store = store
         self.settings = settings
         self.responder = responder
+        self.observer = observer or _Unobserved()
         self.edit_interval = edit_interval
         self._notes = asyncio.Semaphore(max_concurrent_notes)
         self._chat_queues: dict[tuple[str, str], _ChatQueue] = {}
@@ -79,6 +105,9 @@ class VoiceNotesPlugin:
             "voices": self._list_voices,
             "auto": self._set_auto,
             "hotwords": self._set_hot_words,
+            "usage": self._usage,
+            "privacy": self._privacy,
+            "forget": self._forget,
         }
 
     # ------------------------------------------------------------------ lifecycle
@@ -129,6 +158,10 @@ class VoiceNotesPlugin:
             await asyncio.sleep(SWEEP_INTERVAL_SECONDS)
 
     @property
+    def in_flight(self) -> int:
+        return self._in_flight
+
+    @property
     def command_names(self) -> tuple[str, ...]:
         return tuple(self._commands)
 
@@ -141,9 +174,13 @@ class VoiceNotesPlugin:
 
     async def handle_voice_note(self, note: VoiceNote, chat: ChatPort) -> None:
         """A voice note arrived: transcribe and answer it if this chat wants that."""
+        new_request_id()
+        log.info("voice note %s in %s chat %s (%s s declared)", note.message_id, note.chat.platform, note.chat.id,
+                 note.declared_seconds)
         if not self.accepting:
-            log.info("shutting down: note %s in %s/%s not taken", note.message_id, note.chat.platform, note.chat.id)
+            log.info("shutting down: note not taken")
             return
+        self.observer.note_received(note.chat.platform)
         async with self._busy():
             if not await self._admitted(note.chat, note.sender, chat, note.message_id):
                 return
@@ -153,21 +190,35 @@ class VoiceNotesPlugin:
             await self._answer_note(note, chat, settings)
 
     async def _answer_note(self, note: VoiceNote, chat: ChatPort, settings: ChatSettings) -> None:
+        """Transcribe and answer; every failure ends as one message in the user's language."""
         lang = note.sender.language
+        platform = note.chat.platform
         if refusal := self._limit_refusal(note, lang):
+            self.observer.note_failed(platform, "limits")
             await send_text(chat, refusal, note.message_id)
             return
         async with self._turn(note.chat):
             try:
                 await self._transcribe_and_reply(note, chat, settings)
-            except SpeechError as error:  # includes unusable audio
-                log.info("note %s in %s/%s: %s", note.message_id, note.chat.platform, note.chat.id, error)
+            except DailyLimitReached as reached:
+                self.observer.note_failed(platform, "daily_limit")
+                await send_text(chat, text("daily_limit", lang, limit=_minutes(reached.limit_seconds),
+                                           used=_minutes(reached.used_seconds)), note.message_id)
+            except AudioError as error:
+                log.info("unusable audio: %s", error)
+                self.observer.note_failed(platform, f"audio_{error.problem.value}")
+                await send_text(chat, error.user_message(lang), note.message_id)
+            except SpeechError as error:
+                log.warning("speech service failed: %s (%s)", error, error.kind)
+                self.observer.note_failed(platform, error.kind.value)
                 await send_text(chat, error.user_message(lang), note.message_id)
             except DownloadFailed as error:
-                log.warning("note %s in %s/%s: download failed: %s", note.message_id, note.chat.platform, note.chat.id, error)
+                log.warning("download failed: %s", error)
+                self.observer.note_failed(platform, "download")
                 await send_text(chat, text("download_failed", lang), note.message_id)
             except Exception:
-                log.exception("note %s in %s/%s failed", note.message_id, note.chat.platform, note.chat.id)
+                log.exception("voice note failed")
+                self.observer.note_failed(platform, "unexpected")
                 await send_text(chat, text("unexpected_error", lang), note.message_id)
 
     def _limit_refusal(self, note: VoiceNote, lang: str | None) -> str | None:
@@ -205,25 +256,56 @@ class VoiceNotesPlugin:
         cache_key = self._cache_key(note, options)
         cached = await self._cached(cache_key)
         if cached is not None:
+            log.info("answered from the transcript cache")
+            self.observer.note_transcribed(note.chat.platform, "cache", 0.0, cached=True)
             if live:
                 await live.show(self._attributed(note, cached))
             return cached
-        async with chat.activity(Activity.TYPING):
-            data = await note.fetch()
-            clip = AudioClip(data=data, mime_type=note.mime_type, filename=note.file_name, declared_seconds=note.declared_seconds)
-            final = None
-            async for transcript in self.service.stream(clip, options):
-                if transcript.final:
-                    final = transcript
-                elif live:
-                    await live.show(self._attributed(note, transcript.text))
+        # The daily quota is reserved by the declared duration before any provider is called,
+        # then corrected to the measured duration (or released if nothing was transcribed).
+        reserved = await self._reserve_daily_minutes(note)
+        try:
+            async with chat.activity(Activity.TYPING):
+                data = await note.fetch()
+                clip = AudioClip(data=data, mime_type=note.mime_type, filename=note.file_name,
+                                 declared_seconds=note.declared_seconds)
+                final = None
+                async for transcript in self.service.stream(clip, options):
+                    if transcript.final:
+                        final = transcript
+                    elif live:
+                        await live.show(self._attributed(note, transcript.text))
+        except BaseException:
+            await self._record_audio(note.chat, -reserved)
+            raise
         assert final is not None
         seconds = final.seconds or note.declared_seconds or 0.0
-        await self._quietly(self.store.add_usage(note.chat.platform, note.chat.id, audio_seconds=seconds), "usage")
+        log.info("transcribed %.1f s of audio with %s", seconds, final.provider)
+        self.observer.note_transcribed(note.chat.platform, final.provider or "unknown", seconds, cached=False)
+        await self._record_audio(note.chat, seconds - reserved)
         if final.text and self.settings.retention_hours > 0:
             await self._quietly(self.store.cache_transcript(cache_key, note.chat.platform, note.chat.id, final.text, seconds),
                                 "transcript cache")
         return final.text
+
+    async def _reserve_daily_minutes(self, note: VoiceNote) -> float:
+        """Check the chat's daily allowance and reserve the declared duration; returns it."""
+        reserved = note.declared_seconds or 0.0
+        limit = self.settings.daily_minutes
+        if limit is not None:
+            try:
+                used = (await self.store.usage(note.chat.platform, note.chat.id, today())).audio_seconds
+            except StoreError as error:
+                log.warning("usage unavailable, daily limit not checked: %s", error)
+                used = 0.0
+            if used + reserved > limit * 60 or used >= limit * 60:
+                raise DailyLimitReached(used, limit * 60)
+        await self._record_audio(note.chat, reserved)
+        return reserved
+
+    async def _record_audio(self, where: ChatRef, seconds: float) -> None:
+        if seconds:
+            await self._quietly(self.store.add_usage(where.platform, where.id, audio_seconds=seconds), "usage")
 
     def _attributed(self, note: VoiceNote, transcript: str) -> str:
         if note.chat.kind is ChatKind.GROUP and note.speaker:
@@ -284,6 +366,8 @@ class VoiceNotesPlugin:
         handler = self._commands.get(request.name)
         if handler is None or not self.accepting:
             return
+        new_request_id()
+        log.info("/%s in %s chat %s", request.name, request.chat.platform, request.chat.id)
         async with self._busy():
             await self._run_command(handler, request, chat)
 
@@ -293,8 +377,10 @@ class VoiceNotesPlugin:
             return
         lang = request.sender.language
         try:
-            if request.name in SETTINGS_COMMANDS and request.args.strip() and not await self._may_change_settings(request, chat):
-                await send_text(chat, text("admins_only", lang), request.message_id)
+            changes_settings = request.name in SETTINGS_COMMANDS and request.args.strip()
+            if (changes_settings or request.name in ADMIN_COMMANDS) and not await self._may_change_settings(request, chat):
+                refusal = "admins_only" if changes_settings else "admins_only_command"
+                await send_text(chat, text(refusal, lang), request.message_id)
                 return
             await handler(request, chat, lang)
         except SpeechError as error:
@@ -408,6 +494,31 @@ class VoiceNotesPlugin:
         reply = text("hot_words_set", lang, hot_words=", ".join(words)) if words else text("hot_words_cleared", lang)
         await send_text(chat, reply, request.message_id)
 
+    async def _usage(self, request: CommandRequest, chat: ChatPort, lang: str | None) -> None:
+        day = today()
+        today_usage = await self.store.usage(request.chat.platform, request.chat.id, day)
+        month_usage = await self.store.usage(request.chat.platform, request.chat.id, day[:8] + "01")
+        limit = self.settings.daily_minutes
+        await send_text(chat, text(
+            "usage", lang,
+            today_minutes=_minutes(today_usage.audio_seconds), today_characters=today_usage.tts_characters,
+            month_minutes=_minutes(month_usage.audio_seconds), month_characters=month_usage.tts_characters,
+            limit=text("minutes", lang, minutes=_minutes(limit * 60)) if limit is not None else text("no_limit", lang),
+        ), request.message_id)
+
+    async def _privacy(self, request: CommandRequest, chat: ChatPort, lang: str | None) -> None:
+        def providers(chain: tuple[str, ...]) -> str:
+            return " / ".join(dict.fromkeys(messages.PROVIDER_NAMES.get(name, name) for name in chain))
+
+        tts = providers(self.service.tts_chain) or text("no_speech_synthesis", lang)
+        await send_text(chat, text("privacy", lang, asr=providers(self.service.asr_chain), tts=tts,
+                                   hours=f"{self.settings.retention_hours:g}"), request.message_id)
+
+    async def _forget(self, request: CommandRequest, chat: ChatPort, lang: str | None) -> None:
+        removed = await self.store.forget_chat(request.chat.platform, request.chat.id)
+        log.info("forgot %d transcripts and the settings of %s chat %s", removed, request.chat.platform, request.chat.id)
+        await send_text(chat, text("forgotten", lang, count=removed), request.message_id)
+
     # ------------------------------------------------------------------ shared
 
     async def chat_settings(self, where: ChatRef) -> ChatSettings:
@@ -451,6 +562,17 @@ class VoiceNotesPlugin:
             await operation
         except StoreError as error:
             log.warning("%s not recorded: %s", what, error)
+
+
+class DailyLimitReached(Exception):
+    def __init__(self, used_seconds: float, limit_seconds: float) -> None:
+        super().__init__(f"{used_seconds:.0f} of {limit_seconds:.0f} seconds used today")
+        self.used_seconds = used_seconds
+        self.limit_seconds = limit_seconds
+
+
+def _minutes(seconds: float) -> str:
+    return f"{seconds / 60:.1f}".removesuffix(".0")
 
 
 class _ChatQueue:

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from pathlib import Path
 
-from ..speech.config import COZE_LANGUAGES, problem
+from ..speech.config import COZE_LANGUAGES, number, problem
 
 
 class ReplyMode(StrEnum):
@@ -33,6 +33,7 @@ class PluginSettings:
     retention_hours: float = 168.0
     language: str = "common"  # ASR language default (VOICEBRIDGE_LANGUAGE)
     voice_id: str | None = None  # TTS voice default (COZE_VOICE_ID)
+    daily_minutes: float | None = None  # per chat; None: no limit
 
     @classmethod
     def from_values(cls, values: Mapping[str, str], problems: list[str]) -> PluginSettings:
@@ -46,27 +47,14 @@ class PluginSettings:
                 problems.append(problem("VOICEBRIDGE_ALLOWED_CHATS", "must be comma-separated numeric chat ids", chat))
         return cls(
             reply_mode=ReplyMode(mode_text),
-            max_duration_seconds=int(_number(values, "VOICEBRIDGE_MAX_DURATION", 1800, 1, 24 * 3600, problems)),
+            max_duration_seconds=int(number(values, "VOICEBRIDGE_MAX_DURATION", 1800, 1, 24 * 3600, problems)),
             allowed_chats=chats,
             db_path=Path((values.get("VOICEBRIDGE_DB") or "voicebridge.db").strip()),
-            retention_hours=_number(values, "VOICEBRIDGE_RETENTION_HOURS", 168, 0, 24 * 365 * 10, problems),
+            retention_hours=number(values, "VOICEBRIDGE_RETENTION_HOURS", 168, 0, 24 * 365 * 10, problems),
             language=(values.get("VOICEBRIDGE_LANGUAGE") or "common").strip(),
             voice_id=(values.get("COZE_VOICE_ID") or "").strip() or None,
+            daily_minutes=number(values, "VOICEBRIDGE_DAILY_MINUTES", None, 0, 24 * 60, problems),
         )
-
-
-def _number(values: Mapping[str, str], variable: str, default: float, low: float, high: float, problems: list[str]) -> float:
-    raw = (values.get(variable) or "").strip()
-    if not raw:
-        return default
-    try:
-        number = float(raw)
-    except ValueError:
-        number = low - 1
-    if not low <= number <= high:
-        problems.append(problem(variable, f"must be a number from {low:g} to {high:g}", raw))
-        return default
-    return number
 
 
 SETTING_KEYS = ("reply_mode", "language", "voice_id", "auto_transcribe", "hot_words")

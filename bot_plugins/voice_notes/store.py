@@ -139,6 +139,15 @@ class Store:
         oldest = self.clock() - max_age_seconds
         return await self._run(lambda db: db.execute("DELETE FROM transcripts WHERE created < ?", (oldest,)).rowcount)
 
+    async def forget_chat(self, platform: str, chat_id: str) -> int:
+        """Delete a chat's transcripts and settings; returns how many transcripts went."""
+
+        def forget(db: sqlite3.Connection) -> int:
+            db.execute("DELETE FROM chat_settings WHERE platform = ? AND chat_id = ?", (platform, chat_id))
+            return db.execute("DELETE FROM transcripts WHERE platform = ? AND chat_id = ?", (platform, chat_id)).rowcount
+
+        return await self._run(forget)
+
     # ------------------------------------------------------------------ usage
 
     async def add_usage(self, platform: str, chat_id: str, *, audio_seconds: float = 0.0, tts_characters: int = 0) -> None:

@@ -1,0 +1,161 @@
+"""Running it for real: Telegram webhook mode, health and metrics, structured logs."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import socket
+import sys
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from adapters.runner import run_bot
+from bot_plugins.config import Settings
+from bot_plugins.metrics import Metrics, serve_status
+from tests.audio_tools import make_tone
+from tests.fakes.coze import DEFAULT_TOKEN, FakeCoze
+from tests.fakes.telegram import Chat, FakeTelegram, User
+
+VOICEBRIDGE = str(Path(sys.executable).with_name("voicebridge"))
+ALICE = User(1001, "Alice", language_code="en")
+TONE = make_tone("ogg", 440.0, 1.0)
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def values(telegram: FakeTelegram, coze: FakeCoze, tmp_path: Path, **extra: str) -> dict[str, str]:
+    return {"TELEGRAM_BOT_TOKEN": telegram.token, "TELEGRAM_BASE_URL": telegram.api_base_url,
+            "TELEGRAM_BASE_FILE_URL": telegram.file_base_url, "COZE_API_TOKEN": DEFAULT_TOKEN,
+            "COZE_API_BASE": coze.base_url, "COZE_WS_BASE": coze.ws_base_url,
+            "VOICEBRIDGE_DB": str(tmp_path / "bot.db"), **extra}
+
+
+@asynccontextmanager
+async def bot_in_process(settings_values: dict[str, str]) -> AsyncIterator[None]:
+    """``run_bot`` in this event loop, stopped (as by SIGTERM) on exit."""
+    stop = asyncio.Event()
+    task = asyncio.create_task(run_bot(Settings.from_values(settings_values), stop))
+    try:
+        yield
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, timeout=30)
+
+
+async def wait_until_listening(port: int) -> None:
+    async with asyncio.timeout(15):
+        while True:
+            try:
+                _, writer = await asyncio.open_connection("127.0.0.1", port)
+                writer.close()
+                return
+            except OSError:
+                await asyncio.sleep(0.05)
+
+
+async def test_webhook_mode_checks_the_secret_on_every_request(tmp_path: Path) -> None:
+    port = free_port()
+    public_url = "https://bot.example.org/telegram/hook"  # TLS ends at a reverse proxy in front of the bot
+    url = f"http://127.0.0.1:{port}/telegram/hook"  # where that proxy forwards to
+    async with FakeTelegram() as telegram, FakeCoze() as coze:
+        settings = values(telegram, coze, tmp_path, TELEGRAM_WEBHOOK_URL=public_url, TELEGRAM_WEBHOOK_LISTEN="127.0.0.1",
+                          TELEGRAM_WEBHOOK_PORT=str(port), TELEGRAM_WEBHOOK_SECRET="s3cret-token_1")
+        async with bot_in_process(settings):
+            registration = await telegram.wait_for_call("setWebhook", timeout=15)
+            await wait_until_listening(port)
+            message = await telegram.push_voice(Chat.private(ALICE), ALICE, TONE, duration=1)
+            update = {"update_id": 900001, "message": message}
+            async with httpx.AsyncClient(timeout=10) as client:
+                unsigned = await client.post(url, json=update)
+                forged = await client.post(url, json=update, headers={"X-Telegram-Bot-Api-Secret-Token": "guess"})
+                signed = await client.post(url, json=update, headers={"X-Telegram-Bot-Api-Secret-Token": "s3cret-token_1"})
+            reply = await telegram.wait_for_call("sendMessage", lambda call: (call.params.get("reply_parameters") or {})
+                                                 .get("message_id") == message["message_id"], timeout=15)
+        assert (unsigned.status_code, forged.status_code, signed.status_code) == (403, 403, 200)
+        assert reply.params["text"] == "tone 440 hz 1.0 s"
+        assert registration.params["url"] == public_url and registration.params["secret_token"] == "s3cret-token_1"
+        assert telegram.calls_to("getUpdates") == []
+        assert len(telegram.calls_to("sendMessage")) == 1  # the refused requests never reached the bot
+
+
+async def test_health_and_prometheus_metrics(tmp_path: Path) -> None:
+    port = free_port()
+    async with FakeTelegram() as telegram, FakeCoze() as coze:
+        async with bot_in_process(values(telegram, coze, tmp_path, VOICEBRIDGE_METRICS_PORT=str(port))):
+            await telegram.wait_for_call("getUpdates", timeout=15)
+            base = f"http://127.0.0.1:{port}"
+            async with httpx.AsyncClient(timeout=10) as client:
+                health = await client.get(f"{base}/healthz")
+                coze.fail_next("transcriptions", code=5000)  # one retry
+                for _ in range(2):  # the second is answered from the cache
+                    message = await telegram.push_voice(Chat.private(ALICE), ALICE, TONE, duration=1)
+                    await telegram.wait_for_call("sendMessage", lambda call, m=message: (call.params.get("reply_parameters")
+                                                 or {}).get("message_id") == m["message_id"], timeout=15)
+                await telegram.push_voice(Chat.private(ALICE), ALICE, b"not audio" * 50, duration=1)
+                await telegram.wait_for_call("sendMessage", count=3, timeout=15)
+                metrics = (await client.get(f"{base}/metrics")).text
+                missing = await client.get(f"{base}/nothing")
+    assert (health.status_code, health.text) == (200, "ok\n")
+    assert missing.status_code == 404
+    for line in (
+        'voicebridge_notes_received_total{platform="telegram"} 3',
+        'voicebridge_notes_transcribed_total{platform="telegram",provider="coze"} 1',
+        'voicebridge_cache_hits_total{platform="telegram"} 1',
+        'voicebridge_notes_failed_total{platform="telegram",reason="audio_undecodable"} 1',
+        'voicebridge_audio_seconds_total{platform="telegram",provider="coze"} 1',
+        'voicebridge_provider_retries_total{kind="server",operation="transcribe",provider="coze"} 1',
+        'voicebridge_provider_requests_total{operation="transcribe",outcome="ok",provider="coze"} 1',
+        'voicebridge_provider_latency_seconds_count{operation="transcribe",provider="coze"} 2',
+        "voicebridge_in_flight 0",
+    ):
+        assert line in metrics.splitlines(), line
+    assert "# TYPE voicebridge_provider_latency_seconds histogram" in metrics
+
+
+async def test_health_turns_unavailable_when_stopping() -> None:
+    serving = True
+    port = free_port()
+    server = await serve_status(port, Metrics(), lambda: serving, host="127.0.0.1")
+    async with httpx.AsyncClient(timeout=5) as client:
+        before = await client.get(f"http://127.0.0.1:{port}/healthz")
+        serving = False
+        after = await client.get(f"http://127.0.0.1:{port}/healthz")
+        posted = await client.post(f"http://127.0.0.1:{port}/metrics")
+    server.close()
+    assert (before.status_code, after.status_code, posted.status_code) == (200, 503, 405)
+
+
+async def test_json_logs_carry_a_request_id_per_note_and_no_secret(tmp_path: Path) -> None:
+    async with FakeTelegram() as telegram, FakeCoze() as coze:
+        env = {**{key: os.environ[key] for key in ("PATH", "HOME") if key in os.environ},
+               **values(telegram, coze, tmp_path, VOICEBRIDGE_LOG_FORMAT="json", VOICEBRIDGE_LOG_LEVEL="DEBUG")}
+        bot = await asyncio.create_subprocess_exec(VOICEBRIDGE, "run", env=env, cwd=tmp_path,
+                                                   stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+        await telegram.wait_for_call("getUpdates", timeout=20)
+        notes = [await telegram.push_voice(Chat.private(ALICE), ALICE, make_tone("ogg", frequency, 1.0), duration=1)
+                 for frequency in (300.0, 500.0)]
+        await telegram.wait_for_call("sendMessage", count=2, timeout=20)
+        bot.send_signal(signal.SIGTERM)
+        _, stderr = await asyncio.wait_for(bot.communicate(), timeout=30)
+    lines = stderr.decode().splitlines()
+    events: list[dict[str, Any]] = [json.loads(line) for line in lines]  # every line is one JSON object
+    assert {"time", "level", "logger", "request_id", "message"} <= set(events[0])
+    note_ids = {event["request_id"] for event in events if event["message"].startswith("voice note ")}
+    assert len(note_ids) == 2 and "-" not in note_ids
+    for request_id in note_ids:  # each note's work is traceable by its id
+        assert any(event["request_id"] == request_id and event["message"].startswith("transcribed") for event in events)
+    everything = stderr.decode()
+    for secret in (telegram.token, telegram.token.replace(":", "%3A"), DEFAULT_TOKEN):
+        assert secret not in everything
+    assert bot.returncode == 0 and len(notes) == 2
