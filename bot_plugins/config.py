@@ -71,7 +71,10 @@ def load_values(
     """Merge the three sources into one mapping of variable name to string value."""
     values: dict[str, str] = {}
     if dotenv is not None and dotenv.is_file():
-        values.update(parse_dotenv(dotenv.read_text(encoding="utf-8")))
+        try:
+            values.update(parse_dotenv(dotenv.read_text(encoding="utf-8")))
+        except (OSError, UnicodeDecodeError) as error:
+            raise ConfigError(f"cannot read {dotenv}: {error}") from None
     if config_file is not None:
         values.update(_toml_values(config_file))
     values.update(os.environ if environ is None else environ)

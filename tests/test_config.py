@@ -112,3 +112,10 @@ def test_bad_toml_is_a_config_error(tmp_path: Path) -> None:
         load_values(broken, environ={})
     with pytest.raises(ConfigError, match="not found"):
         load_values(tmp_path / "missing.toml", environ={})
+
+
+def test_an_unreadable_dotenv_is_a_config_error(tmp_path: Path) -> None:
+    dotenv = tmp_path / ".env"
+    dotenv.write_bytes(b"COZE_API_TOKEN=\xff\xfe broken")
+    with pytest.raises(ConfigError, match="cannot read"):
+        load_values(None, environ={}, dotenv=dotenv)

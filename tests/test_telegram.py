@@ -10,17 +10,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from telegram.ext import Application, ApplicationBuilder, MessageHandler, filters
+from telegram.ext import Application, MessageHandler, filters
 
-from adapters.telegram import VoiceNotesTelegram
-from bot_plugins.config import Settings
 from bot_plugins.speech.retry import Retrier
-from bot_plugins.speech.service import SpeechService
-from bot_plugins.voice_notes.plugin import VoiceNotesPlugin
-from bot_plugins.voice_notes.store import Store
 from tests.audio_tools import analyse, decode, make_tone, probe
-from tests.fakes.coze import DEFAULT_TOKEN, DEFAULT_VOICES, FakeCoze
+from tests.fakes.coze import DEFAULT_VOICES, FakeCoze
 from tests.fakes.telegram import Call, Chat, FakeTelegram, User
+from tests.harness import replies_to, speech_values, telegram_bot
 
 ALICE = User(1001, "Alice", username="alice", language_code="en")
 BOB = User(1002, "Bob", last_name="Li", language_code="zh-hans")
@@ -44,33 +40,8 @@ async def world(fast_retrier: Retrier, tmp_path: Path) -> AsyncIterator[World]:
 
 @asynccontextmanager
 async def running_bot(world: World, db: str = ":memory:", **env: str) -> AsyncIterator[Application[Any, Any, Any, Any, Any, Any]]:
-    """A host application with the plugin installed, polling the fake."""
-    values = {"COZE_API_TOKEN": DEFAULT_TOKEN, "COZE_API_BASE": world.coze.base_url, "COZE_WS_BASE": world.coze.ws_base_url,
-              "COZE_VOICE_ID": DEFAULT_VOICES[0].voice_id, **env}
-    settings = Settings.from_values(values)
-    service = SpeechService.from_settings(settings.speech, retrier=world.retrier)
-    plugin = VoiceNotesPlugin(service, Store(db), settings.plugin, edit_interval=0.2)
-    application = (ApplicationBuilder().token(world.telegram.token).base_url(world.telegram.api_base_url)
-                   .base_file_url(world.telegram.file_base_url).get_updates_connection_pool_size(2).build())
-    voice_notes = VoiceNotesTelegram(plugin)
-    voice_notes.install(application)
-    async with application:
-        await voice_notes.start(application.bot)
-        await application.start()
-        await application.updater.start_polling(timeout=1)  # type: ignore[union-attr]
-        try:
-            yield application
-        finally:
-            await application.updater.stop()  # type: ignore[union-attr]
-            await application.stop()
-    await voice_notes.stop()
-    await service.aclose()
-
-
-def replies_to(message: dict[str, Any]) -> Any:
-    """Matches a call that answers ``message`` (message ids are per chat)."""
-    return lambda call: (int(call.params.get("chat_id", 0)) == message["chat"]["id"]
-                         and (call.params.get("reply_parameters") or {}).get("message_id") == message["message_id"])
+    async with telegram_bot(world.telegram, {**speech_values(world.coze), **env}, world.retrier, db=db) as application:
+        yield application
 
 
 def assert_plain(call: Call) -> None:

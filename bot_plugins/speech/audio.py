@@ -199,7 +199,8 @@ class AudioConverter:
         ]
         async with self._slots:
             process = await asyncio.create_subprocess_exec(
-                *command, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
+                *command, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+                start_new_session=True,
             )
             try:
                 encoded, errors = await process.communicate(pcm)
@@ -266,6 +267,7 @@ class _FfmpegRun:
                 stdout=asyncio.subprocess.PIPE,
                 stderr=asyncio.subprocess.PIPE,
                 pass_fds=(memfd,) if memfd is not None else (),
+                start_new_session=True,  # Ctrl+C in a terminal must not kill decodes the bot is finishing
             )
         finally:
             if memfd is not None:
@@ -326,7 +328,9 @@ class _FfmpegRun:
             stderr.cancel()
             await asyncio.gather(stderr, return_exceptions=True)
 
-    def _outcome(self, returncode: int, produced: bool) -> AudioError | None:
+    def _outcome(self, returncode: int, produced: bool) -> Exception | None:
+        if returncode < 0:  # killed by a signal: ffmpeg crashed, whatever the input was
+            return RuntimeError(f"ffmpeg died from signal {-returncode}")
         if returncode != 0:
             detail = self._stderr_tail.decode(errors="replace").strip().splitlines()
             reason = detail[-1].replace(self.source, "input") if detail else f"ffmpeg exited with status {returncode}"

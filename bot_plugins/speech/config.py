@@ -77,6 +77,7 @@ class SpeechSettings:
     feishu_base_url: str = DEFAULT_FEISHU_BASE_URL
     feishu_chunk_ms: int = 200
     feishu_max_streams: int = 20
+    provider_timeout: float = 60.0  # seconds a provider may stay silent before the call times out
 
     @classmethod
     def from_values(cls, values: Mapping[str, str], problems: list[str]) -> SpeechSettings:
@@ -116,6 +117,7 @@ class SpeechSettings:
             feishu_base_url=_base_url(values, "FEISHU_BASE_URL", DEFAULT_FEISHU_BASE_URL, ("https", "http"), problems),
             feishu_chunk_ms=int(number(values, "FEISHU_CHUNK_MS", 200, 20, 1000, problems)),
             feishu_max_streams=int(number(values, "FEISHU_MAX_STREAMS", 20, 1, 1000, problems)),
+            provider_timeout=number(values, "VOICEBRIDGE_PROVIDER_TIMEOUT", 60.0, 0.1, 3600, problems),
         )
 
     def secrets(self) -> list[str]:

@@ -89,7 +89,7 @@ class FeishuClient:
         self.provider = provider
         self.clock = clock
         limits = httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections)
-        self._http = httpx.AsyncClient(base_url=base_url, timeout=httpx.Timeout(timeout, connect=10.0),
+        self._http = httpx.AsyncClient(base_url=base_url, timeout=httpx.Timeout(timeout, connect=min(10.0, timeout)),
                                        limits=limits, transport=transport)
         self._token: str | None = None
         self._deadline = 0.0

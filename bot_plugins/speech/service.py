@@ -83,14 +83,16 @@ class SpeechService:
         retrier = retrier or Retrier()
         transcribers: list[Transcriber] = []
         synthesizers: list[Synthesizer] = []
+        timeout = settings.provider_timeout
         if settings.coze_api_token:
-            endpoint = CozeEndpoint(settings.coze_api_token, settings.coze_api_base, settings.coze_ws_base)
-            transcribers += [CozeFileTranscriber(endpoint), CozeStreamTranscriber(endpoint)]
+            endpoint = CozeEndpoint(settings.coze_api_token, settings.coze_api_base, settings.coze_ws_base,
+                                    connect_timeout=min(10.0, timeout), read_timeout=timeout)
+            transcribers += [CozeFileTranscriber(endpoint), CozeStreamTranscriber(endpoint, result_timeout=timeout)]
             synthesizers += [CozeSpeechSynthesizer(endpoint, settings.coze_voice_id),
-                             CozeStreamSynthesizer(endpoint, settings.coze_voice_id)]
+                             CozeStreamSynthesizer(endpoint, settings.coze_voice_id, audio_timeout=timeout)]
         if settings.feishu_app_id and settings.feishu_app_secret:
             client = FeishuClient(settings.feishu_app_id, settings.feishu_app_secret, settings.feishu_base_url,
-                                  max_connections=settings.feishu_max_streams + 2)
+                                  timeout=timeout, max_connections=settings.feishu_max_streams + 2)
             stream_settings = FeishuStreamSettings(chunk_ms=settings.feishu_chunk_ms, max_streams=settings.feishu_max_streams)
             transcribers.append(FeishuStreamTranscriber(client, stream_settings, retrier))
         return cls(

@@ -1,0 +1,61 @@
+"""A host bot for end-to-end tests: a real python-telegram-bot Application with the plugin
+installed, polling the local Bot API fake, speaking to the local speech fakes."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from typing import Any
+
+from telegram.ext import Application, ApplicationBuilder
+
+from adapters.telegram import VoiceNotesTelegram
+from bot_plugins.config import Settings
+from bot_plugins.speech.retry import Retrier
+from bot_plugins.speech.service import SpeechService
+from bot_plugins.voice_notes.plugin import VoiceNotesPlugin
+from bot_plugins.voice_notes.store import Store
+from tests.fakes.coze import DEFAULT_TOKEN, DEFAULT_VOICES, FakeCoze
+from tests.fakes.feishu import DEFAULT_APP_ID, DEFAULT_APP_SECRET, FakeFeishu
+from tests.fakes.telegram import Call, FakeTelegram
+
+
+def speech_values(coze: FakeCoze | None = None, feishu: FakeFeishu | None = None) -> dict[str, str]:
+    """Configuration pointing the speech providers at the fakes."""
+    values: dict[str, str] = {}
+    if coze is not None:
+        values |= {"COZE_API_TOKEN": DEFAULT_TOKEN, "COZE_API_BASE": coze.base_url, "COZE_WS_BASE": coze.ws_base_url,
+                   "COZE_VOICE_ID": DEFAULT_VOICES[0].voice_id}
+    if feishu is not None:
+        values |= {"FEISHU_APP_ID": DEFAULT_APP_ID, "FEISHU_APP_SECRET": DEFAULT_APP_SECRET, "FEISHU_BASE_URL": feishu.base_url}
+    return values
+
+
+@asynccontextmanager
+async def telegram_bot(telegram: FakeTelegram, values: dict[str, str], retrier: Retrier, *, db: str = ":memory:",
+                       store_timeout: float = 5.0) -> AsyncIterator[Application[Any, Any, Any, Any, Any, Any]]:
+    """A host application with the plugin installed (group 10, non-blocking), polling the fake."""
+    settings = Settings.from_values(values)
+    service = SpeechService.from_settings(settings.speech, retrier=retrier)
+    plugin = VoiceNotesPlugin(service, Store(db, timeout=store_timeout), settings.plugin, edit_interval=0.2)
+    application = (ApplicationBuilder().token(telegram.token).base_url(telegram.api_base_url)
+                   .base_file_url(telegram.file_base_url).get_updates_connection_pool_size(2).build())
+    voice_notes = VoiceNotesTelegram(plugin)
+    voice_notes.install(application)
+    async with application:
+        await voice_notes.start(application.bot)
+        await application.start()
+        await application.updater.start_polling(timeout=1)  # type: ignore[union-attr]
+        try:
+            yield application
+        finally:
+            await application.updater.stop()  # type: ignore[union-attr]
+            await application.stop()
+    await voice_notes.stop()
+    await service.aclose()
+
+
+def replies_to(message: dict[str, Any]) -> Callable[[Call], bool]:
+    """Matches a call that answers ``message`` (message ids are per chat)."""
+    return lambda call: (int(call.params.get("chat_id", 0)) == message["chat"]["id"]
+                         and (call.params.get("reply_parameters") or {}).get("message_id") == message["message_id"])
