@@ -159,3 +159,17 @@ def tone_pcm(frequency: float, seconds: float, sample_rate: int = 16000, amplitu
     scale = amplitude * 32767
     samples = array("h", (int(scale * math.sin(2 * math.pi * frequency * n / sample_rate)) for n in range(count)))
     return samples.tobytes()
+
+
+def tone_wav(frequency: float, seconds: float, sample_rate: int = 16000) -> bytes:
+    """A WAV file of a tone, built in Python: cheap enough to make thousands."""
+    import io
+    import wave
+
+    buffer = io.BytesIO()
+    with wave.open(buffer, "wb") as wav:
+        wav.setnchannels(1)
+        wav.setsampwidth(2)
+        wav.setframerate(sample_rate)
+        wav.writeframes(tone_pcm(frequency, seconds, sample_rate))
+    return buffer.getvalue()

@@ -96,6 +96,14 @@ class MemoryChat:
     def texts(self) -> list[str]:
         return [item.text for item in self.sent if item.kind == "text"]
 
+    def visible_texts(self) -> list[str]:
+        """What the chat shows now: each text message with its last edit applied."""
+        shown = {item.message_id: item.text for item in self.sent if item.kind == "text"}
+        for item in self.sent:
+            if item.kind == "edit":
+                shown[item.message_id] = item.text
+        return list(shown.values())
+
     def kinds(self) -> list[str]:
         return [item.kind for item in self.sent]
 

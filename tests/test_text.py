@@ -43,6 +43,11 @@ def test_chinese_without_spaces_splits_at_clauses_then_characters() -> None:
     assert pieces[:2] == ["今天天气很好，", "我们去公园散步，"]
 
 
+def test_urls_and_numbers_are_not_clause_boundaries() -> None:
+    text = "see https://example.org/a/b and 3,000,000 items, then stop"
+    assert split_text(text, 45) == ["see https://example.org/a/b and 3,000,000", "items, then stop"]
+
+
 def test_emoji_sequences_and_combining_marks_stay_whole() -> None:
     family = "👨\u200d👩\u200d👧\u200d👦"
     flag = "🇨🇳"

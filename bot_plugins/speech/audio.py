@@ -430,6 +430,18 @@ async def split_at_pauses(chunks: AsyncIterator[bytes], sample_rate: int, segmen
         yield bytes(buffer)
 
 
+async def within_duration(chunks: AsyncIterator[bytes], sample_rate: int, max_seconds: float) -> AsyncIterator[bytes]:
+    """Pass PCM through until it exceeds ``max_seconds``, then raise: a stream cannot know its
+    length in advance, and a declared duration may lie."""
+    limit = int(max_seconds * sample_rate) * SAMPLE_WIDTH
+    passed = 0
+    async for chunk in chunks:
+        passed += len(chunk)
+        if passed > limit:
+            raise AudioError(AudioProblem.TOO_LONG, f"the audio is longer than {max_seconds:.0f} s")
+        yield chunk
+
+
 async def _chain(first: list[bytes], rest: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
     for chunk in first:
         yield chunk

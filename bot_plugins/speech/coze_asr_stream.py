@@ -15,7 +15,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from .config import COZE_LANGUAGES
-from .coze_common import DROP_GRACE_SECONDS, CozeEndpoint, CozeSocket, open_coze_socket, probe_coze_socket
+from .coze_common import DROP_GRACE_SECONDS, CozeEndpoint, CozeEvent, CozeSocket, open_coze_socket, probe_coze_socket
 from .errors import ErrorKind, SpeechError
 from .models import PcmStream, ProviderAudio, TranscribeOptions, TranscriberCapabilities, Transcript
 from .providers import last_transcript
@@ -59,8 +59,7 @@ class CozeStreamTranscriber:
             try:
                 while True:
                     event = await self._next_event(socket, sender)
-                    event_type = event.get("event_type")
-                    data = event.get("data") or {}
+                    event_type, data = event.type, event.data
                     if event_type == "transcriptions.updated":
                         _check_echo(declared, data.get("input_audio"), socket)
                     elif event_type == "transcriptions.message.update":
@@ -87,7 +86,7 @@ class CozeStreamTranscriber:
         await socket.send("input_audio_buffer.complete")
         return sent / (audio.sample_rate * audio.channels * audio.bit_depth // 8)
 
-    async def _next_event(self, socket: CozeSocket, sender: asyncio.Task[float]) -> dict[str, Any]:
+    async def _next_event(self, socket: CozeSocket, sender: asyncio.Task[float]) -> CozeEvent:
         """The next server event, while watching the sender: its failure (bad audio, dropped
         socket) ends the session. The result timeout only runs once all audio is out."""
         receiver = asyncio.ensure_future(socket.receive(timeout=None))

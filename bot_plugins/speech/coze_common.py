@@ -20,6 +20,7 @@ from websockets.asyncio.client import ClientConnection, connect
 
 from .errors import ErrorKind, SpeechError
 from .models import Voice
+from .providers import as_dict
 
 log = logging.getLogger(__name__)
 
@@ -158,6 +159,22 @@ def _json_or_none(content: bytes) -> Any:
         return None
 
 
+@dataclass(frozen=True)
+class CozeEvent:
+    type: str
+    data: dict[str, Any]
+    logid: str | None
+
+
+def parse_event(raw: str | bytes) -> CozeEvent | None:
+    """One downlink frame as an event; None for a frame that is not one (clients ignore those)."""
+    event = as_dict(_json_or_none(raw.encode() if isinstance(raw, str) else raw))
+    event_type, logid = event.get("event_type"), as_dict(event.get("detail")).get("logid")
+    if not isinstance(event_type, str):
+        return None
+    return CozeEvent(event_type, as_dict(event.get("data")), logid if isinstance(logid, str) else None)
+
+
 class CozeVoiceCatalogue:
     """GET /v1/audio/voices, all pages; also picks a default voice when none is configured."""
 
@@ -170,7 +187,7 @@ class CozeVoiceCatalogue:
         voices: list[Voice] = []
         for page in range(1, MAX_VOICE_PAGES + 1):
             body = await self.rest.json("GET", "/v1/audio/voices", params={"page_num": page, "page_size": 100})
-            data = body.get("data") or {}
+            data = as_dict(body.get("data"))
             voices.extend(
                 Voice(
                     id=str(item["voice_id"]),
@@ -181,7 +198,7 @@ class CozeVoiceCatalogue:
                     model_type=str(item.get("model_type") or ""),
                 )
                 for item in data.get("voice_list") or []
-                if item.get("voice_id")
+                if isinstance(item, dict) and item.get("voice_id")
             )
             if not data.get("has_more"):
                 break
@@ -220,25 +237,23 @@ class CozeSocket:
         except (websockets.ConnectionClosed, OSError, TimeoutError) as error:
             raise self._dropped(error) from error
 
-    async def receive(self, timeout: float | None) -> dict[str, Any]:
-        """The next event; ``error`` events are raised as :class:`SpeechError`."""
+    async def receive(self, timeout: float | None) -> CozeEvent:
+        """The next event (frames that are not events are skipped); ``error`` events are raised
+        as :class:`SpeechError`."""
         try:
             async with asyncio.timeout(timeout):
-                raw = await self.connection.recv()
+                while (event := parse_event(await self.connection.recv())) is None:
+                    log.warning("ignoring a Coze frame that is not an event")
         except TimeoutError as error:
             raise SpeechError(ErrorKind.TIMEOUT, "Coze stopped sending events", provider=self.provider,
                               logid=self.logid) from error
         except (websockets.ConnectionClosed, OSError) as error:
             raise self._dropped(error) from error
-        event = _json_or_none(raw.encode() if isinstance(raw, str) else raw)
-        if not isinstance(event, dict):
-            log.warning("ignoring a Coze frame that is not a JSON object")
-            return {}
-        self.logid = (event.get("detail") or {}).get("logid") or self.logid
-        if event.get("event_type") == "error":
-            data = event.get("data") or {}
-            code = data.get("code")
-            raise error_from_code(self.provider, code if isinstance(code, int) else 5000, str(data.get("msg") or ""), self.logid)
+        self.logid = event.logid or self.logid
+        if event.type == "error":
+            code = event.data.get("code")
+            raise error_from_code(self.provider, code if isinstance(code, int) else 5000, str(event.data.get("msg") or ""),
+                                  self.logid)
         return event
 
     async def reason_for_drop(self, dropped: SpeechError) -> SpeechError:
@@ -264,7 +279,7 @@ async def probe_coze_socket(endpoint: CozeEndpoint, path: str, provider: str, ti
     async with open_coze_socket(endpoint, path, provider) as socket:
         try:
             async with asyncio.timeout(timeout):
-                while not str((await socket.receive(timeout=None)).get("event_type", "")).endswith(".created"):
+                while not (await socket.receive(timeout=None)).type.endswith(".created"):
                     pass
         except TimeoutError:
             raise SpeechError(ErrorKind.TIMEOUT, "no session-created event", provider=provider, logid=socket.logid) from None

@@ -59,8 +59,7 @@ class CozeStreamSynthesizer:
                 raise (await socket.reason_for_drop(error)) if error.kind is ErrorKind.CONNECTIVITY else error
             while True:
                 event = await socket.receive(timeout=self.audio_timeout)
-                event_type = event.get("event_type")
-                data = event.get("data") or {}
+                event_type, data = event.type, event.data
                 if event_type == "speech.updated":
                     self._check_echo(data.get("output_audio"), options.sample_rate, socket.logid)
                 elif event_type == "speech.audio.update":

@@ -115,6 +115,7 @@ class AudioProblem(StrEnum):
     EMPTY = "empty"
     UNDECODABLE = "undecodable"
     SILENT = "silent"
+    TOO_LONG = "too_long"
 
 
 _AUDIO_MESSAGES: dict[AudioProblem, dict[str, str]] = {
@@ -129,6 +130,10 @@ _AUDIO_MESSAGES: dict[AudioProblem, dict[str, str]] = {
     AudioProblem.SILENT: {
         "en": "I could not hear anything in this audio: it is silent.",
         "zh": "这段音频里没有声音，无法识别。",
+    },
+    AudioProblem.TOO_LONG: {
+        "en": "This recording is longer than I accept.",
+        "zh": "这段录音超过了允许的时长。",
     },
 }
 

@@ -21,7 +21,7 @@ from .audio import SAMPLE_WIDTH, split_at_pauses
 from .errors import ErrorKind, SpeechError
 from .feishu_auth import FeishuClient
 from .models import PcmStream, ProviderAudio, TranscribeOptions, TranscriberCapabilities, Transcript
-from .providers import last_transcript
+from .providers import as_dict, last_transcript
 from .retry import Retrier
 
 log = logging.getLogger(__name__)
@@ -180,8 +180,7 @@ class FeishuStreamTranscriber:
                     raise
                 lost_answer = lost_answer or error.kind is ErrorKind.TIMEOUT
                 await asyncio.sleep(delay)
-        data = body.get("data") or {}
-        return str(data.get("recognition_text") or "")
+        return str(as_dict(body.get("data")).get("recognition_text") or "")
 
     def _abort_later(self, stream_id: str, sequence_ids: tuple[int, ...]) -> None:
         """Tell the server to drop an unfinished stream (frees a tenant slot); best effort, in the

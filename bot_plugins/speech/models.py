@@ -89,6 +89,7 @@ class TranscribeOptions:
     remove_disfluencies: bool | None = None
     inverse_text_normalization: bool | None = None
     punctuation: bool | None = None
+    max_seconds: float | None = None  # longer audio is refused, whatever its sender declared
 
 
 @dataclass(frozen=True)

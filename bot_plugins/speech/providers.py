@@ -7,7 +7,7 @@ Providers contain protocol code only: no retries, no audio conversion, no fallba
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 from .models import (
     ProviderAudio,
@@ -72,3 +72,8 @@ async def last_transcript(stream: AsyncIterator[Transcript]) -> Transcript:
     if final is None:
         raise RuntimeError("transcript stream ended without a result")
     return final
+
+
+def as_dict(value: object) -> dict[str, Any]:
+    """``value`` if it is a JSON object, else empty: a malformed field never crashes a client."""
+    return value if isinstance(value, dict) else {}

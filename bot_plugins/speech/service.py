@@ -13,7 +13,7 @@ import time
 from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from dataclasses import replace
 
-from .audio import VOICE_NOTE_RATE, AudioConverter, AudioInfo, require_sound, wav_bytes
+from .audio import VOICE_NOTE_RATE, AudioConverter, AudioInfo, require_sound, wav_bytes, within_duration
 from .config import COZE_LANGUAGES, SpeechSettings
 from .coze_asr import CozeFileTranscriber
 from .coze_asr_stream import CozeStreamTranscriber
@@ -144,7 +144,7 @@ class SpeechService:
         failure: SpeechError | None = None
         for name in chain:
             try:
-                provider = await self._fitting_transcriber(self.transcribers[name], clip_facts)
+                provider = await self._fitting_transcriber(self.transcribers[name], clip_facts, options)
                 async for transcript in self._transcribe_with_retries(provider, clip_facts, options):
                     yield transcript
                 return
@@ -157,12 +157,13 @@ class SpeechService:
         assert failure is not None
         raise failure
 
-    async def _fitting_transcriber(self, provider: Transcriber, clip: _ClipFacts) -> Transcriber:
+    async def _fitting_transcriber(self, provider: Transcriber, clip: _ClipFacts, options: TranscribeOptions) -> Transcriber:
         """``provider`` if the clip is within its limits, else its oversize route."""
         caps = provider.capabilities
         if caps.max_bytes is None and caps.max_seconds is None:
             return provider
         info = await clip.info()
+        _check_duration(info, options)
         upload_bytes = (clip.clip.size if info.container in caps.containers
                         else int(info.seconds * UPLOAD_CONVERSION_RATE * 2) + 44)
         too_long = caps.max_seconds is not None and info.seconds > caps.max_seconds
@@ -200,7 +201,10 @@ class SpeechService:
     async def _transcribe_once(self, provider: Transcriber, clip: _ClipFacts, options: TranscribeOptions) -> AsyncIterator[Transcript]:
         caps = provider.capabilities
         if caps.pcm_sample_rate is not None:
-            async with self.converter.pcm(clip.clip, caps.pcm_sample_rate) as chunks:
+            async with self.converter.pcm(clip.clip, caps.pcm_sample_rate) as decoded:
+                chunks = decoded
+                if options.max_seconds is not None:
+                    chunks = within_duration(decoded, caps.pcm_sample_rate, options.max_seconds)
                 audio = PcmStream(sample_rate=caps.pcm_sample_rate, chunks=await require_sound(chunks, caps.pcm_sample_rate))
                 if caps.streaming and isinstance(provider, StreamingTranscriber):
                     async for transcript in provider.stream(audio, options):
@@ -211,6 +215,7 @@ class SpeechService:
         info = await clip.info()
         if info.silent:
             raise AudioError(AudioProblem.SILENT, "the audio is silent")
+        _check_duration(info, options)
         if info.container in caps.containers:
             encoded = EncodedAudio(await clip.clip.read(), info.container, info.seconds)  # type: ignore[arg-type]
         else:
@@ -314,6 +319,11 @@ class SpeechService:
     async def aclose(self) -> None:
         for provider in (*self.transcribers.values(), *self.synthesizers.values()):
             await provider.aclose()
+
+
+def _check_duration(info: AudioInfo, options: TranscribeOptions) -> None:
+    if options.max_seconds is not None and info.seconds > options.max_seconds:
+        raise AudioError(AudioProblem.TOO_LONG, f"{info.seconds:.0f} s is longer than {options.max_seconds:.0f} s")
 
 
 def _require_audio(audio: SpeechAudio, provider: str) -> None:

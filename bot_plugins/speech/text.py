@@ -9,7 +9,8 @@ from collections.abc import Callable
 # After western terminators only when whitespace follows ("3.14" stays whole); CJK terminators
 # and line breaks end a sentence wherever they are.
 _SENTENCE_BREAK = re.compile(r"(?<=[.!?…])(?=\s)|(?<=[。！？；;\n])")
-_CLAUSE_BREAK = re.compile(r"(?<=[,，、:：])")
+# ASCII commas and colons only before whitespace, so "http://…" and "3,000" stay whole.
+_CLAUSE_BREAK = re.compile(r"(?<=[,:])(?=\s)|(?<=[，、：])")
 _WORD_BREAK = re.compile(r"(?<=\s)(?=\S)")
 _JOINERS = {"\u200d", "\ufe0e", "\ufe0f"}  # zero-width joiner, variation selectors
 

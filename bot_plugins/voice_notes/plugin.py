@@ -39,6 +39,8 @@ from .store import Store, StoreError, today
 log = logging.getLogger(__name__)
 
 MAX_CONCURRENT_NOTES = 16  # across all chats; each chat handles its notes one at a time, in order
+# Downloads are held in memory: a cap where the platform sets none (Telegram's is 20 MB).
+MAX_DOWNLOAD_BYTES = 100_000_000
 SPEAK_LIMIT_CHARACTERS = 2000  # longer texts are not read aloud (minutes of audio)
 VOICES_LISTED = 30
 SWEEP_INTERVAL_SECONDS = 3600.0
@@ -197,44 +199,45 @@ class VoiceNotesPlugin:
             self.observer.note_failed(platform, "limits")
             await send_text(chat, refusal, note.message_id)
             return
+        live = None
+        if self.responder is None and settings.reply_mode.has_text and self.service.streams_partials:
+            live = LiveMessage(chat, note.message_id, self.edit_interval)
         async with self._turn(note.chat):
             try:
-                await self._transcribe_and_reply(note, chat, settings)
+                await self._transcribe_and_reply(note, chat, settings, live)
+                return
             except DailyLimitReached as reached:
-                self.observer.note_failed(platform, "daily_limit")
-                await send_text(chat, text("daily_limit", lang, limit=_minutes(reached.limit_seconds),
-                                           used=_minutes(reached.used_seconds)), note.message_id)
+                reason = "daily_limit"
+                message = text("daily_limit", lang, limit=_minutes(reached.limit_seconds), used=_minutes(reached.used_seconds))
             except AudioError as error:
                 log.info("unusable audio: %s", error)
-                self.observer.note_failed(platform, f"audio_{error.problem.value}")
-                await send_text(chat, error.user_message(lang), note.message_id)
+                reason, message = f"audio_{error.problem.value}", error.user_message(lang)
             except SpeechError as error:
                 log.warning("speech service failed: %s (%s)", error, error.kind)
-                self.observer.note_failed(platform, error.kind.value)
-                await send_text(chat, error.user_message(lang), note.message_id)
+                reason, message = error.kind.value, error.user_message(lang)
             except DownloadFailed as error:
                 log.warning("download failed: %s", error)
-                self.observer.note_failed(platform, "download")
-                await send_text(chat, text("download_failed", lang), note.message_id)
+                reason, message = "download", text("download_failed", lang)
             except Exception:
                 log.exception("voice note failed")
-                self.observer.note_failed(platform, "unexpected")
-                await send_text(chat, text("unexpected_error", lang), note.message_id)
+                reason, message = "unexpected", text("unexpected_error", lang)
+            self.observer.note_failed(platform, reason)
+            # A partial transcript on screen must not pass for the whole: it becomes the error.
+            await (live.finish(message) if live and live.started else send_text(chat, message, note.message_id))
 
     def _limit_refusal(self, note: VoiceNote, lang: str | None) -> str | None:
         """Checked on what the platform declares, before anything is downloaded."""
-        if note.download_limit and note.declared_bytes and note.declared_bytes > note.download_limit:
-            return text("too_big", lang, limit=round(note.download_limit / 1_000_000))
+        limit = min(note.download_limit or MAX_DOWNLOAD_BYTES, MAX_DOWNLOAD_BYTES)
+        if note.declared_bytes and note.declared_bytes > limit:
+            return text("too_big", lang, limit=round(limit / 1_000_000))
         if note.declared_seconds and note.declared_seconds > self.settings.max_duration_seconds:
             return text("too_long", lang, limit=round(self.settings.max_duration_seconds / 60))
         return None
 
-    async def _transcribe_and_reply(self, note: VoiceNote, chat: ChatPort, settings: ChatSettings) -> None:
+    async def _transcribe_and_reply(self, note: VoiceNote, chat: ChatPort, settings: ChatSettings,
+                                    live: LiveMessage | None) -> None:
         lang = note.sender.language
         group = note.chat.kind is ChatKind.GROUP
-        live = None
-        if self.responder is None and settings.reply_mode.has_text and self.service.streams_partials:
-            live = LiveMessage(chat, note.message_id, self.edit_interval)
         transcript = await self._transcript(note, chat, settings, live)
         if not transcript:
             message = text("nothing_heard", lang)
@@ -252,7 +255,8 @@ class VoiceNotesPlugin:
         await self._deliver(chat, settings, note.chat, note.message_id, written, spoken, lang, live)
 
     async def _transcript(self, note: VoiceNote, chat: ChatPort, settings: ChatSettings, live: LiveMessage | None) -> str:
-        options = TranscribeOptions(language=settings.language, hot_words=settings.hot_words)
+        options = TranscribeOptions(language=settings.language, hot_words=settings.hot_words,
+                                    max_seconds=self.settings.max_duration_seconds)
         cache_key = self._cache_key(note, options)
         cached = await self._cached(cache_key)
         if cached is not None:
