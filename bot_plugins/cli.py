@@ -202,6 +202,8 @@ async def doctor(args: argparse.Namespace) -> int:
     speech = settings.speech
     print(f"ASR providers: {' -> '.join(speech.asr_chain) or 'none'}")
     print(f"TTS providers: {' -> '.join(speech.tts_chain) or 'none (voice replies disabled)'}")
+    platforms = [name for name, token in (("Telegram", settings.telegram.token), ("Discord", settings.discord.token)) if token]
+    print(f"chat platforms: {', '.join(platforms) or 'none (voicebridge run needs TELEGRAM_BOT_TOKEN or DISCORD_BOT_TOKEN)'}")
     if args.network:
         configure_logging("CRITICAL", settings.secrets())
         service = SpeechService.from_settings(speech)
@@ -222,6 +224,9 @@ def settings_summary(settings: Settings) -> list[tuple[str, str]]:
         return f"set ({len(value)} characters)" if value else "not set"
 
     return [
+        ("TELEGRAM_BOT_TOKEN", secret(settings.telegram.token)),
+        ("TELEGRAM_WEBHOOK_URL", settings.telegram.webhook_url or "not set (long polling)"),
+        ("DISCORD_BOT_TOKEN", secret(settings.discord.token)),
         ("COZE_API_TOKEN", secret(speech.coze_api_token)),
         ("COZE_API_BASE", speech.coze_api_base),
         ("COZE_WS_BASE", speech.coze_ws_base),
@@ -231,6 +236,8 @@ def settings_summary(settings: Settings) -> list[tuple[str, str]]:
         ("FEISHU_BASE_URL", speech.feishu_base_url),
         ("VOICEBRIDGE_LANGUAGE", speech.language),
         ("VOICEBRIDGE_LOG_LEVEL", settings.log_level or "not set (INFO for the bot, WARNING for tools)"),
+        ("VOICEBRIDGE_DB", str(settings.plugin.db_path)),
+        ("VOICEBRIDGE_METRICS_PORT", str(settings.metrics_port) if settings.metrics_port else "not set"),
     ]
 
 

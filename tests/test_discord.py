@@ -279,3 +279,21 @@ async def test_a_host_bot_adds_voice_notes_with_one_line(world: World, tmp_path:
     await connection
     assert reply.json["content"] == "tone 440 hz 2.0 s"
     assert world.discord.command_writes == 1
+
+
+async def test_voice_replies_over_the_upload_limit_are_not_attempted() -> None:
+    from adapters.discord import ChannelChat
+    from bot_plugins.voice_notes.model import VoiceNotAllowed, VoiceReply
+
+    class TinyGuild:
+        filesize_limit = 1000
+
+    class Channel:
+        id = 1
+        guild = TinyGuild()
+
+    chat = ChannelChat(bot=None, channel=Channel())  # type: ignore[arg-type]
+    voice = VoiceReply(data=b"\0" * 1001, seconds=1.0, waveform=b"\x80")
+    for send in (chat.send_voice, chat.send_audio):
+        with pytest.raises(VoiceNotAllowed, match="upload limit"):
+            await send(voice, None)  # refused before any request: the ladder goes on to text
