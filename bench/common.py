@@ -136,13 +136,12 @@ class Summary:
 
     median: float
     p90: float
-    runs: int
 
     @classmethod
     def of(cls, samples: Sequence[float]) -> Summary:
         if len(samples) < 2:
             raise ValueError("a summary needs at least two samples")
-        return cls(statistics.median(samples), statistics.quantiles(samples, n=10, method="inclusive")[-1], len(samples))
+        return cls(statistics.median(samples), statistics.quantiles(samples, n=10, method="inclusive")[-1])
 
 
 def ms(seconds: float) -> str:

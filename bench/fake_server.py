@@ -3,7 +3,7 @@
 Prints one JSON line ``{"base_url", "ws_base_url", "pid"}`` once listening, then answers line
 commands on stdin, one JSON line each:
 
-* ``stats``: what the fake saw since the last reset (requests, streams or sessions, transcripts);
+* ``stats``: what the fake saw since the last reset (Feishu requests and streams, Coze sessions and audio);
 * ``reset``: forget recorded requests, so memory and counters start afresh;
 * end of input (or ``quit``): stop.
 
@@ -30,7 +30,6 @@ def coze_stats(fake: FakeCoze) -> dict[str, Any]:
     return {
         "sessions": len(sessions),
         "audio_bytes": sum(session.audio_bytes for session in sessions),
-        "transcripts": [text for session in sessions for text in session.transcripts],
     }
 
 

@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 from bot_plugins.speech.audio import AudioConverter
 from bot_plugins.speech.coze_common import CozeEvent, parse_event
 from bot_plugins.speech.errors import AudioError
-from bot_plugins.speech.feishu_asr import _Hypothesis
+from bot_plugins.speech.feishu_asr import StreamText, TextMode
 from bot_plugins.speech.models import AudioClip
 from bot_plugins.speech.retry import Retrier
 from tests.audio_tools import analyse, decode, make_silence, make_tone
@@ -158,12 +158,14 @@ def test_any_downlink_frame_parses_to_an_event_or_nothing(frame: str | bytes) ->
 
 
 @settings(max_examples=300, deadline=None)
-@given(answers=st.lists(st.text(max_size=30), max_size=12))
-def test_feishu_text_updates_never_lose_the_latest_words(answers: list[str]) -> None:
-    hypothesis = _Hypothesis()
+@given(answers=st.lists(st.text(max_size=30), max_size=12), mode=st.sampled_from(list(TextMode)))
+def test_feishu_text_updates_always_show_the_latest_words(answers: list[str], mode: TextMode) -> None:
+    text = StreamText(mode)
     for answer in answers:
-        shown = hypothesis.update(answer)
+        shown = text.partial(answer)
         assert "".join(answer.split()) in "".join(shown.split())
+    final = text.final(answers[-1] if answers else "")
+    assert "".join(text.text.split()) in "".join(final.split()) or mode is TextMode.CUMULATIVE
 
 
 _VALID_OGG = make_tone("ogg", 440.0, 0.5)

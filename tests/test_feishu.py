@@ -14,7 +14,7 @@ from lark_oapi.api.speech_to_text.v1 import StreamRecognizeSpeechRequestBody
 
 from bot_plugins.speech.audio import split_at_pauses
 from bot_plugins.speech.errors import ErrorKind, SpeechError
-from bot_plugins.speech.feishu_asr import FeishuStreamSettings, FeishuStreamTranscriber, join_texts
+from bot_plugins.speech.feishu_asr import FeishuStreamSettings, FeishuStreamTranscriber, StreamText, TextMode, join_texts
 from bot_plugins.speech.feishu_auth import FeishuClient
 from bot_plugins.speech.models import AudioClip, TranscribeOptions
 from bot_plugins.speech.retry import Retrier, RetryPolicy
@@ -238,7 +238,7 @@ async def test_cancelling_aborts_the_stream_with_action_3(fake: FakeFeishu, fast
 async def test_scripted_chinese_text_in_cumulative_and_delta_modes(text_mode: str, fast_retrier: Retrier) -> None:
     script = "今天 天气 不错 我们 去 公园"
     async with FakeFeishu(script=script, seconds_per_word=0.3, text_mode=text_mode) as fake:  # type: ignore[arg-type]
-        service = make_service(fake, fast_retrier)
+        service = make_service(fake, fast_retrier, FeishuStreamSettings(text_mode=TextMode(text_mode)))
         results = [transcript async for transcript in service.stream(AudioClip(data=make_tone("wav", 440.0, 2.0)))]
         await service.aclose()
     assert results[-1].text == script
@@ -275,6 +275,22 @@ async def test_segments_are_cut_inside_pauses() -> None:
     for offset in offsets[:-1]:
         into_burst = (offset / 32000) % 1.6
         assert into_burst >= 1.2, f"cut at {offset / 32000:.2f}s is inside a tone"
+
+
+def test_cumulative_answers_that_revise_earlier_words_replace_the_text() -> None:
+    # A recogniser revising its first word must not leave the old guess glued in front.
+    text = StreamText(TextMode.CUMULATIVE)
+    assert [text.partial(answer) for answer in ("是", "时间", "", "时间不错")] == ["是", "时间", "时间", "时间不错"]
+    assert text.final("时间不错。") == "时间不错。"
+    assert StreamText(TextMode.CUMULATIVE).final("") == ""
+
+
+def test_delta_answers_accumulate_and_the_final_answer_may_be_whole_or_a_delta() -> None:
+    whole, last_words = StreamText(TextMode.DELTA), StreamText(TextMode.DELTA)
+    for text in (whole, last_words):
+        assert [text.partial(answer) for answer in ("今天", "天气", "不错")] == ["今天", "今天天气", "今天天气不错"]
+    assert whole.final("今天 天气 不错 我们") == "今天 天气 不错 我们"
+    assert last_words.final("我们") == "今天天气不错我们"
 
 
 def test_joining_segment_texts() -> None:

@@ -54,6 +54,15 @@ def number(values: Mapping[str, str], variable: str, default: T, low: float, hig
     return value
 
 
+def _choice(values: Mapping[str, str], variable: str, choices: tuple[str, ...], problems: list[str]) -> str:
+    """One of ``choices``; the first when unset."""
+    chosen = (values.get(variable) or choices[0]).strip().lower()
+    if chosen not in choices:
+        problems.append(problem(variable, f"must be one of {', '.join(choices)}", chosen))
+        return choices[0]
+    return chosen
+
+
 def _provider_chain(values: Mapping[str, str], variable: str, allowed: tuple[str, ...], problems: list[str]) -> tuple[str, ...]:
     """A comma-separated list: the first is used, the rest are fallbacks in order."""
     names = tuple(dict.fromkeys(name.strip().lower() for name in (values.get(variable) or "").split(",") if name.strip()))
@@ -78,6 +87,7 @@ class SpeechSettings:
     feishu_chunk_ms: int = 200
     feishu_max_streams: int = 20
     provider_timeout: float = 60.0  # seconds a provider may stay silent before the call times out
+    feishu_text_mode: str = "cumulative"
 
     @classmethod
     def from_values(cls, values: Mapping[str, str], problems: list[str]) -> SpeechSettings:
@@ -118,6 +128,7 @@ class SpeechSettings:
             feishu_chunk_ms=int(number(values, "FEISHU_CHUNK_MS", 200, 20, 1000, problems)),
             feishu_max_streams=int(number(values, "FEISHU_MAX_STREAMS", 20, 1, 1000, problems)),
             provider_timeout=number(values, "VOICEBRIDGE_PROVIDER_TIMEOUT", 60.0, 0.1, 3600, problems),
+            feishu_text_mode=_choice(values, "FEISHU_TEXT_MODE", ("cumulative", "delta"), problems),
         )
 
     def secrets(self) -> list[str]:

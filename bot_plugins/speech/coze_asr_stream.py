@@ -10,7 +10,6 @@ partials arrive during upload.
 from __future__ import annotations
 
 import asyncio
-import base64
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -81,7 +80,7 @@ class CozeStreamTranscriber:
         await socket.send("transcriptions.update", update)
         sent = 0
         async for chunk in audio.chunks:
-            await socket.send("input_audio_buffer.append", {"delta": base64.b64encode(chunk).decode("ascii")})
+            await socket.send_audio("input_audio_buffer.append", chunk)
             sent += len(chunk)
         await socket.send("input_audio_buffer.complete")
         return sent / (audio.sample_rate * audio.channels * audio.bit_depth // 8)

@@ -6,9 +6,9 @@ Wire facts (envelopes, codes, logid placement) follow ../shared/spec/coze.md.
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import logging
-import uuid
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -227,14 +227,25 @@ class CozeSocket:
         self.provider = provider
         self.logid = logid
 
-    async def send(self, event_type: str, data: Mapping[str, Any] | None = None, timeout: float = 30.0) -> None:
-        event: dict[str, Any] = {"id": str(uuid.uuid4()), "event_type": event_type}
+    async def send(self, event_type: str, data: Mapping[str, Any] | None = None) -> None:
+        # No client id: the server does not need one (spec §3), cozepy and recorded sessions
+        # send none. No per-send timeout either: a peer that stops reading is caught by the
+        # connection's keepalive pings, which close it.
+        event: dict[str, Any] = {"event_type": event_type}
         if data is not None:
             event["data"] = data
+        await self._send_text(json.dumps(event, ensure_ascii=False))
+
+    async def send_audio(self, event_type: str, audio: bytes) -> None:
+        """``{"event_type": …, "data": {"delta": <base64>}}``, built without a JSON encoder:
+        the hot path of a long upload, and base64 needs no escaping."""
+        delta = base64.b64encode(audio).decode("ascii")
+        await self._send_text(f'{{"event_type":"{event_type}","data":{{"delta":"{delta}"}}}}')
+
+    async def _send_text(self, frame: str) -> None:
         try:
-            async with asyncio.timeout(timeout):
-                await self.connection.send(json.dumps(event, ensure_ascii=False))
-        except (websockets.ConnectionClosed, OSError, TimeoutError) as error:
+            await self.connection.send(frame)
+        except (websockets.ConnectionClosed, OSError) as error:
             raise self._dropped(error) from error
 
     async def receive(self, timeout: float | None) -> CozeEvent:
@@ -269,8 +280,6 @@ class CozeSocket:
             return dropped
 
     def _dropped(self, error: Exception) -> SpeechError:
-        if isinstance(error, TimeoutError):
-            return SpeechError(ErrorKind.TIMEOUT, "sending to Coze stalled", provider=self.provider, logid=self.logid)
         return SpeechError(ErrorKind.CONNECTIVITY, f"Coze connection dropped: {error}", provider=self.provider, logid=self.logid)
 
 
@@ -295,6 +304,8 @@ async def open_coze_socket(endpoint: CozeEndpoint, path: str, provider: str) -> 
             additional_headers=endpoint.auth_headers,
             open_timeout=endpoint.connect_timeout,
             close_timeout=2,
+            ping_interval=20,  # keepalive: a dead or stalled peer closes the connection within ~40 s
+            ping_timeout=20,
             max_size=8 * 1024 * 1024,
         )
     except websockets.InvalidStatus as error:

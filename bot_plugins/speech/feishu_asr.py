@@ -16,6 +16,7 @@ import secrets
 import time
 from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass
+from enum import StrEnum
 
 from .audio import SAMPLE_WIDTH, split_at_pauses
 from .errors import ErrorKind, SpeechError
@@ -31,12 +32,20 @@ SAMPLE_RATE = 16000  # engine 16k_auto: 16 kHz mono s16le
 ACTION_FIRST, ACTION_MIDDLE, ACTION_LAST, ACTION_ABORT = 1, 0, 2, 3
 
 
+class TextMode(StrEnum):
+    """How a server reports ``recognition_text``; the docs do not say (spec §3.4)."""
+
+    CUMULATIVE = "cumulative"  # each answer is the whole text so far: the documented client advice
+    DELTA = "delta"  # each answer holds only the words its chunk added
+
+
 @dataclass(frozen=True)
 class FeishuStreamSettings:
     chunk_ms: int = 200  # the documented advice is 100–200 ms per chunk
     max_streams: int = 20  # the tenant-wide limit of open streams
     segment_seconds: float = 30.0  # long notes are cut into segments of about this length…
     parallel_segments: int = 4  # …of which one note runs at most this many at once
+    text_mode: TextMode = TextMode.CUMULATIVE
 
 
 class FeishuStreamTranscriber:
@@ -133,7 +142,7 @@ class FeishuStreamTranscriber:
         if len(chunks) == 1:
             chunks.append(b"")  # a stream needs a first and a last packet
         stream_id = secrets.token_hex(8)  # 16 characters of [0-9a-f]
-        hypothesis = _Hypothesis()
+        stream_text = StreamText(self.settings.text_mode)
         answered = 0
         unanswered = False  # a request whose fate is unknown (cancelled or timed out)
         completed = False
@@ -151,8 +160,8 @@ class FeishuStreamTranscriber:
                     answered += 1
                     if action == ACTION_LAST:
                         completed = True
-                        return hypothesis.update(text)
-                    on_text(hypothesis.update(text))
+                        return stream_text.final(text)
+                    on_text(stream_text.partial(text))
             finally:
                 if not completed and (answered or unanswered):
                     self._abort_later(stream_id, (answered + 1, answered) if unanswered else (answered,))
@@ -241,37 +250,31 @@ def _first_error(group: BaseExceptionGroup) -> BaseException:
     return _first_error(first) if isinstance(first, BaseExceptionGroup) else first
 
 
-class _Hypothesis:
-    """The text of one stream, whichever way the server reports it.
+class StreamText:
+    """The text of one stream, read the way the configured :class:`TextMode` says."""
 
-    The docs do not say whether ``recognition_text`` is the whole text so far or only this
-    chunk's words. An answer that continues or revises the text so far replaces it (the usual,
-    cumulative case, including the final action-2 answer); an unrelated answer is a delta and is
-    appended.
-    """
-
-    def __init__(self) -> None:
+    def __init__(self, mode: TextMode) -> None:
+        self.mode = mode
         self.text = ""
 
-    def update(self, answer: str) -> str:
+    def partial(self, answer: str) -> str:
         answer = answer.strip()
         if answer:
-            self.text = answer if _continues(answer, self.text) else join_texts([self.text, answer])
+            self.text = answer if self.mode is TextMode.CUMULATIVE else join_texts([self.text, answer])
         return self.text
 
+    def final(self, answer: str) -> str:
+        """The action-2 answer: the whole text, unless (delta mode) it brings only the last words."""
+        answer = answer.strip()
+        if not answer:
+            return self.text
+        if self.mode is TextMode.CUMULATIVE or _squashed(self.text) in _squashed(answer):
+            return answer
+        return join_texts([self.text, answer])
 
-def _continues(answer: str, earlier: str) -> bool:
-    """Whether ``answer`` is a longer or revised version of ``earlier`` (shares most of its start,
-    spacing aside: CJK text may come back with or without spaces between words)."""
-    answer, earlier = "".join(answer.split()), "".join(earlier.split())
-    if not earlier:
-        return True
-    shared = 0
-    for a, b in zip(answer, earlier):
-        if a != b:
-            break
-        shared += 1
-    return shared >= max(1, len(earlier) // 2)
+
+def _squashed(text: str) -> str:
+    return "".join(text.split())  # CJK text may come back with or without spaces between words
 
 
 def join_texts(parts: Iterable[str]) -> str:

@@ -21,7 +21,7 @@ from .coze_common import CozeEndpoint
 from .coze_tts import CozeSpeechSynthesizer
 from .coze_tts_stream import CozeStreamSynthesizer
 from .errors import AudioError, AudioProblem, ErrorKind, SpeechError
-from .feishu_asr import FeishuStreamSettings, FeishuStreamTranscriber
+from .feishu_asr import FeishuStreamSettings, FeishuStreamTranscriber, TextMode
 from .feishu_auth import FeishuClient
 from .models import (
     AudioClip,
@@ -93,7 +93,8 @@ class SpeechService:
         if settings.feishu_app_id and settings.feishu_app_secret:
             client = FeishuClient(settings.feishu_app_id, settings.feishu_app_secret, settings.feishu_base_url,
                                   timeout=timeout, max_connections=settings.feishu_max_streams + 2)
-            stream_settings = FeishuStreamSettings(chunk_ms=settings.feishu_chunk_ms, max_streams=settings.feishu_max_streams)
+            stream_settings = FeishuStreamSettings(chunk_ms=settings.feishu_chunk_ms, max_streams=settings.feishu_max_streams,
+                                                   text_mode=TextMode(settings.feishu_text_mode))
             transcribers.append(FeishuStreamTranscriber(client, stream_settings, retrier))
         return cls(
             transcribers=transcribers,
