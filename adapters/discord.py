@@ -17,8 +17,8 @@ import hashlib
 import io
 import json
 import logging
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from typing import Any, Literal
 
 import discord
@@ -132,8 +132,18 @@ def _manages_server(permissions: discord.Permissions) -> bool:
     return permissions.manage_guild or permissions.administrator
 
 
-def _refused(error: discord.HTTPException) -> bool:
-    return error.status == 413 or (error.status == 403 and error.code in _PERMISSION_CODES)
+@contextmanager
+def _refusals(voice: VoiceReply, upload_limit: int) -> Iterator[None]:
+    """An upload Discord will not take here (too large, no permission, not in this channel)
+    becomes :class:`VoiceNotAllowed`, so the plugin moves on to the next way of answering."""
+    if len(voice.data) > upload_limit:
+        raise VoiceNotAllowed("larger than this channel's upload limit")
+    try:
+        yield
+    except discord.HTTPException as error:
+        if error.status == 413 or (error.status == 403 and error.code in _PERMISSION_CODES):
+            raise VoiceNotAllowed(f"{error.status} {error.code}: {error.text}") from error
+        raise
 
 
 class ChannelChat:
@@ -171,34 +181,21 @@ class ChannelChat:
         await self.channel.get_partial_message(int(message_id)).edit(content=text, allowed_mentions=NO_PINGS)  # type: ignore[attr-defined]
 
     async def send_voice(self, voice: VoiceReply, reply_to: str | None) -> str:
-        if len(voice.data) > self.upload_limit:
-            raise VoiceNotAllowed("larger than this channel's upload limit")
         reference = self._reference(reply_to)
         params = discord.http.handle_message_parameters(
             file=VoiceMessageFile(voice), flags=discord.MessageFlags(voice=True),
             message_reference=reference.to_message_reference_dict() if reference else discord.utils.MISSING,  # type: ignore[arg-type]
             allowed_mentions=NO_PINGS, mention_author=False)
-        with params:
+        with params, _refusals(voice, self.upload_limit):
             params.multipart[1]["content_type"] = "audio/ogg"  # discord.py would say application/octet-stream
-            try:
-                data = await self.bot.http.send_message(self.channel.id, params=params)  # type: ignore[attr-defined]
-            except discord.HTTPException as error:
-                if _refused(error):
-                    raise VoiceNotAllowed(f"{error.status} {error.code}: {error.text}") from error
-                raise
+            data = await self.bot.http.send_message(self.channel.id, params=params)  # type: ignore[attr-defined]
         return str(data["id"])
 
     async def send_audio(self, voice: VoiceReply, reply_to: str | None) -> str:
-        if len(voice.data) > self.upload_limit:
-            raise VoiceNotAllowed("larger than this channel's upload limit")
-        try:
+        with _refusals(voice, self.upload_limit):
             message = await self.channel.send(file=discord.File(io.BytesIO(voice.data), filename="reply.ogg"),
                                               reference=self._reference(reply_to),  # type: ignore[arg-type]
                                               allowed_mentions=NO_PINGS, mention_author=False)
-        except discord.HTTPException as error:
-            if _refused(error):
-                raise VoiceNotAllowed(f"{error.status} {error.code}: {error.text}") from error
-            raise
         return str(message.id)
 
     @asynccontextmanager
@@ -243,15 +240,9 @@ class InteractionChat:
         raise VoiceNotAllowed("interaction responses carry voice as an audio file")
 
     async def send_audio(self, voice: VoiceReply, reply_to: str | None) -> str:
-        if len(voice.data) > self.interaction.filesize_limit:
-            raise VoiceNotAllowed("larger than this channel's upload limit")
-        try:
+        with _refusals(voice, self.interaction.filesize_limit):
             message = await self.interaction.followup.send(file=discord.File(io.BytesIO(voice.data), filename="reply.ogg"),
                                                            allowed_mentions=NO_PINGS, wait=True)
-        except discord.HTTPException as error:
-            if _refused(error):
-                raise VoiceNotAllowed(f"{error.status} {error.code}: {error.text}") from error
-            raise
         return str(message.id)
 
     @asynccontextmanager

@@ -248,24 +248,22 @@ class TelegramChat:
                 raise
 
     async def send_voice(self, voice: VoiceReply, reply_to: str | None) -> str:
-        try:
-            message = await self._call(lambda: self.bot.send_voice(
-                self.chat_id, voice.data, duration=max(1, round(voice.seconds)), filename="voice.ogg",
-                reply_parameters=self._reply(reply_to), message_thread_id=self.thread_id))
-        except BadRequest as error:
-            lowered = error.message.lower()
-            if "voice_messages_forbidden" in lowered or "rights to send voice" in lowered:
-                raise VoiceNotAllowed(error.message) from error
-            raise
-        return str(message.message_id)
+        # A Premium user's privacy setting, or a group that forbids voice notes.
+        return await self._send_file(self.bot.send_voice, voice, "voice.ogg", reply_to,
+                                     ("voice_messages_forbidden", "rights to send voice"))
 
     async def send_audio(self, voice: VoiceReply, reply_to: str | None) -> str:
+        return await self._send_file(self.bot.send_audio, voice, "reply.ogg", reply_to, ("rights to send",))
+
+    async def _send_file(self, send: Callable[..., Awaitable[Message]], voice: VoiceReply, filename: str,
+                         reply_to: str | None, refusals: tuple[str, ...]) -> str:
         try:
-            message = await self._call(lambda: self.bot.send_audio(
-                self.chat_id, voice.data, duration=max(1, round(voice.seconds)), filename="reply.ogg",
+            message = await self._call(lambda: send(
+                self.chat_id, voice.data, duration=max(1, round(voice.seconds)), filename=filename,
                 reply_parameters=self._reply(reply_to), message_thread_id=self.thread_id))
         except BadRequest as error:
-            if "rights to send" in error.message.lower():
+            # PTB strips "Bad Request: " and capitalises the rest: match case-insensitively.
+            if any(refusal in error.message.lower() for refusal in refusals):
                 raise VoiceNotAllowed(error.message) from error
             raise
         return str(message.message_id)
