@@ -44,6 +44,7 @@ from bot_plugins.voice_notes.store import StoreError
 log = logging.getLogger(__name__)
 
 PLATFORM = "discord"
+AnyBot = commands.Bot | commands.AutoShardedBot
 DEFAULT_API_BASE = "https://discord.com/api/v10"
 NO_PINGS = discord.AllowedMentions.none()  # a transcript may say "@everyone"
 AUDIO_EXTENSIONS = ("ogg", "oga", "opus", "mp3", "m4a", "wav", "flac", "aac", "amr", "webm", "mp4")
@@ -108,7 +109,7 @@ def _cache_key(attachment: discord.Attachment) -> str:
     """A voice message's size, duration and waveform fingerprint its audio, so a re-post of the
     same recording (new attachment id) hits the cache; other files are keyed by attachment."""
     if attachment.waveform:
-        fingerprint = f"{attachment.size}:{attachment.duration}:{attachment.waveform}"
+        fingerprint = f"{attachment.size}:{attachment.duration}:{attachment.waveform.hex()}"
         return "voice:" + hashlib.sha256(fingerprint.encode()).hexdigest()
     return f"attachment:{attachment.id}"
 
@@ -152,7 +153,7 @@ class ChannelChat:
     max_text_length = 2000
     needs_waveform = True
 
-    def __init__(self, bot: commands.Bot, channel: discord.abc.Messageable) -> None:
+    def __init__(self, bot: AnyBot, channel: discord.abc.Messageable) -> None:
         self.bot = bot
         self.channel = channel
 
@@ -187,6 +188,7 @@ class ChannelChat:
             message_reference=reference.to_message_reference_dict() if reference else discord.utils.MISSING,  # type: ignore[arg-type]
             allowed_mentions=NO_PINGS, mention_author=False)
         with params, _refusals(voice, self.upload_limit):
+            assert params.multipart is not None  # a message with a file is multipart
             params.multipart[1]["content_type"] = "audio/ogg"  # discord.py would say application/octet-stream
             data = await self.bot.http.send_message(self.channel.id, params=params)  # type: ignore[attr-defined]
         return str(data["id"])
@@ -271,7 +273,7 @@ def _described(name: str) -> app_commands.locale_str:
 class VoiceNotesCog(commands.Cog, name="VoiceNotes"):
     """Voice messages and audio attachments in DMs and channels, plus the plugin's app commands."""
 
-    def __init__(self, bot: commands.Bot, plugin: VoiceNotesPlugin, *, owns_plugin: bool = False) -> None:
+    def __init__(self, bot: AnyBot, plugin: VoiceNotesPlugin, *, owns_plugin: bool = False) -> None:
         self.bot = bot
         self.plugin = plugin
         self.owns_plugin = owns_plugin
@@ -384,7 +386,7 @@ class VoiceNotesCog(commands.Cog, name="VoiceNotes"):
         await self._run(interaction, "forget")
 
 
-async def sync_commands_if_changed(bot: commands.Bot, plugin: VoiceNotesPlugin) -> bool:
+async def sync_commands_if_changed(bot: AnyBot, plugin: VoiceNotesPlugin) -> bool:
     """Register the app commands when they differ from the last registration (remembered in the
     store), so restarts do not use up Discord's daily command-creation quota."""
     tree = bot.tree

@@ -208,9 +208,9 @@ async def doctor(args: argparse.Namespace) -> int:
         configure_logging("CRITICAL", settings.secrets())
         service = SpeechService.from_settings(speech)
         try:
-            for probe, error in (await service.check()).items():
-                print(f"network: {probe}: " + ("ok" if error is None else f"FAILED — {describe_speech_error(error)}"))
-                healthy = healthy and error is None
+            for probe, failure in (await service.check()).items():
+                print(f"network: {probe}: " + ("ok" if failure is None else f"FAILED — {describe_speech_error(failure)}"))
+                healthy = healthy and failure is None
         finally:
             await service.aclose()
     return 0 if healthy else EXIT_FAILURE

@@ -25,7 +25,7 @@ LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 def parse_dotenv(text: str) -> dict[str, str]:
     """``KEY=value`` lines; ``export`` prefixes, comments, and single/double quotes are understood."""
     values: dict[str, str] = {}
-    for number, raw in enumerate(text.splitlines(), start=1):
+    for line_number, raw in enumerate(text.splitlines(), start=1):
         line = raw.strip()
         if not line or line.startswith("#"):
             continue
@@ -33,7 +33,7 @@ def parse_dotenv(text: str) -> dict[str, str]:
         key, separator, value = line.partition("=")
         key = key.strip()
         if not separator or not key.isidentifier():
-            raise ConfigError(f".env line {number}: expected KEY=value, got {raw.strip()[:40]!r}")
+            raise ConfigError(f".env line {line_number}: expected KEY=value, got {raw.strip()[:40]!r}")
         value = value.strip()
         if len(value) >= 2 and value[0] == value[-1] and value[0] in "\"'":
             value = value[1:-1]

@@ -111,7 +111,7 @@ async def test_video_without_sound_is_undecodable(converter: AudioConverter) -> 
     with tempfile.NamedTemporaryFile(suffix=".mp4") as out:
         subprocess.run(["ffmpeg", "-loglevel", "error", "-y", "-f", "lavfi", "-i", "color=c=red:s=32x32:d=1",
                         "-c:v", "mpeg4", out.name], check=True)
-        data = open(out.name, "rb").read()
+        data = out.read()
     with pytest.raises(AudioError) as caught:
         await converter.analyse(AudioClip(data=data))
     assert caught.value.problem is AudioProblem.UNDECODABLE

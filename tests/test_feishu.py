@@ -16,7 +16,7 @@ from bot_plugins.speech.audio import split_at_pauses
 from bot_plugins.speech.errors import ErrorKind, SpeechError
 from bot_plugins.speech.feishu_asr import FeishuStreamSettings, FeishuStreamTranscriber, StreamText, TextMode, join_texts
 from bot_plugins.speech.feishu_auth import FeishuClient
-from bot_plugins.speech.models import AudioClip, TranscribeOptions
+from bot_plugins.speech.models import AudioClip
 from bot_plugins.speech.retry import Retrier, RetryPolicy
 from bot_plugins.speech.service import SpeechService
 from tests.audio_tools import make_tone, tone_pcm

@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import pytest
 
 from adapters.runner import run_bot
 from bot_plugins.config import Settings

@@ -378,7 +378,7 @@ async def test_settings_commands_and_their_persistence(fast_retrier: Retrier, tm
     assert (settings.reply_mode.value, settings.language, settings.voice_id, settings.auto_transcribe, settings.hot_words) == (
         "both", "zh", jay.voice_id, False, ("扣子", "voicebridge"))
     assert chat.texts()[5:8] == ["Use /mode text, /mode voice or /mode both.",
-                                 chat.texts()[6], f"There is no voice with the id nope. Send /voices to see the available voices."]
+                                 chat.texts()[6], "There is no voice with the id nope. Send /voices to see the available voices."]
     assert chat.texts()[6].startswith("Use /language CODE with one of: common, zh, ")
     assert chat.texts()[-1].splitlines()[1:] == ["Reply mode: both", "Language: zh", f"Voice: {jay.voice_id}",
                                                  "Transcribe every voice message in groups: off", "Hot words: 扣子, voicebridge"]

@@ -56,7 +56,7 @@ class CozeStreamSynthesizer:
                 await socket.send("input_text_buffer.append", {"delta": text})
                 await socket.send("input_text_buffer.complete")
             except SpeechError as error:
-                raise (await socket.reason_for_drop(error)) if error.kind is ErrorKind.CONNECTIVITY else error
+                raise (await socket.reason_for_drop(error)) if error.kind is ErrorKind.CONNECTIVITY else error from error
             while True:
                 event = await socket.receive(timeout=self.audio_timeout)
                 event_type, data = event.type, event.data

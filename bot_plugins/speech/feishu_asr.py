@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import functools
 import logging
 import secrets
 import time
@@ -108,7 +109,7 @@ class FeishuStreamTranscriber:
         async def recognise() -> None:
             while (item := await pending.get()) is not None:
                 index, segment = item
-                text = await self._recognise_segment(segment, lambda text: updates.put_nowait(_Text(index, text)))
+                text = await self._recognise_segment(segment, functools.partial(_report, updates, index))
                 updates.put_nowait(_Text(index, text))
 
         try:
@@ -218,6 +219,10 @@ class FeishuStreamTranscriber:
         if self._aborts:
             await asyncio.gather(*self._aborts, return_exceptions=True)
         await self.client.aclose()
+
+
+def _report(updates: asyncio.Queue[_Update], segment: int, text: str) -> None:
+    updates.put_nowait(_Text(segment, text))
 
 
 class _StreamBroken(Exception):

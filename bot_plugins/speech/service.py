@@ -318,7 +318,8 @@ class SpeechService:
         return dict(zip(probes, results))
 
     async def aclose(self) -> None:
-        for provider in (*self.transcribers.values(), *self.synthesizers.values()):
+        providers: list[Transcriber | Synthesizer] = [*self.transcribers.values(), *self.synthesizers.values()]
+        for provider in providers:
             await provider.aclose()
 
 
