@@ -236,23 +236,20 @@ class VoiceNotesPlugin:
 
     async def _transcribe_and_reply(self, note: VoiceNote, chat: ChatPort, settings: ChatSettings,
                                     live: LiveMessage | None) -> None:
-        lang = note.sender.language
-        group = note.chat.kind is ChatKind.GROUP
         transcript = await self._transcript(note, chat, settings, live)
         if not transcript:
-            message = text("nothing_heard", lang)
+            message = text("nothing_heard", note.sender.language)
             await (live.finish(message) if live else send_text(chat, message, note.message_id))
             return
         if self.responder is None:
-            spoken = transcript
-            written = text("speaker", lang, name=note.speaker, text=transcript) if group and note.speaker else transcript
+            spoken, written = transcript, self._attributed(note, transcript)
         else:
             context = ResponderContext(chat=note.chat, sender=note.sender, message_id=note.message_id, language=settings.language)
             answer = await self.responder(transcript, context)
             if not answer or not answer.strip():
                 return  # the host chose not to answer
             spoken = written = answer.strip()
-        await self._deliver(chat, settings, note.chat, note.message_id, written, spoken, lang, live)
+        await self._deliver(chat, settings, note.chat, note.message_id, written, spoken, live)
 
     async def _transcript(self, note: VoiceNote, chat: ChatPort, settings: ChatSettings, live: LiveMessage | None) -> str:
         options = TranscribeOptions(language=settings.language, hot_words=settings.hot_words,
@@ -332,17 +329,14 @@ class VoiceNotesPlugin:
         return cached.text if cached else None
 
     async def _deliver(self, chat: ChatPort, settings: ChatSettings, where: ChatRef, reply_to: str, written: str, spoken: str,
-                       lang: str | None, live: LiveMessage | None) -> None:
+                       live: LiveMessage | None) -> None:
         """Text and/or voice per the reply mode; a voice reply that fails falls back to the text."""
-        text_sent = False
         if settings.reply_mode.has_text:
             await (live.finish(written) if live else send_text(chat, written, reply_to))
-            text_sent = True
         if settings.reply_mode.has_voice:
             voice = await self._voice_reply(chat, settings, where, spoken)
-            if voice is not None and await send_voice(chat, voice, reply_to):
-                return
-            if not text_sent:
+            sent = voice is not None and await send_voice(chat, voice, reply_to)
+            if not sent and not settings.reply_mode.has_text:
                 await send_text(chat, written, reply_to)
 
     async def _voice_reply(self, chat: ChatPort, settings: ChatSettings, where: ChatRef, spoken: str) -> VoiceReply | None:
