@@ -17,11 +17,13 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import warnings
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import TracebackType
 from typing import Any, Literal, TypeVar
 
 # cozepy (imported by the Coze fake and by the cozepy baseline) imports a deprecated authlib
@@ -58,22 +60,39 @@ CHUNK_BYTES = int(PCM_RATE * CHUNK_SECONDS) * SAMPLE_WIDTH
 _BURSTS = "0.5*sin(2*PI*(300+150*mod(floor(t/1.6),3))*t)*lt(mod(t,1.6),1.2)"
 _VOICE_NOTE_RATE = 48000
 _PERIOD_SAMPLES = int(4.8 * _VOICE_NOTE_RATE)
-# Telegram-style voice note: mono 48 kHz Opus at 32 kbps in Ogg (the project's own encoder args).
-_VOICE_NOTE_ARGS = ["-c:a", "libopus", "-b:a", "32k", "-application", "voip", "-ar", str(_VOICE_NOTE_RATE),
-                    "-ac", "1", "-f", "ogg"]
+def _voice_note_args(kbps: int) -> list[str]:
+    """Telegram-style voice note: mono 48 kHz Opus in Ogg (the project's own encoder args, 32 kbps)."""
+    return ["-c:a", "libopus", "-b:a", f"{kbps}k", "-application", "voip", "-ar", str(_VOICE_NOTE_RATE), "-ac", "1", "-f", "ogg"]
 
 
-def voice_note(seconds: int) -> Path:
-    """A speech-like OGG/Opus voice note of ``seconds`` on disk, generated once and cached."""
-    path = AUDIO_CACHE / f"speechlike-{seconds}s.ogg"
+def voice_note(seconds: int, kbps: int = 32) -> Path:
+    """A speech-like OGG/Opus voice note of ``seconds`` at ``kbps`` on disk, generated once and cached."""
+    path = AUDIO_CACHE / (f"speechlike-{seconds}s.ogg" if kbps == 32 else f"speechlike-{seconds}s-{kbps}k.ogg")
     if not path.exists():
         AUDIO_CACHE.mkdir(parents=True, exist_ok=True)
         partial = path.with_suffix(".part")
         source = f"aevalsrc='{_BURSTS}':s={_VOICE_NOTE_RATE}:d=4.8,aloop=loop=-1:size={_PERIOD_SAMPLES}"
         subprocess.run([FFMPEG, "-nostdin", "-hide_banner", "-loglevel", "error", "-y", "-f", "lavfi", "-i", source,
-                        "-t", str(seconds), *_VOICE_NOTE_ARGS, str(partial)], check=True)
+                        "-t", str(seconds), *_voice_note_args(kbps), str(partial)], check=True)
         partial.rename(path)  # never leave a half-written file under the cached name
     return path
+
+
+def voice_note_copies(seconds: int, count: int, kbps: int = 32) -> list[Path]:
+    """``count`` copies of :func:`voice_note` with different bytes but the same audio.
+
+    A bot answers a re-sent file from its transcript cache (same bytes, same Telegram
+    ``file_unique_id``); every copy differs in one Ogg comment, so each one is really transcribed.
+    """
+    original = voice_note(seconds, kbps)
+    copies = [original.with_name(f"{original.stem}-copy{index}.ogg") for index in range(count)]
+    for index, copy in enumerate(copies):
+        if not copy.exists():
+            partial = copy.with_suffix(".part")
+            subprocess.run([FFMPEG, "-nostdin", "-hide_banner", "-loglevel", "error", "-y", "-i", str(original),
+                            "-c", "copy", "-metadata", f"comment=copy {index}", "-f", "ogg", str(partial)], check=True)
+            partial.rename(copy)
+    return copies
 
 
 def ffmpeg_pcm_command(source: str, sample_rate: int = PCM_RATE) -> list[str]:
