@@ -6,7 +6,7 @@
 * its ``event_type`` is one cozepy knows for ``/v1/audio/transcriptions`` or ``/v1/audio/speech``
   (or one the spec documents as real but cozepy lacks, listed in ``SPEC_ONLY_DOWNLINK``),
 * cozepy's pydantic model for that type parses it, and
-* its ``data`` matches the field lists of ``/work/shared/spec/coze.md`` §4–§5.
+* its ``data`` matches the field lists of ``../shared/spec/coze.md`` §4–§5.
 
 The last check is what gives the contract teeth: pydantic ignores unknown keys, so cozepy would
 silently accept a misspelt ``asr_config`` key or ``emotion_config`` — fields its models do not have at

@@ -1,6 +1,6 @@
 """A local fake of the Coze speech APIs: REST transcriptions / speech / voices and both audio WebSockets.
 
-Follows the checklist in ``/work/shared/spec/coze.md`` §8. One aiohttp app serves the REST API
+Follows the checklist in ``../shared/spec/coze.md`` §8. One aiohttp app serves the REST API
 (``fake.base_url``) and the WebSockets (``fake.ws_base_url``) on one loopback port::
 
     async with FakeCoze() as fake:

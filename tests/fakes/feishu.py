@@ -1,6 +1,6 @@
 """A local fake of the Feishu / Lark open platform: tenant tokens and speech_to_text v1.
 
-Follows the checklist in ``/work/shared/spec/feishu.md`` §6. Points the spec marks UNCERTAIN are
+Follows the checklist in ``../shared/spec/feishu.md`` §6. Points the spec marks UNCERTAIN are
 switches (constructor keywords, also public attributes that a test may flip at any time), each
 defaulting to the stricter reading so that a client passing here does not rely on a guess.
 
