@@ -1,5 +1,6 @@
 """What the benchmark scripts share: test audio on disk, timing statistics, result tables, the
-machine description, and the fake servers run in a process of their own.
+machine description, process memory and CPU readings, and helper processes (the fake servers,
+the bot under measurement) that speak one JSON line per command.
 
 Run every script from the project root: ``PYTHONPATH=. .venv/bin/python bench/<script>.py``.
 """
@@ -20,7 +21,7 @@ import tempfile
 import threading
 import time
 import warnings
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
@@ -60,6 +61,8 @@ CHUNK_BYTES = int(PCM_RATE * CHUNK_SECONDS) * SAMPLE_WIDTH
 _BURSTS = "0.5*sin(2*PI*(300+150*mod(floor(t/1.6),3))*t)*lt(mod(t,1.6),1.2)"
 _VOICE_NOTE_RATE = 48000
 _PERIOD_SAMPLES = int(4.8 * _VOICE_NOTE_RATE)
+
+
 def _voice_note_args(kbps: int) -> list[str]:
     """Telegram-style voice note: mono 48 kHz Opus in Ogg (the project's own encoder args, 32 kbps)."""
     return ["-c:a", "libopus", "-b:a", f"{kbps}k", "-application", "voip", "-ar", str(_VOICE_NOTE_RATE), "-ac", "1", "-f", "ogg"]
@@ -109,6 +112,12 @@ def pcm_chunks(pcm: bytes, chunk_bytes: int = CHUNK_BYTES) -> list[bytes]:
     return [pcm[start:start + chunk_bytes] for start in range(0, len(pcm), chunk_bytes)]
 
 
+async def replay(chunks: Sequence[bytes]) -> AsyncIterator[bytes]:
+    """Pre-decoded chunks as the async stream a ``PcmStream`` carries (decoding left out)."""
+    for chunk in chunks:
+        yield chunk
+
+
 # ----------------------------------------------------------------------------- services as the plugins build them
 
 
@@ -122,12 +131,17 @@ def coze_stream_service(base_url: str, ws_base_url: str) -> SpeechService:
                          asr_chain=["coze-stream"])
 
 
-def feishu_service(base_url: str, settings: FeishuStreamSettings = FeishuStreamSettings()) -> SpeechService:
-    """A service whose only ASR is Feishu, wired as ``SpeechService.from_settings`` wires it."""
-    retrier = Retrier()
+def feishu_transcriber(base_url: str, settings: FeishuStreamSettings = FeishuStreamSettings(),
+                       retrier: Retrier | None = None) -> FeishuStreamTranscriber:
+    """Feishu streaming ASR wired as ``SpeechService.from_settings`` wires it."""
     client = FeishuClient(DEFAULT_APP_ID, DEFAULT_APP_SECRET, base_url, max_connections=settings.max_streams + 2)
-    return SpeechService(transcribers=[FeishuStreamTranscriber(client, settings, retrier)], asr_chain=["feishu"],
-                         retrier=retrier)
+    return FeishuStreamTranscriber(client, settings, retrier)
+
+
+def feishu_service(base_url: str, settings: FeishuStreamSettings = FeishuStreamSettings()) -> SpeechService:
+    """A service whose only ASR is Feishu."""
+    retrier = Retrier()
+    return SpeechService(transcribers=[feishu_transcriber(base_url, settings, retrier)], asr_chain=["feishu"], retrier=retrier)
 
 
 # ----------------------------------------------------------------------------- statistics and output
@@ -163,6 +177,15 @@ class Summary:
         return cls(statistics.median(samples), statistics.quantiles(samples, n=10, method="inclusive")[-1])
 
 
+def percentile(samples: Sequence[float], fraction: float) -> float:
+    """The ``fraction`` quantile (0.95 for p95), interpolated between the nearest samples."""
+    ordered = sorted(samples)
+    position = fraction * (len(ordered) - 1)
+    below = int(position)
+    above = min(below + 1, len(ordered) - 1)
+    return ordered[below] + (ordered[above] - ordered[below]) * (position - below)
+
+
 def ms(seconds: float) -> str:
     return f"{seconds * 1000:.1f}"
 
@@ -193,68 +216,171 @@ def print_environment() -> None:
           f"python: {platform.python_version()}   {' '.join(ffmpeg_version.split()[:3])}")
 
 
-# ----------------------------------------------------------------------------- fakes in their own process
+# ----------------------------------------------------------------------------- processes: memory and CPU
 
 
-FakeKind = Literal["coze", "feishu"]
+def resident_mb() -> float:
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    raise RuntimeError("no VmRSS in /proc/self/status")
 
 
-class FakeServerProcess:
-    """``bench/fake_server.py`` as a child process, so the fake's CPU work never shares the event
-    loop (or the GIL) of the client being measured.
+class PeakSampler:
+    """The highest resident set of this process, sampled from a thread every 10 ms while the
+    ``with`` block runs; :meth:`reset` starts a new peak from the current size."""
 
-    ``async with FakeServerProcess("feishu", latency=0.02) as fake: ...`` then ``fake.base_url``,
-    ``fake.ws_base_url``, ``await fake.stats()`` and ``await fake.reset()``.
-    """
+    def __init__(self, interval: float = 0.01) -> None:
+        self.interval = interval
+        self.peak = resident_mb()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
 
-    def __init__(self, kind: FakeKind, latency: float = 0.0) -> None:
-        self.kind = kind
-        self.latency = latency
-        self.base_url = ""
-        self.ws_base_url = ""
+    def reset(self) -> None:
+        self.peak = resident_mb()
+
+    def _sample(self) -> None:
+        while not self._stop.wait(self.interval):
+            self.peak = max(self.peak, resident_mb())
+
+    def __enter__(self) -> PeakSampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None, trace: TracebackType | None) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.peak = max(self.peak, resident_mb())
+
+
+@dataclass(frozen=True)
+class CpuTimes:
+    """CPU seconds of one process (user + system) and of the children it has reaped (ffmpeg)."""
+
+    own: float
+    children: float
+
+    @classmethod
+    def of(cls, pid: int) -> CpuTimes:
+        # /proc/<pid>/stat: after the ")" closing the command name, utime, stime, cutime and
+        # cstime are fields 11 to 14 (counting the state field as 0), in clock ticks.
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        ticks = os.sysconf("SC_CLK_TCK")
+        return cls((int(fields[11]) + int(fields[12])) / ticks, (int(fields[13]) + int(fields[14])) / ticks)
+
+    @classmethod
+    def of_self(cls) -> CpuTimes:
+        return cls.of(os.getpid())
+
+    def __sub__(self, earlier: CpuTimes) -> CpuTimes:
+        return CpuTimes(self.own - earlier.own, self.children - earlier.children)
+
+
+# ----------------------------------------------------------------------------- helper processes
+
+
+FakeKind = Literal["coze", "feishu", "telegram"]
+
+
+class LineProcess:
+    """A helper script as a child process speaking one JSON object per line: it prints one line
+    once ready, then answers each command written to its stdin with one line; end of input
+    stops it. ``bench/fake_server.py`` and ``bench/bot_server.py`` speak it."""
+
+    def __init__(self, script: Path, arguments: Sequence[str], *, environment: dict[str, str] | None = None,
+                 stderr: Path | None = None) -> None:
+        self.script = script
+        self.arguments = list(arguments)
+        self.environment = environment or {}
+        self.stderr = stderr  # None: the child's stderr is this process's
+        self.ready: dict[str, Any] = {}
         self._process: asyncio.subprocess.Process | None = None
 
     @property
-    def description(self) -> str:
+    def pid(self) -> int:
         assert self._process is not None
-        latency = f", {self.latency * 1000:.0f} ms simulated latency per request" if self.latency else ""
-        return f"fake {self.kind} server in a separate process (pid {self._process.pid}{latency})"
+        return self._process.pid
 
-    async def __aenter__(self) -> FakeServerProcess:
-        environment = {**os.environ, "PYTHONPATH": str(PROJECT_ROOT)}
-        self._process = await asyncio.create_subprocess_exec(
-            sys.executable, str(FAKE_SERVER_SCRIPT), self.kind, "--latency", str(self.latency),
-            stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, env=environment,
-        )
-        ready = await self._reply()
-        self.base_url, self.ws_base_url = ready["base_url"], ready["ws_base_url"]
+    def cpu(self) -> CpuTimes:
+        return CpuTimes.of(self.pid)
+
+    async def __aenter__(self) -> LineProcess:
+        environment = {**os.environ, **self.environment, "PYTHONPATH": str(PROJECT_ROOT)}
+        stderr = self.stderr.open("ab") if self.stderr is not None else None
+        try:
+            self._process = await asyncio.create_subprocess_exec(
+                sys.executable, str(self.script), *self.arguments,
+                stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, stderr=stderr, env=environment,
+                limit=64 * 1024 * 1024,  # a timeline of hundreds of notes is one long line
+            )
+        finally:
+            if stderr is not None:
+                stderr.close()  # the child holds its own descriptor
+        self.ready = await self._reply()
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:
         assert self._process is not None and self._process.stdin is not None
-        self._process.stdin.close()  # end of input stops the server
+        self._process.stdin.close()  # end of input stops the child
         try:
-            await asyncio.wait_for(self._process.wait(), timeout=10)
+            await asyncio.wait_for(self._process.wait(), timeout=60)
         except TimeoutError:
             self._process.kill()
             await self._process.wait()
 
-    async def stats(self) -> dict[str, Any]:
-        """What the fake saw since the last reset (counters per kind, see fake_server.py)."""
-        return await self._command("stats")
-
-    async def reset(self) -> None:
-        await self._command("reset")
-
-    async def _command(self, command: str) -> dict[str, Any]:
+    async def command(self, name: str, **arguments: Any) -> dict[str, Any]:
+        """Send one command and return its answer; an ``error`` answer raises."""
         assert self._process is not None and self._process.stdin is not None
-        self._process.stdin.write(f"{command}\n".encode())
+        self._process.stdin.write(json.dumps({"command": name, **arguments}).encode() + b"\n")
         await self._process.stdin.drain()
-        return await self._reply()
+        answer = await self._reply()
+        if "error" in answer:
+            raise RuntimeError(f"{self.script.name} {name}: {answer['error']}")
+        return answer
 
     async def _reply(self) -> dict[str, Any]:
         assert self._process is not None and self._process.stdout is not None
         line = await self._process.stdout.readline()
         if not line:
-            raise RuntimeError(f"the fake {self.kind} server exited (status {await self._process.wait()})")
+            raise RuntimeError(f"{self.script.name} exited (status {await self._process.wait()})")
         return json.loads(line)
+
+
+class FakeServerProcess(LineProcess):
+    """``bench/fake_server.py`` as a child process, so the fake's CPU work never shares the event
+    loop (or the GIL) of the client being measured.
+
+    ``async with FakeServerProcess("feishu", latency=0.02) as fake: ...`` then ``fake.base_url``,
+    ``fake.ws_base_url``, ``await fake.stats()`` and ``await fake.reset()``; a Telegram fake also
+    has ``fake.ready["api_base_url"]``, ``["file_base_url"]`` and ``["token"]``.
+    """
+
+    def __init__(self, kind: FakeKind, latency: float = 0.0) -> None:
+        super().__init__(FAKE_SERVER_SCRIPT, [kind, "--latency", str(latency)])
+        self.kind = kind
+        self.latency = latency
+
+    @property
+    def base_url(self) -> str:
+        return str(self.ready["base_url"])
+
+    @property
+    def ws_base_url(self) -> str:
+        return str(self.ready["ws_base_url"])
+
+    @property
+    def description(self) -> str:
+        latency = f", {self.latency * 1000:.0f} ms simulated latency per request" if self.latency else ""
+        return f"fake {self.kind} server in a separate process (pid {self.pid}{latency})"
+
+    async def __aenter__(self) -> FakeServerProcess:
+        await super().__aenter__()
+        return self
+
+    async def stats(self) -> dict[str, Any]:
+        """What the fake saw since the last reset (see fake_server.py)."""
+        return await self.command("stats")
+
+    async def reset(self) -> None:
+        await self.command("reset")

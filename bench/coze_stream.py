@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 
 from bench.common import (  # first: it silences cozepy's import-time warning
     CHUNK_SECONDS,
@@ -34,6 +34,7 @@ from bench.common import (  # first: it silences cozepy's import-time warning
     pcm_chunks,
     print_environment,
     print_table,
+    replay,
     verdict,
     voice_note,
 )
@@ -58,14 +59,9 @@ RESULT_TIMEOUT = 60.0
 OURS, COZEPY, SERVICE = "ours (direct)", "cozepy", "ours (service, incl. decoding)"
 
 
-async def _replay(chunks: Sequence[bytes]) -> AsyncIterator[bytes]:
-    for chunk in chunks:
-        yield chunk
-
-
 async def ours_direct(endpoint: CozeEndpoint, chunks: Sequence[bytes]) -> str:
     transcriber = CozeStreamTranscriber(endpoint)
-    audio = PcmStream(sample_rate=PCM_RATE, chunks=_replay(chunks))
+    audio = PcmStream(sample_rate=PCM_RATE, chunks=replay(chunks))
     return (await transcriber.transcribe(audio, TranscribeOptions(language="common"))).text
 
 

@@ -16,19 +16,19 @@ import argparse
 import asyncio
 import multiprocessing
 import resource
-import threading
 import time
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from types import TracebackType
 
 from bench.common import (
     FakeServerProcess,
+    PeakSampler,
     coze_stream_service,
     feishu_service,
     print_environment,
     print_table,
+    resident_mb,
     verdict,
     voice_note,
 )
@@ -37,43 +37,12 @@ from bot_plugins.speech.service import SpeechService
 
 TARGET_GROWTH_MB = 100.0
 FEISHU_LATENCY_SECONDS = 0.02  # as in feishu_long_notes.py: requests overlap as on a real network
-SAMPLE_INTERVAL_SECONDS = 0.01
 WARM_UP_SECONDS = 60
 PROVIDERS = ("coze-stream", "feishu")
 
 
-def resident_mb() -> float:
-    with open("/proc/self/status") as status:
-        for line in status:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    raise RuntimeError("no VmRSS in /proc/self/status")
-
-
 def max_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # kilobytes on Linux
-
-
-class PeakSampler:
-    """The highest resident set seen while the block runs, sampled from a thread."""
-
-    def __init__(self) -> None:
-        self.peak = resident_mb()
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._sample, daemon=True)
-
-    def _sample(self) -> None:
-        while not self._stop.wait(SAMPLE_INTERVAL_SECONDS):
-            self.peak = max(self.peak, resident_mb())
-
-    def __enter__(self) -> PeakSampler:
-        self._thread.start()
-        return self
-
-    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None, trace: TracebackType | None) -> None:
-        self._stop.set()
-        self._thread.join()
-        self.peak = max(self.peak, resident_mb())
 
 
 @dataclass(frozen=True)

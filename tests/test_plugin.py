@@ -227,7 +227,7 @@ async def test_discord_style_ports_get_a_waveform(harness: Harness) -> None:
 
 async def test_streaming_partials_edit_one_message_at_most_once_per_interval(fast_retrier: Retrier) -> None:
     script = " ".join(f"word{index}" for index in range(24))
-    async with FakeCoze(transcript=script, seconds_per_word=0.25, partial_every_seconds=0.25) as fake:
+    async with FakeCoze(transcript=script, seconds_per_word=0.25, partial_every_seconds=0.25, recognition_speed=4.0) as fake:
         plugin = make_plugin(fake, fast_retrier, VOICEBRIDGE_ASR="coze-stream")
         chat = MemoryChat()
         started = asyncio.get_running_loop().time()
@@ -235,10 +235,31 @@ async def test_streaming_partials_edit_one_message_at_most_once_per_interval(fas
         elapsed = asyncio.get_running_loop().time() - started
         await plugin.aclose()
         await plugin.service.aclose()
-    assert chat.kinds()[0] == "text" and set(chat.kinds()[1:]) <= {"edit"}
+    assert chat.kinds()[0] == "text" and set(chat.kinds()[1:]) == {"edit"}
     assert {item.message_id for item in chat.sent} == {chat.sent[0].message_id}
     assert chat.sent[-1].text == script
     assert len(chat.sent) - 1 <= elapsed / 0.2 + 1  # edits throttled to the interval
+
+
+async def test_a_note_recognised_within_the_interval_gets_one_message_and_no_edit(fast_retrier: Retrier) -> None:
+    async with FakeCoze(transcript="quick note", partial_every_seconds=0.25) as fake:
+        plugin = make_plugin(fake, fast_retrier, VOICEBRIDGE_ASR="coze-stream")
+        plugin.edit_interval = 5.0
+        chat = MemoryChat()
+        await plugin.handle_voice_note(Harness(fake, plugin).note(TONE), chat)
+        await plugin.aclose()
+        await plugin.service.aclose()
+    assert [(item.kind, item.text) for item in chat.sent] == [("text", "quick note")]
+
+
+async def test_typing_shows_while_a_note_waits_for_its_turn(harness: Harness) -> None:
+    chat = MemoryChat()
+    first = asyncio.create_task(harness.plugin.handle_voice_note(harness.note(make_tone("ogg", 300.0, 6.0), key="a"), chat))
+    await asyncio.sleep(0)
+    second = asyncio.create_task(harness.plugin.handle_voice_note(harness.note(TONE, key="b", message_id="8"), chat))
+    await harness.fake.wait_for(lambda: len(chat.activities) == 2, timeout=10)
+    assert not first.done() and not second.done()  # both show typing, the second before its turn
+    await asyncio.gather(first, second)
 
 
 async def test_long_transcripts_are_split_at_word_boundaries(fast_retrier: Retrier) -> None:

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import math
 import time
 from collections.abc import Callable
 
@@ -50,9 +49,11 @@ async def send_voice(chat: ChatPort, voice: VoiceReply, reply_to: str | None) ->
 class LiveMessage:
     """One reply that shows a growing transcript, edited at most once per ``interval``.
 
-    The first partial is sent as a new message; later ones are edits, skipped while the last
-    edit is too recent. :meth:`finish` always ends with the full text (waiting out the interval
-    if needed), spilling text beyond the platform's limit into further messages.
+    Partials start to show only once ``interval`` has passed since the message was set up: a
+    note recognised faster than that gets one message with its full text and no edit to wait
+    for. Then the first partial is sent as a new message and later ones are edits, skipped while
+    the last change is too recent. :meth:`finish` always ends with the full text (waiting out
+    the interval if needed), spilling text beyond the platform's limit into further messages.
     """
 
     def __init__(self, chat: ChatPort, reply_to: str | None, interval: float = 1.0,
@@ -63,7 +64,7 @@ class LiveMessage:
         self.clock = clock
         self.message_id: str | None = None
         self.shown = ""
-        self._last_change = -math.inf
+        self._last_change = clock()  # as if changed now: nothing shows within the first interval
         self._broken = False
 
     @property
@@ -74,7 +75,7 @@ class LiveMessage:
         text = text.strip()
         if not text or text == self.shown or self._broken:
             return
-        if self.started and self.clock() - self._last_change < self.interval:
+        if self.clock() - self._last_change < self.interval:
             return
         await self._put(self._fit(text))
 

@@ -9,7 +9,7 @@ import asyncio
 import hashlib
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import replace
 from typing import Protocol
 
@@ -199,31 +199,36 @@ class VoiceNotesPlugin:
             self.observer.note_failed(platform, "limits")
             await send_text(chat, refusal, note.message_id)
             return
-        live = None
-        if self.responder is None and settings.reply_mode.has_text and self.service.streams_partials:
-            live = LiveMessage(chat, note.message_id, self.edit_interval)
-        async with self._turn(note.chat):
-            try:
-                await self._transcribe_and_reply(note, chat, settings, live)
-                return
-            except DailyLimitReached as reached:
-                reason = "daily_limit"
-                message = text("daily_limit", lang, limit=_minutes(reached.limit_seconds), used=_minutes(reached.used_seconds))
-            except AudioError as error:
-                log.info("unusable audio: %s", error)
-                reason, message = f"audio_{error.problem.value}", error.user_message(lang)
-            except SpeechError as error:
-                log.warning("speech service failed: %s (%s)", error, error.kind)
-                reason, message = error.kind.value, error.user_message(lang)
-            except DownloadFailed as error:
-                log.warning("download failed: %s", error)
-                reason, message = "download", text("download_failed", lang)
-            except Exception:
-                log.exception("voice note failed")
-                reason, message = "unexpected", text("unexpected_error", lang)
-            self.observer.note_failed(platform, reason)
-            # A partial transcript on screen must not pass for the whole: it becomes the error.
-            await (live.finish(message) if live and live.started else send_text(chat, message, note.message_id))
+        # "Typing…" from the moment the note is taken, also while it waits for its turn.
+        async with AsyncExitStack() as typing:
+            await typing.enter_async_context(chat.activity(Activity.TYPING))
+            async with self._turn(note.chat):
+                live = None
+                if self.responder is None and settings.reply_mode.has_text and self.service.streams_partials:
+                    live = LiveMessage(chat, note.message_id, self.edit_interval)
+                try:
+                    await self._transcribe_and_reply(note, chat, settings, live, typing)
+                    return
+                except DailyLimitReached as reached:
+                    reason = "daily_limit"
+                    message = text("daily_limit", lang, limit=_minutes(reached.limit_seconds),
+                                   used=_minutes(reached.used_seconds))
+                except AudioError as error:
+                    log.info("unusable audio: %s", error)
+                    reason, message = f"audio_{error.problem.value}", error.user_message(lang)
+                except SpeechError as error:
+                    log.warning("speech service failed: %s (%s)", error, error.kind)
+                    reason, message = error.kind.value, error.user_message(lang)
+                except DownloadFailed as error:
+                    log.warning("download failed: %s", error)
+                    reason, message = "download", text("download_failed", lang)
+                except Exception:
+                    log.exception("voice note failed")
+                    reason, message = "unexpected", text("unexpected_error", lang)
+                self.observer.note_failed(platform, reason)
+                await typing.aclose()
+                # A partial transcript on screen must not pass for the whole: it becomes the error.
+                await (live.finish(message) if live and live.started else send_text(chat, message, note.message_id))
 
     def _limit_refusal(self, note: VoiceNote, lang: str | None) -> str | None:
         """Checked on what the platform declares, before anything is downloaded."""
@@ -235,8 +240,9 @@ class VoiceNotesPlugin:
         return None
 
     async def _transcribe_and_reply(self, note: VoiceNote, chat: ChatPort, settings: ChatSettings,
-                                    live: LiveMessage | None) -> None:
-        transcript = await self._transcript(note, chat, settings, live)
+                                    live: LiveMessage | None, typing: AsyncExitStack) -> None:
+        transcript = await self._transcript(note, settings, live)
+        await typing.aclose()  # recognised: the answer is on its way
         if not transcript:
             message = text("nothing_heard", note.sender.language)
             await (live.finish(message) if live else send_text(chat, message, note.message_id))
@@ -251,7 +257,7 @@ class VoiceNotesPlugin:
             spoken = written = answer.strip()
         await self._deliver(chat, settings, note.chat, note.message_id, written, spoken, live)
 
-    async def _transcript(self, note: VoiceNote, chat: ChatPort, settings: ChatSettings, live: LiveMessage | None) -> str:
+    async def _transcript(self, note: VoiceNote, settings: ChatSettings, live: LiveMessage | None) -> str:
         options = TranscribeOptions(language=settings.language, hot_words=settings.hot_words,
                                     max_seconds=self.settings.max_duration_seconds)
         cache_key = self._cache_key(note, options)
@@ -266,16 +272,15 @@ class VoiceNotesPlugin:
         # then corrected to the measured duration (or released if nothing was transcribed).
         reserved = await self._reserve_daily_minutes(note)
         try:
-            async with chat.activity(Activity.TYPING):
-                data = await note.fetch()
-                clip = AudioClip(data=data, mime_type=note.mime_type, filename=note.file_name,
-                                 declared_seconds=note.declared_seconds)
-                final = None
-                async for transcript in self.service.stream(clip, options):
-                    if transcript.final:
-                        final = transcript
-                    elif live:
-                        await live.show(self._attributed(note, transcript.text))
+            data = await note.fetch()
+            clip = AudioClip(data=data, mime_type=note.mime_type, filename=note.file_name,
+                             declared_seconds=note.declared_seconds)
+            final = None
+            async for transcript in self.service.stream(clip, options):
+                if transcript.final:
+                    final = transcript
+                elif live:
+                    await live.show(self._attributed(note, transcript.text))
         except BaseException:
             await self._record_audio(note.chat, -reserved)
             raise

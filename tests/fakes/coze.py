@@ -340,6 +340,7 @@ class FakeCoze(FakeServer):
         seconds_per_word: float = 0.5,
         seconds_per_char: float = 0.06,
         partial_every_seconds: float | None = 1.0,
+        recognition_speed: float | None = None,
         ws_auth_failure: WsAuthFailure = "http401",
         error_http_status: Mapping[int, int] | None = None,
         upload_too_large_code: int = 4000,
@@ -361,6 +362,9 @@ class FakeCoze(FakeServer):
         self.seconds_per_word = seconds_per_word  # how fast a scripted transcript is revealed in partials
         self.seconds_per_char = seconds_per_char  # TTS duration per Python str character at speed 1
         self.partial_every_seconds = partial_every_seconds  # WS ASR interim result cadence; None: none
+        # WS ASR pace: seconds of audio recognised per second (1.0 = real time, as a live
+        # recogniser); None: as fast as the audio arrives.
+        self.recognition_speed = recognition_speed
         # UNCERTAIN how a bad WS token fails: HTTP 401 on upgrade, or an error event then a dropped socket.
         self.ws_auth_failure: WsAuthFailure = ws_auth_failure
         # UNCERTAIN HTTP status of REST business errors: code -> status, 200 when absent.
@@ -836,6 +840,7 @@ class _AsrSocket(_Socket):
         self.intake: _StreamingIntake | _BufferedIntake | None = None  # the buffer since the last complete/clear
         self.intake_error: str | None = None  # the buffer's audio was refused; complete repeats the error
         self.partials = 0  # interim results sent for the current buffer
+        self.pace_start: float | None = None  # when recognition at recognition_speed began
         self.recorded_appends = 0
         self.handlers = {
             "transcriptions.update": self._update,
@@ -884,8 +889,19 @@ class _AsrSocket(_Socket):
                 self.intake_error = error.msg
                 await self.error(error.code, error.msg, origin)
             else:
+                await self._keep_pace(self.intake.listener)
                 await self._send_partial(self.intake.listener)
         await self._appended()
+
+    async def _keep_pace(self, listener: PcmListener | None) -> None:
+        """Hold the next append until the audio so far is "recognised" at ``recognition_speed``."""
+        speed = self.fake.recognition_speed
+        if speed is None or listener is None:
+            return
+        now = time.monotonic()
+        if self.pace_start is None:
+            self.pace_start = now
+        await asyncio.sleep(max(0.0, self.pace_start + listener.seconds / speed - now))
 
     async def _send_partial(self, listener: PcmListener | None) -> None:
         every = self.fake.partial_every_seconds

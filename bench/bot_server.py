@@ -1,0 +1,152 @@
+"""The bot under measurement, in a process of its own: voicebridge's Telegram bot wired as
+``voicebridge run`` wires it (``adapters.runner``: metrics, retrier observers, plugin, polling),
+configured from the environment only (no ``.env``), logging at its usual level to stderr.
+
+Two samplers watch it: an asyncio task that sleeps 10 ms at a time and records how late each
+wake-up is (event-loop lag: what every other update waits when the loop is busy), and a thread
+that samples the resident set every 10 ms. Speaks the line protocol of
+``bench.common.LineProcess``: prints ``{"pid"}`` once polling, then answers
+
+* ``reset``: start new lag samples, a new RSS peak and a new count of notes;
+* ``wait_done`` (``notes``, ``timeout``): answers once that many notes arrived since the reset
+  and none is in flight any more;
+* ``stats``: lag percentiles, RSS now / at the reset / peak since it, notes received.
+
+Started by ``bench/pipeline.py``; ``--profile FILE`` writes cProfile data of the whole run (CPU
+time of the event loop's thread).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import cProfile
+import json
+import os
+import sys
+import time
+from typing import Any
+
+from adapters.runner import TelegramRunner
+from bench.common import PeakSampler, percentile, resident_mb
+from bot_plugins.config import Settings
+from bot_plugins.logs import configure_logging
+from bot_plugins.metrics import Metrics
+from bot_plugins.speech.retry import LoggingObserver, Observers, Retrier
+from bot_plugins.speech.service import SpeechService
+from bot_plugins.voice_notes.plugin import VoiceNotesPlugin
+from bot_plugins.voice_notes.store import Store
+
+LAG_INTERVAL_SECONDS = 0.01
+DONE_POLL_SECONDS = 0.05
+SHUTDOWN_GRACE_SECONDS = 30.0
+RECEIVED = "voicebridge_notes_received_total"
+
+
+class LoopLagSampler:
+    """How late the event loop wakes a task that sleeps ``interval``: every note's work that
+    blocks the loop shows up here as lag for everything else."""
+
+    def __init__(self, interval: float = LAG_INTERVAL_SECONDS) -> None:
+        self.interval = interval
+        self.lags: list[float] = []
+
+    async def run(self) -> None:
+        while True:
+            started = time.perf_counter()
+            await asyncio.sleep(self.interval)
+            self.lags.append(time.perf_counter() - started - self.interval)
+
+    def stats(self) -> dict[str, float]:
+        if not self.lags:
+            return {"samples": 0}
+        return {"samples": len(self.lags), "p50": percentile(self.lags, 0.5), "p99": percentile(self.lags, 0.99),
+                "max": max(self.lags)}
+
+
+class Bot:
+    """The objects ``adapters.runner.run_bot`` builds for Telegram, kept at hand for the commands."""
+
+    def __init__(self, settings: Settings, edit_interval: float) -> None:
+        self.metrics = Metrics()
+        retrier = Retrier(observer=Observers(LoggingObserver(), self.metrics))
+        self.service = SpeechService.from_settings(settings.speech, retrier=retrier)
+        self.plugin = VoiceNotesPlugin(self.service, Store(settings.plugin.db_path), settings.plugin,
+                                       observer=self.metrics, edit_interval=edit_interval)
+        self.runner = TelegramRunner(settings.telegram, self.plugin)
+
+    @property
+    def received(self) -> float:
+        return self.metrics.value(RECEIVED, platform="telegram")
+
+    async def stop(self) -> None:
+        await self.runner.stop_intake(SHUTDOWN_GRACE_SECONDS)
+        await self.plugin.drain(SHUTDOWN_GRACE_SECONDS)
+        await self.runner.close()
+        await self.plugin.aclose()
+        await self.service.aclose()
+
+
+def reply(message: dict[str, Any]) -> None:
+    print(json.dumps(message), flush=True)
+
+
+async def serve(edit_interval: float) -> None:
+    settings = Settings.from_values(dict(os.environ))
+    configure_logging(settings.log_level or "INFO", settings.secrets(), settings.log_format)
+    bot = Bot(settings, edit_interval)
+    lag = LoopLagSampler()
+    with PeakSampler() as memory:
+        await bot.runner.start()
+        sampler = asyncio.create_task(lag.run())
+        reply({"pid": os.getpid()})
+        baseline = {"rss_mb": resident_mb(), "received": bot.received}
+        commands = asyncio.StreamReader()
+        await asyncio.get_running_loop().connect_read_pipe(lambda: asyncio.StreamReaderProtocol(commands), sys.stdin)
+        while line := (await commands.readline()).strip():
+            command = json.loads(line)
+            name = command["command"]
+            if name == "reset":
+                lag.lags.clear()
+                memory.reset()
+                baseline = {"rss_mb": resident_mb(), "received": bot.received}
+                reply({"reset": True})
+            elif name == "wait_done":
+                reply(await wait_done(bot, baseline["received"] + command["notes"], command.get("timeout", 600)))
+            elif name == "stats":
+                reply({"lag": lag.stats(), "rss_mb": resident_mb(), "baseline_rss_mb": baseline["rss_mb"],
+                       "peak_rss_mb": memory.peak, "received": bot.received - baseline["received"]})
+            else:
+                reply({"error": f"unknown command {name!r}"})
+        sampler.cancel()
+        await bot.stop()
+
+
+async def wait_done(bot: Bot, received: float, timeout: float) -> dict[str, Any]:
+    """Every expected note taken in, and none still being worked on (its reply has been sent)."""
+    deadline = time.monotonic() + timeout
+    while bot.received < received or bot.plugin.in_flight:
+        if time.monotonic() > deadline:
+            return {"error": f"timeout: {bot.received:.0f} of {received:.0f} notes received, {bot.plugin.in_flight} in flight"}
+        await asyncio.sleep(DONE_POLL_SECONDS)
+    return {"done": True}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--edit-interval", type=float, default=1.0,
+                        help="seconds between live edits of a streaming transcript (default 1.0, as voicebridge run)")
+    parser.add_argument("--profile", metavar="FILE", help="write cProfile statistics (event-loop thread CPU) of the whole run to FILE")
+    arguments = parser.parse_args()
+    if not arguments.profile:
+        asyncio.run(serve(arguments.edit_interval))
+        return
+    # CPU time of the event loop's thread: wall-clock timings would also count the time the OS
+    # gave the fakes and ffmpeg, which share the cores.
+    profiler = cProfile.Profile(time.thread_time)
+    profiler.runcall(asyncio.run, serve(arguments.edit_interval))
+    profiler.dump_stats(arguments.profile)
+
+
+if __name__ == "__main__":
+    main()
