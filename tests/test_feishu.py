@@ -249,6 +249,7 @@ async def test_scripted_chinese_text_in_cumulative_and_delta_modes(text_mode: st
 
 
 async def test_long_notes_run_as_parallel_segments_cut_in_pauses(fake: FakeFeishu, fast_retrier: Retrier) -> None:
+    fake.latency_seconds = 0.01  # a segment's stream outlasts decoding the whole note
     service = make_service(fake, fast_retrier, FeishuStreamSettings(segment_seconds=10.0, parallel_segments=3))
     clip = AudioClip(data=make_tone("ogg", 440.0, 35.0))
     result = await service.transcribe(clip)
