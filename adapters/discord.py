@@ -47,6 +47,7 @@ PLATFORM = "discord"
 AnyBot = commands.Bot | commands.AutoShardedBot
 DEFAULT_API_BASE = "https://discord.com/api/v10"
 NO_PINGS = discord.AllowedMentions.none()  # a transcript may say "@everyone"
+MIN_EDIT_INTERVAL = 1.0  # per-channel rate limits allow about 5 per 5 s (undocumented)
 AUDIO_EXTENSIONS = ("ogg", "oga", "opus", "mp3", "m4a", "wav", "flac", "aac", "amr", "webm", "mp4")
 COMMANDS_MARKER = "discord:commands:{application_id}"
 _PERMISSION_CODES = {50001, 50013, 50173}  # missing access / permissions; voice messages not allowed here
@@ -152,6 +153,7 @@ class ChannelChat:
 
     max_text_length = 2000
     needs_waveform = True
+    min_edit_interval = MIN_EDIT_INTERVAL
 
     def __init__(self, bot: AnyBot, channel: discord.abc.Messageable) -> None:
         self.bot = bot
@@ -223,6 +225,7 @@ class InteractionChat:
 
     max_text_length = 2000
     needs_waveform = False
+    min_edit_interval = MIN_EDIT_INTERVAL
 
     def __init__(self, interaction: discord.Interaction) -> None:
         self.interaction = interaction

@@ -45,6 +45,9 @@ DEFAULT_HANDLER_GROUP = 10
 DOWNLOAD_LIMIT_BYTES = 20_000_000
 ACTION_REFRESH_SECONDS = 4.0  # a chat action shows for 5 s at most
 MAX_FLOOD_WAITS = 3
+# Bot FAQ: about 1 message/s per chat and 20 messages/min per group; edits are taken to count.
+PRIVATE_EDIT_INTERVAL = 1.0
+GROUP_EDIT_INTERVAL = 3.0
 AUDIO_EXTENSIONS = ("ogg", "oga", "opus", "mp3", "m4a", "wav", "flac", "aac", "amr", "webm", "weba", "mka")
 MEDIA = (
     filters.VOICE
@@ -226,6 +229,8 @@ class TelegramChat:
         self.bot = bot
         self.chat_id = message.chat.id
         self.thread_id = message.message_thread_id if message.is_topic_message else None
+        private = message.chat.type == ChatType.PRIVATE
+        self.min_edit_interval = PRIVATE_EDIT_INTERVAL if private else GROUP_EDIT_INTERVAL
 
     @staticmethod
     def text_length(text: str) -> int:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import os
+from pathlib import Path
 
 import pytest
 
@@ -189,3 +191,28 @@ async def test_a_short_decode_frees_its_slot_before_the_consumer_reads(tones: di
         other = await asyncio.wait_for(converter.decode(AudioClip(data=tones["wav"]), 16000), timeout=10)
         assert other
         assert len(b"".join([chunk async for chunk in first])) == 1.5 * 32000
+
+
+def ffmpeg_children() -> list[int]:
+    """Our ffmpeg child processes, read from /proc (Linux)."""
+    children = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            text = stat.read_text()
+        except OSError:
+            continue  # exited while we looked
+        name, _, rest = text.partition("(")[2].rpartition(")")
+        if name == "ffmpeg" and int(rest.split()[1]) == os.getpid():
+            children.append(int(stat.parent.name))
+    return children
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads /proc")
+async def test_ffmpeg_runs_below_the_bots_priority_in_its_own_process_group() -> None:
+    converter = AudioConverter(max_processes=1)
+    long_clip = AudioClip(data=make_tone("ogg", 440.0, 90.0))  # ffmpeg stays alive, paused by the full buffer
+    async with converter.pcm(long_clip, 16000):
+        [pid] = ffmpeg_children()
+        assert os.getpriority(os.PRIO_PROCESS, pid) == min(19, os.getpriority(os.PRIO_PROCESS, 0) + 10)
+        assert os.getpgid(pid) == pid != os.getpgid(0)  # Ctrl+C in the terminal does not reach it
+    assert ffmpeg_children() == []

@@ -194,6 +194,8 @@ async def test_streaming_asr_declares_the_audio_it_sends_and_surfaces_partials(f
     assert session.audio_bytes == 3.0 * 16000 * 2
     for event in session.uplink[:4] + session.uplink[-1:]:
         validate_uplink(event)
+    # Uncompressed frames: deflating base64 PCM cost most of the client's CPU (docs/performance.md).
+    assert "Sec-WebSocket-Extensions" not in session.headers
 
 
 @pytest.mark.parametrize("mode", ["http401", "error_event"])

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field, replace
@@ -27,6 +28,7 @@ from bot_plugins.voice_notes.model import (
     VoiceNote,
     VoiceReply,
 )
+from bot_plugins.voice_notes.delivery import LiveMessage
 from bot_plugins.voice_notes.plugin import VoiceNotesPlugin
 from bot_plugins.voice_notes.store import Store, StoreError
 from tests.audio_tools import analyse, decode, make_tone
@@ -45,6 +47,7 @@ class Sent:
     reply_to: str | None = None
     message_id: str = ""
     voice: VoiceReply | None = None
+    at: float = field(default_factory=time.monotonic)
 
 
 @dataclass
@@ -53,6 +56,7 @@ class MemoryChat:
 
     max_text_length: int = 4096
     needs_waveform: bool = False
+    min_edit_interval: float = 0.0
     admins: set[str] = field(default_factory=set)
     refuse_voice: bool = False
     refuse_audio: bool = False
@@ -239,6 +243,29 @@ async def test_streaming_partials_edit_one_message_at_most_once_per_interval(fas
     assert {item.message_id for item in chat.sent} == {chat.sent[0].message_id}
     assert chat.sent[-1].text == script
     assert len(chat.sent) - 1 <= elapsed / 0.2 + 1  # edits throttled to the interval
+
+
+async def test_live_edits_keep_to_the_chats_own_floor(fast_retrier: Retrier) -> None:
+    script = " ".join(f"word{index}" for index in range(24))
+    async with FakeCoze(transcript=script, seconds_per_word=0.25, partial_every_seconds=0.25, recognition_speed=2.0) as fake:
+        plugin = make_plugin(fake, fast_retrier, VOICEBRIDGE_ASR="coze-stream")  # edit interval 0.2 s
+        chat = MemoryChat(min_edit_interval=1.0)  # e.g. a Telegram group: 20 messages a minute
+        await plugin.handle_voice_note(Harness(fake, plugin).note(make_tone("ogg", 440.0, 6.0)), chat)
+        await plugin.aclose()
+        await plugin.service.aclose()
+    live_changes = chat.sent[:-1]  # the final text is not held back
+    assert len(live_changes) >= 2 and chat.sent[-1].text == script
+    assert all(later.at - earlier.at >= 0.99 for earlier, later in itertools.pairwise(live_changes))
+
+
+async def test_the_final_text_is_not_held_back_by_the_edit_interval() -> None:
+    now = 0.0
+    chat = MemoryChat()
+    live = LiveMessage(chat, "7", interval=5.0, clock=lambda: now)
+    now = 5.0
+    await live.show("partial")
+    await asyncio.wait_for(live.finish("partial and the rest"), timeout=1.0)  # was: waited out the 5 s
+    assert [(item.kind, item.text) for item in chat.sent] == [("text", "partial"), ("edit", "partial and the rest")]
 
 
 async def test_a_note_recognised_within_the_interval_gets_one_message_and_no_edit(fast_retrier: Retrier) -> None:

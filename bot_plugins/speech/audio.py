@@ -42,6 +42,7 @@ VOICE_NOTE_BITRATE = "32k"  # Telegram's own voice notes use about this; ~4 minu
 READ_AHEAD_BYTES = 2 * 1024 * 1024
 # Keep at most this much leading silence while waiting for sound before a stream starts.
 MAX_HELD_SILENCE_SECONDS = 30.0
+FFMPEG_EXTRA_NICENESS = 10  # ffmpeg yields a busy core to the bot's event loop
 
 _ENCODER_ARGS: dict[AudioFormat, list[str]] = {
     AudioFormat.OGG_OPUS: [
@@ -121,6 +122,20 @@ class AudioInfo:
         averaged = [sum(bucket) / len(bucket) for bucket in buckets]
         loudest = max(averaged) or 1.0
         return bytes(min(255, round(255 * level / loudest)) for level in averaged)
+
+
+def _run_as_background_work(pid: int) -> None:
+    """Lower a just-started ffmpeg's CPU priority below the bot's.
+
+    Decoding is batch work; the event loop answering chats is not. When both want a core, the
+    loop should get it (set from here rather than in the child: a ``preexec_fn`` would cost
+    CPython its fast vfork spawn).
+    """
+    try:
+        own = os.getpriority(os.PRIO_PROCESS, 0)
+        os.setpriority(os.PRIO_PROCESS, pid, min(19, own + FFMPEG_EXTRA_NICENESS))
+    except (AttributeError, OSError):  # no priorities on this platform, or ffmpeg already gone
+        pass
 
 
 class AudioConverter:
@@ -203,6 +218,7 @@ class AudioConverter:
                 *command, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
                 process_group=0,
             )
+            _run_as_background_work(process.pid)
             try:
                 encoded, errors = await process.communicate(pcm)
             except BaseException:  # cancelled: do not leave ffmpeg behind
@@ -275,6 +291,7 @@ class _FfmpegRun:
         finally:
             if memfd is not None:
                 os.close(memfd)  # the child holds its own descriptor
+        _run_as_background_work(self.process.pid)
         if stdin is asyncio.subprocess.PIPE:
             self._tasks.append(asyncio.create_task(self._feed(self.clip.data or b"")))
         self._tasks.append(asyncio.create_task(self._pump()))

@@ -4,7 +4,6 @@ a reply that cannot be delivered is logged, never raised into the pipeline."""
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from collections.abc import Callable
@@ -52,8 +51,9 @@ class LiveMessage:
     Partials start to show only once ``interval`` has passed since the message was set up: a
     note recognised faster than that gets one message with its full text and no edit to wait
     for. Then the first partial is sent as a new message and later ones are edits, skipped while
-    the last change is too recent. :meth:`finish` always ends with the full text (waiting out
-    the interval if needed), spilling text beyond the platform's limit into further messages.
+    the last change is too recent. :meth:`finish` puts the full text at once — the answer is
+    what the user waits for, and one early edit is a burst the platforms allow — spilling text
+    beyond the platform's limit into further messages.
     """
 
     def __init__(self, chat: ChatPort, reply_to: str | None, interval: float = 1.0,
@@ -86,7 +86,6 @@ class LiveMessage:
                 await send_text(self.chat, piece, self.reply_to)
             return
         if pieces[0] != self.shown:
-            await asyncio.sleep(max(0.0, self.interval - (self.clock() - self._last_change)))
             await self._put(pieces[0])
         for piece in pieces[1:]:
             await send_text(self.chat, piece, self.reply_to)

@@ -93,6 +93,8 @@ class ChatPort(Protocol):
 
     max_text_length: int
     needs_waveform: bool
+    # Seconds between edits of one message that stay within the platform's flood limits here.
+    min_edit_interval: float
 
     def text_length(self, text: str) -> int:
         """Length of ``text`` as the platform counts it against :attr:`max_text_length`."""

@@ -205,7 +205,7 @@ class VoiceNotesPlugin:
             async with self._turn(note.chat):
                 live = None
                 if self.responder is None and settings.reply_mode.has_text and self.service.streams_partials:
-                    live = LiveMessage(chat, note.message_id, self.edit_interval)
+                    live = LiveMessage(chat, note.message_id, max(self.edit_interval, chat.min_edit_interval))
                 try:
                     await self._transcribe_and_reply(note, chat, settings, live, typing)
                     return
