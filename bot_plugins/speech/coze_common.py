@@ -308,7 +308,7 @@ async def open_coze_socket(endpoint: CozeEndpoint, path: str, provider: str) -> 
             ping_timeout=20,
             max_size=8 * 1024 * 1024,
             # No permessage-deflate: it was ~80% of the streaming client's CPU (base64 PCM
-            # compresses poorly) to shrink a ~340 kbit/s upload by a fifth to a third.
+            # compresses poorly) to save a quarter to a half of a ~340 kbit/s upload.
             compression=None,
         )
     except websockets.InvalidStatus as error:
