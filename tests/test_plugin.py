@@ -16,6 +16,7 @@ import pytest
 from bot_plugins.config import Settings
 from bot_plugins.speech.retry import Retrier
 from bot_plugins.speech.service import SpeechService
+from bot_plugins.voice_notes.delivery import LiveMessage
 from bot_plugins.voice_notes.model import (
     Activity,
     ChatKind,
@@ -28,7 +29,6 @@ from bot_plugins.voice_notes.model import (
     VoiceNote,
     VoiceReply,
 )
-from bot_plugins.voice_notes.delivery import LiveMessage
 from bot_plugins.voice_notes.plugin import VoiceNotesPlugin
 from bot_plugins.voice_notes.store import Store, StoreError
 from tests.audio_tools import analyse, decode, make_tone
@@ -258,12 +258,65 @@ async def test_live_edits_keep_to_the_chats_own_floor(fast_retrier: Retrier) -> 
     assert all(later.at - earlier.at >= 0.99 for earlier, later in itertools.pairwise(live_changes))
 
 
+@dataclass
+class FloodedChat(MemoryChat):
+    """Edits hang until released, as under a long flood-control wait."""
+
+    released: asyncio.Event = field(default_factory=asyncio.Event)
+    edits_waiting: int = 0
+    most_edits_waiting: int = 0
+
+    async def edit_text(self, message_id: str, text: str) -> None:
+        self.edits_waiting += 1
+        self.most_edits_waiting = max(self.most_edits_waiting, self.edits_waiting)
+        await self.released.wait()
+        self.edits_waiting -= 1
+        await super().edit_text(message_id, text)
+
+
+@dataclass
+class TranscribedNotes:
+    """A NoteObserver that keeps the providers of finished transcriptions."""
+
+    providers: list[str] = field(default_factory=list)
+
+    def note_received(self, platform: str) -> None:
+        pass
+
+    def note_transcribed(self, platform: str, provider: str, audio_seconds: float, cached: bool) -> None:
+        self.providers.append(provider)
+
+    def note_failed(self, platform: str, reason: str) -> None:
+        pass
+
+
+async def test_a_slow_chat_does_not_hold_up_recognition(fast_retrier: Retrier) -> None:
+    script = " ".join(f"word{index}" for index in range(24))
+    async with FakeCoze(transcript=script, seconds_per_word=0.25, partial_every_seconds=0.25, recognition_speed=4.0) as fake:
+        plugin = make_plugin(fake, fast_retrier, VOICEBRIDGE_ASR="coze-stream")
+        chat = FloodedChat()
+        plugin.observer = transcribed = TranscribedNotes()
+        answer = asyncio.create_task(plugin.handle_voice_note(Harness(fake, plugin).note(make_tone("ogg", 440.0, 6.0)), chat))
+        await fake.wait_for(lambda: chat.edits_waiting == 1)
+        # While that edit hangs, the bot takes in the whole note's recognition.
+        async with asyncio.timeout(10):
+            while transcribed.providers != ["coze-stream"]:
+                await asyncio.sleep(0.01)
+        assert not answer.done()
+        chat.released.set()
+        await asyncio.wait_for(answer, timeout=10)
+        await plugin.aclose()
+        await plugin.service.aclose()
+    assert chat.most_edits_waiting == 1  # one update on its way at a time, never a queue of them
+    assert chat.visible_texts() == [script]
+
+
 async def test_the_final_text_is_not_held_back_by_the_edit_interval() -> None:
     now = 0.0
     chat = MemoryChat()
     live = LiveMessage(chat, "7", interval=5.0, clock=lambda: now)
     now = 5.0
-    await live.show("partial")
+    live.show("partial")
     await asyncio.wait_for(live.finish("partial and the rest"), timeout=1.0)  # was: waited out the 5 s
     assert [(item.kind, item.text) for item in chat.sent] == [("text", "partial"), ("edit", "partial and the rest")]
 

@@ -3,6 +3,7 @@ local Coze fake: the plugin installed the way a host bot installs it."""
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -257,7 +258,7 @@ async def test_streaming_provider_edits_one_reply_with_the_growing_transcript(wo
     edits = world.telegram.calls_to("editMessageText")
     assert {int(call.params["message_id"]) for call in edits} == {first.response["result"]["message_id"]}  # type: ignore[index]
     live_changes = [first, *edits[:-1]]  # the final text goes out at once
-    gaps = [later.timestamp - earlier.timestamp for earlier, later in zip(live_changes, live_changes[1:])]
+    gaps = [later.timestamp - earlier.timestamp for earlier, later in itertools.pairwise(live_changes)]
     # The plugin is set to 0.2 s here; a private Telegram chat holds it to about 1 message a second.
     assert gaps and all(gap >= 0.99 for gap in gaps)
     assert len(world.telegram.calls_to("sendMessage")) == 1

@@ -4,6 +4,7 @@ a reply that cannot be delivered is logged, never raised into the pipeline."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Callable
@@ -51,9 +52,10 @@ class LiveMessage:
     Partials start to show only once ``interval`` has passed since the message was set up: a
     note recognised faster than that gets one message with its full text and no edit to wait
     for. Then the first partial is sent as a new message and later ones are edits, skipped while
-    the last change is too recent. :meth:`finish` puts the full text at once — the answer is
-    what the user waits for, and one early edit is a burst the platforms allow — spilling text
-    beyond the platform's limit into further messages.
+    the last change is too recent or still on its way. Updates go out in the background, so a
+    slow chat (flood control waited out) never holds up recognition. :meth:`finish` puts the full
+    text at once — the answer is what the user waits for, and one early edit is a burst the
+    platforms allow — spilling text beyond the platform's limit into further messages.
     """
 
     def __init__(self, chat: ChatPort, reply_to: str | None, interval: float = 1.0,
@@ -66,22 +68,27 @@ class LiveMessage:
         self.shown = ""
         self._last_change = clock()  # as if changed now: nothing shows within the first interval
         self._broken = False
+        self._update: asyncio.Task[None] | None = None
 
     @property
     def started(self) -> bool:
-        return self.message_id is not None
+        return self.message_id is not None or self._update is not None
 
-    async def show(self, text: str) -> None:
+    def show(self, text: str) -> None:
         text = text.strip()
         if not text or text == self.shown or self._broken:
             return
+        if self._update is not None and not self._update.done():
+            return
         if self.clock() - self._last_change < self.interval:
             return
-        await self._put(self._fit(text))
+        self._update = asyncio.create_task(self._put(self._fit(text)))
 
     async def finish(self, text: str) -> None:
+        if self._update is not None:
+            await self._update  # the message must exist before it can be edited
         pieces = split_for(self.chat, text)
-        if not self.started or self._broken:
+        if self.message_id is None or self._broken:
             for piece in pieces:
                 await send_text(self.chat, piece, self.reply_to)
             return

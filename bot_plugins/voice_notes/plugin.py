@@ -266,7 +266,7 @@ class VoiceNotesPlugin:
             log.info("answered from the transcript cache")
             self.observer.note_transcribed(note.chat.platform, "cache", 0.0, cached=True)
             if live:
-                await live.show(self._attributed(note, cached))
+                live.show(self._attributed(note, cached))
             return cached
         # The daily quota is reserved by the declared duration before any provider is called,
         # then corrected to the measured duration (or released if nothing was transcribed).
@@ -280,7 +280,7 @@ class VoiceNotesPlugin:
                 if transcript.final:
                     final = transcript
                 elif live:
-                    await live.show(self._attributed(note, transcript.text))
+                    live.show(self._attributed(note, transcript.text))
         except BaseException:
             await self._record_audio(note.chat, -reserved)
             raise
