@@ -265,8 +265,6 @@ class VoiceNotesPlugin:
         if cached is not None:
             log.info("answered from the transcript cache")
             self.observer.note_transcribed(note.chat.platform, "cache", 0.0, cached=True)
-            if live:
-                live.show(self._attributed(note, cached))
             return cached
         # The daily quota is reserved by the declared duration before any provider is called,
         # then corrected to the measured duration (or released if nothing was transcribed).
