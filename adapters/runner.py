@@ -33,6 +33,8 @@ from .telegram import VoiceNotesTelegram
 
 log = logging.getLogger("voicebridge.runner")
 DISCORD_READY_TIMEOUT = 60.0
+BOT_API_CONNECTIONS = 32  # 16 notes at once (plugin) × a download or reply and a chat action each
+BOT_API_POOL_TIMEOUT = 30.0  # seconds a Bot API call may wait for a free connection
 
 
 class StartupError(Exception):
@@ -48,7 +50,11 @@ def telegram_application(settings: TelegramSettings) -> Application[Any, Any, An
     # Voice uploads can take a while on slow links; text calls keep PTB's defaults. A second
     # getUpdates connection lets the last call at shutdown confirm the updates already handled
     # while the cancelled long poll still holds the first; otherwise they come again on restart.
-    return builder.media_write_timeout(60).get_updates_connection_pool_size(2).build()
+    # httpcore checks every pooled connection at the start and end of every request (quadratic in
+    # the pool), so PTB's default of 256 connections stalls the loop for tens of milliseconds
+    # after a burst of notes; a smaller pool, and a request waiting its turn instead of failing.
+    return (builder.media_write_timeout(60).get_updates_connection_pool_size(2)
+            .connection_pool_size(BOT_API_CONNECTIONS).pool_timeout(BOT_API_POOL_TIMEOUT).build())
 
 
 class TelegramRunner:

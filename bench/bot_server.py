@@ -4,13 +4,14 @@ configured from the environment only (no ``.env``), logging at its usual level t
 
 Two samplers watch it: an asyncio task that sleeps 10 ms at a time and records how late each
 wake-up is (event-loop lag: what every other update waits when the loop is busy), and a thread
-that samples the resident set every 10 ms. Speaks the line protocol of
+that samples the resident set every 10 ms; the collector's pauses are timed too (a full collection
+stops the loop). Speaks the line protocol of
 ``bench.common.LineProcess``: prints ``{"pid"}`` once polling, then answers
 
 * ``reset``: start new lag samples, a new RSS peak and a new count of notes;
 * ``wait_done`` (``notes``, ``timeout``): answers once that many notes arrived since the reset
   and none is in flight any more;
-* ``stats``: lag percentiles, RSS now / at the reset / peak since it, notes received.
+* ``stats``: lag percentiles, garbage-collector pauses, RSS now / at the reset / peak since it, notes received.
 
 Started by ``bench/pipeline.py``; ``--profile FILE`` writes cProfile data of the whole run (CPU
 time of the event loop's thread).
@@ -21,6 +22,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import cProfile
+import gc
 import json
 import os
 import sys
@@ -64,6 +66,27 @@ class LoopLagSampler:
                 "max": max(self.lags)}
 
 
+class GcPauses:
+    """How long each of the collector's passes held the interpreter, per generation: a full
+    collection walks every tracked object, and the loop waits for it."""
+
+    def __init__(self) -> None:
+        self.pauses: list[tuple[int, float]] = []
+        self._started = 0.0
+        gc.callbacks.append(self._observe)
+
+    def _observe(self, phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            self._started = time.perf_counter()
+        else:
+            self.pauses.append((info["generation"], time.perf_counter() - self._started))
+
+    def stats(self) -> dict[str, Any]:
+        full = [seconds for generation, seconds in self.pauses if generation == 2]
+        return {"collections": len(self.pauses), "full": len(full), "full_max": max(full, default=0.0),
+                "total": sum(seconds for _, seconds in self.pauses)}
+
+
 class Bot:
     """The objects ``adapters.runner.run_bot`` builds for Telegram, kept at hand for the commands."""
 
@@ -96,6 +119,7 @@ async def serve(edit_interval: float) -> None:
     configure_logging(settings.log_level or "INFO", settings.secrets(), settings.log_format)
     bot = Bot(settings, edit_interval)
     lag = LoopLagSampler()
+    collector = GcPauses()
     with PeakSampler() as memory:
         await bot.runner.start()
         sampler = asyncio.create_task(lag.run())
@@ -108,13 +132,14 @@ async def serve(edit_interval: float) -> None:
             name = command["command"]
             if name == "reset":
                 lag.lags.clear()
+                collector.pauses.clear()
                 memory.reset()
                 baseline = {"rss_mb": resident_mb(), "received": bot.received}
                 reply({"reset": True})
             elif name == "wait_done":
                 reply(await wait_done(bot, baseline["received"] + command["notes"], command.get("timeout", 600)))
             elif name == "stats":
-                reply({"lag": lag.stats(), "rss_mb": resident_mb(), "baseline_rss_mb": baseline["rss_mb"],
+                reply({"lag": lag.stats(), "gc": collector.stats(), "rss_mb": resident_mb(), "baseline_rss_mb": baseline["rss_mb"],
                        "peak_rss_mb": memory.peak, "received": bot.received - baseline["received"]})
             else:
                 reply({"error": f"unknown command {name!r}"})

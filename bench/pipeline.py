@@ -334,12 +334,14 @@ def print_throughput(rows: list[ThroughputRow]) -> None:
     print_table(f"Under that load: event-loop lag in the bot (10 ms sleeps; target p99 <= {LAG_TARGET * 1000:.0f} ms) and "
                 f"first feedback after arrival (target p95 <= {FEEDBACK_TARGET * 1000:.0f} ms)",
                 ["provider", "lag samples", "lag p50 ms", "lag p99 ms", "lag max ms", "lag target", "feedback p50 ms",
-                 "feedback p95 ms", "p95, first note per chat ms", "chats waiting > target", "feedback target"],
+                 "feedback p95 ms", "p95, first note per chat ms", "chats waiting > target", "feedback target",
+                 "full GCs", "longest GC ms"],
                 [[row.provider, row.batch.bot["lag"]["samples"], f"{row.batch.bot['lag']['p50'] * 1000:.1f}",
                   f"{row.batch.bot['lag']['p99'] * 1000:.1f}", f"{row.batch.bot['lag']['max'] * 1000:.0f}",
                   verdict(row.batch.bot["lag"]["p99"], LAG_TARGET), f"{row.feedback(0.5) * 1000:.0f}",
                   f"{row.feedback(0.95) * 1000:.0f}", f"{row.feedback(0.95, first_per_chat=True) * 1000:.0f}",
-                  f"{row.chats_without_early_feedback} of {THROUGHPUT_CHATS}", verdict(row.feedback(0.95), FEEDBACK_TARGET)]
+                  f"{row.chats_without_early_feedback} of {THROUGHPUT_CHATS}", verdict(row.feedback(0.95), FEEDBACK_TARGET),
+                  row.batch.bot["gc"]["full"], f"{row.batch.bot['gc']['full_max'] * 1000:.0f}"]
                  for row in rows])
 
     def per_note(row: ThroughputRow, seconds: float) -> str:

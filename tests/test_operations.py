@@ -15,7 +15,7 @@ from typing import Any
 
 import httpx
 
-from adapters.runner import run_bot
+from adapters.runner import BOT_API_CONNECTIONS, run_bot
 from bot_plugins.config import Settings
 from bot_plugins.metrics import Metrics, serve_status
 from tests.audio_tools import make_tone
@@ -158,3 +158,18 @@ async def test_json_logs_carry_a_request_id_per_note_and_no_secret(tmp_path: Pat
     for secret in (telegram.token, telegram.token.replace(":", "%3A"), DEFAULT_TOKEN):
         assert secret not in everything
     assert bot.returncode == 0 and len(notes) == 2
+
+
+async def test_a_burst_of_notes_stays_within_the_bot_api_connection_pool(tmp_path: Path) -> None:
+    """Sixty chats at once against a slow Bot API: calls wait for one of the pool's connections
+    (httpcore's bookkeeping grows with the pool's square) and every note is still answered."""
+    async with FakeTelegram() as telegram, FakeCoze() as coze, bot_in_process(values(telegram, coze, tmp_path)):
+        await telegram.wait_for_call("getUpdates", timeout=20)
+        telegram.answer_delay = 0.2
+        users = [User(2000 + index, f"User {index}", language_code="en") for index in range(60)]
+        for user in users:
+            await telegram.push_voice(Chat.private(user), user, TONE, duration=1)
+        await telegram.wait_for_call("sendMessage", count=len(users), timeout=60)
+    answered = {call.params["chat_id"] for call in telegram.calls if call.method == "sendMessage"}
+    assert answered == {user.id for user in users}
+    assert BOT_API_CONNECTIONS < len(users) and telegram.most_calls_in_flight == BOT_API_CONNECTIONS

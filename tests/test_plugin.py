@@ -62,6 +62,8 @@ class MemoryChat:
     refuse_audio: bool = False
     sent: list[Sent] = field(default_factory=list)
     activities: list[Activity] = field(default_factory=list)
+    open_activities: int = 0
+    most_open_activities: int = 0
     ids: itertools.count = field(default_factory=lambda: itertools.count(100))
 
     def text_length(self, text: str) -> int:
@@ -92,7 +94,12 @@ class MemoryChat:
     @asynccontextmanager
     async def activity(self, kind: Activity) -> AsyncIterator[None]:
         self.activities.append(kind)
-        yield
+        self.open_activities += 1
+        self.most_open_activities = max(self.most_open_activities, self.open_activities)
+        try:
+            yield
+        finally:
+            self.open_activities -= 1
 
     async def is_admin(self, user_id: str) -> bool:
         return user_id in self.admins
@@ -332,14 +339,34 @@ async def test_a_note_recognised_within_the_interval_gets_one_message_and_no_edi
     assert [(item.kind, item.text) for item in chat.sent] == [("text", "quick note")]
 
 
-async def test_typing_shows_while_a_note_waits_for_its_turn(harness: Harness) -> None:
+async def test_typing_shows_while_a_note_waits_for_a_free_slot(fast_retrier: Retrier) -> None:
+    async with FakeCoze() as fake:
+        settings = Settings.from_values({"COZE_API_TOKEN": DEFAULT_TOKEN, "COZE_API_BASE": fake.base_url,
+                                         "COZE_WS_BASE": fake.ws_base_url})
+        plugin = VoiceNotesPlugin(SpeechService.from_settings(settings.speech, retrier=fast_retrier), Store(":memory:"),
+                                  settings.plugin, max_concurrent_notes=1)
+        harness = Harness(fake, plugin)
+        first_chat, second_chat = MemoryChat(), MemoryChat()
+        first = asyncio.create_task(plugin.handle_voice_note(harness.note(make_tone("ogg", 300.0, 6.0), key="a"), first_chat))
+        await harness.fake.wait_for(lambda: first_chat.activities == [Activity.TYPING], timeout=10)
+        other = replace(PRIVATE, id="2")
+        second = asyncio.create_task(plugin.handle_voice_note(harness.note(TONE, chat=other, key="b"), second_chat))
+        await harness.fake.wait_for(lambda: second_chat.activities == [Activity.TYPING], timeout=10)
+        assert not first.done() and not second.done()  # the second chat shows typing before its note has a slot
+        await asyncio.gather(first, second)
+        await plugin.aclose()
+        await plugin.service.aclose()
+    assert first_chat.texts() and second_chat.texts()
+
+
+async def test_notes_queued_in_one_chat_share_one_typing_status(harness: Harness) -> None:
     chat = MemoryChat()
-    first = asyncio.create_task(harness.plugin.handle_voice_note(harness.note(make_tone("ogg", 300.0, 6.0), key="a"), chat))
-    await asyncio.sleep(0)
-    second = asyncio.create_task(harness.plugin.handle_voice_note(harness.note(TONE, key="b", message_id="8"), chat))
-    await harness.fake.wait_for(lambda: len(chat.activities) == 2, timeout=10)
-    assert not first.done() and not second.done()  # both show typing, the second before its turn
-    await asyncio.gather(first, second)
+    notes = [harness.note(make_tone("ogg", 300.0 + 50 * index, 2.0), key=f"n{index}", message_id=str(index))
+             for index in range(5)]
+    await asyncio.gather(*(harness.plugin.handle_voice_note(note, chat) for note in notes))
+    # Each note shows typing once its turn in the chat has come, never two at once.
+    assert chat.activities == [Activity.TYPING] * 5 and chat.most_open_activities == 1
+    assert [item.reply_to for item in chat.sent] == [str(index) for index in range(5)]
 
 
 async def test_long_transcripts_are_split_at_word_boundaries(fast_retrier: Retrier) -> None:

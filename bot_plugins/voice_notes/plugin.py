@@ -199,10 +199,10 @@ class VoiceNotesPlugin:
             self.observer.note_failed(platform, "limits")
             await send_text(chat, refusal, note.message_id)
             return
-        # "Typing…" from the moment the note is taken, also while it waits for its turn.
         async with AsyncExitStack() as typing:
-            await typing.enter_async_context(chat.activity(Activity.TYPING))
-            async with self._turn(note.chat):
+            # "Typing…" once the note is next in its chat, also while it waits for a free slot. Notes
+            # queued behind it show nothing of their own: one status per chat, not one per note.
+            async with self._turn(note.chat, lambda: typing.enter_async_context(chat.activity(Activity.TYPING))):
                 live = None
                 if self.responder is None and settings.reply_mode.has_text and self.service.streams_partials:
                     live = LiveMessage(chat, note.message_id, max(self.edit_interval, chat.min_edit_interval))
@@ -543,14 +543,18 @@ class VoiceNotesPlugin:
         return False
 
     @asynccontextmanager
-    async def _turn(self, where: ChatRef) -> AsyncIterator[None]:
-        """One note at a time per chat (answers keep the chat's order), a bounded number overall."""
+    async def _turn(self, where: ChatRef, on_next_in_chat: Callable[[], Awaitable[object]] | None = None) -> AsyncIterator[None]:
+        """One note at a time per chat (answers keep the chat's order), a bounded number overall.
+        ``on_next_in_chat`` runs when the chat's turn has come, before waiting for a free slot."""
         key = (where.platform, where.id)
         queue = self._chat_queues.setdefault(key, _ChatQueue())
         queue.users += 1
         try:
-            async with queue.lock, self._notes:
-                yield
+            async with queue.lock:
+                if on_next_in_chat is not None:
+                    await on_next_in_chat()
+                async with self._notes:
+                    yield
         finally:
             queue.users -= 1
             if queue.users == 0:

@@ -37,6 +37,7 @@ import hashlib
 import json
 import mimetypes
 import re
+import asyncio
 import secrets
 import string
 import time
@@ -276,6 +277,9 @@ class FakeTelegram(FakeServer):
         self._commands: dict[tuple[str, str], list[JsonDict]] = {}
         self._faults: dict[str, list[_Fault]] = {}
         self._closing = False
+        self.answer_delay = 0.0  # seconds every call but getUpdates takes to answer: a distant server
+        self.calls_in_flight = 0  # calls but getUpdates being answered now, and the most at once
+        self.most_calls_in_flight = 0
         handlers: dict[str, Handler] = {
             "getMe": self._get_me,
             "getUpdates": self._get_updates,
@@ -483,13 +487,22 @@ class FakeTelegram(FakeServer):
         call = Call(name, raw, {key: upload.data for key, upload in uploads.items()}, time.monotonic())
         self.calls.append(call)
         await self.notify()
+        counted = name != "getUpdates"  # the long poll is held open by design
+        if counted:
+            self.calls_in_flight += 1
+            self.most_calls_in_flight = max(self.most_calls_in_flight, self.calls_in_flight)
         try:
+            if counted and self.answer_delay:
+                await asyncio.sleep(self.answer_delay)
             self._raise_injected_fault(name)
             call.params = _decode_parameters(raw)
             body: JsonDict = {"ok": True, "result": await handler(call.params, uploads)}
             status = 200
         except _ApiError as error:
             body, status = error.body(), error.code
+        finally:
+            if counted:
+                self.calls_in_flight -= 1
         call.status, call.response = status, body
         await self.notify()
         return web.json_response(body, status=status)
