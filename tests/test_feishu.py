@@ -102,6 +102,20 @@ async def test_the_token_is_fetched_once_and_shared_without_stampede(fake: FakeF
     assert tokens == {fake.issued_tokens[0]}
 
 
+async def test_requests_go_through_the_proxy_set_in_the_environment(fake: FakeFeishu, fast_retrier: Retrier,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("NO_PROXY", "no_proxy", "http_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("HTTP_PROXY", fake.base_url)  # the fake answers proxied (absolute-form) requests too
+    client = FeishuClient(DEFAULT_APP_ID, DEFAULT_APP_SECRET, "http://open.feishu.invalid")
+    service = SpeechService(transcribers=[FeishuStreamTranscriber(client, retrier=fast_retrier)], asr_chain=["feishu"],
+                            retrier=fast_retrier)
+    transcript = await service.transcribe(AudioClip(data=make_tone("wav", 440.0, 0.6)))
+    await service.aclose()
+    assert transcript.text and fake.token_fetches == 1
+    assert {record.headers["Host"] for record in fake.requests_to("stream_recognize")} == {"open.feishu.invalid"}
+
+
 async def test_the_token_is_refreshed_ten_minutes_before_expiry() -> None:
     clock = ManualClock()
     async with FakeFeishu(clock=clock) as fake:

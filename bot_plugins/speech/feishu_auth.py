@@ -9,6 +9,8 @@ import logging
 import time
 from collections.abc import Callable
 from typing import Any
+from urllib.parse import urlsplit
+from urllib.request import getproxies, proxy_bypass
 
 import httpx
 
@@ -88,9 +90,15 @@ class FeishuClient:
         self.app_secret = app_secret
         self.provider = provider
         self.clock = clock
+        # Straight to the transport: a Feishu stream is one POST per 200 ms of audio, and
+        # httpx.AsyncClient's layers (URL merging, cookies, auth and redirect hooks) cost a third
+        # of each call's CPU. What the client would add that matters here is kept: its timeouts
+        # and the proxy from the environment.
+        self._base_url = base_url.rstrip("/")
+        self._urls: dict[str, httpx.URL] = {}
+        self._timeouts = httpx.Timeout(timeout, connect=min(10.0, timeout)).as_dict()
         limits = httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections)
-        self._http = httpx.AsyncClient(base_url=base_url, timeout=httpx.Timeout(timeout, connect=min(10.0, timeout)),
-                                       limits=limits, transport=transport)
+        self._transport = transport or httpx.AsyncHTTPTransport(limits=limits, proxy=environment_proxy(base_url))
         self._token: str | None = None
         self._deadline = 0.0
         self._refresh_lock = asyncio.Lock()
@@ -134,9 +142,17 @@ class FeishuClient:
         return body
 
     async def _exchange(self, path: str, payload: dict[str, Any], token: str | None) -> tuple[dict[str, Any], str | None]:
-        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        headers = {"Content-Type": "application/json; charset=utf-8"}
+        if token:
+            headers["Authorization"] = f"Bearer {token}"
+        request = httpx.Request("POST", self._url(path), headers=headers, content=json.dumps(payload).encode(),
+                                extensions={"timeout": self._timeouts})
         try:
-            response = await self._http.post(path, json=payload, headers=headers)
+            response = await self._transport.handle_async_request(request)
+            try:
+                await response.aread()
+            finally:
+                await response.aclose()
         except httpx.TimeoutException as error:
             raise SpeechError(ErrorKind.TIMEOUT, "Feishu did not answer in time", provider=self.provider) from error
         except httpx.HTTPError as error:
@@ -155,5 +171,21 @@ class FeishuClient:
             raise feishu_error(self.provider, body["code"], str(body.get("msg") or ""), logid, _retry_after(response))
         return body, logid
 
+    def _url(self, path: str) -> httpx.URL:
+        url = self._urls.get(path)
+        if url is None:
+            url = self._urls[path] = httpx.URL(self._base_url + path)
+        return url
+
     async def aclose(self) -> None:
-        await self._http.aclose()
+        await self._transport.aclose()
+
+
+def environment_proxy(url: str) -> str | None:
+    """The proxy httpx.AsyncClient would use for ``url``: HTTPS_PROXY / HTTP_PROXY / ALL_PROXY
+    (either case), unless NO_PROXY exempts the host."""
+    parts = urlsplit(url)
+    if proxy_bypass(parts.hostname or ""):
+        return None
+    proxies = getproxies()
+    return proxies.get(parts.scheme) or proxies.get("all")
