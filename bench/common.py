@@ -101,7 +101,8 @@ def voice_note_copies(seconds: int, count: int, kbps: int = 32) -> list[Path]:
 def ffmpeg_pcm_command(source: str, sample_rate: int = PCM_RATE) -> list[str]:
     """The bare ffmpeg CLI equivalent of ``AudioConverter.pcm``: same input flags, same output args."""
     return [FFMPEG, "-hide_banner", "-nostdin", "-loglevel", "error", "-i", source,
-            "-vn", "-map", "0:a:0", "-ac", "1", "-ar", str(sample_rate), "-f", "s16le", "-acodec", "pcm_s16le", "pipe:1"]
+            "-vn", "-map", "0:a:0", "-ac", "1", "-ar", str(sample_rate), "-f", "s16le", "-acodec", "pcm_s16le",
+            "-flush_packets", "0", "pipe:1"]
 
 
 def decode_with_cli(path: Path, sample_rate: int = PCM_RATE) -> bytes:

@@ -8,6 +8,7 @@ the voice as a frequency and the text length as a duration.
 from __future__ import annotations
 
 import asyncio
+import base64
 from collections.abc import AsyncIterator
 
 import pytest
@@ -192,6 +193,9 @@ async def test_streaming_asr_declares_the_audio_it_sends_and_surfaces_partials(f
                                   "enable_punc": False}
     assert session.uplink_types[-1] == "input_audio_buffer.complete"
     assert session.audio_bytes == 3.0 * 16000 * 2
+    appended = [len(base64.b64decode(event["data"]["delta"])) for event in session.uplink
+                if event["event_type"] == "input_audio_buffer.append"]
+    assert appended == [16000 * 2] * 3  # a second of audio per frame
     for event in session.uplink[:4] + session.uplink[-1:]:
         validate_uplink(event)
     # Uncompressed frames: deflating base64 PCM cost most of the client's CPU (docs/performance.md).
@@ -211,7 +215,7 @@ async def test_streaming_auth_failure_in_both_documented_forms(fast_retrier: Ret
 
 
 async def test_a_socket_dropped_mid_stream_is_retried(fake: FakeCoze, fast_retrier: Retrier) -> None:
-    fake.drop_next("ws_transcriptions", after_appends=3)
+    fake.drop_next("ws_transcriptions", after_appends=1)
     service = build_service(fake, fast_retrier, asr=("coze-stream",))
     assert (await service.transcribe(tone_clip())).text == "tone 440 hz 2.0 s"
     await service.aclose()

@@ -79,7 +79,7 @@ CELLS: dict[str, Cell] = {
     "coze 4008 daily quota": Cell("coze", lambda f: f.coze.fail_next("transcriptions", code=4008),
                                   "The speech service quota is used up for now. Please try again later.",
                                   lambda f: len(f.coze.calls_to("transcriptions")) == 1 + 1),
-    "coze socket dropped mid-stream": Cell("coze-stream", lambda f: f.coze.drop_next("ws_transcriptions", after_appends=2),
+    "coze socket dropped mid-stream": Cell("coze-stream", lambda f: f.coze.drop_next("ws_transcriptions", after_appends=1),
                                            TRANSCRIPT, lambda f: len(f.coze.sessions_to("ws_transcriptions")) == 2 + 1),
     "coze slow past the timeout": Cell("coze", lambda f: f.coze.delay_next("transcriptions", 3.0), TRANSCRIPT,
                                        env={"VOICEBRIDGE_PROVIDER_TIMEOUT": "1.2"}),

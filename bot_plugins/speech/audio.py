@@ -164,7 +164,10 @@ class AudioConverter:
         if clip.size == 0:
             raise AudioError(AudioProblem.EMPTY, "the audio file is empty")
         chunk_bytes = max(SAMPLE_WIDTH, int(sample_rate * chunk_seconds) * SAMPLE_WIDTH)
-        output = ["-vn", "-map", "0:a:0", "-ac", "1", "-ar", str(sample_rate), "-f", "s16le", "-acodec", "pcm_s16le"]
+        # -flush_packets 0: ffmpeg fills its 32 KB output buffer before writing, where it would
+        # write each 20 ms frame (about 500 event-loop wake-ups per 10 s of audio instead of 10).
+        output = ["-vn", "-map", "0:a:0", "-ac", "1", "-ar", str(sample_rate), "-f", "s16le", "-acodec", "pcm_s16le",
+                  "-flush_packets", "0"]
         async with _FfmpegRun(self._require_ffmpeg(), clip, output, self._slots, chunk_bytes) as run:
             yield run.chunks()
 

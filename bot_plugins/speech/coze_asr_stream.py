@@ -28,6 +28,9 @@ class CozeStreamTranscriber:
     name = "coze-stream"
     capabilities = TranscriberCapabilities(
         pcm_sample_rate=STREAM_SAMPLE_RATE,
+        # One append per second of audio: the docs set no size (a real server took a 111 kB
+        # frame), and each frame costs both sides a JSON and base64 round.
+        pcm_chunk_seconds=1.0,
         streaming=True,
         hot_words=True,
         languages=frozenset(COZE_LANGUAGES),

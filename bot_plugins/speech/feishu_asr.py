@@ -53,6 +53,7 @@ class FeishuStreamTranscriber:
     name = "feishu"
     capabilities = TranscriberCapabilities(
         pcm_sample_rate=SAMPLE_RATE,
+        pcm_chunk_seconds=1.0,  # cut into segments, then into chunk_ms requests, here
         streaming=True,
         hot_words=False,
         languages=frozenset({"common", "zh", "en"}),  # one engine: Mandarin–English mixed

@@ -140,7 +140,8 @@ class TranscriberCapabilities:
     """What a transcriber accepts; the service checks these before calling it."""
 
     containers: frozenset[str] = frozenset()  # encoded containers uploaded as-is
-    pcm_sample_rate: int | None = None  # when set, the provider consumes a PcmStream at this rate
+    pcm_sample_rate: int | None = None  # when set, the provider consumes a PcmStream at this rate…
+    pcm_chunk_seconds: float = 0.2  # …in chunks of this much audio
     max_bytes: int | None = None
     max_seconds: float | None = None
     streaming: bool = False  # yields partial transcripts while audio is sent

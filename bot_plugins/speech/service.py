@@ -202,7 +202,7 @@ class SpeechService:
     async def _transcribe_once(self, provider: Transcriber, clip: _ClipFacts, options: TranscribeOptions) -> AsyncIterator[Transcript]:
         caps = provider.capabilities
         if caps.pcm_sample_rate is not None:
-            async with self.converter.pcm(clip.clip, caps.pcm_sample_rate) as decoded:
+            async with self.converter.pcm(clip.clip, caps.pcm_sample_rate, caps.pcm_chunk_seconds) as decoded:
                 chunks = decoded
                 if options.max_seconds is not None:
                     chunks = within_duration(decoded, caps.pcm_sample_rate, options.max_seconds)
