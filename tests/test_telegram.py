@@ -247,12 +247,12 @@ async def test_limits_answer_without_downloading(world: World) -> None:
 
 
 async def test_streaming_provider_edits_one_reply_with_the_growing_transcript(world: World) -> None:
-    world.coze.transcript = " ".join(f"word{index}" for index in range(12))
+    world.coze.transcript = " ".join(f"word{index}" for index in range(20))
     world.coze.seconds_per_word = 0.25
     world.coze.partial_every_seconds = 0.25
-    world.coze.recognition_speed = 1.0  # partials come over 3 s
+    world.coze.recognition_speed = 1.0  # partials come over 5 s, one per second of audio appended
     async with running_bot(world, VOICEBRIDGE_ASR="coze-stream"):
-        note = await world.telegram.push_voice(Chat.private(ALICE), ALICE, make_tone("ogg", 440.0, 3.0), duration=3)
+        note = await world.telegram.push_voice(Chat.private(ALICE), ALICE, make_tone("ogg", 440.0, 5.0), duration=5)
         first = await world.telegram.wait_for_call("sendMessage", replies_to(note))
         await world.telegram.wait_for_call("editMessageText", lambda call: call.params["text"] == world.coze.transcript)
     edits = world.telegram.calls_to("editMessageText")
