@@ -15,7 +15,7 @@ from lark_oapi.api.speech_to_text.v1 import StreamRecognizeSpeechRequestBody
 from bot_plugins.speech.audio import split_at_pauses
 from bot_plugins.speech.errors import ErrorKind, SpeechError
 from bot_plugins.speech.feishu_asr import FeishuStreamSettings, FeishuStreamTranscriber, StreamText, TextMode, join_texts
-from bot_plugins.speech.feishu_auth import FeishuClient
+from bot_plugins.speech.feishu_auth import USER_AGENT, FeishuClient
 from bot_plugins.speech.models import AudioClip
 from bot_plugins.speech.retry import Retrier, RetryPolicy
 from bot_plugins.speech.service import SpeechService
@@ -71,6 +71,7 @@ async def test_a_note_is_streamed_in_200ms_chunks_and_the_final_text_comes_back(
     sizes = [record.audio_bytes for record in fake.requests_to("stream_recognize")]
     assert set(sizes[:-1]) == {6400}  # 200 ms of 16 kHz s16 mono
     assert sum(sizes) == 2.0 * 32000
+    assert {record.headers["User-Agent"] for record in fake.requests_to("stream_recognize")} == {USER_AGENT}
 
 
 async def test_chunk_duration_is_configurable(fake: FakeFeishu, fast_retrier: Retrier) -> None:

@@ -20,6 +20,7 @@ log = logging.getLogger(__name__)
 
 TOKEN_PATH = "/open-apis/auth/v3/tenant_access_token/internal"
 LOGID_HEADER = "x-tt-logid"
+USER_AGENT = f"voicebridge python-httpx/{httpx.__version__}"  # the transport adds none; gateways may want one
 # Refresh this long before expiry, as lark-oapi does; re-asking with < 30 min left yields a new token.
 REFRESH_MARGIN_SECONDS = 600.0
 
@@ -142,7 +143,7 @@ class FeishuClient:
         return body
 
     async def _exchange(self, path: str, payload: dict[str, Any], token: str | None) -> tuple[dict[str, Any], str | None]:
-        headers = {"Content-Type": "application/json; charset=utf-8"}
+        headers = {"Content-Type": "application/json; charset=utf-8", "User-Agent": USER_AGENT}
         if token:
             headers["Authorization"] = f"Bearer {token}"
         request = httpx.Request("POST", self._url(path), headers=headers, content=json.dumps(payload).encode(),
