@@ -32,12 +32,12 @@ it through :attr:`FakeTelegram.calls`, :meth:`FakeTelegram.wait_for_call` and
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import json
 import mimetypes
 import re
-import asyncio
 import secrets
 import string
 import time
