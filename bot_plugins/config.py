@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from .speech.config import SpeechSettings, number, problem
+from .speech.config import SpeechSettings, choice, number, problem
 from .speech.errors import ConfigError
 from .voice_notes.settings import PluginSettings
 
@@ -150,9 +150,7 @@ class Settings:
         plugin = PluginSettings.from_values(values, problems)
         telegram = TelegramSettings.from_values(values, problems)
         discord = DiscordSettings.from_values(values, problems)
-        log_format = (values.get("VOICEBRIDGE_LOG_FORMAT") or "text").strip().lower()
-        if log_format not in ("text", "json"):
-            problems.append(problem("VOICEBRIDGE_LOG_FORMAT", "must be text or json", log_format))
+        log_format = choice(values, "VOICEBRIDGE_LOG_FORMAT", ("text", "json"), problems)
         shutdown_grace = number(values, "VOICEBRIDGE_SHUTDOWN_GRACE", 30, 0, 3600, problems)
         metrics_port = number(values, "VOICEBRIDGE_METRICS_PORT", None, 1, 65535, problems)
         if problems:

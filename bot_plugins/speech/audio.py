@@ -124,18 +124,23 @@ class AudioInfo:
         return bytes(min(255, round(255 * level / loudest)) for level in averaged)
 
 
-def _run_as_background_work(pid: int) -> None:
-    """Lower a just-started ffmpeg's CPU priority below the bot's.
+async def _spawn_ffmpeg(command: list[str], stdin: int, pass_fds: tuple[int, ...] = ()) -> asyncio.subprocess.Process:
+    """Start ffmpeg with piped output, as background work beside the bot.
 
-    Decoding is batch work; the event loop answering chats is not. When both want a core, the
-    loop should get it (set from here rather than in the child: a ``preexec_fn`` would cost
-    CPython its fast vfork spawn).
+    Its own process group: Ctrl+C in a terminal must not kill work the bot is finishing (not a
+    new session, which would cost CPython its fast vfork spawn). Its CPU priority is lowered
+    below the bot's: decoding is batch work, the event loop answering chats is not. It is set
+    from here because a ``preexec_fn`` would cost the vfork spawn too.
     """
+    process = await asyncio.create_subprocess_exec(
+        *command, stdin=stdin, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        pass_fds=pass_fds, process_group=0)
     try:
         own = os.getpriority(os.PRIO_PROCESS, 0)
-        os.setpriority(os.PRIO_PROCESS, pid, min(19, own + FFMPEG_EXTRA_NICENESS))
+        os.setpriority(os.PRIO_PROCESS, process.pid, min(19, own + FFMPEG_EXTRA_NICENESS))
     except (AttributeError, OSError):  # no priorities on this platform, or ffmpeg already gone
         pass
+    return process
 
 
 class AudioConverter:
@@ -217,11 +222,7 @@ class AudioConverter:
             *_ENCODER_ARGS[target], "pipe:1",
         ]
         async with self._slots:
-            process = await asyncio.create_subprocess_exec(
-                *command, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-                process_group=0,
-            )
-            _run_as_background_work(process.pid)
+            process = await _spawn_ffmpeg(command, stdin=asyncio.subprocess.PIPE)
             try:
                 encoded, errors = await process.communicate(pcm)
             except BaseException:  # cancelled: do not leave ffmpeg behind
@@ -281,20 +282,10 @@ class _FfmpegRun:
         if stdin is asyncio.subprocess.PIPE:
             command.remove("-nostdin")
         try:
-            self.process = await asyncio.create_subprocess_exec(
-                *command,
-                stdin=stdin,
-                stdout=asyncio.subprocess.PIPE,
-                stderr=asyncio.subprocess.PIPE,
-                pass_fds=(memfd,) if memfd is not None else (),
-                # Its own process group: Ctrl+C in a terminal must not kill decodes the bot is
-                # finishing. (Not a new session: that would cost CPython its fast vfork spawn.)
-                process_group=0,
-            )
+            self.process = await _spawn_ffmpeg(command, stdin, pass_fds=(memfd,) if memfd is not None else ())
         finally:
             if memfd is not None:
                 os.close(memfd)  # the child holds its own descriptor
-        _run_as_background_work(self.process.pid)
         if stdin is asyncio.subprocess.PIPE:
             self._tasks.append(asyncio.create_task(self._feed(self.clip.data or b"")))
         self._tasks.append(asyncio.create_task(self._pump()))

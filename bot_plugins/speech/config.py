@@ -54,7 +54,7 @@ def number(values: Mapping[str, str], variable: str, default: T, low: float, hig
     return value
 
 
-def _choice(values: Mapping[str, str], variable: str, choices: tuple[str, ...], problems: list[str]) -> str:
+def choice(values: Mapping[str, str], variable: str, choices: tuple[str, ...], problems: list[str]) -> str:
     """One of ``choices``; the first when unset."""
     chosen = (values.get(variable) or choices[0]).strip().lower()
     if chosen not in choices:
@@ -128,7 +128,7 @@ class SpeechSettings:
             feishu_chunk_ms=int(number(values, "FEISHU_CHUNK_MS", 200, 20, 1000, problems)),
             feishu_max_streams=int(number(values, "FEISHU_MAX_STREAMS", 20, 1, 1000, problems)),
             provider_timeout=number(values, "VOICEBRIDGE_PROVIDER_TIMEOUT", 60.0, 0.1, 3600, problems),
-            feishu_text_mode=_choice(values, "FEISHU_TEXT_MODE", ("cumulative", "delta"), problems),
+            feishu_text_mode=choice(values, "FEISHU_TEXT_MODE", ("cumulative", "delta"), problems),
         )
 
     def secrets(self) -> list[str]:

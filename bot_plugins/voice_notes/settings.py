@@ -7,7 +7,7 @@ from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from pathlib import Path
 
-from ..speech.config import COZE_LANGUAGES, number, problem
+from ..speech.config import COZE_LANGUAGES, choice, number, problem
 
 
 class ReplyMode(StrEnum):
@@ -37,10 +37,7 @@ class PluginSettings:
 
     @classmethod
     def from_values(cls, values: Mapping[str, str], problems: list[str]) -> PluginSettings:
-        mode_text = (values.get("VOICEBRIDGE_REPLY") or "text").strip().lower()
-        if mode_text not in ReplyMode.__members__.values():
-            problems.append(problem("VOICEBRIDGE_REPLY", "must be text, voice or both", mode_text))
-            mode_text = "text"
+        mode_text = choice(values, "VOICEBRIDGE_REPLY", tuple(ReplyMode), problems)  # the first, text, by default
         chats = frozenset(chat.strip() for chat in (values.get("VOICEBRIDGE_ALLOWED_CHATS") or "").split(",") if chat.strip())
         for chat in chats:
             if not chat.lstrip("-").isdigit():
