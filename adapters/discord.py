@@ -2,7 +2,7 @@
 
 In a host bot, one line (configuration from the environment, as ``voicebridge run`` reads it)::
 
-    await bot.load_extension("adapters.discord")
+    await bot.load_extension("voicebridge.discord")
 
 or, to pass your own plugin (with a responder)::
 
@@ -25,9 +25,9 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
-from bot_plugins.speech.errors import pick_language
-from bot_plugins.voice_notes.messages import COMMAND_DESCRIPTIONS
-from bot_plugins.voice_notes.model import (
+from voicebridge.speech.errors import pick_language
+from voicebridge.voice_notes.messages import COMMAND_DESCRIPTIONS
+from voicebridge.voice_notes.model import (
     Activity,
     ChatKind,
     ChatRef,
@@ -38,8 +38,8 @@ from bot_plugins.voice_notes.model import (
     VoiceNote,
     VoiceReply,
 )
-from bot_plugins.voice_notes.plugin import VoiceNotesPlugin
-from bot_plugins.voice_notes.store import StoreError
+from voicebridge.voice_notes.plugin import VoiceNotesPlugin
+from voicebridge.voice_notes.store import StoreError
 
 log = logging.getLogger(__name__)
 
@@ -407,10 +407,10 @@ async def sync_commands_if_changed(bot: AnyBot, plugin: VoiceNotesPlugin) -> boo
 
 
 async def setup(bot: commands.Bot) -> None:
-    """``await bot.load_extension("adapters.discord")``: the plugin, configured from the environment."""
-    from bot_plugins.config import Settings
-    from bot_plugins.speech.service import SpeechService
-    from bot_plugins.voice_notes.store import Store
+    """``await bot.load_extension("voicebridge.discord")``: the plugin, configured from the environment."""
+    from voicebridge.config import Settings
+    from voicebridge.speech.service import SpeechService
+    from voicebridge.voice_notes.store import Store
 
     settings = Settings.load()
     plugin = VoiceNotesPlugin(SpeechService.from_settings(settings.speech), Store(settings.plugin.db_path), settings.plugin)

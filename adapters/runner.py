@@ -20,13 +20,13 @@ from telegram import Update
 from telegram.error import InvalidToken, NetworkError
 from telegram.ext import Application, ApplicationBuilder
 
-from bot_plugins.config import DiscordSettings, Settings, TelegramSettings
-from bot_plugins.metrics import Metrics, serve_status
-from bot_plugins.speech.errors import ConfigError
-from bot_plugins.speech.retry import LoggingObserver, Observers, Retrier
-from bot_plugins.speech.service import SpeechService
-from bot_plugins.voice_notes.plugin import VoiceNotesPlugin
-from bot_plugins.voice_notes.store import Store
+from voicebridge.config import DiscordSettings, Settings, TelegramSettings
+from voicebridge.metrics import Metrics, serve_status
+from voicebridge.speech.errors import ConfigError
+from voicebridge.speech.retry import LoggingObserver, Observers, Retrier
+from voicebridge.speech.service import SpeechService
+from voicebridge.voice_notes.plugin import VoiceNotesPlugin
+from voicebridge.voice_notes.store import Store
 
 from .discord import DEFAULT_API_BASE, VoiceNotesCog, use_api_base
 from .telegram import VoiceNotesTelegram

@@ -22,8 +22,8 @@ from telegram.error import BadRequest, RetryAfter, TelegramError
 from telegram.ext import Application, BaseHandler, CommandHandler, ContextTypes, MessageHandler, filters
 from telegram.warnings import PTBDeprecationWarning
 
-from bot_plugins.voice_notes.messages import LANGUAGES
-from bot_plugins.voice_notes.model import (
+from voicebridge.voice_notes.messages import LANGUAGES
+from voicebridge.voice_notes.model import (
     Activity,
     ChatKind,
     ChatRef,
@@ -34,7 +34,7 @@ from bot_plugins.voice_notes.model import (
     VoiceNote,
     VoiceReply,
 )
-from bot_plugins.voice_notes.plugin import VoiceNotesPlugin
+from voicebridge.voice_notes.plugin import VoiceNotesPlugin
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")

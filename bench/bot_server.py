@@ -1,5 +1,5 @@
 """The bot under measurement, in a process of its own: voicebridge's Telegram bot wired as
-``voicebridge run`` wires it (``adapters.runner``: metrics, retrier observers, plugin, polling),
+``voicebridge run`` wires it (``voicebridge.adapters.runner``: metrics, retrier observers, plugin, polling),
 configured from the environment only (no ``.env``), logging at its usual level to stderr.
 
 Two samplers watch it: an asyncio task that sleeps 10 ms at a time and records how late each
@@ -29,15 +29,15 @@ import sys
 import time
 from typing import Any
 
-from adapters.runner import TelegramRunner
+from voicebridge.adapters.runner import TelegramRunner
 from bench.common import PeakSampler, percentile, resident_mb
-from bot_plugins.config import Settings
-from bot_plugins.logs import configure_logging
-from bot_plugins.metrics import Metrics
-from bot_plugins.speech.retry import LoggingObserver, Observers, Retrier
-from bot_plugins.speech.service import SpeechService
-from bot_plugins.voice_notes.plugin import VoiceNotesPlugin
-from bot_plugins.voice_notes.store import Store
+from voicebridge.config import Settings
+from voicebridge.logs import configure_logging
+from voicebridge.metrics import Metrics
+from voicebridge.speech.retry import LoggingObserver, Observers, Retrier
+from voicebridge.speech.service import SpeechService
+from voicebridge.voice_notes.plugin import VoiceNotesPlugin
+from voicebridge.voice_notes.store import Store
 
 LAG_INTERVAL_SECONDS = 0.01
 DONE_POLL_SECONDS = 0.05
@@ -88,7 +88,7 @@ class GcPauses:
 
 
 class Bot:
-    """The objects ``adapters.runner.run_bot`` builds for Telegram, kept at hand for the commands."""
+    """The objects ``voicebridge.adapters.runner.run_bot`` builds for Telegram, kept at hand for the commands."""
 
     def __init__(self, settings: Settings, edit_interval: float) -> None:
         self.metrics = Metrics()

@@ -34,12 +34,12 @@ import authlib.deprecate  # noqa: F401, I001
 
 warnings.filterwarnings("ignore", message="authlib.jose module is deprecated")
 
-from bot_plugins.speech.coze_asr_stream import CozeStreamTranscriber  # noqa: E402
-from bot_plugins.speech.coze_common import CozeEndpoint  # noqa: E402
-from bot_plugins.speech.feishu_asr import FeishuStreamSettings, FeishuStreamTranscriber  # noqa: E402
-from bot_plugins.speech.feishu_auth import FeishuClient  # noqa: E402
-from bot_plugins.speech.retry import Retrier  # noqa: E402
-from bot_plugins.speech.service import SpeechService  # noqa: E402
+from voicebridge.speech.coze_asr_stream import CozeStreamTranscriber  # noqa: E402
+from voicebridge.speech.coze_common import CozeEndpoint  # noqa: E402
+from voicebridge.speech.feishu_asr import FeishuStreamSettings, FeishuStreamTranscriber  # noqa: E402
+from voicebridge.speech.feishu_auth import FeishuClient  # noqa: E402
+from voicebridge.speech.retry import Retrier  # noqa: E402
+from voicebridge.speech.service import SpeechService  # noqa: E402
 from tests.fakes.coze import DEFAULT_TOKEN  # noqa: E402
 from tests.fakes.feishu import DEFAULT_APP_ID, DEFAULT_APP_SECRET  # noqa: E402
 

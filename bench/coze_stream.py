@@ -38,10 +38,10 @@ from bench.common import (  # first: it silences cozepy's import-time warning
     verdict,
     voice_note,
 )
-from bot_plugins.speech.coze_asr_stream import CozeStreamTranscriber
-from bot_plugins.speech.coze_common import CozeEndpoint
-from bot_plugins.speech.models import AudioClip, PcmStream, TranscribeOptions
-from bot_plugins.speech.service import SpeechService
+from voicebridge.speech.coze_asr_stream import CozeStreamTranscriber
+from voicebridge.speech.coze_common import CozeEndpoint
+from voicebridge.speech.models import AudioClip, PcmStream, TranscribeOptions
+from voicebridge.speech.service import SpeechService
 from cozepy import TokenAuth
 from cozepy.request import Requester
 from cozepy.websockets.audio.transcriptions import (

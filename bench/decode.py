@@ -28,8 +28,8 @@ from bench.common import (
     verdict,
     voice_note,
 )
-from bot_plugins.speech.audio import AudioConverter
-from bot_plugins.speech.models import AudioClip
+from voicebridge.speech.audio import AudioConverter
+from voicebridge.speech.models import AudioClip
 
 TARGET_RATIO = 1.25
 WARM_UP_RUNS = 3

@@ -28,8 +28,8 @@ from bench.common import (
     print_table,
     voice_note,
 )
-from bot_plugins.speech.feishu_asr import FeishuStreamSettings
-from bot_plugins.speech.models import AudioClip
+from voicebridge.speech.feishu_asr import FeishuStreamSettings
+from voicebridge.speech.models import AudioClip
 
 LATENCY_SECONDS = 0.02
 DEFAULTS = FeishuStreamSettings()

@@ -50,8 +50,8 @@ from bench.common import (
     replay,
     voice_note,
 )
-from bot_plugins.speech.feishu_asr import ACTION_FIRST, ACTION_LAST, ACTION_MIDDLE, FeishuStreamSettings, FeishuStreamTranscriber
-from bot_plugins.speech.models import PcmStream, TranscribeOptions
+from voicebridge.speech.feishu_asr import ACTION_FIRST, ACTION_LAST, ACTION_MIDDLE, FeishuStreamSettings, FeishuStreamTranscriber
+from voicebridge.speech.models import PcmStream, TranscribeOptions
 from tests.fakes.feishu import DEFAULT_APP_ID, DEFAULT_APP_SECRET
 
 WARM_UP_RUNS = 1

@@ -32,8 +32,8 @@ from bench.common import (
     verdict,
     voice_note,
 )
-from bot_plugins.speech.models import AudioClip
-from bot_plugins.speech.service import SpeechService
+from voicebridge.speech.models import AudioClip
+from voicebridge.speech.service import SpeechService
 
 TARGET_GROWTH_MB = 100.0
 FEISHU_LATENCY_SECONDS = 0.02  # as in feishu_long_notes.py: requests overlap as on a real network

@@ -87,7 +87,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def run(settings: Settings) -> int:
     # Imported here: the one-shot commands need no chat-platform frameworks.
-    from adapters.runner import StartupError, run_bot
+    from voicebridge.adapters.runner import StartupError, run_bot
 
     configure_logging(settings.log_level or "INFO", settings.secrets(), settings.log_format)
     try:

@@ -1,6 +1,6 @@
 """Audio generation and analysis for tests and fakes.
 
-Deliberately independent of ``bot_plugins.speech.audio``: it calls the ffmpeg CLI directly, so a
+Deliberately independent of ``voicebridge.speech.audio``: it calls the ffmpeg CLI directly, so a
 test never checks the project's conversions with the project's own code.
 """
 

@@ -9,7 +9,7 @@ import pytest
 # filter when first imported, which would override pytest's; importing it here, before any test
 # module is collected, keeps the filter in pyproject.toml in charge.
 
-from bot_plugins.speech.retry import Retrier, RetryPolicy
+from voicebridge.speech.retry import Retrier, RetryPolicy
 
 
 @pytest.fixture

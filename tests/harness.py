@@ -9,12 +9,12 @@ from typing import Any
 
 from telegram.ext import Application, ApplicationBuilder
 
-from adapters.telegram import VoiceNotesTelegram
-from bot_plugins.config import Settings
-from bot_plugins.speech.retry import Retrier
-from bot_plugins.speech.service import SpeechService
-from bot_plugins.voice_notes.plugin import VoiceNotesPlugin
-from bot_plugins.voice_notes.store import Store
+from voicebridge.adapters.telegram import VoiceNotesTelegram
+from voicebridge.config import Settings
+from voicebridge.speech.retry import Retrier
+from voicebridge.speech.service import SpeechService
+from voicebridge.voice_notes.plugin import VoiceNotesPlugin
+from voicebridge.voice_notes.store import Store
 from tests.fakes.coze import DEFAULT_TOKEN, DEFAULT_VOICES, FakeCoze
 from tests.fakes.feishu import DEFAULT_APP_ID, DEFAULT_APP_SECRET, FakeFeishu
 from tests.fakes.telegram import Call, FakeTelegram

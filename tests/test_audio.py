@@ -8,14 +8,14 @@ from pathlib import Path
 
 import pytest
 
-from bot_plugins.speech.audio import (
+from voicebridge.speech.audio import (
     MAX_WAVEFORM_POINTS,
     AudioConverter,
     require_sound,
     sniff_container,
 )
-from bot_plugins.speech.errors import AudioError, AudioProblem
-from bot_plugins.speech.models import AudioClip, AudioFormat
+from voicebridge.speech.errors import AudioError, AudioProblem
+from voicebridge.speech.models import AudioClip, AudioFormat
 from tests.audio_tools import analyse, decode, make_silence, make_tone, pcm_samples, probe
 
 CONTAINERS = ["ogg", "mp3", "m4a", "wav", "webm", "flac", "mp4"]

@@ -13,12 +13,12 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from bot_plugins.speech.audio import AudioConverter
-from bot_plugins.speech.coze_common import CozeEvent, parse_event
-from bot_plugins.speech.errors import AudioError
-from bot_plugins.speech.feishu_asr import StreamText, TextMode
-from bot_plugins.speech.models import AudioClip
-from bot_plugins.speech.retry import Retrier
+from voicebridge.speech.audio import AudioConverter
+from voicebridge.speech.coze_common import CozeEvent, parse_event
+from voicebridge.speech.errors import AudioError
+from voicebridge.speech.feishu_asr import StreamText, TextMode
+from voicebridge.speech.models import AudioClip
+from voicebridge.speech.retry import Retrier
 from tests.audio_tools import analyse, decode, make_silence, make_tone
 from tests.fakes.coze import FakeCoze
 from tests.fakes.telegram import Chat, FakeTelegram, User

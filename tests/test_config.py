@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from bot_plugins.config import Settings, load_values, parse_dotenv
-from bot_plugins.speech.errors import ConfigError
+from voicebridge.config import Settings, load_values, parse_dotenv
+from voicebridge.speech.errors import ConfigError
 
 TOKEN = "pat_example_token_123"
 

@@ -13,15 +13,15 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from bot_plugins.speech.coze_asr import CozeFileTranscriber
-from bot_plugins.speech.coze_asr_stream import CozeStreamTranscriber
-from bot_plugins.speech.coze_common import CozeEndpoint
-from bot_plugins.speech.coze_tts import CozeSpeechSynthesizer
-from bot_plugins.speech.coze_tts_stream import CozeStreamSynthesizer
-from bot_plugins.speech.errors import AudioError, AudioProblem, ErrorKind, SpeechError
-from bot_plugins.speech.models import AudioClip, AudioFormat, SynthesizeOptions, TranscribeOptions
-from bot_plugins.speech.retry import Retrier
-from bot_plugins.speech.service import SpeechService
+from voicebridge.speech.coze_asr import CozeFileTranscriber
+from voicebridge.speech.coze_asr_stream import CozeStreamTranscriber
+from voicebridge.speech.coze_common import CozeEndpoint
+from voicebridge.speech.coze_tts import CozeSpeechSynthesizer
+from voicebridge.speech.coze_tts_stream import CozeStreamSynthesizer
+from voicebridge.speech.errors import AudioError, AudioProblem, ErrorKind, SpeechError
+from voicebridge.speech.models import AudioClip, AudioFormat, SynthesizeOptions, TranscribeOptions
+from voicebridge.speech.retry import Retrier
+from voicebridge.speech.service import SpeechService
 from tests.audio_tools import analyse, decode, make_silence, make_tone, probe
 from tests.cozepy_contract import validate_uplink
 from tests.fakes.coze import DEFAULT_TOKEN, DEFAULT_VOICES, FakeCoze, FakeVoice

@@ -16,8 +16,8 @@ import pytest
 import yaml
 from packaging.specifiers import SpecifierSet
 
-from bot_plugins.cli import EXIT_CONFIG
-from bot_plugins.config import Settings, TelegramSettings, parse_dotenv
+from voicebridge.cli import EXIT_CONFIG
+from voicebridge.config import Settings, TelegramSettings, parse_dotenv
 from tests.test_documentation import ROOT, variables_in_readme
 
 DEPLOY = ROOT / "deploy"

@@ -14,12 +14,12 @@ from typing import Any
 import discord
 import pytest
 
-from adapters.runner import start_discord
-from bot_plugins.config import Settings
-from bot_plugins.speech.retry import Retrier
-from bot_plugins.speech.service import SpeechService
-from bot_plugins.voice_notes.plugin import VoiceNotesPlugin
-from bot_plugins.voice_notes.store import Store
+from voicebridge.adapters.runner import start_discord
+from voicebridge.config import Settings
+from voicebridge.speech.retry import Retrier
+from voicebridge.speech.service import SpeechService
+from voicebridge.voice_notes.plugin import VoiceNotesPlugin
+from voicebridge.voice_notes.store import Store
 from tests.audio_tools import analyse, decode, make_tone, probe
 from tests.fakes.coze import DEFAULT_TOKEN, DEFAULT_VOICES, FakeCoze
 from tests.fakes.discord import FakeDiscord, FakeFile, Intent, RecordedRequest
@@ -213,7 +213,7 @@ async def test_slash_commands_and_manage_server_rights(world: World) -> None:
 
 
 def plugin_chat(channel_id: int) -> Any:
-    from bot_plugins.voice_notes.model import ChatKind, ChatRef
+    from voicebridge.voice_notes.model import ChatKind, ChatRef
 
     return ChatRef("discord", str(channel_id), ChatKind.GROUP)
 
@@ -264,7 +264,7 @@ async def test_a_host_bot_adds_voice_notes_with_one_line(world: World, tmp_path:
     intents = discord.Intents.default()
     intents.message_content = True
     bot = commands.Bot(command_prefix="!", intents=intents, guild_ready_timeout=0.1)
-    await bot.load_extension("adapters.discord")  # the one line
+    await bot.load_extension("voicebridge.discord")  # the one line
     # The host's own concern, not the plugin's: point its plain Bot at the local Discord.
     monkeypatch.setattr(discord.http.Route, "BASE", world.discord.api_base)
     await bot.login(world.discord.token)
@@ -282,8 +282,8 @@ async def test_a_host_bot_adds_voice_notes_with_one_line(world: World, tmp_path:
 
 
 async def test_voice_replies_over_the_upload_limit_are_not_attempted() -> None:
-    from adapters.discord import ChannelChat
-    from bot_plugins.voice_notes.model import VoiceNotAllowed, VoiceReply
+    from voicebridge.adapters.discord import ChannelChat
+    from voicebridge.voice_notes.model import VoiceNotAllowed, VoiceReply
 
     class TinyGuild:
         filesize_limit = 1000

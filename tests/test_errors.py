@@ -6,9 +6,9 @@ import logging
 
 import pytest
 
-from bot_plugins.logs import SecretRedactor
-from bot_plugins.speech.coze_common import error_from_code, error_from_status
-from bot_plugins.speech.errors import AudioError, AudioProblem, ErrorKind, SpeechError
+from voicebridge.logs import SecretRedactor
+from voicebridge.speech.coze_common import error_from_code, error_from_status
+from voicebridge.speech.errors import AudioError, AudioProblem, ErrorKind, SpeechError
 
 
 @pytest.mark.parametrize(

@@ -12,8 +12,8 @@ from typing import Any
 
 import pytest
 
-from bot_plugins.speech.audio import AudioConverter
-from bot_plugins.speech.retry import Retrier
+from voicebridge.speech.audio import AudioConverter
+from voicebridge.speech.retry import Retrier
 from tests.audio_tools import make_tone
 from tests.fakes.coze import FakeCoze
 from tests.fakes.feishu import FakeFeishu

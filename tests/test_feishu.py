@@ -12,13 +12,13 @@ import lark_oapi as lark
 import pytest
 from lark_oapi.api.speech_to_text.v1 import StreamRecognizeSpeechRequestBody
 
-from bot_plugins.speech.audio import split_at_pauses
-from bot_plugins.speech.errors import ErrorKind, SpeechError
-from bot_plugins.speech.feishu_asr import FeishuStreamSettings, FeishuStreamTranscriber, StreamText, TextMode, join_texts
-from bot_plugins.speech.feishu_auth import USER_AGENT, FeishuClient
-from bot_plugins.speech.models import AudioClip
-from bot_plugins.speech.retry import Retrier, RetryPolicy
-from bot_plugins.speech.service import SpeechService
+from voicebridge.speech.audio import split_at_pauses
+from voicebridge.speech.errors import ErrorKind, SpeechError
+from voicebridge.speech.feishu_asr import FeishuStreamSettings, FeishuStreamTranscriber, StreamText, TextMode, join_texts
+from voicebridge.speech.feishu_auth import USER_AGENT, FeishuClient
+from voicebridge.speech.models import AudioClip
+from voicebridge.speech.retry import Retrier, RetryPolicy
+from voicebridge.speech.service import SpeechService
 from tests.audio_tools import make_tone, tone_pcm
 from tests.fakes.feishu import DEFAULT_APP_ID, DEFAULT_APP_SECRET, FakeFeishu
 

@@ -3,7 +3,7 @@ answered exactly once, with its own transcript, none lost or crossed, in order p
 
 from __future__ import annotations
 
-from bot_plugins.speech.retry import Retrier
+from voicebridge.speech.retry import Retrier
 from tests.audio_tools import tone_wav
 from tests.fakes.coze import FakeCoze
 from tests.fakes.telegram import Chat, FakeTelegram, User

@@ -15,9 +15,9 @@ from typing import Any
 
 import httpx
 
-from adapters.runner import BOT_API_CONNECTIONS, run_bot
-from bot_plugins.config import Settings
-from bot_plugins.metrics import Metrics, serve_status
+from voicebridge.adapters.runner import BOT_API_CONNECTIONS, run_bot
+from voicebridge.config import Settings
+from voicebridge.metrics import Metrics, serve_status
 from tests.audio_tools import make_tone
 from tests.fakes.coze import DEFAULT_TOKEN, FakeCoze
 from tests.fakes.telegram import Chat, FakeTelegram, User

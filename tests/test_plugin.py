@@ -13,11 +13,11 @@ from pathlib import Path
 
 import pytest
 
-from bot_plugins.config import Settings
-from bot_plugins.speech.retry import Retrier
-from bot_plugins.speech.service import SpeechService
-from bot_plugins.voice_notes.delivery import LiveMessage
-from bot_plugins.voice_notes.model import (
+from voicebridge.config import Settings
+from voicebridge.speech.retry import Retrier
+from voicebridge.speech.service import SpeechService
+from voicebridge.voice_notes.delivery import LiveMessage
+from voicebridge.voice_notes.model import (
     Activity,
     ChatKind,
     ChatRef,
@@ -29,8 +29,8 @@ from bot_plugins.voice_notes.model import (
     VoiceNote,
     VoiceReply,
 )
-from bot_plugins.voice_notes.plugin import VoiceNotesPlugin
-from bot_plugins.voice_notes.store import Store, StoreError
+from voicebridge.voice_notes.plugin import VoiceNotesPlugin
+from voicebridge.voice_notes.store import Store, StoreError
 from tests.audio_tools import analyse, decode, make_tone
 from tests.fakes.coze import DEFAULT_TOKEN, DEFAULT_VOICES, FakeCoze
 

@@ -15,8 +15,8 @@ import pytest
 import telegram
 from telegram.ext import Application, MessageHandler, filters
 
-from adapters.telegram import TelegramChat
-from bot_plugins.speech.retry import Retrier
+from voicebridge.adapters.telegram import TelegramChat
+from voicebridge.speech.retry import Retrier
 from tests.audio_tools import analyse, decode, make_tone, probe
 from tests.fakes.coze import DEFAULT_VOICES, FakeCoze
 from tests.fakes.telegram import Call, Chat, FakeTelegram, User

@@ -7,7 +7,7 @@ import re
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from bot_plugins.speech.text import characters, split_text, utf8_length
+from voicebridge.speech.text import characters, split_text, utf8_length
 
 
 def squash(text: str) -> str:

@@ -1,7 +1,7 @@
 """The two narrow interfaces every provider implements, one per direction.
 
 Providers contain protocol code only: no retries, no audio conversion, no fallbacks — the
-:class:`~bot_plugins.speech.service.SpeechService` does those once for all of them.
+:class:`~voicebridge.speech.service.SpeechService` does those once for all of them.
 """
 
 from __future__ import annotations
