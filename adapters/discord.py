@@ -4,9 +4,10 @@ In a host bot, one line (configuration from the environment, as ``voicebridge ru
 
     await bot.load_extension("voicebridge.discord")
 
-or, to pass your own plugin (with a responder)::
-
-    await bot.add_cog(VoiceNotesCog(bot, plugin))
+with ``bot.voicebridge_options = voicebridge.Options(...)`` set before it to pass a responder,
+commands or settings. Every transcript is also dispatched as a ``voice_transcript`` event
+(``on_voice_transcript(message, transcript)``). ``unload_extension`` / ``reload_extension``
+leave nothing behind.
 """
 
 from __future__ import annotations
@@ -17,14 +18,16 @@ import hashlib
 import io
 import json
 import logging
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
+from dataclasses import replace
 from typing import Any, Literal
 
 import discord
 from discord import app_commands
 from discord.ext import commands
 
+from voicebridge.options import Options, build_plugin
 from voicebridge.speech.errors import pick_language
 from voicebridge.voice_notes.messages import COMMAND_DESCRIPTIONS
 from voicebridge.voice_notes.model import (
@@ -49,7 +52,9 @@ DEFAULT_API_BASE = "https://discord.com/api/v10"
 NO_PINGS = discord.AllowedMentions.none()  # a transcript may say "@everyone"
 MIN_EDIT_INTERVAL = 1.0  # per-channel rate limits allow about 5 per 5 s (undocumented)
 AUDIO_EXTENSIONS = ("ogg", "oga", "opus", "mp3", "m4a", "wav", "flac", "aac", "amr", "webm", "mp4")
-COMMANDS_MARKER = "discord:commands:{application_id}"
+COMMANDS_MARKER = "discord:commands:{application_id}"  # sync="all": digest of the whole tree
+OWN_COMMANDS_MARKER = "discord:own-commands:{application_id}"  # sync="own": id and digest of each of ours
+TRANSCRIPT_EVENT = "voice_transcript"  # on_voice_transcript(message, transcript)
 _PERMISSION_CODES = {50001, 50013, 50173}  # missing access / permissions; voice messages not allowed here
 
 
@@ -75,16 +80,17 @@ def chat_ref(channel: discord.abc.Messageable) -> ChatRef:
     return ChatRef(PLATFORM, str(getattr(channel, "id", "")), ChatKind.PRIVATE if private else ChatKind.GROUP)
 
 
-def voice_note(message: discord.Message, language: str | None) -> VoiceNote | None:
+def voice_note(message: discord.Message, *, sender_language: str | None = None) -> VoiceNote | None:
     """The first audio attachment of a message, or None."""
     attachment = next((item for item in message.attachments if is_audio(item)), None)
     if attachment is None:
         return None
-    return attachment_note(attachment, message.channel, str(message.id), message.author, language)
+    return attachment_note(attachment, message.channel, str(message.id), message.author,
+                           sender_language=sender_language, message=message)
 
 
-def attachment_note(attachment: discord.Attachment, channel: Any, message_id: str,
-                    author: discord.User | discord.Member, language: str | None) -> VoiceNote:
+def attachment_note(attachment: discord.Attachment, channel: Any, message_id: str, author: discord.User | discord.Member, *,
+                    sender_language: str | None = None, message: discord.Message | None = None) -> VoiceNote:
     async def fetch() -> bytes:
         try:
             return await attachment.read()
@@ -92,27 +98,22 @@ def attachment_note(attachment: discord.Attachment, channel: Any, message_id: st
             # The CDN URL is signed; only the status goes into the error.
             raise DownloadFailed(f"Discord attachment: HTTP {error.status}") from None
 
+    guild = getattr(channel, "guild", None)
     return VoiceNote(
         chat=chat_ref(channel),
         message_id=message_id,
-        sender=Person(str(author.id), author.display_name, language),
-        cache_key=_cache_key(attachment),
+        sender=Person(str(author.id), author.display_name, sender_language),
+        # Discord assigns attachment ids; size, duration and waveform are the sender's to choose.
+        cache_key=f"attachment:{attachment.id}",
         fetch=fetch,
         mime_type=attachment.content_type,
         file_name=attachment.filename,
         declared_seconds=attachment.duration,
         declared_bytes=attachment.size,
         speaker=author.display_name,
+        chat_language=_language(guild.preferred_locale) if guild is not None else None,
+        message=message,
     )
-
-
-def _cache_key(attachment: discord.Attachment) -> str:
-    """A voice message's size, duration and waveform fingerprint its audio, so a re-post of the
-    same recording (new attachment id) hits the cache; other files are keyed by attachment."""
-    if attachment.waveform:
-        fingerprint = f"{attachment.size}:{attachment.duration}:{attachment.waveform.hex()}"
-        return "voice:" + hashlib.sha256(fingerprint.encode()).hexdigest()
-    return f"attachment:{attachment.id}"
 
 
 class VoiceMessageFile(discord.File):
@@ -215,6 +216,9 @@ class ChannelChat:
         member = guild.get_member(int(user_id)) if guild is not None else None
         return member is not None and _manages_server(member.guild_permissions)
 
+    async def report_error(self, error: BaseException) -> None:
+        await report_to_host(self.bot, error)
+
 
 class InteractionChat:
     """The plugin's port for an app command: answers are followups to a deferred interaction.
@@ -227,7 +231,8 @@ class InteractionChat:
     needs_waveform = False
     min_edit_interval = MIN_EDIT_INTERVAL
 
-    def __init__(self, interaction: discord.Interaction) -> None:
+    def __init__(self, bot: AnyBot, interaction: discord.Interaction) -> None:
+        self.bot = bot
         self.interaction = interaction
 
     @staticmethod
@@ -257,6 +262,18 @@ class InteractionChat:
     async def is_admin(self, user_id: str) -> bool:
         return self.interaction.guild is None or _manages_server(self.interaction.permissions)
 
+    async def report_error(self, error: BaseException) -> None:
+        await report_to_host(self.bot, error)
+
+
+async def report_to_host(bot: AnyBot, error: BaseException) -> None:
+    """Through the bot's ``on_error``, as discord.py reports an event's error (it logs it unless
+    the host handles it); called from the ``except`` block that caught ``error``."""
+    try:
+        await bot.on_error("voicebridge_reply", error)
+    except Exception:
+        log.exception("the host's on_error failed")
+
 
 class CommandTranslator(app_commands.Translator):
     """Chinese command descriptions for Chinese Discord clients, from the plugin's catalogue."""
@@ -274,26 +291,74 @@ def _described(name: str) -> app_commands.locale_str:
 
 
 class VoiceNotesCog(commands.Cog, name="VoiceNotes"):
-    """Voice messages and audio attachments in DMs and channels, plus the plugin's app commands."""
+    """Voice messages and audio attachments in DMs and channels, plus the plugin's app commands.
 
-    def __init__(self, bot: AnyBot, plugin: VoiceNotesPlugin, *, owns_plugin: bool = False) -> None:
+    Only the commands the plugin answers are added, and none whose name the host's command tree
+    already holds (skipped with a warning). ``sync`` decides what is registered with Discord:
+    ``own`` creates or edits voicebridge's commands one by one, only when they changed; ``all``
+    overwrites the whole tree (a bot voicebridge owns); ``none`` leaves the registry alone.
+    """
+
+    def __init__(self, bot: AnyBot, plugin: VoiceNotesPlugin, *, sync: str = "own", owns_plugin: bool = False) -> None:
         self.bot = bot
         self.plugin = plugin
+        self.sync = sync
         self.owns_plugin = owns_plugin
         self.transcribe_menu = app_commands.ContextMenu(name="Transcribe", callback=self._transcribe_message)
         self.commands_synced = asyncio.Event()  # set once the app commands are registered (or failed to be)
+        self._own_translator: CommandTranslator | None = None
+        self._sync_task: asyncio.Task[None] | None = None
+        offered = set(plugin.command_names)
+        self.__cog_app_commands__ = [command for command in self.__cog_app_commands__ if command.name in offered]
+        self._menus = [self.transcribe_menu] if "transcribe" in offered else []
 
     async def cog_load(self) -> None:
-        self.bot.tree.add_command(self.transcribe_menu)
-        if self.bot.tree.translator is None:
-            await self.bot.tree.set_translator(CommandTranslator())
+        tree = self.bot.tree
+        kept = []
+        for command in self.__cog_app_commands__:
+            if tree.get_command(command.name) is None:
+                kept.append(command)
+            else:
+                log.warning("the bot already has a /%s command; voicebridge leaves it to the bot and offers none", command.name)
+        self.__cog_app_commands__ = kept
+        for menu in list(self._menus):
+            if tree.get_command(menu.name, type=menu.type) is None:
+                tree.add_command(menu)
+            else:
+                log.warning("the bot already has a %r message command; voicebridge offers none", menu.name)
+                self._menus.remove(menu)
+        if self.sync == "all" and tree.translator is None:
+            self._own_translator = CommandTranslator()
+            await tree.set_translator(self._own_translator)
         await self.plugin.start()
+        if self.bot.is_ready():  # loaded into a running bot: there will be no READY to wait for
+            self._sync_task = asyncio.create_task(self._register_commands())
 
     async def cog_unload(self) -> None:
-        self.bot.tree.remove_command(self.transcribe_menu.name, type=self.transcribe_menu.type)
+        tree = self.bot.tree
+        for menu in self._menus:
+            tree.remove_command(menu.name, type=menu.type)
+        if self._own_translator is not None and tree.translator is self._own_translator:
+            await tree.set_translator(None)
+        if self._sync_task is not None:
+            self._sync_task.cancel()
+            await asyncio.gather(self._sync_task, return_exceptions=True)
         if self.owns_plugin:
+            await self.plugin.drain(self.plugin.settings.shutdown_grace_seconds)
             await self.plugin.aclose()
-            await self.plugin.service.aclose()
+
+    @property
+    def registered_commands(self) -> list[app_commands.Command[Any, ..., Any] | app_commands.ContextMenu]:
+        """The app commands this Cog put on the tree."""
+        return [*self.__cog_app_commands__, *self._menus]
+
+    def drop_command(self, command: app_commands.Command[Any, ..., Any] | app_commands.ContextMenu) -> None:
+        """Take one of ours off the tree: Discord has a command of that name that is not ours."""
+        self.bot.tree.remove_command(command.name, type=_command_type(command))
+        if command in self._menus:
+            self._menus.remove(command)  # type: ignore[arg-type]
+        else:
+            self.__cog_app_commands__ = [own for own in self.__cog_app_commands__ if own is not command]
 
     @commands.Cog.listener()
     async def on_ready(self) -> None:
@@ -301,12 +366,19 @@ class VoiceNotesCog(commands.Cog, name="VoiceNotes"):
             log.warning("the Message Content intent is off: voice messages in server channels cannot be seen. "
                         "DMs and the Transcribe context menu still work; enable the intent in the Developer "
                         "Portal (Bot page) to transcribe server channels automatically")
-        if self.commands_synced.is_set():
-            return  # on_ready comes again after a reconnect
+        if self._sync_task is None:  # on_ready comes again after a reconnect
+            self._sync_task = asyncio.create_task(self._register_commands())
+
+    async def _register_commands(self) -> None:
         try:
-            await sync_commands_if_changed(self.bot, self.plugin)
+            if self.sync == "all":
+                await sync_commands_if_changed(self.bot, self.plugin)
+            elif self.sync == "own":
+                await sync_own_commands(self.bot, self)
         except (discord.HTTPException, app_commands.AppCommandError, StoreError) as error:
             log.warning("could not register the app commands with Discord: %s", error)
+        except Exception:
+            log.exception("could not register the app commands with Discord")
         finally:
             self.commands_synced.set()
 
@@ -314,15 +386,19 @@ class VoiceNotesCog(commands.Cog, name="VoiceNotes"):
     async def on_message(self, message: discord.Message) -> None:
         if message.author.bot or message.webhook_id is not None:
             return  # our own answers and other bots' messages are not for us
-        language = _language(message.guild.preferred_locale) if message.guild else None
-        note = voice_note(message, language)
+        note = voice_note(message)
         if note is not None:
-            await self.plugin.handle_voice_note(note, ChannelChat(self.bot, message.channel))
+            note = replace(note, announce=self._announcer(message))
+            self.plugin.run_in_background(self.plugin.handle_voice_note(note, ChannelChat(self.bot, message.channel)))
+
+    def _announcer(self, message: discord.Message) -> Callable[[str], None]:
+        return lambda transcript: self.bot.dispatch(TRANSCRIPT_EVENT, message, transcript)
 
     async def _run(self, interaction: discord.Interaction, name: str, args: str = "", note: VoiceNote | None = None) -> None:
         """Acknowledge at once (Discord allows 3 s), then let the plugin answer by followups."""
         await interaction.response.defer(thinking=True)
         user = interaction.user
+        guild = interaction.guild
         request = CommandRequest(
             name=name,
             args=args,
@@ -330,18 +406,22 @@ class VoiceNotesCog(commands.Cog, name="VoiceNotes"):
             sender=Person(str(user.id), user.display_name, _language(interaction.locale)),
             message_id=None,
             replied_note=note,
+            chat_language=_language(guild.preferred_locale) if guild is not None else None,
         )
-        await self.plugin.handle_command(request, InteractionChat(interaction))
+        self.plugin.run_in_background(self.plugin.handle_command(request, InteractionChat(self.bot, interaction)))
 
     async def _transcribe_message(self, interaction: discord.Interaction, message: discord.Message) -> None:
-        await self._run(interaction, "transcribe", note=voice_note(message, _language(interaction.locale)))
+        note = voice_note(message)
+        if note is not None:
+            note = replace(note, announce=self._announcer(message))
+        await self._run(interaction, "transcribe", note=note)
 
     @app_commands.command(name="transcribe", description=_described("transcribe"))
     @app_commands.describe(audio="A voice message or audio file")
     async def transcribe(self, interaction: discord.Interaction, audio: discord.Attachment) -> None:
         note = None
         if is_audio(audio):
-            note = attachment_note(audio, interaction.channel, str(interaction.id), interaction.user, _language(interaction.locale))
+            note = attachment_note(audio, interaction.channel, str(interaction.id), interaction.user)
         await self._run(interaction, "transcribe", note=note)
 
     @app_commands.command(name="speak", description=_described("speak"))
@@ -406,12 +486,76 @@ async def sync_commands_if_changed(bot: AnyBot, plugin: VoiceNotesPlugin) -> boo
     return True
 
 
-async def setup(bot: commands.Bot) -> None:
-    """``await bot.load_extension("voicebridge.discord")``: the plugin, configured from the environment."""
-    from voicebridge.config import Settings
-    from voicebridge.speech.service import SpeechService
-    from voicebridge.voice_notes.store import Store
+async def sync_own_commands(bot: AnyBot, cog: VoiceNotesCog) -> None:
+    """Create or edit voicebridge's own global commands one by one, only those that changed since
+    the last registration (ids and digests remembered in the store), and delete the ones it made
+    that it no longer offers. A command of the same name that voicebridge did not make is the
+    host's: it stays, and voicebridge drops its own from the tree with one warning."""
+    translator = CommandTranslator()
+    application_id = bot.application_id
+    assert application_id is not None
+    marker = OWN_COMMANDS_MARKER.format(application_id=application_id)
+    stored: dict[str, dict[str, str]] = json.loads(await cog.plugin.store.marker(marker) or "{}")
+    registered: dict[str, dict[str, str]] = {}
+    remote: list[dict[str, Any]] | None = None
+    for command in cog.registered_commands:
+        payload = await command.get_translated_payload(bot.tree, translator)
+        command_type = _command_type(command)
+        key = f"{command_type.value}:{command.name}"
+        digest = hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()
+        record = stored.get(key)
+        if record is not None and record["digest"] == digest:
+            registered[key] = record
+            continue
+        if remote is None:
+            remote = list(await bot.http.get_global_commands(application_id))
+        existing = next((found for found in remote if found["name"] == command.name
+                         and int(found.get("type", 1)) == command_type.value), None)
+        if existing is not None and (record is None or existing["id"] != record["id"]) and not _made_by_us(existing, payload):
+            log.warning("Discord already has a command %r that voicebridge did not register; it is left alone "
+                        "and voicebridge offers none", command.name)
+            cog.drop_command(command)
+            continue
+        if existing is not None:
+            data = await bot.http.edit_global_command(application_id, existing["id"], payload)
+        else:
+            data = await bot.http.upsert_global_command(application_id, payload)
+        registered[key] = {"id": str(data["id"]), "digest": digest}
+        log.info("registered the %s command with Discord", command.name)
+    for key, record in stored.items():
+        if key not in registered:
+            try:
+                await bot.http.delete_global_command(application_id, record["id"])
+            except discord.NotFound:
+                pass
+            log.info("removed voicebridge's %s command from Discord", key.split(":", 1)[1])
+    if registered != stored:
+        await cog.plugin.store.set_marker(marker, json.dumps(registered, sort_keys=True))
 
-    settings = Settings.load()
-    plugin = VoiceNotesPlugin(SpeechService.from_settings(settings.speech), Store(settings.plugin.db_path), settings.plugin)
-    await bot.add_cog(VoiceNotesCog(bot, plugin, owns_plugin=True))
+
+def _command_type(command: app_commands.Command[Any, ..., Any] | app_commands.ContextMenu) -> discord.AppCommandType:
+    return command.type if isinstance(command, app_commands.ContextMenu) else discord.AppCommandType.chat_input
+
+
+def _made_by_us(existing: dict[str, Any], payload: dict[str, Any]) -> bool:
+    """A command registered before voicebridge kept ids (a bulk sync) is recognised as its own
+    by its description; a host's command of the same name has its own."""
+    return bool(payload.get("description")) and existing.get("description") == payload.get("description")
+
+
+async def setup(bot: commands.Bot) -> None:
+    """``await bot.load_extension("voicebridge.discord")``: the plugin, configured by
+    ``bot.voicebridge_options`` when the host set it, else from the environment."""
+    options: Options = getattr(bot, "voicebridge_options", None) or Options()
+    plugin = build_plugin(options)
+    try:
+        await bot.add_cog(VoiceNotesCog(bot, plugin, sync=options.sync, owns_plugin=True))
+    except BaseException:
+        await plugin.aclose()
+        raise
+
+
+async def teardown(bot: commands.Bot) -> None:
+    """``unload_extension``: the Cog lives in another module than the extension, so discord.py
+    would not remove it by itself."""
+    await bot.remove_cog(VoiceNotesCog.__cog_name__)

@@ -11,6 +11,7 @@ import logging
 import secrets
 import signal
 from contextlib import AsyncExitStack
+from dataclasses import replace
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -20,18 +21,19 @@ from telegram import Update
 from telegram.error import InvalidToken, NetworkError
 from telegram.ext import Application, ApplicationBuilder
 
-from voicebridge.config import DiscordSettings, Settings, TelegramSettings
+from voicebridge.config import DiscordSettings, RunnerSettings, TelegramSettings
 from voicebridge.metrics import Metrics, serve_status
+from voicebridge.options import Options, build_plugin
 from voicebridge.speech.errors import ConfigError
 from voicebridge.speech.retry import LoggingObserver, Observers, Retrier
-from voicebridge.speech.service import SpeechService
-from voicebridge.voice_notes.plugin import VoiceNotesPlugin
-from voicebridge.voice_notes.store import Store
+from voicebridge.voice_notes.plugin import ALL_COMMANDS, VoiceNotesPlugin
 
 from .discord import DEFAULT_API_BASE, VoiceNotesCog, use_api_base
-from .telegram import VoiceNotesTelegram
+from .telegram import TelegramInstall
 
 log = logging.getLogger("voicebridge.runner")
+# The runner owns its bots: its menu and command registry are voicebridge's alone.
+RUNNER_OPTIONS = Options(commands=ALL_COMMANDS, menu="replace", sync="all")
 DISCORD_READY_TIMEOUT = 60.0
 BOT_API_CONNECTIONS = 32  # 16 notes at once (plugin) × a download or reply and a chat action each
 BOT_API_POOL_TIMEOUT = 30.0  # seconds a Bot API call may wait for a free connection
@@ -63,8 +65,7 @@ class TelegramRunner:
     def __init__(self, settings: TelegramSettings, plugin: VoiceNotesPlugin) -> None:
         self.settings = settings
         self.application = telegram_application(settings)
-        self.adapter = VoiceNotesTelegram(plugin)
-        self.adapter.install(self.application)
+        self.adapter = TelegramInstall(self.application, plugin, RUNNER_OPTIONS, owns_plugin=False)
 
     async def start(self) -> None:
         try:
@@ -73,7 +74,7 @@ class TelegramRunner:
             raise ConfigError("TELEGRAM_BOT_TOKEN was rejected by Telegram (check it with @BotFather)") from None
         except NetworkError as error:
             raise StartupError(f"cannot reach the Telegram Bot API: {error.message}") from None
-        await self.adapter.start(self.application.bot)
+        await self.adapter.start()
         await self.application.start()
         updater = self.application.updater
         assert updater is not None
@@ -130,7 +131,7 @@ async def _connected_discord_bot(settings: DiscordSettings, plugin: VoiceNotesPl
                                  bot: commands.AutoShardedBot) -> commands.AutoShardedBot | None:
     """``bot`` logged in and ready, its commands registered; None when Discord refuses the
     Message Content intent."""
-    cog = VoiceNotesCog(bot, plugin)
+    cog = VoiceNotesCog(bot, plugin, sync=RUNNER_OPTIONS.sync)
     await bot.add_cog(cog)
     try:
         await bot.login(settings.token or "")
@@ -155,7 +156,7 @@ async def _connected_discord_bot(settings: DiscordSettings, plugin: VoiceNotesPl
     raise StartupError(f"cannot connect to the Discord gateway: {detail}")
 
 
-async def run_bot(settings: Settings, stop: asyncio.Event | None = None) -> None:
+async def run_bot(settings: RunnerSettings, stop: asyncio.Event | None = None) -> None:
     """Serve every platform that has a token until ``stop`` is set (by default: SIGINT/SIGTERM)."""
     if not settings.telegram.token and not settings.discord.token:
         raise ConfigError("no chat platform configured: set TELEGRAM_BOT_TOKEN and/or DISCORD_BOT_TOKEN")
@@ -165,13 +166,12 @@ async def run_bot(settings: Settings, stop: asyncio.Event | None = None) -> None
         for signum in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(signum, stop.set)
     metrics = Metrics()
-    service = SpeechService.from_settings(settings.speech, retrier=Retrier(observer=Observers(LoggingObserver(), metrics)))
-    plugin = VoiceNotesPlugin(service, Store(settings.plugin.db_path), settings.plugin, observer=metrics)
+    plugin = build_plugin(replace(RUNNER_OPTIONS, settings=settings), default_commands=ALL_COMMANDS,
+                          retrier=Retrier(observer=Observers(LoggingObserver(), metrics)), observer=metrics)
     metrics.gauge("voicebridge_in_flight", lambda: plugin.in_flight)
-    grace = settings.shutdown_grace_seconds
+    grace = settings.plugin.shutdown_grace_seconds
     serving = False
     async with AsyncExitStack() as cleanup:
-        cleanup.push_async_callback(service.aclose)
         cleanup.push_async_callback(plugin.aclose)
         if settings.metrics_port is not None:
             status = await serve_status(settings.metrics_port, metrics, lambda: serving and plugin.accepting)

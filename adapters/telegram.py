@@ -2,26 +2,33 @@
 
 In a host bot::
 
-    voice_notes = VoiceNotesTelegram(plugin)
-    voice_notes.install(application)   # handlers in their own group, non-blocking
+    handle = voicebridge.telegram.install(application)   # or install(application, responder=...)
+
+The handlers go into their own group (10 by default) and never block the host's updates. The
+plugin starts after the host's ``post_init`` (or with the first update it handles, if the host
+replaced ``post_init`` after installing), and stops in ``post_stop``: in-flight notes get
+``VOICEBRIDGE_SHUTDOWN_GRACE`` seconds, then everything it created is closed.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
 import warnings
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from contextlib import asynccontextmanager
+from dataclasses import replace
 from datetime import timedelta
 from typing import Any, TypeVar
 
 from telegram import Bot, BotCommand, BotCommandScopeDefault, ChatMember, Message, ReplyParameters, Update
 from telegram.constants import ChatAction, ChatType
-from telegram.error import BadRequest, RetryAfter, TelegramError
+from telegram.error import BadRequest, Forbidden, NetworkError, RetryAfter, TelegramError
 from telegram.ext import Application, BaseHandler, CommandHandler, ContextTypes, MessageHandler, filters
 from telegram.warnings import PTBDeprecationWarning
 
+from voicebridge.options import Options, build_plugin
 from voicebridge.voice_notes.messages import LANGUAGES
 from voicebridge.voice_notes.model import (
     Activity,
@@ -34,20 +41,22 @@ from voicebridge.voice_notes.model import (
     VoiceNote,
     VoiceReply,
 )
-from voicebridge.voice_notes.plugin import VoiceNotesPlugin
+from voicebridge.voice_notes.plugin import ALL_COMMANDS, VoiceNotesPlugin
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+AnyApplication = Application[Any, Any, Any, Any, Any, Any]
+Hook = Callable[[AnyApplication], Coroutine[Any, Any, None]]
 
 PLATFORM = "telegram"
-DEFAULT_HANDLER_GROUP = 10
 # The cloud Bot API serves downloads up to 20 MB (PTB: FileSizeLimit.FILESIZE_DOWNLOAD).
 DOWNLOAD_LIMIT_BYTES = 20_000_000
 ACTION_REFRESH_SECONDS = 4.0  # a chat action shows for 5 s at most
-MAX_FLOOD_WAITS = 3
+NETWORK_ATTEMPTS = 3  # a Bot API call that fails on the network is tried this often
 # Bot FAQ: about 1 message/s per chat and 20 messages/min per group; edits are taken to count.
 PRIVATE_EDIT_INTERVAL = 1.0
 GROUP_EDIT_INTERVAL = 3.0
+MAX_MENU_COMMANDS = 100  # Bot API: setMyCommands takes at most 100 commands
 AUDIO_EXTENSIONS = ("ogg", "oga", "opus", "mp3", "m4a", "wav", "flac", "aac", "amr", "webm", "weba", "mka")
 MEDIA = (
     filters.VOICE
@@ -64,69 +73,102 @@ _ACTIONS = {Activity.TYPING: ChatAction.TYPING, Activity.RECORDING_VOICE: ChatAc
 _ADMIN_STATUSES = (ChatMember.OWNER, ChatMember.ADMINISTRATOR)
 
 
-class VoiceNotesTelegram:
-    """Installs a :class:`VoiceNotesPlugin` into a python-telegram-bot ``Application``."""
+def install(application: AnyApplication, options: Options | None = None, **fields: Any) -> TelegramInstall:
+    """Add voice notes to ``application``: ``options`` (a :class:`voicebridge.Options`), or its
+    fields as keywords. Returns the handle (``.plugin``, ``.uninstall()``, ``.start()``, ``.stop()``)."""
+    options = replace(options or Options(), **fields)
+    return TelegramInstall(application, build_plugin(options), options, owns_plugin=True)
 
-    def __init__(self, plugin: VoiceNotesPlugin, *, group: int = DEFAULT_HANDLER_GROUP) -> None:
+
+class TelegramInstall:
+    """The plugin installed in one ``Application``: its handlers and lifecycle hooks."""
+
+    def __init__(self, application: AnyApplication, plugin: VoiceNotesPlugin, options: Options, *, owns_plugin: bool) -> None:
+        """``owns_plugin``: :meth:`stop` drains and closes the plugin (``voicebridge run`` shares
+        one plugin between its platforms and closes it itself)."""
+        self.application = application
         self.plugin = plugin
-        self.group = group
-        self._handlers: list[BaseHandler[Any, Any, Any]] = []
-
-    def install(self, application: Application[Any, Any, Any, Any, Any, Any]) -> None:
-        """Add the handlers in their own group (``block=False``: a long note never holds up the
-        host's other updates). With ``run_polling``/``run_webhook`` the plugin also starts and
-        stops with the application; otherwise call :meth:`start` and :meth:`stop` yourself."""
-        self._handlers = [
-            CommandHandler(list(self.plugin.command_names), self._on_command, filters=filters.UpdateType.MESSAGE, block=False),
+        self.options = options
+        self.owns_plugin = owns_plugin
+        self._handlers: list[BaseHandler[Any, Any, Any]] = [
+            CommandHandler(list(plugin.command_names), self._on_command, filters=filters.UpdateType.MESSAGE, block=False),
             MessageHandler(filters.UpdateType.MESSAGE & MEDIA, self._on_media, block=False),
         ]
-        application.add_handlers(self._handlers, group=self.group)
-        host_post_init, host_post_shutdown = application.post_init, application.post_shutdown
+        application.add_handlers(self._handlers, group=options.group)
+        self._starting = asyncio.Lock()
+        self._started = False
+        self._stopped = False
+        self._hooks: dict[str, Hook] = {}
+        self._wrap_hooks()
 
-        async def post_init(app: Application[Any, Any, Any, Any, Any, Any]) -> None:
-            await self.start(app.bot)
-            if host_post_init:
-                await host_post_init(app)
+    # ------------------------------------------------------------------ lifecycle
 
-        async def post_shutdown(app: Application[Any, Any, Any, Any, Any, Any]) -> None:
-            if host_post_shutdown:
-                await host_post_shutdown(app)
-            await self.stop()
+    def _wrap_hooks(self) -> None:
+        """Chain the plugin onto the host's ``post_init`` and ``post_stop``, keeping theirs. Hooks
+        the host sets later replace ours; :meth:`start` then wraps ``post_stop`` again."""
+        for name, ours in (("post_init", self._after_host_init), ("post_stop", self._before_host_stop)):
+            current = getattr(self.application, name)
+            if current is not None and current is self._hooks.get(name):
+                continue
+            hook = _chained(current, ours, host_first=name == "post_init")
+            self._hooks[name] = hook
+            setattr(self.application, name, hook)
 
-        application.post_init = post_init
-        application.post_shutdown = post_shutdown
+    async def _after_host_init(self, application: AnyApplication) -> None:
+        await self.start()
 
-    def uninstall(self, application: Application[Any, Any, Any, Any, Any, Any]) -> None:
-        for handler in self._handlers:
-            application.remove_handler(handler, group=self.group)
-        self._handlers = []
+    async def _before_host_stop(self, application: AnyApplication) -> None:
+        await self.stop()
 
-    async def start(self, bot: Bot) -> None:
-        """Start the plugin and publish the command menu in English and Chinese."""
-        await self.plugin.start()
-        for language in LANGUAGES:
-            commands = [BotCommand(name, description) for name, description in self.plugin.command_descriptions(language)]
-            try:
-                await bot.set_my_commands(commands, scope=BotCommandScopeDefault(),
-                                          language_code=None if language == "en" else language)
-            except TelegramError as error:
-                log.warning("could not publish the %s command menu: %s", language, error)
+    async def start(self) -> None:
+        """Start the plugin and publish its commands in the menus; idempotent. Called for you
+        under ``run_polling`` / ``run_webhook``; call it after ``application.initialize()`` when
+        you drive the application yourself."""
+        async with self._starting:
+            if self._started:
+                return
+            self._started = True
+            await self.plugin.start()
+            self._wrap_hooks()  # in case the host set its own post_stop after install
+            await publish_menus(self.application.bot, self.plugin, self.options.menu)
 
     async def stop(self) -> None:
+        """Let notes in flight finish (``VOICEBRIDGE_SHUTDOWN_GRACE``), then close everything
+        the plugin created; idempotent. Call it before ``application.shutdown()``."""
+        if self._stopped or not self.owns_plugin:
+            return
+        self._stopped = True
+        await self.plugin.drain(self.plugin.settings.shutdown_grace_seconds)
         await self.plugin.aclose()
+
+    def uninstall(self) -> None:
+        """Remove the handlers and hooks; a started plugin is stopped in the background."""
+        for handler in self._handlers:
+            self.application.remove_handler(handler, group=self.options.group)
+        self._handlers = []
+        for name, hook in self._hooks.items():
+            if getattr(self.application, name) is hook:
+                setattr(self.application, name, getattr(hook, "host_hook", None))
+        self._hooks = {}
+        if self._started and not self._stopped:
+            self.application.create_task(self.stop())
+
+    # ------------------------------------------------------------------ updates
 
     async def _on_media(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         message = update.effective_message
-        if message is None:
+        if message is None or (note := voice_note(message, context)) is None:
             return
-        note = voice_note(message)
-        if note is not None:
-            await self.plugin.handle_voice_note(note, TelegramChat(context.bot, message))
+        await self.start()
+        if self.options.transcript_as_text:
+            note = replace(note, hand_off=self._hand_off(update))
+        self.plugin.run_in_background(self.plugin.handle_voice_note(note, TelegramChat(self.application, update, message, delivery_deadline=self.plugin.settings.delivery_deadline_seconds)))
 
     async def _on_command(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         message = update.effective_message
         if message is None or not message.text:
             return
+        await self.start()
         command, _, args = message.text.partition(" ")
         if "\n" in command:  # "/speak\ntext": the command ends at the first whitespace of any kind
             command, _, rest = command.partition("\n")
@@ -138,10 +180,76 @@ class VoiceNotesTelegram:
             chat=chat_ref(message),
             sender=person(message),
             message_id=str(message.message_id),
-            replied_note=voice_note(replied) if replied is not None else None,
+            replied_note=voice_note(replied, context) if replied is not None else None,
             replied_text=(replied.text or replied.caption) if replied is not None else None,
         )
-        await self.plugin.handle_command(request, TelegramChat(context.bot, message))
+        self.plugin.run_in_background(self.plugin.handle_command(request, TelegramChat(self.application, update, message, delivery_deadline=self.plugin.settings.delivery_deadline_seconds)))
+
+    def _hand_off(self, update: Update) -> Callable[[str], Awaitable[None]]:
+        """The transcript as a text message from the same user, processed by the application as
+        if they had typed it: the host's MessageHandlers and conversations answer it."""
+
+        async def process_as_text(transcript: str) -> None:
+            message = update.effective_message
+            assert message is not None
+            data = message.to_dict()
+            for media in ("voice", "audio", "document", "video_note", "caption", "caption_entities"):
+                data.pop(media, None)
+            data["text"] = transcript
+            typed = Update.de_json({"update_id": update.update_id, "message": data}, self.application.bot)
+            await self.application.process_update(typed)
+
+        return process_as_text
+
+
+def _chained(host: Hook | None, ours: Hook, *, host_first: bool) -> Hook:
+    async def hook(application: AnyApplication) -> None:
+        if host is not None and host_first:
+            await host(application)
+        await ours(application)
+        if host is not None and not host_first:
+            await host(application)
+
+    hook.host_hook = host  # type: ignore[attr-defined]  # restored by uninstall
+    return hook
+
+
+async def publish_menus(bot: Bot, plugin: VoiceNotesPlugin, menu: str) -> None:
+    """The plugin's commands in the command menu, in English and Chinese.
+
+    ``merge`` keeps every command the host has put there and adds the plugin's missing ones;
+    where the host has no Chinese menu, the Chinese menu is the host's default menu plus the
+    plugin's commands in Chinese. ``replace`` publishes the plugin's alone; ``none`` does nothing.
+    """
+    if menu == "none":
+        return
+    scope = BotCommandScopeDefault()
+    try:
+        current = {language: [] if menu == "replace" else list(await bot.get_my_commands(scope=scope, language_code=_code(language)))
+                   for language in LANGUAGES}
+    except TelegramError as error:
+        log.warning("could not read the command menus, left as they are: %s", error)
+        return
+    # The host's default menu, without the plugin's commands (there from an earlier start).
+    host_default = [command for command in current["en"] if command.command not in plugin.command_names]
+    for language in LANGUAGES:
+        base = current[language] or host_default
+        present = {command.command for command in base}
+        ours = [BotCommand(name, description) for name, description in plugin.command_descriptions(language) if name not in present]
+        commands = [*base, *ours]
+        if len(commands) > MAX_MENU_COMMANDS:
+            log.warning("the %s command menu would have %d commands; Telegram takes %d", language, len(commands), MAX_MENU_COMMANDS)
+            commands = commands[:MAX_MENU_COMMANDS]
+        if not ours and current[language]:
+            continue  # nothing to add
+        try:
+            await bot.set_my_commands(commands, scope=scope, language_code=_code(language))
+        except TelegramError as error:
+            log.warning("could not publish the %s command menu: %s", language, error)
+
+
+def _code(language: str) -> str | None:
+    return None if language == "en" else language  # English is the default menu
 
 
 def chat_ref(message: Message) -> ChatRef:
@@ -170,7 +278,7 @@ def speaker(message: Message) -> str:
     return person(message).name
 
 
-def voice_note(message: Message) -> VoiceNote | None:
+def voice_note(message: Message, context: ContextTypes.DEFAULT_TYPE | None = None) -> VoiceNote | None:
     """The audio a message carries, or None."""
     media = message.voice or message.video_note or message.audio or message.document
     if media is None:
@@ -200,6 +308,8 @@ def voice_note(message: Message) -> VoiceNote | None:
         declared_bytes=media.file_size,
         download_limit=DOWNLOAD_LIMIT_BYTES,
         speaker=speaker(message),
+        message=message,
+        context=context,
     )
 
 
@@ -220,17 +330,25 @@ def _seconds(source: object, attribute: str) -> float | None:
 
 
 class TelegramChat:
-    """The plugin's :class:`ChatPort` for one Telegram chat (and forum topic)."""
+    """The plugin's :class:`ChatPort` for one Telegram chat (and forum topic).
+
+    Every text is sent with ``parse_mode=None`` stated explicitly: transcripts are plain text, and
+    a host's ``Defaults(parse_mode=...)`` must not turn a ``<`` in them into a failed send.
+    """
 
     max_text_length = 4096
     needs_waveform = False
 
-    def __init__(self, bot: Bot, message: Message) -> None:
-        self.bot = bot
+    def __init__(self, application: AnyApplication, update: Update, message: Message, *,
+                 delivery_deadline: float = 600.0) -> None:
+        self.application = application
+        self.bot = application.bot
+        self.update = update
         self.chat_id = message.chat.id
         self.thread_id = message.message_thread_id if message.is_topic_message else None
         private = message.chat.type == ChatType.PRIVATE
         self.min_edit_interval = PRIVATE_EDIT_INTERVAL if private else GROUP_EDIT_INTERVAL
+        self.delivery_deadline = delivery_deadline
 
     @staticmethod
     def text_length(text: str) -> int:
@@ -242,12 +360,13 @@ class TelegramChat:
 
     async def send_text(self, text: str, reply_to: str | None) -> str:
         message = await self._call(lambda: self.bot.send_message(
-            self.chat_id, text, reply_parameters=self._reply(reply_to), message_thread_id=self.thread_id))
+            self.chat_id, text, parse_mode=None, reply_parameters=self._reply(reply_to), message_thread_id=self.thread_id))
         return str(message.message_id)
 
     async def edit_text(self, message_id: str, text: str) -> None:
         try:
-            await self._call(lambda: self.bot.edit_message_text(text, chat_id=self.chat_id, message_id=int(message_id)))
+            await self._call(lambda: self.bot.edit_message_text(text, chat_id=self.chat_id, message_id=int(message_id),
+                                                                parse_mode=None))
         except BadRequest as error:
             if "not modified" not in error.message.lower():
                 raise
@@ -300,15 +419,34 @@ class TelegramChat:
             return False
         return member.status in _ADMIN_STATUSES
 
+    async def report_error(self, error: BaseException) -> None:
+        """To the host's error handlers, as PTB reports a handler's error (they log it if none)."""
+        try:
+            await self.application.process_error(self.update, error)  # type: ignore[arg-type]
+        except Exception:
+            log.exception("the host's error handler failed")
+
     async def _call(self, request: Callable[[], Awaitable[T]]) -> T:
-        """Bot API call that waits out flood control (RetryAfter) a few times instead of failing."""
-        for attempt in range(MAX_FLOOD_WAITS + 1):
+        """A Bot API call that waits out flood control (RetryAfter) until the delivery deadline,
+        and retries network failures a few times: an answer that was paid for is not dropped
+        because the platform asked to wait."""
+        deadline = time.monotonic() + self.delivery_deadline
+        network_failures = 0
+        while True:
             try:
                 return await request()
             except RetryAfter as error:
-                if attempt == MAX_FLOOD_WAITS:
-                    raise
                 delay = _seconds(error, "retry_after") or 1.0
+                if time.monotonic() + delay > deadline:
+                    raise
                 log.info("Telegram flood control: waiting %.0fs", delay)
                 await asyncio.sleep(delay)
-        raise AssertionError("unreachable")
+            except (BadRequest, Forbidden):
+                raise  # permanent: the request itself is refused
+            except NetworkError:
+                network_failures += 1
+                delay = float(2 ** (network_failures - 1))
+                if network_failures >= NETWORK_ATTEMPTS or time.monotonic() + delay > deadline:
+                    raise
+                log.info("Telegram unreachable, trying again in %.0fs", delay)
+                await asyncio.sleep(delay)

@@ -31,7 +31,7 @@ from typing import Any
 
 from voicebridge.adapters.runner import TelegramRunner
 from bench.common import PeakSampler, percentile, resident_mb
-from voicebridge.config import Settings
+from voicebridge.config import RunnerSettings
 from voicebridge.logs import configure_logging
 from voicebridge.metrics import Metrics
 from voicebridge.speech.retry import LoggingObserver, Observers, Retrier
@@ -90,7 +90,7 @@ class GcPauses:
 class Bot:
     """The objects ``voicebridge.adapters.runner.run_bot`` builds for Telegram, kept at hand for the commands."""
 
-    def __init__(self, settings: Settings, edit_interval: float) -> None:
+    def __init__(self, settings: RunnerSettings, edit_interval: float) -> None:
         self.metrics = Metrics()
         retrier = Retrier(observer=Observers(LoggingObserver(), self.metrics))
         self.service = SpeechService.from_settings(settings.speech, retrier=retrier)
@@ -115,7 +115,7 @@ def reply(message: dict[str, Any]) -> None:
 
 
 async def serve(edit_interval: float) -> None:
-    settings = Settings.from_values(dict(os.environ))
+    settings = RunnerSettings.from_values(dict(os.environ))
     configure_logging(settings.log_level or "INFO", settings.secrets(), settings.log_format)
     bot = Bot(settings, edit_interval)
     lag = LoopLagSampler()

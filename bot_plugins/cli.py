@@ -15,7 +15,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from .config import Settings
+from .config import RunnerSettings
 from .logs import configure_logging
 from .speech.audio import find_ffmpeg
 from .speech.errors import AudioError, ConfigError, SpeechError
@@ -70,7 +70,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "doctor":
             return asyncio.run(doctor(args))
-        settings = Settings.load(args.config)
+        settings = RunnerSettings.load(args.config)
         if args.command == "run":
             return run(settings)
         configure_logging(settings.log_level or "WARNING", settings.secrets(), settings.log_format)
@@ -85,7 +85,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
 
 
-def run(settings: Settings) -> int:
+def run(settings: RunnerSettings) -> int:
     # Imported here: the one-shot commands need no chat-platform frameworks.
     from voicebridge.adapters.runner import StartupError, run_bot
 
@@ -97,7 +97,7 @@ def run(settings: Settings) -> int:
     return 0
 
 
-async def run_command(args: argparse.Namespace, settings: Settings) -> int:
+async def run_command(args: argparse.Namespace, settings: RunnerSettings) -> int:
     service = SpeechService.from_settings(settings.speech)
     try:
         if args.command == "transcribe":
@@ -190,7 +190,7 @@ async def doctor(args: argparse.Namespace) -> int:
     for line in lines:
         print(line)
     try:
-        settings = Settings.load(args.config)
+        settings = RunnerSettings.load(args.config)
     except ConfigError as error:
         print("configuration: PROBLEMS")
         for problem in str(error).split("; "):
@@ -216,7 +216,7 @@ async def doctor(args: argparse.Namespace) -> int:
     return 0 if healthy else EXIT_FAILURE
 
 
-def settings_summary(settings: Settings) -> list[tuple[str, str]]:
+def settings_summary(settings: RunnerSettings) -> list[tuple[str, str]]:
     """What is configured, secrets shown only as set / not set."""
     speech = settings.speech
 

@@ -130,18 +130,44 @@ class DiscordSettings:
 
 @dataclass(frozen=True)
 class Settings:
+    """What the plugin reads, in a host bot and in ``voicebridge run``: the speech and plugin
+    variables only, so a host's own variables (its webhook port, say) never stop it loading."""
+
     speech: SpeechSettings
     plugin: PluginSettings
-    telegram: TelegramSettings
-    discord: DiscordSettings
-    log_level: str | None = None  # None: each command picks its default (the bot INFO, tools WARNING)
-    log_format: str = "text"  # or "json"
-    shutdown_grace_seconds: float = 30.0
-    metrics_port: int | None = None  # None: no health / metrics endpoint
 
     @classmethod
     def from_values(cls, values: Mapping[str, str]) -> Settings:
         """Validate everything and report every problem at once, each naming its variable."""
+        problems: list[str] = []
+        settings = cls(speech=SpeechSettings.from_values(values, problems), plugin=PluginSettings.from_values(values, problems))
+        if problems:
+            raise ConfigError("; ".join(problems))
+        return settings
+
+    @classmethod
+    def load(cls, config_file: Path | None = None, environ: Mapping[str, str] | None = None) -> Settings:
+        """From the environment, ``config_file`` (TOML) and ``.env`` in the working directory."""
+        return cls.from_values(load_values(config_file, environ))
+
+    def secrets(self) -> list[str]:
+        """Every secret value, for log redaction."""
+        return self.speech.secrets()
+
+
+@dataclass(frozen=True)
+class RunnerSettings(Settings):
+    """``voicebridge run`` and the tools: the plugin's settings plus the chat platforms, logs and
+    the status server."""
+
+    telegram: TelegramSettings = TelegramSettings()
+    discord: DiscordSettings = DiscordSettings()
+    log_level: str | None = None  # None: each command picks its default (the bot INFO, tools WARNING)
+    log_format: str = "text"  # or "json"
+    metrics_port: int | None = None  # None: no health / metrics endpoint
+
+    @classmethod
+    def from_values(cls, values: Mapping[str, str]) -> RunnerSettings:
         problems: list[str] = []
         log_level = (values.get("VOICEBRIDGE_LOG_LEVEL") or "").strip().upper() or None
         if log_level is not None and log_level not in LOG_LEVELS:
@@ -151,19 +177,16 @@ class Settings:
         telegram = TelegramSettings.from_values(values, problems)
         discord = DiscordSettings.from_values(values, problems)
         log_format = choice(values, "VOICEBRIDGE_LOG_FORMAT", ("text", "json"), problems)
-        shutdown_grace = number(values, "VOICEBRIDGE_SHUTDOWN_GRACE", 30, 0, 3600, problems)
         metrics_port = number(values, "VOICEBRIDGE_METRICS_PORT", None, 1, 65535, problems)
         if problems:
             raise ConfigError("; ".join(problems))
         return cls(speech=speech, plugin=plugin, telegram=telegram, discord=discord, log_level=log_level,
-                   log_format=log_format, shutdown_grace_seconds=shutdown_grace,
-                   metrics_port=int(metrics_port) if metrics_port is not None else None)
+                   log_format=log_format, metrics_port=int(metrics_port) if metrics_port is not None else None)
 
     @classmethod
-    def load(cls, config_file: Path | None = None, environ: Mapping[str, str] | None = None) -> Settings:
+    def load(cls, config_file: Path | None = None, environ: Mapping[str, str] | None = None) -> RunnerSettings:
         return cls.from_values(load_values(config_file, environ))
 
     def secrets(self) -> list[str]:
-        """Every secret value, for log redaction."""
-        tokens = [token for token in (self.telegram.token, self.discord.token) if token]
-        return [*self.speech.secrets(), *tokens]
+        tokens = [token for token in (self.telegram.token, self.discord.token, self.telegram.webhook_secret) if token]
+        return [*super().secrets(), *tokens]

@@ -9,11 +9,12 @@ from typing import Any
 
 from telegram.ext import Application, ApplicationBuilder
 
-from voicebridge.adapters.telegram import VoiceNotesTelegram
+from voicebridge.adapters.telegram import TelegramInstall
 from voicebridge.config import Settings
+from voicebridge.options import Options
 from voicebridge.speech.retry import Retrier
 from voicebridge.speech.service import SpeechService
-from voicebridge.voice_notes.plugin import VoiceNotesPlugin
+from voicebridge.voice_notes.plugin import ALL_COMMANDS, VoiceNotesPlugin
 from voicebridge.voice_notes.store import Store
 from tests.fakes.coze import DEFAULT_TOKEN, DEFAULT_VOICES, FakeCoze
 from tests.fakes.feishu import DEFAULT_APP_ID, DEFAULT_APP_SECRET, FakeFeishu
@@ -37,13 +38,13 @@ async def telegram_bot(telegram: FakeTelegram, values: dict[str, str], retrier: 
     """A host application with the plugin installed (group 10, non-blocking), polling the fake."""
     settings = Settings.from_values(values)
     service = SpeechService.from_settings(settings.speech, retrier=retrier)
-    plugin = VoiceNotesPlugin(service, Store(db, timeout=store_timeout), settings.plugin, edit_interval=0.2)
+    store = Store(db, timeout=store_timeout)
+    plugin = VoiceNotesPlugin(service, store, settings.plugin, edit_interval=0.2, closes=(service, store))
     application = (ApplicationBuilder().token(telegram.token).base_url(telegram.api_base_url)
                    .base_file_url(telegram.file_base_url).get_updates_connection_pool_size(2).build())
-    voice_notes = VoiceNotesTelegram(plugin)
-    voice_notes.install(application)
+    voice_notes = TelegramInstall(application, plugin, Options(commands=ALL_COMMANDS, menu="replace"), owns_plugin=True)
     async with application:
-        await voice_notes.start(application.bot)
+        await voice_notes.start()
         await application.start()
         await application.updater.start_polling(timeout=1)  # type: ignore[union-attr]
         try:
@@ -51,8 +52,7 @@ async def telegram_bot(telegram: FakeTelegram, values: dict[str, str], retrier: 
         finally:
             await application.updater.stop()  # type: ignore[union-attr]
             await application.stop()
-    await voice_notes.stop()
-    await service.aclose()
+            await voice_notes.stop()
 
 
 def replies_to(message: dict[str, Any]) -> Callable[[Call], bool]:

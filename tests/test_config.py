@@ -6,14 +6,14 @@ from pathlib import Path
 
 import pytest
 
-from voicebridge.config import Settings, load_values, parse_dotenv
+from voicebridge.config import RunnerSettings, load_values, parse_dotenv
 from voicebridge.speech.errors import ConfigError
 
 TOKEN = "pat_example_token_123"
 
 
-def settings(**values: str) -> Settings:
-    return Settings.from_values(values)
+def settings(**values: str) -> RunnerSettings:
+    return RunnerSettings.from_values(values)
 
 
 def test_defaults_with_only_a_token() -> None:
@@ -62,7 +62,7 @@ def test_provider_chains_and_language() -> None:
 )
 def test_misconfiguration_names_the_variable(values: dict[str, str], named: str) -> None:
     with pytest.raises(ConfigError) as caught:
-        Settings.from_values(values)
+        RunnerSettings.from_values(values)
     assert named in str(caught.value)
     assert TOKEN not in str(caught.value)
 
@@ -102,7 +102,7 @@ def test_precedence_environment_over_toml_over_dotenv(tmp_path: Path, monkeypatc
     assert values["COZE_API_TOKEN"] == "from_dotenv"
     assert values["COZE_VOICE_ID"] == "toml_voice"
     assert values["VOICEBRIDGE_LANGUAGE"] == "ja"
-    assert Settings.from_values(values).speech.asr_chain == ("coze-stream", "coze")
+    assert RunnerSettings.from_values(values).speech.asr_chain == ("coze-stream", "coze")
 
 
 def test_bad_toml_is_a_config_error(tmp_path: Path) -> None:

@@ -17,7 +17,8 @@ import yaml
 from packaging.specifiers import SpecifierSet
 
 from voicebridge.cli import EXIT_CONFIG
-from voicebridge.config import Settings, TelegramSettings, parse_dotenv
+from voicebridge.config import RunnerSettings, TelegramSettings, parse_dotenv
+from voicebridge.voice_notes.settings import PluginSettings
 from tests.test_documentation import ROOT, variables_in_readme
 
 DEPLOY = ROOT / "deploy"
@@ -27,7 +28,7 @@ UNIT = DEPLOY / "voicebridge.service"
 ENV_EXAMPLE = ROOT / ".env.example"
 
 # The bot waits this long on SIGTERM by default; whatever stops it must wait longer.
-DEFAULT_SHUTDOWN_GRACE = Settings.shutdown_grace_seconds
+DEFAULT_SHUTDOWN_GRACE = PluginSettings.shutdown_grace_seconds
 
 DOCKERFILE_INSTRUCTIONS = frozenset({
     "ADD", "ARG", "CMD", "COPY", "ENTRYPOINT", "ENV", "EXPOSE", "FROM", "HEALTHCHECK", "LABEL",
@@ -382,11 +383,11 @@ def test_env_example_needs_only_real_tokens_to_start() -> None:
     assert parse_dotenv(ENV_EXAMPLE.read_text(encoding="utf-8")) == active
     assert {"TELEGRAM_BOT_TOKEN", "DISCORD_BOT_TOKEN"} & active.keys(), "a chat platform token"
     assert {"COZE_API_TOKEN", "FEISHU_APP_ID"} & active.keys(), "a speech service credential"
-    settings = Settings.from_values(active)
+    settings = RunnerSettings.from_values(active)
     assert settings.speech.asr_chain
 
 
 def test_env_example_values_are_all_valid() -> None:
     """Uncommenting any line, as is, is never a configuration error."""
     every = {entry.name: entry.value for entry in env_example_entries()}
-    Settings.from_values(every)
+    RunnerSettings.from_values(every)

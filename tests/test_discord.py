@@ -15,7 +15,7 @@ import discord
 import pytest
 
 from voicebridge.adapters.runner import start_discord
-from voicebridge.config import Settings
+from voicebridge.config import RunnerSettings
 from voicebridge.speech.retry import Retrier
 from voicebridge.speech.service import SpeechService
 from voicebridge.voice_notes.plugin import VoiceNotesPlugin
@@ -48,16 +48,17 @@ async def running_bot(world: World, db: str = ":memory:", **env: str) -> AsyncIt
     values = {"COZE_API_TOKEN": DEFAULT_TOKEN, "COZE_API_BASE": world.coze.base_url, "COZE_WS_BASE": world.coze.ws_base_url,
               "COZE_VOICE_ID": DEFAULT_VOICES[0].voice_id, "DISCORD_BOT_TOKEN": world.discord.token,
               "DISCORD_API_BASE": world.discord.api_base, **env}
-    settings = Settings.from_values(values)
+    settings = RunnerSettings.from_values(values)
     service = SpeechService.from_settings(settings.speech, retrier=world.retrier)
-    plugin = VoiceNotesPlugin(service, Store(db), settings.plugin, edit_interval=0.2)
+    store = Store(db)
+    plugin = VoiceNotesPlugin(service, store, settings.plugin, edit_interval=0.2, closes=(service, store))
     bot = await start_discord(settings.discord, plugin, guild_ready_timeout=0.1)
     try:
         yield plugin
     finally:
         await bot.close()
+        await plugin.drain(1)
         await plugin.aclose()
-        await service.aclose()
 
 
 def posts_in(world: World, channel_id: int) -> list[RecordedRequest]:
@@ -278,7 +279,8 @@ async def test_a_host_bot_adds_voice_notes_with_one_line(world: World, tmp_path:
     await bot.close()
     await connection
     assert reply.json["content"] == "tone 440 hz 2.0 s"
-    assert world.discord.command_writes == 1
+    # A guest registers its own commands one by one (12 slash commands and the Transcribe menu).
+    assert world.discord.command_writes == 13 and len(world.discord.commands()) == 13
 
 
 async def test_voice_replies_over_the_upload_limit_are_not_attempted() -> None:

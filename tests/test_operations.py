@@ -16,7 +16,7 @@ from typing import Any
 import httpx
 
 from voicebridge.adapters.runner import BOT_API_CONNECTIONS, run_bot
-from voicebridge.config import Settings
+from voicebridge.config import RunnerSettings
 from voicebridge.metrics import Metrics, serve_status
 from tests.audio_tools import make_tone
 from tests.fakes.coze import DEFAULT_TOKEN, FakeCoze
@@ -44,7 +44,7 @@ def values(telegram: FakeTelegram, coze: FakeCoze, tmp_path: Path, **extra: str)
 async def bot_in_process(settings_values: dict[str, str]) -> AsyncIterator[None]:
     """``run_bot`` in this event loop, stopped (as by SIGTERM) on exit."""
     stop = asyncio.Event()
-    task = asyncio.create_task(run_bot(Settings.from_values(settings_values), stop))
+    task = asyncio.create_task(run_bot(RunnerSettings.from_values(settings_values), stop))
     try:
         yield
     finally:

@@ -62,6 +62,7 @@ class MemoryChat:
     refuse_audio: bool = False
     sent: list[Sent] = field(default_factory=list)
     activities: list[Activity] = field(default_factory=list)
+    reported: list[BaseException] = field(default_factory=list)  # what reached the host's error handling
     open_activities: int = 0
     most_open_activities: int = 0
     ids: itertools.count = field(default_factory=lambda: itertools.count(100))
@@ -104,6 +105,9 @@ class MemoryChat:
     async def is_admin(self, user_id: str) -> bool:
         return user_id in self.admins
 
+    async def report_error(self, error: BaseException) -> None:
+        self.reported.append(error)
+
     def texts(self) -> list[str]:
         return [item.text for item in self.sent if item.kind == "text"]
 
@@ -143,7 +147,8 @@ def make_plugin(fake: FakeCoze, retrier: Retrier, db: Path | str = ":memory:", *
               "COZE_VOICE_ID": DEFAULT_VOICES[0].voice_id, **env}
     settings = Settings.from_values(values)
     service = SpeechService.from_settings(settings.speech, retrier=retrier)
-    return VoiceNotesPlugin(service, Store(db), settings.plugin, edit_interval=0.2)
+    store = Store(db)
+    return VoiceNotesPlugin(service, store, settings.plugin, edit_interval=0.2, closes=(store,))
 
 
 @pytest.fixture
@@ -276,8 +281,10 @@ class FloodedChat(MemoryChat):
     async def edit_text(self, message_id: str, text: str) -> None:
         self.edits_waiting += 1
         self.most_edits_waiting = max(self.most_edits_waiting, self.edits_waiting)
-        await self.released.wait()
-        self.edits_waiting -= 1
+        try:
+            await self.released.wait()
+        finally:  # a cancelled edit (overtaken by the final text) is no longer on its way
+            self.edits_waiting -= 1
         await super().edit_text(message_id, text)
 
 
@@ -343,8 +350,9 @@ async def test_typing_shows_while_a_note_waits_for_a_free_slot(fast_retrier: Ret
     async with FakeCoze() as fake:
         settings = Settings.from_values({"COZE_API_TOKEN": DEFAULT_TOKEN, "COZE_API_BASE": fake.base_url,
                                          "COZE_WS_BASE": fake.ws_base_url})
-        plugin = VoiceNotesPlugin(SpeechService.from_settings(settings.speech, retrier=fast_retrier), Store(":memory:"),
-                                  settings.plugin, max_concurrent_notes=1)
+        store = Store(":memory:")
+        plugin = VoiceNotesPlugin(SpeechService.from_settings(settings.speech, retrier=fast_retrier), store,
+                                  settings.plugin, max_concurrent_notes=1, closes=(store,))
         harness = Harness(fake, plugin)
         first_chat, second_chat = MemoryChat(), MemoryChat()
         first = asyncio.create_task(plugin.handle_voice_note(harness.note(make_tone("ogg", 300.0, 6.0), key="a"), first_chat))

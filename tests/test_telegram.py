@@ -268,7 +268,8 @@ async def test_streaming_provider_edits_one_reply_with_the_growing_transcript(wo
 def test_live_edits_keep_to_telegrams_flood_limits(chat_type: str, interval: float) -> None:
     # Bot FAQ: about one message a second per chat, 20 a minute per group.
     message = telegram.Message(1, datetime.now(UTC), telegram.Chat(-5, chat_type))
-    assert TelegramChat(Application.builder().token("1:x").build().bot, message).min_edit_interval == interval
+    update = telegram.Update(1, message=message)
+    assert TelegramChat(Application.builder().token("1:x").build(), update, message).min_edit_interval == interval
 
 
 async def test_the_hosts_own_handlers_keep_working(world: World) -> None:

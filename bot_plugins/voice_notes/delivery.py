@@ -1,6 +1,7 @@
 """Getting replies into a chat: text split to the platform's limit, a live message edited with
 a growing transcript, and the voice → audio → text ladder. Send failures are contained here:
-a reply that cannot be delivered is logged, never raised into the pipeline."""
+a reply that cannot be delivered is logged and reported to the host's error handling (the port
+has already waited out flood control and retried), never raised into the pipeline."""
 
 from __future__ import annotations
 
@@ -27,8 +28,9 @@ async def send_text(chat: ChatPort, text: str, reply_to: str | None) -> list[str
     for piece in split_for(chat, text):
         try:
             sent.append(await chat.send_text(piece, reply_to))
-        except Exception:
+        except Exception as error:
             log.exception("could not send a text reply")
+            await chat.report_error(error)
             break
     return sent
 
@@ -68,7 +70,7 @@ class LiveMessage:
         self.shown = ""
         self._last_change = clock()  # as if changed now: nothing shows within the first interval
         self._broken = False
-        self._update: asyncio.Task[None] | None = None
+        self._update: asyncio.Task[bool] | None = None
 
     @property
     def started(self) -> bool:
@@ -86,14 +88,17 @@ class LiveMessage:
 
     async def finish(self, text: str) -> None:
         if self._update is not None:
-            await self._update  # the message must exist before it can be edited
+            if self.message_id is not None:
+                self._update.cancel()  # a partial still waiting out flood control is overtaken by the final text
+            await asyncio.gather(self._update, return_exceptions=True)  # the message must exist before it can be edited
         pieces = split_for(self.chat, text)
         if self.message_id is None or self._broken:
             for piece in pieces:
                 await send_text(self.chat, piece, self.reply_to)
             return
-        if pieces[0] != self.shown:
-            await self._put(pieces[0])
+        if pieces[0] != self.shown and not await self._put(pieces[0]):
+            # The final edit failed: a partial must not pass for the whole, so the text goes anew.
+            await send_text(self.chat, pieces[0], self.reply_to)
         for piece in pieces[1:]:
             await send_text(self.chat, piece, self.reply_to)
 
@@ -103,7 +108,8 @@ class LiveMessage:
             return text
         return split_text(text, self.chat.max_text_length - 1, length=self.chat.text_length)[0] + ELLIPSIS
 
-    async def _put(self, text: str) -> None:
+    async def _put(self, text: str) -> bool:
+        """Show ``text`` (a new message or an edit); False if the platform would not take it."""
         try:
             if self.message_id is None:
                 self.message_id = await self.chat.send_text(text, self.reply_to)
@@ -113,6 +119,7 @@ class LiveMessage:
             # Live updates are a courtesy: if they fail, the final text still goes out.
             log.exception("could not update the live transcript")
             self._broken = self.message_id is None
-            return
+            return False
         self.shown = text
         self._last_change = self.clock()
+        return True

@@ -1,6 +1,7 @@
 """Every text the plugin shows to chat users, in English and Chinese.
 
-Texts are plain (no markup), so adapters send them without a parse mode.
+Texts are plain (no markup): adapters send them with no parse mode, stated explicitly so that
+a host bot's defaults never apply.
 """
 
 from __future__ import annotations
@@ -63,6 +64,14 @@ _CATALOGUE: dict[str, dict[str, str]] = {
     "speaker": {
         "en": "🎤 {name}: {text}",
         "zh": "🎤 {name}：{text}",
+    },
+    "responder_timeout": {
+        "en": "Sorry, the answer is taking too long. I heard: {transcript}",
+        "zh": "抱歉，回答耗时过长。我听到的是：{transcript}",
+    },
+    "responder_failed": {
+        "en": "Sorry, I could not answer that. I heard: {transcript}",
+        "zh": "抱歉，我无法回答。我听到的是：{transcript}",
     },
     "download_failed": {
         "en": "I could not download this file. Please try again.",

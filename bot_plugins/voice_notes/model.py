@@ -11,7 +11,7 @@ from collections.abc import Awaitable, Callable
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Protocol
+from typing import Any, Protocol
 
 
 class ChatKind(StrEnum):
@@ -30,7 +30,8 @@ class Activity(StrEnum):
 class Person:
     id: str
     name: str
-    language: str | None = None  # the user's interface language tag, e.g. "zh-hans"
+    # The user's own client language tag (e.g. "zh-hans") when the platform tells it; None otherwise.
+    language: str | None = None
 
 
 @dataclass(frozen=True)
@@ -55,6 +56,16 @@ class VoiceNote:
     declared_bytes: int | None = None
     download_limit: int | None = None  # the platform's own cap on downloads, in bytes
     speaker: str | None = None  # who spoke: the sender, or the original sender of a forward
+    # The chat's own language (a Discord server's locale): answers use it when the sender's is unknown.
+    chat_language: str | None = None
+    # The platform's own objects, passed through untouched to a host's responder.
+    message: Any = None  # the PTB Message or discord.Message of the note
+    context: Any = None  # the PTB CallbackContext (None on Discord)
+    # Set when the host's own handlers take the transcript instead of the plugin answering it
+    # (Telegram transcript_as_text); returns once they have it. Discord's event is in `announce`.
+    hand_off: Callable[[str], Awaitable[None]] | None = None
+    # Called with every transcript before it is answered (Discord's on_voice_transcript event).
+    announce: Callable[[str], None] | None = None
 
 
 @dataclass(frozen=True)
@@ -68,6 +79,7 @@ class CommandRequest:
     message_id: str | None
     replied_note: VoiceNote | None = None  # the voice message the command replies to
     replied_text: str | None = None  # the text message the command replies to
+    chat_language: str | None = None  # as VoiceNote.chat_language
 
 
 @dataclass(frozen=True)
@@ -118,15 +130,37 @@ class ChatPort(Protocol):
 
     async def is_admin(self, user_id: str) -> bool: ...
 
+    async def undeliverable(self, error: BaseException) -> None:
+        """A reply could not be delivered even after waiting and retrying: tell the host's own
+        error handling (PTB error handlers, discord.py ``on_error``). Called inside the ``except``
+        block that caught ``error``."""
+        ...
+
 
 @dataclass(frozen=True)
 class ResponderContext:
     """What a host's responder gets besides the transcript."""
 
+    platform: str  # "telegram" | "discord"
     chat: ChatRef
     sender: Person
-    message_id: str
-    language: str  # recognition language in effect
+    message: Any  # the PTB Message or discord.Message of the note (None without a platform)
+    context: Any  # the PTB CallbackContext on Telegram, None on Discord
+    language: str  # the recognition language used for this note ("auto": detected automatically)
+    user_language: str | None  # the sender's client language when the platform tells it
+    duration: float  # seconds of audio
+    message_id: str = ""
 
 
-Responder = Callable[[str, ResponderContext], Awaitable[str | None]]
+@dataclass(frozen=True)
+class Reply:
+    """A responder's answer: ``text`` is written, ``voice_text`` (default: ``text``) is spoken
+    when the chat's reply mode includes a voice message."""
+
+    text: str
+    voice_text: str | None = None
+
+
+Responder = Callable[[str, ResponderContext], "Awaitable[str | Reply | None] | str | Reply | None"]
+"""A host's answer to a transcript: an async (or plain) function returning ``str``, a
+:class:`Reply`, or None for no answer."""

@@ -7,11 +7,12 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import inspect
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterable, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import replace
-from typing import Protocol
+from typing import Any, Protocol
 
 from ..logs import new_request_id
 from ..speech.errors import AudioError, SpeechError
@@ -28,13 +29,14 @@ from .model import (
     CommandRequest,
     DownloadFailed,
     Person,
+    Reply,
     Responder,
     ResponderContext,
     VoiceNote,
     VoiceReply,
 )
 from .settings import ChatSettings, PluginSettings, ReplyMode, parse_hot_words
-from .store import Store, StoreError, today
+from .store import CachedTranscript, Store, StoreError, today
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +48,24 @@ VOICES_LISTED = 30
 SWEEP_INTERVAL_SECONDS = 3600.0
 SETTINGS_COMMANDS = frozenset({"mode", "language", "voice", "auto", "hotwords"})  # admins only, in groups, to change
 ADMIN_COMMANDS = frozenset({"forget", "usage"})  # admins only, in groups
+# Every command the plugin knows, in menu order.
+ALL_COMMANDS = ("start", "help", "transcribe", "speak", "settings", "mode", "language", "voice", "voices", "auto",
+                "hotwords", "usage", "privacy", "forget")
+# In someone else's bot: never /start or /help, which the host answers itself.
+GUEST_COMMANDS = tuple(name for name in ALL_COMMANDS if name not in ("start", "help"))
+
+
+def resolve_commands(names: Iterable[str]) -> tuple[str, ...]:
+    """Command names as given (``/x`` or ``X`` accepted), checked against the plugin's own."""
+    resolved = tuple(dict.fromkeys(name.strip().lstrip("/").lower() for name in names))
+    unknown = [name for name in resolved if name not in ALL_COMMANDS]
+    if unknown:
+        raise ValueError(f"unknown voicebridge command {unknown[0]!r}; the commands are: {', '.join(ALL_COMMANDS)}")
+    return resolved
+
+
+class AsyncResource(Protocol):
+    async def aclose(self) -> None: ...
 
 
 class NoteObserver(Protocol):
@@ -77,25 +97,32 @@ class VoiceNotesPlugin:
         settings: PluginSettings,
         *,
         responder: Responder | None = None,
+        commands: Iterable[str] | None = None,
+        closes: Sequence[AsyncResource] = (),
         max_concurrent_notes: int = MAX_CONCURRENT_NOTES,
         edit_interval: float = 1.0,
         observer: NoteObserver | None = None,
     ) -> None:
+        """``commands``: the command names this plugin answers (None: all of them); ``closes``:
+        what :meth:`aclose` closes — the resources this plugin created, never a host's."""
         self.service = service
         self.store = store
         self.settings = settings
         self.responder = responder
         self.observer = observer or _Unobserved()
         self.edit_interval = edit_interval
+        self._closes = tuple(closes)
         self._notes = asyncio.Semaphore(max_concurrent_notes)
         self._chat_queues: dict[tuple[str, str], _ChatQueue] = {}
         self._refused_groups: set[tuple[str, str]] = set()
+        self._user_languages: dict[tuple[str, str], str] = {}
         self._sweeper: asyncio.Task[None] | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
         self.accepting = True  # False while shutting down: new notes and commands are ignored
         self._in_flight = 0
         self._idle = asyncio.Event()
         self._idle.set()
-        self._commands: dict[str, Callable[[CommandRequest, ChatPort, str | None], Awaitable[None]]] = {
+        handlers: dict[str, Callable[[CommandRequest, ChatPort, str | None], Awaitable[None]]] = {
             "start": self._start_command,
             "help": self._help,
             "transcribe": self._transcribe_command,
@@ -111,6 +138,7 @@ class VoiceNotesPlugin:
             "privacy": self._privacy,
             "forget": self._forget,
         }
+        self._commands = {name: handlers[name] for name in resolve_commands(ALL_COMMANDS if commands is None else commands)}
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -119,17 +147,28 @@ class VoiceNotesPlugin:
         if self._sweeper is None:
             self._sweeper = asyncio.create_task(self._sweep_forever())
 
+    def run_in_background(self, work: Coroutine[Any, Any, None]) -> None:
+        """Run a note's or a command's work as a task the plugin owns: :meth:`drain` waits for
+        it, and cancels it once the grace period is over (a framework would wait forever)."""
+        task = asyncio.create_task(work)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
     async def drain(self, timeout: float) -> bool:
-        """Stop taking new work and wait up to ``timeout`` for the work in flight; False if some
-        was still running when time ran out."""
+        """Stop taking new work and wait up to ``timeout`` for the work in flight, then cancel
+        what is left; False if some had to be cancelled."""
         self.accepting = False
         try:
             async with asyncio.timeout(timeout):
                 await self._idle.wait()
+            return True
         except TimeoutError:
-            log.warning("%d notes or commands still running after %.0fs; stopping anyway", self._in_flight, timeout)
+            log.warning("%d notes or commands still running after %.0fs; stopping them", self._in_flight, timeout)
             return False
-        return True
+        finally:
+            for task in self._tasks:
+                task.cancel()
+            await asyncio.gather(*self._tasks, return_exceptions=True)
 
     @asynccontextmanager
     async def _busy(self) -> AsyncIterator[None]:
@@ -143,11 +182,17 @@ class VoiceNotesPlugin:
                 self._idle.set()
 
     async def aclose(self) -> None:
+        """Stop everything this plugin started and close what it created; idempotent."""
         if self._sweeper is not None:
             self._sweeper.cancel()
             await asyncio.gather(self._sweeper, return_exceptions=True)
             self._sweeper = None
-        await self.store.aclose()
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        resources, self._closes = self._closes, ()
+        for resource in resources:
+            await resource.aclose()
 
     async def _sweep_forever(self) -> None:
         while True:
@@ -167,10 +212,9 @@ class VoiceNotesPlugin:
     def command_names(self) -> tuple[str, ...]:
         return tuple(self._commands)
 
-    @staticmethod
-    def command_descriptions(language: str) -> list[tuple[str, str]]:
+    def command_descriptions(self, language: str) -> list[tuple[str, str]]:
         """(command, description) pairs for a platform's command menu, in ``language``."""
-        return [(name, texts[language]) for name, texts in messages.COMMAND_DESCRIPTIONS.items()]
+        return [(name, messages.COMMAND_DESCRIPTIONS[name][language]) for name in self._commands]
 
     # ------------------------------------------------------------------ voice notes
 
@@ -183,52 +227,62 @@ class VoiceNotesPlugin:
             log.info("shutting down: note not taken")
             return
         self.observer.note_received(note.chat.platform)
-        async with self._busy():
+        # The chat's turn is taken before anything else is awaited: answers keep the notes' order.
+        async with self._busy(), self._chat_turn(note.chat):
             if not await self._admitted(note.chat, note.sender, chat, note.message_id):
                 return
+            note = replace(note, sender=await self._with_known_language(note.chat.platform, note.sender))
             settings = await self.chat_settings(note.chat)
             if note.chat.kind is ChatKind.GROUP and not settings.auto_transcribe:
                 return
             await self._answer_note(note, chat, settings)
 
     async def _answer_note(self, note: VoiceNote, chat: ChatPort, settings: ChatSettings) -> None:
-        """Transcribe and answer; every failure ends as one message in the user's language."""
-        lang = note.sender.language
+        """Transcribe and answer, in the chat's turn (the caller holds it); every failure ends as
+        one message in the user's language."""
+        lang = _answer_language(note.sender, note.chat_language)
         platform = note.chat.platform
         if refusal := self._limit_refusal(note, lang):
             self.observer.note_failed(platform, "limits")
             await send_text(chat, refusal, note.message_id)
             return
+        # "Typing…" shows from the note's turn on, also while it waits for a free slot. Notes queued
+        # behind it show nothing of their own: one status per chat, not one per note.
         async with AsyncExitStack() as typing:
-            # "Typing…" once the note is next in its chat, also while it waits for a free slot. Notes
-            # queued behind it show nothing of their own: one status per chat, not one per note.
-            async with self._turn(note.chat, lambda: typing.enter_async_context(chat.activity(Activity.TYPING))):
-                live = None
-                if self.responder is None and settings.reply_mode.has_text and self.service.streams_partials:
-                    live = LiveMessage(chat, note.message_id, max(self.edit_interval, chat.min_edit_interval))
-                try:
-                    await self._transcribe_and_reply(note, chat, settings, live, typing)
-                    return
-                except DailyLimitReached as reached:
-                    reason = "daily_limit"
-                    message = text("daily_limit", lang, limit=_minutes(reached.limit_seconds),
-                                   used=_minutes(reached.used_seconds))
-                except AudioError as error:
-                    log.info("unusable audio: %s", error)
-                    reason, message = f"audio_{error.problem.value}", error.user_message(lang)
-                except SpeechError as error:
-                    log.warning("speech service failed: %s (%s)", error, error.kind)
-                    reason, message = error.kind.value, error.user_message(lang)
-                except DownloadFailed as error:
-                    log.warning("download failed: %s", error)
-                    reason, message = "download", text("download_failed", lang)
-                except Exception:
-                    log.exception("voice note failed")
-                    reason, message = "unexpected", text("unexpected_error", lang)
-                self.observer.note_failed(platform, reason)
-                await typing.aclose()
-                # A partial transcript on screen must not pass for the whole: it becomes the error.
-                await (live.finish(message) if live and live.started else send_text(chat, message, note.message_id))
+            await typing.enter_async_context(chat.activity(Activity.TYPING))
+            live = None
+            if self._answers_transcript(note) and settings.reply_mode.has_text and self.service.streams_partials:
+                live = LiveMessage(chat, note.message_id, max(self.edit_interval, chat.min_edit_interval))
+            try:
+                async with self._notes:  # a slot for the speech work only, never for a host's answer
+                    transcript, seconds = await self._transcript(note, settings, live)
+                await typing.aclose()  # recognised: the answer is on its way
+                await self._answer_transcript(note, chat, settings, transcript, seconds, live)
+                return
+            except DailyLimitReached as reached:
+                reason = "daily_limit"
+                message = text("daily_limit", lang, limit=_minutes(reached.limit_seconds),
+                               used=_minutes(reached.used_seconds))
+            except AudioError as error:
+                log.info("unusable audio: %s", error)
+                reason, message = f"audio_{error.problem.value}", error.user_message(lang)
+            except SpeechError as error:
+                log.warning("speech service failed: %s (%s)", error, error.kind)
+                reason, message = error.kind.value, error.user_message(lang)
+            except DownloadFailed as error:
+                log.warning("download failed: %s", error)
+                reason, message = "download", text("download_failed", lang)
+            except Exception:
+                log.exception("voice note failed")
+                reason, message = "unexpected", text("unexpected_error", lang)
+            self.observer.note_failed(platform, reason)
+            await typing.aclose()
+            # A partial transcript on screen must not pass for the whole: it becomes the error.
+            await (live.finish(message) if live and live.started else send_text(chat, message, note.message_id))
+
+    def _answers_transcript(self, note: VoiceNote) -> bool:
+        """Whether the plugin's own answer is the transcript (not a host's answer to it)."""
+        return self.responder is None and note.hand_off is None
 
     def _limit_refusal(self, note: VoiceNote, lang: str | None) -> str | None:
         """Checked on what the platform declares, before anything is downloaded."""
@@ -239,25 +293,56 @@ class VoiceNotesPlugin:
             return text("too_long", lang, limit=round(self.settings.max_duration_seconds / 60))
         return None
 
-    async def _transcribe_and_reply(self, note: VoiceNote, chat: ChatPort, settings: ChatSettings,
-                                    live: LiveMessage | None, typing: AsyncExitStack) -> None:
-        transcript = await self._transcript(note, settings, live)
-        await typing.aclose()  # recognised: the answer is on its way
+    async def _answer_transcript(self, note: VoiceNote, chat: ChatPort, settings: ChatSettings, transcript: str,
+                                 seconds: float, live: LiveMessage | None) -> None:
+        lang = _answer_language(note.sender, note.chat_language)
         if not transcript:
-            message = text("nothing_heard", note.sender.language)
+            message = text("nothing_heard", lang)
             await (live.finish(message) if live else send_text(chat, message, note.message_id))
             return
+        if note.announce is not None:
+            note.announce(transcript)
+        if note.hand_off is not None:
+            await note.hand_off(transcript)  # the host's own handlers answer it
+            return
         if self.responder is None:
-            spoken, written = transcript, self._attributed(note, transcript)
-        else:
-            context = ResponderContext(chat=note.chat, sender=note.sender, message_id=note.message_id, language=settings.language)
-            answer = await self.responder(transcript, context)
-            if not answer or not answer.strip():
-                return  # the host chose not to answer
-            spoken = written = answer.strip()
-        await self._deliver(chat, settings, note.chat, note.message_id, written, spoken, live)
+            await self._deliver(chat, settings, note.chat, note.message_id, self._attributed(note, transcript), transcript, live)
+            return
+        reply = await self._respond(note, chat, settings, transcript, seconds)
+        if reply is not None:
+            await self._deliver(chat, settings, note.chat, note.message_id, reply.text, reply.voice_text or reply.text, None)
 
-    async def _transcript(self, note: VoiceNote, settings: ChatSettings, live: LiveMessage | None) -> str:
+    async def _respond(self, note: VoiceNote, chat: ChatPort, settings: ChatSettings, transcript: str,
+                       seconds: float) -> Reply | None:
+        """The host's answer to ``transcript``, within the responder timeout. A responder that
+        fails or is too slow costs the user a short message (with their words), never silence."""
+        assert self.responder is not None
+        context = ResponderContext(
+            platform=note.chat.platform, chat=note.chat, sender=note.sender, message=note.message, context=note.context,
+            language=settings.language, user_language=note.sender.language, duration=seconds, message_id=note.message_id)
+        lang = _answer_language(note.sender, note.chat_language)
+        try:
+            async with asyncio.timeout(self.settings.responder_timeout_seconds):
+                answer = self.responder(transcript, context)
+                if inspect.isawaitable(answer):
+                    answer = await answer
+        except TimeoutError:
+            log.warning("the responder gave no answer within %gs", self.settings.responder_timeout_seconds)
+            await send_text(chat, text("responder_timeout", lang, transcript=transcript), note.message_id)
+            return None
+        except Exception as error:
+            log.exception("the responder failed")
+            await chat.report_error(error)
+            await send_text(chat, text("responder_failed", lang, transcript=transcript), note.message_id)
+            return None
+        if isinstance(answer, str):
+            answer = Reply(answer)
+        if not isinstance(answer, Reply) or not answer.text.strip():
+            return None  # the host chose not to answer
+        return Reply(answer.text.strip(), answer.voice_text.strip() if answer.voice_text else None)
+
+    async def _transcript(self, note: VoiceNote, settings: ChatSettings, live: LiveMessage | None) -> tuple[str, float]:
+        """The note's transcript and the seconds of audio it covers."""
         options = TranscribeOptions(language=settings.language, hot_words=settings.hot_words,
                                     max_seconds=self.settings.max_duration_seconds)
         cache_key = self._cache_key(note, options)
@@ -265,7 +350,7 @@ class VoiceNotesPlugin:
         if cached is not None:
             log.info("answered from the transcript cache")
             self.observer.note_transcribed(note.chat.platform, "cache", 0.0, cached=True)
-            return cached
+            return cached.text, cached.seconds or note.declared_seconds or 0.0
         # The daily quota is reserved by the declared duration before any provider is called,
         # then corrected to the measured duration (or released if nothing was transcribed).
         reserved = await self._reserve_daily_minutes(note)
@@ -290,7 +375,7 @@ class VoiceNotesPlugin:
         if final.text and self.settings.retention_hours > 0:
             await self._quietly(self.store.cache_transcript(cache_key, note.chat.platform, note.chat.id, final.text, seconds),
                                 "transcript cache")
-        return final.text
+        return final.text, seconds
 
     async def _reserve_daily_minutes(self, note: VoiceNote) -> float:
         """Check the chat's daily allowance and reserve the declared duration; returns it."""
@@ -313,7 +398,7 @@ class VoiceNotesPlugin:
 
     def _attributed(self, note: VoiceNote, transcript: str) -> str:
         if note.chat.kind is ChatKind.GROUP and note.speaker:
-            return text("speaker", note.sender.language, name=note.speaker, text=transcript)
+            return text("speaker", _answer_language(note.sender, note.chat_language), name=note.speaker, text=transcript)
         return transcript
 
     def _cache_key(self, note: VoiceNote, options: TranscribeOptions) -> str:
@@ -321,15 +406,14 @@ class VoiceNotesPlugin:
         parts = (note.chat.platform, note.cache_key, options.language or "", ",".join(options.hot_words), ",".join(self.service.asr_chain))
         return hashlib.sha256("\x1f".join(parts).encode()).hexdigest()
 
-    async def _cached(self, cache_key: str) -> str | None:
+    async def _cached(self, cache_key: str) -> CachedTranscript | None:
         if self.settings.retention_hours <= 0:
             return None
         try:
-            cached = await self.store.cached_transcript(cache_key, self.settings.retention_hours * 3600)
+            return await self.store.cached_transcript(cache_key, self.settings.retention_hours * 3600)
         except StoreError as error:
             log.warning("transcript cache unavailable: %s", error)
             return None
-        return cached.text if cached else None
 
     async def _deliver(self, chat: ChatPort, settings: ChatSettings, where: ChatRef, reply_to: str, written: str, spoken: str,
                        live: LiveMessage | None) -> None:
@@ -376,7 +460,8 @@ class VoiceNotesPlugin:
                            request: CommandRequest, chat: ChatPort) -> None:
         if not await self._admitted(request.chat, request.sender, chat, request.message_id):
             return
-        lang = request.sender.language
+        request = replace(request, sender=await self._with_known_language(request.chat.platform, request.sender))
+        lang = _answer_language(request.sender, request.chat_language)
         try:
             changes_settings = request.name in SETTINGS_COMMANDS and request.args.strip()
             if (changes_settings or request.name in ADMIN_COMMANDS) and not await self._may_change_settings(request, chat):
@@ -404,8 +489,10 @@ class VoiceNotesPlugin:
             await send_text(chat, text("transcribe_usage", lang), request.message_id)
             return
         # Whoever asked reads the answer in their language; the note keeps its own speaker.
-        note = replace(request.replied_note, sender=replace(request.replied_note.sender, language=lang))
-        await self._answer_note(note, chat, await self.chat_settings(request.chat))
+        note = replace(request.replied_note, sender=replace(request.replied_note.sender, language=request.sender.language),
+                       chat_language=request.chat_language)
+        async with self._chat_turn(request.chat):
+            await self._answer_note(note, chat, await self.chat_settings(request.chat))
 
     async def _speak(self, request: CommandRequest, chat: ChatPort, lang: str | None) -> None:
         words = request.args.strip() or (request.replied_text or "").strip()
@@ -417,7 +504,7 @@ class VoiceNotesPlugin:
             await send_text(chat, text("no_tts", lang), request.message_id)
         else:
             settings = await self.chat_settings(request.chat)
-            async with self._turn(request.chat), chat.activity(Activity.RECORDING_VOICE):
+            async with self._chat_turn(request.chat), self._notes, chat.activity(Activity.RECORDING_VOICE):
                 voice = await self._synthesize(chat, settings, request.chat, words)
             if not await send_voice(chat, voice, request.message_id):
                 await send_text(chat, text("voice_not_allowed", lang), request.message_id)
@@ -542,19 +629,33 @@ class VoiceNotesPlugin:
             await send_text(chat, text("not_allowed", sender.language), message_id)
         return False
 
+    async def _with_known_language(self, platform: str, sender: Person) -> Person:
+        """``sender`` with their client language: as the platform reports it now, else as it was
+        last seen (Discord tells it only in interactions, never with a DM)."""
+        key = (platform, sender.id)
+        marker = f"language:{platform}:{sender.id}"
+        if sender.language:
+            if self._user_languages.get(key) != sender.language:
+                self._user_languages[key] = sender.language
+                await self._quietly(self.store.set_marker(marker, sender.language), "user language")
+            return sender
+        if key not in self._user_languages:
+            try:
+                self._user_languages[key] = await self.store.marker(marker) or ""
+            except StoreError as error:
+                log.warning("user language unavailable: %s", error)
+                return sender
+        return replace(sender, language=self._user_languages[key] or None)
+
     @asynccontextmanager
-    async def _turn(self, where: ChatRef, on_next_in_chat: Callable[[], Awaitable[object]] | None = None) -> AsyncIterator[None]:
-        """One note at a time per chat (answers keep the chat's order), a bounded number overall.
-        ``on_next_in_chat`` runs when the chat's turn has come, before waiting for a free slot."""
+    async def _chat_turn(self, where: ChatRef) -> AsyncIterator[None]:
+        """One note (or spoken answer) at a time per chat, so answers keep the chat's order."""
         key = (where.platform, where.id)
         queue = self._chat_queues.setdefault(key, _ChatQueue())
         queue.users += 1
         try:
             async with queue.lock:
-                if on_next_in_chat is not None:
-                    await on_next_in_chat()
-                async with self._notes:
-                    yield
+                yield
         finally:
             queue.users -= 1
             if queue.users == 0:
@@ -574,6 +675,11 @@ class DailyLimitReached(Exception):
         super().__init__(f"{used_seconds:.0f} of {limit_seconds:.0f} seconds used today")
         self.used_seconds = used_seconds
         self.limit_seconds = limit_seconds
+
+
+def _answer_language(sender: Person, chat_language: str | None) -> str | None:
+    """The language to answer in: the sender's own, else the chat's."""
+    return sender.language or chat_language
 
 
 def _minutes(seconds: float) -> str:

@@ -930,9 +930,13 @@ class FakeDiscord(FakeServer):
             ("GET", "/applications/{application_id}/commands", self._get_commands),
             ("PUT", "/applications/{application_id}/commands", self._bulk_overwrite_commands),
             ("POST", "/applications/{application_id}/commands", self._upsert_command),
+            ("PATCH", "/applications/{application_id}/commands/{command_id}", self._edit_command),
+            ("DELETE", "/applications/{application_id}/commands/{command_id}", self._delete_command),
             ("GET", "/applications/{application_id}/guilds/{guild_id}/commands", self._get_commands),
             ("PUT", "/applications/{application_id}/guilds/{guild_id}/commands", self._bulk_overwrite_commands),
             ("POST", "/applications/{application_id}/guilds/{guild_id}/commands", self._upsert_command),
+            ("PATCH", "/applications/{application_id}/guilds/{guild_id}/commands/{command_id}", self._edit_command),
+            ("DELETE", "/applications/{application_id}/guilds/{guild_id}/commands/{command_id}", self._delete_command),
             ("GET", "/channels/{channel_id}", self._get_channel),
             ("POST", "/users/@me/channels", self._open_dm),
             ("POST", "/channels/{channel_id}/messages", self._create_message),
@@ -1181,6 +1185,40 @@ class FakeDiscord(FakeServer):
         self._store_commands([*others, command], scope)
         self.command_writes += 1
         return _json(self.commands(scope)[-1], 201 if len(others) == len(existing) else 200)
+
+    async def _edit_command(self, request: web.Request) -> web.Response:
+        """PATCH one command by id: the fields given replace the stored ones (Edit Global/Guild
+        Application Command); the id stays."""
+        scope = self._command_scope(request)
+        if isinstance(scope, web.Response):
+            return scope
+        changes = _payload()
+        if not isinstance(changes, dict):
+            return _form_error("_root", "BASE_TYPE_DICT", "Must be an object.")
+        existing = self.commands(scope)
+        index = next((i for i, command in enumerate(existing) if command["id"] == request.match_info["command_id"]), None)
+        if index is None:
+            return _error(404, 10063)  # Unknown application command
+        edited = {**existing[index], **changes}
+        others = [command for i, command in enumerate(existing) if i != index]
+        error = self._command_errors([*others, edited], "")
+        if error is not None:
+            return error
+        self._store_commands([*existing[:index], edited, *existing[index + 1:]], scope)
+        self.command_writes += 1
+        return _json(self.commands(scope)[index])
+
+    async def _delete_command(self, request: web.Request) -> web.Response:
+        scope = self._command_scope(request)
+        if isinstance(scope, web.Response):
+            return scope
+        existing = self.commands(scope)
+        kept = [command for command in existing if command["id"] != request.match_info["command_id"]]
+        if len(kept) == len(existing):
+            return _error(404, 10063)
+        self._commands[scope] = kept
+        self.command_writes += 1
+        return web.Response(status=204)
 
     @staticmethod
     def _command_errors(commands: Sequence[Mapping[str, Any]], index_prefix: str | None) -> web.Response | None:
