@@ -42,7 +42,7 @@ import secrets
 import string
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, NamedTuple
 from urllib.parse import urlsplit
 
@@ -147,6 +147,7 @@ class Chat:
     username: str | None = None
     first_name: str | None = None
     last_name: str | None = None
+    is_forum: bool = False  # a supergroup whose messages live in topics (message_thread_id)
 
     @classmethod
     def private(cls, user: User) -> Chat:
@@ -164,10 +165,15 @@ class Chat:
             raise ValueError("supergroup ids start with -100")
         return cls(chat_id, "supergroup", title=title, username=username)
 
+    @classmethod
+    def forum(cls, chat_id: int, title: str) -> Chat:
+        """A supergroup with topics; open them with :meth:`FakeTelegram.open_topic`."""
+        return replace(cls.supergroup(chat_id, title), is_forum=True)
+
     def to_dict(self) -> JsonDict:
         return _without_none({
             "id": self.id, "type": self.type, "title": self.title, "username": self.username,
-            "first_name": self.first_name, "last_name": self.last_name,
+            "first_name": self.first_name, "last_name": self.last_name, "is_forum": self.is_forum or None,
         })
 
 
@@ -240,6 +246,7 @@ class _ChatState:
     permissions: dict[str, bool] = field(default_factory=lambda: dict.fromkeys(_ALL_PERMISSIONS, True))
     messages: dict[int, JsonDict] = field(default_factory=dict)
     last_message_id: int = 0
+    topics: set[int] = field(default_factory=set)  # forum topics: the id of each one's first message
 
 
 Handler = Callable[[JsonDict, dict[str, _Upload]], Awaitable[Any]]
@@ -351,7 +358,8 @@ class FakeTelegram(FakeServer):
             await self.notify()
         return update
 
-    async def push_text(self, chat: Chat, sender: User, text: str, *, reply_to: int | None = None) -> JsonDict:
+    async def push_text(self, chat: Chat, sender: User, text: str, *, reply_to: int | None = None,
+                        thread_id: int | None = None) -> JsonDict:
         """A user's text message; leading and inner ``/commands`` get ``bot_command`` entities."""
         content: JsonDict = {"text": text}
         entities = [
@@ -360,7 +368,7 @@ class FakeTelegram(FakeServer):
         ]
         if entities:
             content["entities"] = entities
-        return await self._push_message(chat, sender, content, reply_to)
+        return await self._push_message(chat, sender, content, reply_to, thread_id)
 
     async def push_voice(
         self,
@@ -375,8 +383,10 @@ class FakeTelegram(FakeServer):
         file_size: int | None = None,
         reply_to: int | None = None,
         forward_origin: User | JsonDict | None = None,
+        thread_id: int | None = None,
     ) -> JsonDict:
-        """A user's audio message as ``kind`` (voice, video_note, audio or document).
+        """A user's audio message as ``kind`` (voice, video_note, audio or document); in a forum,
+        ``thread_id`` is the topic it is posted in.
 
         ``file_size`` declares a size other than ``len(data)``; ``duration`` is required for every
         kind but documents, which carry none.
@@ -398,7 +408,16 @@ class FakeTelegram(FakeServer):
             forward_origin = {"type": "user", "sender_user": forward_origin.to_dict(), "date": int(time.time())}
         if forward_origin is not None:
             content["forward_origin"] = forward_origin
-        return await self._push_message(chat, sender, content, reply_to)
+        return await self._push_message(chat, sender, content, reply_to, thread_id)
+
+    async def open_topic(self, chat: Chat, creator: User, name: str) -> int:
+        """A new forum topic, created by ``creator``; returns its ``message_thread_id``."""
+        if not chat.is_forum:
+            raise ValueError("topics exist only in forum supergroups")
+        topic = self._state_of(chat).last_message_id + 1  # a topic is named after its first message
+        self._chats[chat.id].topics.add(topic)
+        await self._push_message(chat, creator, {"forum_topic_created": {"name": name, "icon_color": 7322096}}, None, topic)
+        return topic
 
     # ---------------------------------------------------------------- test-side: chat setup
 
@@ -679,7 +698,18 @@ class FakeTelegram(FakeServer):
         if isinstance(markup, dict) and "inline_keyboard" in markup:
             # Only inline keyboards belong to the message; reply keyboards change the user's client.
             content = {**content, "reply_markup": markup}
-        return self._store_message(state, self.bot_user.to_dict(), content, reply_to)
+        return self._store_message(state, self.bot_user.to_dict(), content, reply_to, self._thread(state, params))
+
+    @staticmethod
+    def _thread(state: _ChatState, params: JsonDict) -> int | None:
+        """The forum topic a bot's message goes to: ``message_thread_id``, else the General topic
+        (which has no thread id). Outside forums the parameter means nothing."""
+        thread_id = params.get("message_thread_id")
+        if not state.info.get("is_forum") or thread_id in (None, 0):
+            return None
+        if thread_id not in state.topics:
+            raise _bad_request("message thread not found")
+        return int(thread_id)
 
     def _reply_target(self, state: _ChatState, params: JsonDict) -> JsonDict | None:
         reply = params.get("reply_parameters")
@@ -723,7 +753,7 @@ class FakeTelegram(FakeServer):
     async def _send_chat_action(self, params: JsonDict, uploads: dict[str, _Upload]) -> bool:
         if params.get("action") not in CHAT_ACTIONS:
             raise _bad_request("wrong parameter action in request")
-        self._chat_for_sending(params.get("chat_id"))
+        self._thread(self._chat_for_sending(params.get("chat_id")), params)
         return True
 
     # ---------------------------------------------------------------- methods: commands
@@ -829,10 +859,9 @@ class FakeTelegram(FakeServer):
             raise _ApiError(403, "Forbidden: bot can't initiate conversation with a user")
         return self._chat(chat_id)
 
-    async def _push_message(self, chat: Chat, sender: User, content: JsonDict, reply_to: int | None) -> JsonDict:
-        state = self._chats.get(chat.id)
-        if state is None:
-            state = self._chats[chat.id] = _ChatState(chat.to_dict())
+    async def _push_message(self, chat: Chat, sender: User, content: JsonDict, reply_to: int | None,
+                            thread_id: int | None) -> JsonDict:
+        state = self._state_of(chat)
         state.members |= {sender.id, self.bot_user.id}
         self._users[sender.id] = sender.to_dict()
         target = None
@@ -840,18 +869,28 @@ class FakeTelegram(FakeServer):
             target = state.messages.get(reply_to)
             if target is None:
                 raise ValueError(f"no message {reply_to} in chat {chat.id}")
-        message = self._store_message(state, sender.to_dict(), content, target)
+        if thread_id is not None and thread_id not in state.topics:
+            raise ValueError(f"no topic {thread_id} in chat {chat.id}")
+        message = self._store_message(state, sender.to_dict(), content, target, thread_id)
         await self.push_update("message", message)
         return message
 
+    def _state_of(self, chat: Chat) -> _ChatState:
+        state = self._chats.get(chat.id)
+        if state is None:
+            state = self._chats[chat.id] = _ChatState(chat.to_dict())
+        return state
+
     def _store_message(
-        self, state: _ChatState, sender: JsonDict, content: JsonDict, reply_to: JsonDict | None
+        self, state: _ChatState, sender: JsonDict, content: JsonDict, reply_to: JsonDict | None, thread_id: int | None
     ) -> JsonDict:
         state.last_message_id += 1
         message: JsonDict = {
             "message_id": state.last_message_id, "from": sender, "chat": state.info,
             "date": int(time.time()), **content,
         }
+        if thread_id is not None:
+            message.update(message_thread_id=thread_id, is_topic_message=True)
         if reply_to is not None:
             # Telegram nests the replied message one level deep only.
             message["reply_to_message"] = {k: v for k, v in reply_to.items() if k != "reply_to_message"}
