@@ -37,7 +37,7 @@ from voicebridge.metrics import Metrics
 from voicebridge.speech.retry import LoggingObserver, Observers, Retrier
 from voicebridge.speech.service import SpeechService
 from voicebridge.voice_notes.plugin import VoiceNotesPlugin
-from voicebridge.voice_notes.store import Store
+from voicebridge.voice_notes.store import SQLiteStore
 
 LAG_INTERVAL_SECONDS = 0.01
 DONE_POLL_SECONDS = 0.05
@@ -94,7 +94,7 @@ class Bot:
         self.metrics = Metrics()
         retrier = Retrier(observer=Observers(LoggingObserver(), self.metrics))
         self.service = SpeechService.from_settings(settings.speech, retrier=retrier)
-        self.plugin = VoiceNotesPlugin(self.service, Store(settings.plugin.db_path), settings.plugin,
+        self.plugin = VoiceNotesPlugin(self.service, SQLiteStore(settings.plugin.database), settings.plugin,
                                        observer=self.metrics, edit_interval=edit_interval)
         self.runner = TelegramRunner(settings.telegram, self.plugin)
 

@@ -17,10 +17,12 @@ from pathlib import Path
 
 from .config import RunnerSettings
 from .logs import configure_logging
+from .postgres import display_url
 from .speech.audio import find_ffmpeg
 from .speech.errors import AudioError, ConfigError, SpeechError
 from .speech.models import AudioClip, AudioFormat, SynthesizeOptions, TranscribeOptions
 from .speech.service import SpeechService
+from .voice_notes.store import is_postgres_url
 
 log = logging.getLogger("voicebridge")
 
@@ -236,7 +238,8 @@ def settings_summary(settings: RunnerSettings) -> list[tuple[str, str]]:
         ("FEISHU_BASE_URL", speech.feishu_base_url),
         ("VOICEBRIDGE_LANGUAGE", speech.language),
         ("VOICEBRIDGE_LOG_LEVEL", settings.log_level or "not set (INFO for the bot, WARNING for tools)"),
-        ("VOICEBRIDGE_DB", str(settings.plugin.db_path)),
+        ("VOICEBRIDGE_DB", display_url(settings.plugin.database) if is_postgres_url(settings.plugin.database)
+         else settings.plugin.database),
         ("VOICEBRIDGE_METRICS_PORT", str(settings.metrics_port) if settings.metrics_port else "not set"),
     ]
 

@@ -12,7 +12,7 @@ from .speech.retry import Retrier
 from .speech.service import SpeechService
 from .voice_notes.model import Responder
 from .voice_notes.plugin import GUEST_COMMANDS, AsyncResource, NoteObserver, VoiceNotesPlugin, resolve_commands
-from .voice_notes.store import Store
+from .voice_notes.store import Store, open_store
 
 MENU_CHOICES = ("merge", "replace", "none")
 SYNC_CHOICES = ("own", "all", "none")
@@ -65,7 +65,7 @@ def build_plugin(options: Options, *, default_commands: Iterable[str] = GUEST_CO
     owned: list[AsyncResource] = [service]
     store = options.store
     if store is None or isinstance(store, str | os.PathLike):
-        store = Store(settings.plugin.db_path if store is None else store)
+        store = open_store(settings.plugin.database if store is None else store)
         owned.append(store)
     return VoiceNotesPlugin(service, store, settings.plugin, responder=options.responder, commands=commands,
                             closes=owned, observer=observer, edit_interval=edit_interval)

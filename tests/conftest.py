@@ -1,6 +1,8 @@
-"""Shared fixtures: fast retries and ready-made clips."""
+"""Shared fixtures: fast retries, ready-made clips, a PostgreSQL database."""
 
 from __future__ import annotations
+
+import os
 
 import authlib.deprecate  # noqa: F401
 import pytest
@@ -9,6 +11,7 @@ import pytest
 # filter when first imported, which would override pytest's; importing it here, before any test
 # module is collected, keeps the filter in pyproject.toml in charge.
 
+from tests.postgres_tools import reset_postgres
 from voicebridge.speech.retry import Retrier, RetryPolicy
 
 
@@ -16,3 +19,23 @@ from voicebridge.speech.retry import Retrier, RetryPolicy
 def fast_retrier() -> Retrier:
     """The real retry logic with millisecond pauses, so tests exercise it without waiting."""
     return Retrier(RetryPolicy(attempts=3, base_delay=0.01, max_delay=0.05, max_retry_after=2.0))
+
+
+@pytest.fixture(scope="session")
+def postgres_server_url() -> str:
+    """The PostgreSQL database the tests may use (``VOICEBRIDGE_TEST_DATABASE_URL``). scripts/test
+    (the README's test command, which CI runs) starts a server and sets it; under CI a missing
+    one is a failure, never a skip."""
+    url = os.environ.get("VOICEBRIDGE_TEST_DATABASE_URL", "").strip()
+    if not url:
+        message = "VOICEBRIDGE_TEST_DATABASE_URL is not set (scripts/test starts PostgreSQL and sets it)"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+    return url
+
+
+@pytest.fixture
+async def postgres_url(postgres_server_url: str) -> str:
+    """The test database, without voicebridge's schema."""
+    return await reset_postgres(postgres_server_url)

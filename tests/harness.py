@@ -15,7 +15,7 @@ from voicebridge.options import Options
 from voicebridge.speech.retry import Retrier
 from voicebridge.speech.service import SpeechService
 from voicebridge.voice_notes.plugin import ALL_COMMANDS, VoiceNotesPlugin
-from voicebridge.voice_notes.store import Store
+from voicebridge.voice_notes.store import SQLiteStore
 from tests.fakes.coze import DEFAULT_TOKEN, DEFAULT_VOICES, FakeCoze
 from tests.fakes.feishu import DEFAULT_APP_ID, DEFAULT_APP_SECRET, FakeFeishu
 from tests.fakes.telegram import Call, FakeTelegram
@@ -38,7 +38,7 @@ async def telegram_bot(telegram: FakeTelegram, values: dict[str, str], retrier: 
     """A host application with the plugin installed (group 10, non-blocking), polling the fake."""
     settings = Settings.from_values(values)
     service = SpeechService.from_settings(settings.speech, retrier=retrier)
-    store = Store(db, timeout=store_timeout)
+    store = SQLiteStore(db, timeout=store_timeout)
     plugin = VoiceNotesPlugin(service, store, settings.plugin, edit_interval=0.2, closes=(service, store))
     application = (ApplicationBuilder().token(telegram.token).base_url(telegram.api_base_url)
                    .base_file_url(telegram.file_base_url).get_updates_connection_pool_size(2).build())

@@ -19,7 +19,7 @@ from voicebridge.config import RunnerSettings
 from voicebridge.speech.retry import Retrier
 from voicebridge.speech.service import SpeechService
 from voicebridge.voice_notes.plugin import VoiceNotesPlugin
-from voicebridge.voice_notes.store import Store
+from voicebridge.voice_notes.store import SQLiteStore
 from tests.audio_tools import analyse, decode, make_tone, probe
 from tests.fakes.coze import DEFAULT_TOKEN, DEFAULT_VOICES, FakeCoze
 from tests.fakes.discord import FakeDiscord, FakeFile, Intent, RecordedRequest
@@ -50,7 +50,7 @@ async def running_bot(world: World, db: str = ":memory:", **env: str) -> AsyncIt
               "DISCORD_API_BASE": world.discord.api_base, **env}
     settings = RunnerSettings.from_values(values)
     service = SpeechService.from_settings(settings.speech, retrier=world.retrier)
-    store = Store(db)
+    store = SQLiteStore(db)
     plugin = VoiceNotesPlugin(service, store, settings.plugin, edit_interval=0.2, closes=(service, store))
     bot = await start_discord(settings.discord, plugin, guild_ready_timeout=0.1)
     try:

@@ -30,7 +30,7 @@ from voicebridge.voice_notes.model import (
     VoiceReply,
 )
 from voicebridge.voice_notes.plugin import VoiceNotesPlugin
-from voicebridge.voice_notes.store import Store, StoreError
+from voicebridge.voice_notes.store import SQLiteStore, StoreError
 from tests.audio_tools import analyse, decode, make_tone
 from tests.fakes.coze import DEFAULT_TOKEN, DEFAULT_VOICES, FakeCoze
 
@@ -147,7 +147,7 @@ def make_plugin(fake: FakeCoze, retrier: Retrier, db: Path | str = ":memory:", *
               "COZE_VOICE_ID": DEFAULT_VOICES[0].voice_id, **env}
     settings = Settings.from_values(values)
     service = SpeechService.from_settings(settings.speech, retrier=retrier)
-    store = Store(db)
+    store = SQLiteStore(db)
     return VoiceNotesPlugin(service, store, settings.plugin, edit_interval=0.2, closes=(store,))
 
 
@@ -350,7 +350,7 @@ async def test_typing_shows_while_a_note_waits_for_a_free_slot(fast_retrier: Ret
     async with FakeCoze() as fake:
         settings = Settings.from_values({"COZE_API_TOKEN": DEFAULT_TOKEN, "COZE_API_BASE": fake.base_url,
                                          "COZE_WS_BASE": fake.ws_base_url})
-        store = Store(":memory:")
+        store = SQLiteStore(":memory:")
         plugin = VoiceNotesPlugin(SpeechService.from_settings(settings.speech, retrier=fast_retrier), store,
                                   settings.plugin, max_concurrent_notes=1, closes=(store,))
         harness = Harness(fake, plugin)

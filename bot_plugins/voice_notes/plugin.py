@@ -380,17 +380,20 @@ class VoiceNotesPlugin:
     async def _reserve_daily_minutes(self, note: VoiceNote) -> float:
         """Check the chat's daily allowance and reserve the declared duration; returns it."""
         reserved = note.declared_seconds or 0.0
-        limit = self.settings.daily_minutes
-        if limit is not None:
-            try:
-                used = (await self.store.usage(note.chat.platform, note.chat.id, today())).audio_seconds
-            except StoreError as error:
-                log.warning("usage unavailable, daily limit not checked: %s", error)
-                used = 0.0
-            if used + reserved > limit * 60 or used >= limit * 60:
-                raise DailyLimitReached(used, limit * 60)
-        await self._record_audio(note.chat, reserved)
-        return reserved
+        if self.settings.daily_minutes is None:
+            await self._record_audio(note.chat, reserved)
+            return reserved
+        limit = self.settings.daily_minutes * 60
+        where = note.chat
+        try:
+            # One atomic step in the store: notes handled at once (in any process) never overspend.
+            if await self.store.reserve_usage(where.platform, where.id, today(), reserved, limit):
+                return reserved
+            used = (await self.store.usage(where.platform, where.id, today())).audio_seconds
+        except StoreError as error:
+            log.warning("usage unavailable, daily limit not checked: %s", error)
+            return 0.0
+        raise DailyLimitReached(used, limit)
 
     async def _record_audio(self, where: ChatRef, seconds: float) -> None:
         if seconds:

@@ -5,7 +5,6 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
-from pathlib import Path
 
 from ..speech.config import COZE_LANGUAGES, choice, number, problem
 
@@ -29,7 +28,7 @@ class PluginSettings:
     reply_mode: ReplyMode = ReplyMode.TEXT
     max_duration_seconds: int = 1800
     allowed_chats: frozenset[str] = frozenset()  # empty: every chat
-    db_path: Path = Path("voicebridge.db")
+    database: str = "voicebridge.db"  # VOICEBRIDGE_DB: a SQLite path or a postgresql:// URL
     retention_hours: float = 168.0
     language: str = "common"  # ASR language default (VOICEBRIDGE_LANGUAGE)
     voice_id: str | None = None  # TTS voice default (COZE_VOICE_ID)
@@ -49,7 +48,7 @@ class PluginSettings:
             reply_mode=ReplyMode(mode_text),
             max_duration_seconds=int(number(values, "VOICEBRIDGE_MAX_DURATION", 1800, 1, 24 * 3600, problems)),
             allowed_chats=chats,
-            db_path=Path((values.get("VOICEBRIDGE_DB") or "voicebridge.db").strip()),
+            database=(values.get("VOICEBRIDGE_DB") or "").strip() or "voicebridge.db",
             retention_hours=number(values, "VOICEBRIDGE_RETENTION_HOURS", 168, 0, 24 * 365 * 10, problems),
             language=(values.get("VOICEBRIDGE_LANGUAGE") or "common").strip(),
             voice_id=(values.get("COZE_VOICE_ID") or "").strip() or None,
