@@ -43,7 +43,7 @@ from voicebridge.config import RunnerSettings
 from voicebridge.speech.errors import ConfigError
 from voicebridge.speech.retry import Retrier
 from voicebridge.voice_notes.plugin import VoiceNotesPlugin
-from voicebridge.voice_notes.store import Store
+from voicebridge.voice_notes.store import SQLiteStore
 from tests.audio_tools import make_tone
 from tests.fakes.coze import FakeCoze
 from tests.fakes.telegram import Call, Chat, FakeTelegram, User
@@ -268,7 +268,7 @@ async def test_the_responder_gets_the_platform_objects_and_runs_outside_the_tran
         return f"Bob said {transcript}"
 
     settings = world.settings()
-    store = Store(":memory:")
+    store = SQLiteStore(":memory:")
     speech = voicebridge.SpeechService.from_settings(settings.speech, retrier=world.retrier)
     plugin = VoiceNotesPlugin(speech, store, settings.plugin, responder=slow_responder, max_concurrent_notes=1,
                               closes=(speech, store))
