@@ -241,6 +241,15 @@ class PostgresStore:
             platform, chat_id, day, float(seconds), float(limit))
         return _row_count(status) == 1
 
+    async def reserve_characters(self, platform: str, chat_id: str, day: str, characters: int, limit: int) -> bool:
+        status = await self.database.execute(
+            f"INSERT INTO {SCHEMA}.usage (platform, chat_id, day, tts_characters) "
+            "SELECT $1, $2, $3, $4::integer WHERE $4 <= $5::integer AND $5 > 0 "
+            "ON CONFLICT (platform, chat_id, day) DO UPDATE SET tts_characters = usage.tts_characters + EXCLUDED.tts_characters "
+            "WHERE usage.tts_characters + EXCLUDED.tts_characters <= $5 AND usage.tts_characters < $5",
+            platform, chat_id, day, int(characters), int(limit))
+        return _row_count(status) == 1
+
     async def usage(self, platform: str, chat_id: str, since_day: str) -> Usage:
         row = await self.database.fetchrow(
             f"SELECT coalesce(sum(audio_seconds), 0) AS audio, coalesce(sum(tts_characters), 0) AS characters "

@@ -639,3 +639,54 @@ async def test_a_failed_transcription_gives_its_reservation_back(fast_retrier: R
         await plugin.service.aclose()
     assert usage.audio_seconds == 0
     assert chat.texts() == ["tone 440 hz 2.0 s"]
+
+
+async def test_text_to_speech_is_limited_per_chat_per_day(fast_retrier: Retrier) -> None:
+    async with FakeCoze() as fake:
+        plugin = make_plugin(fake, fast_retrier, VOICEBRIDGE_DAILY_TTS_CHARACTERS="5000")
+        harness = Harness(fake, plugin)
+        chat = MemoryChat()
+        for _ in range(2):
+            await plugin.handle_command(harness.command("speak", "Read this aloud please. " * 83), chat)  # 1991 characters
+        synthesized = len(fake.calls_to("speech"))
+        await plugin.handle_command(harness.command("speak", "Read this aloud please. " * 83), chat)  # 5976 > 5000
+        assert len(fake.calls_to("speech")) == synthesized  # refused before any synthesis
+        await plugin.handle_command(harness.command("speak", "x" * 1018), chat)  # exactly to the limit
+        synthesized = len(fake.calls_to("speech"))
+        await plugin.handle_command(harness.command("speak", "one"), chat)
+        # Voice mode: the voice reply no longer fits, so the transcript comes as text, with why.
+        await plugin.handle_command(harness.command("mode", "voice"), chat)
+        await plugin.handle_voice_note(harness.note(TONE), chat)
+        usage = await plugin.store.usage("test", PRIVATE.id, "2000-01-01")
+        await plugin.aclose()
+        await plugin.service.aclose()
+    assert chat.kinds().count("voice") == 3
+    assert chat.texts()[0] == ("This chat may have 5000 characters read aloud a day; 3982 are used today, and this text has "
+                               "1991. The limit resets at midnight UTC.")
+    assert chat.texts()[1].startswith("This chat may have 5000 characters read aloud a day; 5000 are used today")
+    assert chat.texts()[-1] == ("tone 440 hz 2.0 s\n\n(No voice reply: this chat has used its 5000 characters read aloud "
+                                "for today.)")
+    assert usage.tts_characters == 5000
+    assert len(fake.calls_to("speech")) == synthesized  # never a synthesis beyond the allowance
+
+
+@pytest.mark.parametrize(("policy", "member_may", "admin_may"), [("admins", False, True), ("everyone", True, True),
+                                                                  ("off", False, False)])
+async def test_who_may_speak_in_groups(fast_retrier: Retrier, policy: str, member_may: bool, admin_may: bool) -> None:
+    async with FakeCoze() as fake:
+        plugin = make_plugin(fake, fast_retrier, VOICEBRIDGE_SPEAK_IN_GROUPS=policy)
+        harness = Harness(fake, plugin)
+        group, private = MemoryChat(admins={ALICE.id}), MemoryChat()
+        await plugin.handle_command(harness.command("speak", "from a member", chat=GROUP, sender=BOB), group)
+        member_voices = group.kinds().count("voice")
+        await plugin.handle_command(harness.command("speak", "from an admin", chat=GROUP, sender=ALICE), group)
+        await plugin.handle_command(harness.command("speak", "in private", sender=BOB), private)
+        await plugin.aclose()
+        await plugin.service.aclose()
+    assert member_voices == int(member_may)
+    assert group.kinds().count("voice") == int(member_may) + int(admin_may)
+    assert private.kinds() == ["voice"]  # private chats can always /speak
+    refusals = {"admins": ["在本群组中，只有管理员可以使用朗读功能。"],  # to Bob, in his language
+                "off": ["本机器人在群组中不提供朗读功能。", "Reading texts aloud is turned off in groups on this bot."],
+                "everyone": []}
+    assert group.texts() == refusals[policy]

@@ -94,6 +94,18 @@ async def test_reservations_stop_at_the_limit(backend: tuple[Store, Clock]) -> N
     assert (await store.usage("telegram", "1", DAY)).audio_seconds == 60
 
 
+async def test_character_reservations_stop_at_the_limit_and_keep_to_their_own_counter(backend: tuple[Store, Clock]) -> None:
+    store, _ = backend
+    assert await store.reserve_usage("telegram", "1", DAY, 50, 60)
+    assert not await store.reserve_characters("telegram", "1", DAY, 2001, 2000)
+    assert await store.reserve_characters("telegram", "1", DAY, 1500, 2000)
+    assert not await store.reserve_characters("telegram", "1", DAY, 501, 2000)  # 2001 would pass the limit
+    assert await store.reserve_characters("telegram", "1", DAY, 500, 2000)  # exactly the limit
+    assert not await store.reserve_characters("telegram", "1", DAY, 1, 2000)
+    usage = await store.usage("telegram", "1", DAY)
+    assert (usage.audio_seconds, usage.tts_characters) == (50, 2000)
+
+
 async def test_records_by_key_and_prefix(backend: tuple[Store, Clock]) -> None:
     store, _ = backend
     await store.set_marker("discord:command:1:speak", '{"id": "10"}')

@@ -163,6 +163,23 @@ _CATALOGUE: dict[str, dict[str, str]] = {
         "en": "That is too long to read aloud (limit: {limit} characters).",
         "zh": "文本太长，无法朗读（上限：{limit} 个字符）。",
     },
+    "tts_limit": {
+        "en": "This chat may have {limit} characters read aloud a day; {used} are used today, and this text has "
+              "{requested}. The limit resets at midnight UTC.",
+        "zh": "本聊天每天可朗读 {limit} 个字符；今天已用 {used} 个，这段文字有 {requested} 个。额度将在 UTC 零点重置。",
+    },
+    "voice_reply_over_limit": {
+        "en": "(No voice reply: this chat has used its {limit} characters read aloud for today.)",
+        "zh": "（未发送语音回复：本聊天今天的朗读额度 {limit} 个字符已用完。）",
+    },
+    "speak_admins_only": {
+        "en": "In this group, only admins can have texts read aloud.",
+        "zh": "在本群组中，只有管理员可以使用朗读功能。",
+    },
+    "speak_off": {
+        "en": "Reading texts aloud is turned off in groups on this bot.",
+        "zh": "本机器人在群组中不提供朗读功能。",
+    },
     "no_tts": {
         "en": "Spoken answers are not set up on this bot.",
         "zh": "本机器人未配置语音回复功能。",

@@ -306,11 +306,13 @@ class VoiceNotesPlugin:
             await note.hand_off(transcript)  # the host's own handlers answer it
             return
         if self.responder is None:
-            await self._deliver(chat, settings, note.chat, note.message_id, self._attributed(note, transcript), transcript, live)
+            await self._deliver(chat, settings, note.chat, note.message_id, self._attributed(note, transcript), transcript, live,
+                                lang)
             return
         reply = await self._respond(note, chat, settings, transcript, seconds)
         if reply is not None:
-            await self._deliver(chat, settings, note.chat, note.message_id, reply.text, reply.voice_text or reply.text, None)
+            await self._deliver(chat, settings, note.chat, note.message_id, reply.text, reply.voice_text or reply.text, None,
+                                lang)
 
     async def _respond(self, note: VoiceNote, chat: ChatPort, settings: ChatSettings, transcript: str,
                        seconds: float) -> Reply | None:
@@ -419,18 +421,26 @@ class VoiceNotesPlugin:
             return None
 
     async def _deliver(self, chat: ChatPort, settings: ChatSettings, where: ChatRef, reply_to: str, written: str, spoken: str,
-                       live: LiveMessage | None) -> None:
-        """Text and/or voice per the reply mode; a voice reply that fails falls back to the text."""
+                       live: LiveMessage | None, lang: str | None) -> None:
+        """Text and/or voice per the reply mode; a voice reply that fails falls back to the text,
+        and one over the chat's daily allowance says so."""
         if settings.reply_mode.has_text:
             await (live.finish(written) if live else send_text(chat, written, reply_to))
-        if settings.reply_mode.has_voice:
+        if not settings.reply_mode.has_voice:
+            return
+        try:
             voice = await self._voice_reply(chat, settings, where, spoken)
-            sent = voice is not None and await send_voice(chat, voice, reply_to)
-            if not sent and not settings.reply_mode.has_text:
-                await send_text(chat, written, reply_to)
+        except TtsLimitReached as reached:
+            why = text("voice_reply_over_limit", lang, limit=reached.limit)
+            await send_text(chat, why if settings.reply_mode.has_text else f"{written}\n\n{why}", reply_to)
+            return
+        sent = voice is not None and await send_voice(chat, voice, reply_to)
+        if not sent and not settings.reply_mode.has_text:
+            await send_text(chat, written, reply_to)
 
     async def _voice_reply(self, chat: ChatPort, settings: ChatSettings, where: ChatRef, spoken: str) -> VoiceReply | None:
-        """Synthesize ``spoken``; None (logged) when that is not possible here."""
+        """Synthesize ``spoken``; None (logged) when that is not possible here. Raises
+        :class:`TtsLimitReached` when the chat's daily allowance would not cover it."""
         if not self.service.can_synthesize or len(spoken) > SPEAK_LIMIT_CHARACTERS:
             return None
         try:
@@ -441,12 +451,28 @@ class VoiceNotesPlugin:
             return None
 
     async def _synthesize(self, chat: ChatPort, settings: ChatSettings, where: ChatRef, spoken: str) -> VoiceReply:
+        await self._reserve_characters(where, len(spoken))
         audio = await self.service.synthesize(spoken, SynthesizeOptions(voice_id=settings.voice_id))
-        await self._quietly(self.store.add_usage(where.platform, where.id, tts_characters=len(spoken)), "usage")
         waveform = b""
         if chat.needs_waveform:
             waveform = (await self.service.converter.analyse(AudioClip(data=audio.data))).waveform()
         return VoiceReply(data=audio.data, seconds=audio.seconds or 0.0, waveform=waveform)
+
+    async def _reserve_characters(self, where: ChatRef, characters: int) -> None:
+        """Count ``characters`` against the chat's daily allowance before they are synthesized
+        (spaces included; kept even if synthesis then fails: the provider may have charged)."""
+        limit = self.settings.daily_tts_characters
+        if limit is None:
+            await self._quietly(self.store.add_usage(where.platform, where.id, tts_characters=characters), "usage")
+            return
+        try:
+            if await self.store.reserve_characters(where.platform, where.id, today(), characters, limit):
+                return
+            used = (await self.store.usage(where.platform, where.id, today())).tts_characters
+        except StoreError as error:
+            log.warning("usage unavailable, speech synthesis limit not checked: %s", error)
+            return
+        raise TtsLimitReached(used, limit, characters)
 
     # ------------------------------------------------------------------ commands
 
@@ -499,7 +525,10 @@ class VoiceNotesPlugin:
 
     async def _speak(self, request: CommandRequest, chat: ChatPort, lang: str | None) -> None:
         words = request.args.strip() or (request.replied_text or "").strip()
-        if not words:
+        refusal = await self._speak_refusal(request, chat)
+        if refusal:
+            await send_text(chat, text(refusal, lang), request.message_id)
+        elif not words:
             await send_text(chat, text("speak_usage", lang), request.message_id)
         elif len(words) > SPEAK_LIMIT_CHARACTERS:
             await send_text(chat, text("speak_too_long", lang, limit=SPEAK_LIMIT_CHARACTERS), request.message_id)
@@ -507,10 +536,24 @@ class VoiceNotesPlugin:
             await send_text(chat, text("no_tts", lang), request.message_id)
         else:
             settings = await self.chat_settings(request.chat)
-            async with self._chat_turn(request.chat), self._notes, chat.activity(Activity.RECORDING_VOICE):
-                voice = await self._synthesize(chat, settings, request.chat, words)
+            try:
+                async with self._chat_turn(request.chat), self._notes, chat.activity(Activity.RECORDING_VOICE):
+                    voice = await self._synthesize(chat, settings, request.chat, words)
+            except TtsLimitReached as reached:
+                await send_text(chat, text("tts_limit", lang, limit=reached.limit, used=reached.used,
+                                           requested=reached.requested), request.message_id)
+                return
             if not await send_voice(chat, voice, request.message_id):
                 await send_text(chat, text("voice_not_allowed", lang), request.message_id)
+
+    async def _speak_refusal(self, request: CommandRequest, chat: ChatPort) -> str | None:
+        """Who may have texts read aloud in a group (VOICEBRIDGE_SPEAK_IN_GROUPS); private chats always may."""
+        policy = self.settings.speak_in_groups
+        if request.chat.kind is ChatKind.PRIVATE or policy == "everyone":
+            return None
+        if policy == "off":
+            return "speak_off"
+        return None if await chat.is_admin(request.sender.id) else "speak_admins_only"
 
     async def _show_settings(self, request: CommandRequest, chat: ChatPort, lang: str | None) -> None:
         settings = await self.chat_settings(request.chat)
@@ -671,6 +714,14 @@ class VoiceNotesPlugin:
             await operation
         except StoreError as error:
             log.warning("%s not recorded: %s", what, error)
+
+
+class TtsLimitReached(Exception):
+    def __init__(self, used: int, limit: int, requested: int) -> None:
+        super().__init__(f"{used} of {limit} characters read aloud today; {requested} more asked for")
+        self.used = used
+        self.limit = limit
+        self.requested = requested
 
 
 class DailyLimitReached(Exception):

@@ -9,6 +9,9 @@ from enum import StrEnum
 from ..speech.config import COZE_LANGUAGES, choice, number, problem
 
 
+SPEAK_IN_GROUPS = ("admins", "everyone", "off")  # the first is the default
+
+
 class ReplyMode(StrEnum):
     TEXT = "text"
     VOICE = "voice"
@@ -36,6 +39,8 @@ class PluginSettings:
     shutdown_grace_seconds: float = 30.0  # notes in flight get this long to finish at shutdown
     responder_timeout_seconds: float = 60.0  # a host's responder gets this long to answer
     delivery_deadline_seconds: float = 600.0  # an answer waits out flood control this long before it is given up
+    daily_tts_characters: int | None = None  # characters read aloud per chat per day; None: no limit
+    speak_in_groups: str = "admins"  # who may /speak in groups: everyone, admins, off
 
     @classmethod
     def from_values(cls, values: Mapping[str, str], problems: list[str]) -> PluginSettings:
@@ -56,7 +61,13 @@ class PluginSettings:
             shutdown_grace_seconds=number(values, "VOICEBRIDGE_SHUTDOWN_GRACE", 30.0, 0, 3600, problems),
             responder_timeout_seconds=number(values, "VOICEBRIDGE_RESPONDER_TIMEOUT", 60.0, 0.1, 3600, problems),
             delivery_deadline_seconds=number(values, "VOICEBRIDGE_DELIVERY_DEADLINE", 600.0, 1, 24 * 3600, problems),
+            daily_tts_characters=_optional_int(number(values, "VOICEBRIDGE_DAILY_TTS_CHARACTERS", None, 0, 10**8, problems)),
+            speak_in_groups=choice(values, "VOICEBRIDGE_SPEAK_IN_GROUPS", SPEAK_IN_GROUPS, problems),
         )
+
+
+def _optional_int(value: float | None) -> int | None:
+    return int(value) if value is not None else None
 
 
 SETTING_KEYS = ("reply_mode", "language", "voice_id", "auto_transcribe", "hot_words")

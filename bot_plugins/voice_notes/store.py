@@ -83,6 +83,10 @@ class Store(Protocol):
         number of processes never spend more than ``limit``. False: nothing was added."""
         ...
 
+    async def reserve_characters(self, platform: str, chat_id: str, day: str, characters: int, limit: int) -> bool:
+        """As :meth:`reserve_usage`, for the characters of text read aloud (speech synthesis)."""
+        ...
+
     async def usage(self, platform: str, chat_id: str, since_day: str) -> Usage: ...
 
     async def marker(self, key: str) -> str | None:
@@ -276,6 +280,14 @@ class SQLiteStore:
             "ON CONFLICT (platform, chat_id, day) DO UPDATE SET audio_seconds = audio_seconds + excluded.audio_seconds "
             "WHERE audio_seconds + excluded.audio_seconds <= ? AND audio_seconds < ?",
             (platform, chat_id, day, seconds, seconds, limit, limit, limit, limit)).rowcount == 1)
+
+    async def reserve_characters(self, platform: str, chat_id: str, day: str, characters: int, limit: int) -> bool:
+        return await self.run(lambda db: db.execute(
+            "INSERT INTO usage (platform, chat_id, day, audio_seconds, tts_characters) SELECT ?, ?, ?, 0, ? "
+            "WHERE ? <= ? AND ? > 0 "
+            "ON CONFLICT (platform, chat_id, day) DO UPDATE SET tts_characters = tts_characters + excluded.tts_characters "
+            "WHERE tts_characters + excluded.tts_characters <= ? AND tts_characters < ?",
+            (platform, chat_id, day, characters, characters, limit, limit, limit, limit)).rowcount == 1)
 
     async def usage(self, platform: str, chat_id: str, since_day: str) -> Usage:
         row = await self.run(lambda db: db.execute(
