@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import secrets
 import signal
 from contextlib import AsyncExitStack
 from dataclasses import replace
@@ -19,7 +18,7 @@ import discord
 from discord.ext import commands
 from telegram import Update
 from telegram.error import InvalidToken, NetworkError
-from telegram.ext import Application, ApplicationBuilder
+from telegram.ext import AIORateLimiter, Application, ApplicationBuilder
 
 from voicebridge.config import DiscordSettings, RunnerSettings, TelegramSettings
 from voicebridge.metrics import Metrics, serve_status
@@ -30,6 +29,7 @@ from voicebridge.voice_notes.plugin import ALL_COMMANDS, VoiceNotesPlugin
 
 from .discord import DEFAULT_API_BASE, VoiceNotesCog, use_api_base
 from .telegram import TelegramInstall
+from .telegram_webhook import TelegramWebhook
 
 log = logging.getLogger("voicebridge.runner")
 # The runner owns its bots: its menu and command registry are voicebridge's alone.
@@ -37,6 +37,7 @@ RUNNER_OPTIONS = Options(commands=ALL_COMMANDS, menu="replace", sync="all")
 DISCORD_READY_TIMEOUT = 60.0
 BOT_API_CONNECTIONS = 32  # 16 notes at once (plugin) × a download or reply and a chat action each
 BOT_API_POOL_TIMEOUT = 30.0  # seconds a Bot API call may wait for a free connection
+FLOOD_RETRIES = 5  # 429s the rate limiter waits out itself before the plugin's own deadline takes over
 
 
 class StartupError(Exception):
@@ -55,8 +56,12 @@ def telegram_application(settings: TelegramSettings) -> Application[Any, Any, An
     # httpcore checks every pooled connection at the start and end of every request (quadratic in
     # the pool), so PTB's default of 256 connections stalls the loop for tens of milliseconds
     # after a burst of notes; a smaller pool, and a request waiting its turn instead of failing.
+    # Sends are throttled per chat and overall before they go out (Telegram's flood limits), and a
+    # 429 pauses every send for its retry_after; what is still refused is waited out by the plugin
+    # until VOICEBRIDGE_DELIVERY_DEADLINE.
     return (builder.media_write_timeout(60).get_updates_connection_pool_size(2)
-            .connection_pool_size(BOT_API_CONNECTIONS).pool_timeout(BOT_API_POOL_TIMEOUT).build())
+            .connection_pool_size(BOT_API_CONNECTIONS).pool_timeout(BOT_API_POOL_TIMEOUT)
+            .rate_limiter(AIORateLimiter(max_retries=FLOOD_RETRIES)).build())
 
 
 class TelegramRunner:
@@ -66,6 +71,7 @@ class TelegramRunner:
         self.settings = settings
         self.application = telegram_application(settings)
         self.adapter = TelegramInstall(self.application, plugin, RUNNER_OPTIONS, owns_plugin=False)
+        self.webhook: TelegramWebhook | None = None
 
     async def start(self) -> None:
         try:
@@ -79,21 +85,30 @@ class TelegramRunner:
         updater = self.application.updater
         assert updater is not None
         if self.settings.webhook_url:
-            # Telegram sends the secret with every update; PTB refuses requests without it (403).
-            secret = self.settings.webhook_secret or secrets.token_urlsafe(32)
-            await updater.start_webhook(
-                listen=self.settings.webhook_listen, port=self.settings.webhook_port,
-                url_path=urlsplit(self.settings.webhook_url).path.lstrip("/"), webhook_url=self.settings.webhook_url,
-                secret_token=secret, allowed_updates=[Update.MESSAGE])
+            # Telegram sends the secret with every update; requests without it get 403, unread.
+            assert self.settings.webhook_secret is not None  # made with the settings when none is configured
+            self.webhook = TelegramWebhook(self.settings.webhook_listen, self.settings.webhook_port,
+                                           urlsplit(self.settings.webhook_url).path, self.settings.webhook_secret,
+                                           self._queue_update)
+            self.webhook.start()
+            await self.application.bot.set_webhook(self.settings.webhook_url, secret_token=self.settings.webhook_secret,
+                                                   allowed_updates=[Update.MESSAGE])
             log.info("Telegram: running as @%s, webhook on %s:%d", self.application.bot.username,
                      self.settings.webhook_listen, self.settings.webhook_port)
         else:
             await updater.start_polling(allowed_updates=[Update.MESSAGE])
             log.info("Telegram: running as @%s, polling", self.application.bot.username)
 
+    async def _queue_update(self, data: dict[str, Any]) -> None:
+        """A webhook update into the application's queue, as PTB's own webhook server does."""
+        await self.application.update_queue.put(Update.de_json(data, self.application.bot))
+
     async def stop_intake(self, grace: float) -> None:
-        """No more getUpdates; the updates already fetched are still handled (within ``grace``)."""
-        await self.application.updater.stop()  # type: ignore[union-attr]
+        """No more updates taken in; those already taken are still handled (within ``grace``)."""
+        if self.webhook is not None:
+            await self.webhook.stop()
+        else:
+            await self.application.updater.stop()  # type: ignore[union-attr]
         try:
             async with asyncio.timeout(grace):
                 await self.application.stop()  # waits for the running (non-blocking) handlers
@@ -101,6 +116,8 @@ class TelegramRunner:
             log.warning("Telegram: notes still running after %.0fs; stopping anyway", grace)
 
     async def close(self) -> None:
+        if self.webhook is not None:
+            await self.webhook.stop()
         if self.application.running:
             await self.application.stop()
         await self.application.shutdown()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import re
+import secrets
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -89,7 +90,7 @@ class TelegramSettings:
     webhook_url: str | None = None  # set: Telegram posts updates here instead of long polling
     webhook_listen: str = "0.0.0.0"
     webhook_port: int = 8443
-    webhook_secret: str | None = None  # None: a random secret per start
+    webhook_secret: str | None = None  # with a webhook URL and none configured: a random one per start
 
     @classmethod
     def from_values(cls, values: Mapping[str, str], problems: list[str]) -> TelegramSettings:
@@ -104,6 +105,9 @@ class TelegramSettings:
         secret = (values.get("TELEGRAM_WEBHOOK_SECRET") or "").strip() or None
         if secret is not None and not re.fullmatch(r"[A-Za-z0-9_-]{1,256}", secret):
             problems.append("TELEGRAM_WEBHOOK_SECRET must be 1-256 characters of A-Z, a-z, 0-9, _ and -")
+        if secret is None and urls["TELEGRAM_WEBHOOK_URL"]:
+            # Made here, not at start: a secret in the settings is redacted from logs like the others.
+            secret = secrets.token_urlsafe(32)
         return cls(
             token=(values.get("TELEGRAM_BOT_TOKEN") or "").strip() or None,
             base_url=urls["TELEGRAM_BASE_URL"],

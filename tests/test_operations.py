@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import resource
 import signal
 import socket
 import sys
@@ -86,6 +87,64 @@ async def test_webhook_mode_checks_the_secret_on_every_request(tmp_path: Path) -
         assert registration.params["url"] == public_url and registration.params["secret_token"] == "s3cret-token_1"
         assert telegram.calls_to("getUpdates") == []
         assert len(telegram.calls_to("sendMessage")) == 1  # the refused requests never reached the bot
+
+
+async def test_oversized_webhook_bodies_are_refused_unread(tmp_path: Path) -> None:
+    """Four unauthenticated 90 MB posts and an authenticated 2 MB one: each is refused on its
+    headers (or at 1 MB for a body that declares no length); the bot's memory does not grow."""
+    port = free_port()
+    async with FakeTelegram() as telegram, FakeCoze() as coze:
+        settings = values(telegram, coze, tmp_path, TELEGRAM_WEBHOOK_URL="https://bot.example.org/hook",
+                          TELEGRAM_WEBHOOK_LISTEN="127.0.0.1", TELEGRAM_WEBHOOK_PORT=str(port))
+        async with bot_in_process(settings):
+            registration = await telegram.wait_for_call("setWebhook", timeout=15)
+            secret = registration.params["secret_token"]
+            await wait_until_listening(port)
+            peak_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+
+            async def megabytes(count: int) -> AsyncIterator[bytes]:
+                for _ in range(count):
+                    yield b"x" * 1_000_000
+
+            async def answer_to_headers(*headers: str) -> int:
+                """The status the server answers a request's headers with, before any body is sent."""
+                reader, writer = await asyncio.open_connection("127.0.0.1", port)
+                writer.write("\r\n".join(["POST /hook HTTP/1.1", "Host: bot", *headers, "", ""]).encode())
+                status_line = await asyncio.wait_for(reader.readline(), timeout=15)
+                writer.close()
+                return int(status_line.split()[1])
+
+            unsigned = await asyncio.gather(*(answer_to_headers("Content-Length: 90000000") for _ in range(4)))
+            too_big = await answer_to_headers("Content-Length: 2000000", f"X-Telegram-Bot-Api-Secret-Token: {secret}")
+            async with httpx.AsyncClient(timeout=30, base_url=f"http://127.0.0.1:{port}") as client:
+                try:  # no declared length: cut off at 1 MB
+                    chunked = (await client.post("/hook", content=megabytes(90),
+                                                 headers={"X-Telegram-Bot-Api-Secret-Token": secret})).status_code
+                except httpx.HTTPError:
+                    chunked = 0  # the server closed the connection mid-body
+            peak_after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    assert unsigned == [403] * 4 and too_big == 413 and chunked in (0, 400, 413)
+    assert peak_after - peak_before < 30_000  # KiB: nowhere near the 360 MB the bodies would take
+    assert secret and len(secret) >= 32
+
+
+async def test_every_paid_answer_arrives_through_a_storm_of_429s(tmp_path: Path) -> None:
+    """Sixty consecutive 429s (retry_after 1 s) across twenty chats: all twenty answers arrive."""
+    chats = [User(2000 + index, f"User {index}", language_code="en") for index in range(20)]
+    async with FakeTelegram() as telegram, FakeCoze() as coze:
+        async with bot_in_process(values(telegram, coze, tmp_path)):
+            await telegram.wait_for_call("getUpdates", timeout=15)
+            telegram.fail_next("sendMessage", error_code=429, description="Too Many Requests: retry after 1", retry_after=1,
+                               times=60)
+            notes = [await telegram.push_voice(Chat.private(user), user, make_tone("ogg", 300.0 + 20 * index, 1.0),
+                                               duration=1) for index, user in enumerate(chats)]
+            for note in notes:
+                await telegram.wait_for_call("sendMessage", lambda call, note=note: call.status == 200 and (
+                    call.params.get("reply_parameters") or {}).get("message_id") == note["message_id"]
+                    and int(call.params["chat_id"]) == note["chat"]["id"], timeout=120)
+    refused = [call for call in telegram.calls_to("sendMessage") if call.status == 429]
+    answered = {int(call.params["chat_id"]) for call in telegram.calls_to("sendMessage") if call.status == 200}
+    assert len(refused) == 60 and answered == {user.id for user in chats}
 
 
 async def test_health_and_prometheus_metrics(tmp_path: Path) -> None:
