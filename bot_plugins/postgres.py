@@ -221,6 +221,9 @@ class PostgresStore:
                                               platform, chat_id)
         return _row_count(status)
 
+    async def sweep_usage(self, before_day: str) -> int:
+        return _row_count(await self.database.execute(f"DELETE FROM {SCHEMA}.usage WHERE day < $1", before_day))
+
     # ------------------------------------------------------------------ usage
 
     async def add_usage(self, platform: str, chat_id: str, *, audio_seconds: float = 0.0, tts_characters: int = 0) -> None:

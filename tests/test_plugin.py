@@ -567,8 +567,9 @@ async def test_privacy_names_the_providers_and_the_retention(harness: Harness) -
     await harness.plugin.handle_command(harness.command("privacy"), chat)
     await harness.plugin.handle_command(harness.command("privacy", sender=BOB), chat)
     english, chinese = chat.texts()
-    assert "transcribed by Coze (扣子)" in english and "kept for 168 hours" in english and "stores no audio" in english
-    assert "由 Coze (扣子) 转写" in chinese and "168 小时" in chinese
+    assert "transcribed by Coze (扣子)" in english and "Transcripts: 168 hours" in english and "No audio, ever." in english
+    assert "Usage totals per chat and day" in english and "31 days" in english and "/forget keeps them" in english
+    assert "由 Coze (扣子) 转写" in chinese and "168 小时" in chinese and "31 天" in chinese
 
 
 async def test_forget_deletes_the_chats_transcripts_and_settings(harness: Harness) -> None:
@@ -690,3 +691,33 @@ async def test_who_may_speak_in_groups(fast_retrier: Retrier, policy: str, membe
                 "off": ["本机器人在群组中不提供朗读功能。", "Reading texts aloud is turned off in groups on this bot."],
                 "everyone": []}
     assert group.texts() == refusals[policy]
+
+
+async def test_forgotten_transcripts_cannot_be_read_back_from_the_database_files(fast_retrier: Retrier, tmp_path: Path) -> None:
+    secret_words = "Meet me at the old mill at midnight, bring the ledger"
+    database = tmp_path / "voicebridge.db"
+    async with FakeCoze(transcript=secret_words) as fake:
+        plugin = make_plugin(fake, fast_retrier, db=database)
+        harness = Harness(fake, plugin)
+        chat = MemoryChat()
+        for index in range(3):
+            await plugin.handle_voice_note(harness.note(make_tone("ogg", 400.0 + index, 2.0), key=f"k{index}",
+                                                        message_id=str(index)), chat)
+        files = [database, database.with_name(database.name + "-wal")]
+        assert any(b"old mill" in path.read_bytes() for path in files if path.exists())  # it was there
+        await plugin.handle_command(harness.command("forget"), chat)
+        contents = b"".join(path.read_bytes() for path in files if path.exists())  # the bot still runs
+        usage = await plugin.store.usage("test", PRIVATE.id, "2000-01-01")
+        await plugin.aclose()
+        await plugin.service.aclose()
+    assert b"old mill" not in contents and b"ledger" not in contents
+    assert chat.texts()[-1] == "Done: 3 stored transcripts and this chat's settings were deleted."
+    assert usage.audio_seconds == pytest.approx(6.0, abs=0.3)  # kept: the limits rely on it
+
+
+async def test_usage_totals_are_kept_31_days(harness: Harness) -> None:
+    store = harness.plugin.store
+    for day in ("2026-10-01", "2026-11-02", "2026-11-03"):
+        await store.reserve_usage("test", "1", day, 10.0, 100.0)
+    assert await store.sweep_usage("2026-11-03") == 2
+    assert (await store.usage("test", "1", "2000-01-01")).audio_seconds == 10.0

@@ -198,15 +198,25 @@ _CATALOGUE: dict[str, dict[str, str]] = {
     "no_limit": {"en": "none", "zh": "不限"},
     "minutes": {"en": "{minutes} minutes", "zh": "{minutes} 分钟"},
     "privacy": {
-        "en": "Voice messages sent here are transcribed by {asr}; spoken answers are made by {tts}. "
-              "This bot stores no audio. Transcripts are kept for {hours} hours so that repeated "
-              "messages are answered without sending the audio again, then deleted. "
-              "Per-chat settings and daily usage totals are kept until /forget.\n"
-              "/forget deletes this chat's transcripts and settings now.",
-        "zh": "发送到这里的语音消息由 {asr} 转写；语音回复由 {tts} 生成。"
-              "本机器人不保存任何音频。转写文本保留 {hours} 小时，用于直接回复重复的消息，之后删除。"
-              "本聊天的设置和每日用量统计会一直保留，直到使用 /forget。\n"
-              "/forget 会立即删除本聊天的转写文本和设置。",
+        "en": "Voice messages sent here are transcribed by {asr}; spoken answers are made by {tts}.\n"
+              "What this bot keeps:\n"
+              "• No audio, ever.\n"
+              "• Transcripts: {hours} hours, so that a repeated message is answered without sending its audio "
+              "again; then deleted.\n"
+              "• This chat's settings: until /forget.\n"
+              "• Usage totals per chat and day (seconds of audio, characters read aloud; no content): "
+              "{usage_days} days, for the daily limits and /usage. /forget keeps them, or it would reset the limits.\n"
+              "• Your app language, when the platform tells it: to answer you in it.\n"
+              "/forget deletes this chat's transcripts and settings now, without a trace in the database files.",
+        "zh": "发送到这里的语音消息由 {asr} 转写；语音回复由 {tts} 生成。\n"
+              "本机器人保存的内容：\n"
+              "• 不保存任何音频。\n"
+              "• 转写文本：保留 {hours} 小时，用于直接回复重复的消息而无需再次发送音频，之后删除。\n"
+              "• 本聊天的设置：保留到使用 /forget。\n"
+              "• 每个聊天每天的用量统计（音频秒数、朗读字符数，不含内容）：保留 {usage_days} 天，用于每日额度和 /usage。"
+              "/forget 不会删除它们，否则额度会被重置。\n"
+              "• 平台提供的你的应用语言：用于以该语言回复你。\n"
+              "/forget 会立即删除本聊天的转写文本和设置，数据库文件中不留痕迹。",
     },
     "no_speech_synthesis": {"en": "nobody (not set up)", "zh": "无（未配置）"},
     "forgotten": {

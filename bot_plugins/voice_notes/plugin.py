@@ -12,6 +12,7 @@ import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterable, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import replace
+from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
 from ..logs import new_request_id
@@ -46,6 +47,8 @@ MAX_DOWNLOAD_BYTES = 100_000_000
 SPEAK_LIMIT_CHARACTERS = 2000  # longer texts are not read aloud (minutes of audio)
 VOICES_LISTED = 30
 SWEEP_INTERVAL_SECONDS = 3600.0
+# Usage totals are kept for the daily limits and /usage ("this month"), then deleted.
+USAGE_RETENTION_DAYS = 31
 SETTINGS_COMMANDS = frozenset({"mode", "language", "voice", "auto", "hotwords"})  # admins only, in groups, to change
 ADMIN_COMMANDS = frozenset({"forget", "usage"})  # admins only, in groups
 # Every command the plugin knows, in menu order.
@@ -200,6 +203,8 @@ class VoiceNotesPlugin:
                 removed = await self.store.sweep(self.settings.retention_hours * 3600)
                 if removed:
                     log.info("removed %d transcripts older than %g hours", removed, self.settings.retention_hours)
+                oldest_day = (datetime.now(UTC) - timedelta(days=USAGE_RETENTION_DAYS)).strftime("%Y-%m-%d")
+                await self.store.sweep_usage(oldest_day)
             except StoreError as error:
                 log.warning("transcript sweep failed: %s", error)
             await asyncio.sleep(SWEEP_INTERVAL_SECONDS)
@@ -646,7 +651,8 @@ class VoiceNotesPlugin:
 
         tts = providers(self.service.tts_chain) or text("no_speech_synthesis", lang)
         await send_text(chat, text("privacy", lang, asr=providers(self.service.asr_chain), tts=tts,
-                                   hours=f"{self.settings.retention_hours:g}"), request.message_id)
+                                   hours=f"{self.settings.retention_hours:g}", usage_days=USAGE_RETENTION_DAYS),
+                        request.message_id)
 
     async def _forget(self, request: CommandRequest, chat: ChatPort, lang: str | None) -> None:
         removed = await self.store.forget_chat(request.chat.platform, request.chat.id)

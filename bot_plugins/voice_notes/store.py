@@ -10,6 +10,7 @@ stored.
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import sqlite3
 import time
@@ -24,6 +25,7 @@ if TYPE_CHECKING:
     from ..postgres import PostgresStore
 
 T = TypeVar("T")
+log = logging.getLogger(__name__)
 
 POSTGRES_SCHEMES = ("postgresql://", "postgres://")
 
@@ -70,7 +72,13 @@ class Store(Protocol):
         ...
 
     async def forget_chat(self, platform: str, chat_id: str) -> int:
-        """Delete a chat's transcripts and settings; returns how many transcripts went."""
+        """Delete a chat's transcripts and settings, so that their text cannot be read back from
+        the database's files; returns how many transcripts went. Usage totals stay: the daily
+        limits rely on them (and they hold no content)."""
+        ...
+
+    async def sweep_usage(self, before_day: str) -> int:
+        """Delete the usage totals of days before ``before_day``; returns how many rows went."""
         ...
 
     async def add_usage(self, platform: str, chat_id: str, *, audio_seconds: float = 0.0, tts_characters: int = 0) -> None:
@@ -202,6 +210,9 @@ class SQLiteStore:
                         Path(self.path).parent.mkdir(parents=True, exist_ok=True)
                     connection = sqlite3.connect(self.path, timeout=self.timeout, check_same_thread=False)
                     try:
+                        # Deleted rows are overwritten with zeros, not merely unlinked: a forgotten
+                        # transcript cannot be read back from the file's free pages.
+                        connection.execute("PRAGMA secure_delete = ON")
                         use_wal(connection, self.timeout)
                         migrate_sqlite(connection)
                     except BaseException:
@@ -253,14 +264,30 @@ class SQLiteStore:
 
     async def sweep(self, max_age_seconds: float) -> int:
         oldest = self.clock() - max_age_seconds
-        return await self.run(lambda db: db.execute("DELETE FROM transcripts WHERE created < ?", (oldest,)).rowcount)
+        removed = await self.run(lambda db: db.execute("DELETE FROM transcripts WHERE created < ?", (oldest,)).rowcount)
+        if removed:
+            await self._truncate_wal()
+        return removed
+
+    async def _truncate_wal(self) -> None:
+        """Copy the write-ahead log into the database and empty it: the log still holds the pages
+        of deleted rows as they were before the deletion."""
+        busy = await self.run(lambda db: db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()[0])
+        if busy:
+            log.warning("store %s: another connection is reading; deleted text stays in the write-ahead log "
+                        "until the next checkpoint", self.path)
 
     async def forget_chat(self, platform: str, chat_id: str) -> int:
         def forget(db: sqlite3.Connection) -> int:
             db.execute("DELETE FROM chat_settings WHERE platform = ? AND chat_id = ?", (platform, chat_id))
             return db.execute("DELETE FROM transcripts WHERE platform = ? AND chat_id = ?", (platform, chat_id)).rowcount
 
-        return await self.run(forget)
+        removed = await self.run(forget)
+        await self._truncate_wal()
+        return removed
+
+    async def sweep_usage(self, before_day: str) -> int:
+        return await self.run(lambda db: db.execute("DELETE FROM usage WHERE day < ?", (before_day,)).rowcount)
 
     # ------------------------------------------------------------------ usage
 
