@@ -35,6 +35,7 @@ import authlib.deprecate  # noqa: F401, I001
 warnings.filterwarnings("ignore", message="authlib.jose module is deprecated")
 
 from voicebridge.speech.coze_asr_stream import CozeStreamTranscriber  # noqa: E402
+from voicebridge.speech.coze_auth import StaticToken  # noqa: E402
 from voicebridge.speech.coze_common import CozeEndpoint  # noqa: E402
 from voicebridge.speech.feishu_asr import FeishuStreamSettings, FeishuStreamTranscriber  # noqa: E402
 from voicebridge.speech.feishu_auth import FeishuClient  # noqa: E402
@@ -123,7 +124,7 @@ async def replay(chunks: Sequence[bytes]) -> AsyncIterator[bytes]:
 
 
 def coze_endpoint(base_url: str, ws_base_url: str) -> CozeEndpoint:
-    return CozeEndpoint(DEFAULT_TOKEN, base_url, ws_base_url)
+    return CozeEndpoint(StaticToken(DEFAULT_TOKEN), base_url, ws_base_url)
 
 
 def coze_stream_service(base_url: str, ws_base_url: str) -> SpeechService:

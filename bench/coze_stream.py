@@ -62,7 +62,7 @@ OURS, COZEPY, SERVICE = "ours (direct)", "cozepy", "ours (service, incl. decodin
 async def ours_direct(endpoint: CozeEndpoint, chunks: Sequence[bytes]) -> str:
     transcriber = CozeStreamTranscriber(endpoint)
     audio = PcmStream(sample_rate=PCM_RATE, chunks=replay(chunks))
-    return (await transcriber.transcribe(audio, TranscribeOptions(language="common"))).text
+    return (await transcriber.transcribe(audio, TranscribeOptions(language="auto"))).text
 
 
 async def ours_service(service: SpeechService, clip: AudioClip) -> str:

@@ -78,7 +78,7 @@ def lark_stream(client: lark.Client, chunks: Sequence[bytes]) -> str:
 
 async def ours(transcriber: FeishuStreamTranscriber, chunks: Sequence[bytes]) -> str:
     audio = PcmStream(sample_rate=PCM_RATE, chunks=replay(chunks))
-    return (await transcriber.transcribe(audio, TranscribeOptions(language="common"))).text
+    return (await transcriber.transcribe(audio, TranscribeOptions(language="auto"))).text
 
 
 async def measure(seconds: int, repeat: int, latency: float) -> None:

@@ -14,6 +14,8 @@ from datetime import UTC, datetime
 from urllib.parse import quote
 
 _request_id: ContextVar[str] = ContextVar("voicebridge_request_id", default="-")
+# Secrets made while running (access tokens minted from a JWT app), redacted like configured ones.
+_runtime_secrets: set[str] = set()
 
 
 def new_request_id() -> str:
@@ -25,6 +27,12 @@ def new_request_id() -> str:
 
 def current_request_id() -> str:
     return _request_id.get()
+
+
+def redact_also(secret: str) -> None:
+    """Keep ``secret`` out of every log line from now on (configured secrets are known at start)."""
+    if len(secret) >= 6:
+        _runtime_secrets.add(secret)
 
 
 class SecretRedactor(logging.Filter):
@@ -40,6 +48,8 @@ class SecretRedactor(logging.Filter):
 
     def redact(self, text: str) -> str:
         for secret in self.secrets:
+            text = text.replace(secret, "[REDACTED]")
+        for secret in _runtime_secrets:
             text = text.replace(secret, "[REDACTED]")
         return text
 

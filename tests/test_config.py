@@ -22,7 +22,7 @@ def test_defaults_with_only_a_token() -> None:
     assert speech.coze_ws_base == "wss://ws.coze.cn"
     assert speech.asr_chain == ("coze",)
     assert speech.tts_chain == ("coze",)
-    assert speech.language == "common"
+    assert speech.language == "auto"
     assert speech.coze_voice_id is None
 
 
@@ -32,11 +32,10 @@ def test_switching_to_coze_com_needs_only_the_two_base_urls() -> None:
 
 
 def test_provider_chains_and_language() -> None:
-    speech = settings(COZE_API_TOKEN=TOKEN, VOICEBRIDGE_ASR="coze-stream, coze", VOICEBRIDGE_TTS="coze-stream",
-                      VOICEBRIDGE_LANGUAGE="en").speech
+    speech = settings(COZE_API_TOKEN=TOKEN, VOICEBRIDGE_ASR="coze-stream, coze", VOICEBRIDGE_TTS="coze-stream").speech
     assert speech.asr_chain == ("coze-stream", "coze")
     assert speech.tts_chain == ("coze-stream",)
-    assert speech.language == "en"
+    assert settings(COZE_API_TOKEN=TOKEN, VOICEBRIDGE_ASR="coze-stream", VOICEBRIDGE_LANGUAGE="en").speech.language == "en"
 
 
 @pytest.mark.parametrize(
@@ -98,10 +97,10 @@ def test_precedence_environment_over_toml_over_dotenv(tmp_path: Path, monkeypatc
     (tmp_path / ".env").write_text("COZE_API_TOKEN=from_dotenv\nCOZE_VOICE_ID=dotenv_voice\nVOICEBRIDGE_LANGUAGE=zh\n")
     toml = tmp_path / "voicebridge.toml"
     toml.write_text('COZE_VOICE_ID = "toml_voice"\nVOICEBRIDGE_LANGUAGE = "en"\nVOICEBRIDGE_ASR = ["coze-stream", "coze"]\n')
-    values = load_values(toml, environ={"VOICEBRIDGE_LANGUAGE": "ja"})
+    values = load_values(toml, environ={"VOICEBRIDGE_LANGUAGE": "auto"})
     assert values["COZE_API_TOKEN"] == "from_dotenv"
     assert values["COZE_VOICE_ID"] == "toml_voice"
-    assert values["VOICEBRIDGE_LANGUAGE"] == "ja"
+    assert values["VOICEBRIDGE_LANGUAGE"] == "auto"
     assert RunnerSettings.from_values(values).speech.asr_chain == ("coze-stream", "coze")
 
 

@@ -15,6 +15,7 @@ import pytest
 
 from voicebridge.speech.coze_asr import CozeFileTranscriber
 from voicebridge.speech.coze_asr_stream import CozeStreamTranscriber
+from voicebridge.speech.coze_auth import StaticToken
 from voicebridge.speech.coze_common import CozeEndpoint
 from voicebridge.speech.coze_tts import CozeSpeechSynthesizer
 from voicebridge.speech.coze_tts_stream import CozeStreamSynthesizer
@@ -39,7 +40,7 @@ async def fake() -> AsyncIterator[FakeCoze]:
 def build_service(fake: FakeCoze, retrier: Retrier, *, asr: tuple[str, ...] = ("coze",), tts: tuple[str, ...] = ("coze",),
                   voice_id: str | None = DEFAULT_VOICE.voice_id, token: str = DEFAULT_TOKEN, read_timeout: float = 5.0,
                   result_timeout: float = 5.0) -> SpeechService:
-    endpoint = CozeEndpoint(token, fake.base_url, fake.ws_base_url, connect_timeout=2.0, read_timeout=read_timeout)
+    endpoint = CozeEndpoint(StaticToken(token), fake.base_url, fake.ws_base_url, connect_timeout=2.0, read_timeout=read_timeout)
     return SpeechService(
         transcribers=[CozeFileTranscriber(endpoint), CozeStreamTranscriber(endpoint, result_timeout=result_timeout)],
         synthesizers=[CozeSpeechSynthesizer(endpoint, voice_id), CozeStreamSynthesizer(endpoint, voice_id, audio_timeout=result_timeout)],

@@ -251,16 +251,24 @@ async def test_cancelling_aborts_the_stream_with_action_3(fake: FakeFeishu, fast
     assert fake.open_streams == 0
 
 
-@pytest.mark.parametrize("text_mode", ["cumulative", "delta"])
-async def test_scripted_chinese_text_in_cumulative_and_delta_modes(text_mode: str, fast_retrier: Retrier) -> None:
+@pytest.mark.parametrize("client_mode", ["auto", "as the server"])
+@pytest.mark.parametrize("server_mode", ["cumulative", "delta"])
+async def test_scripted_chinese_text_from_a_cumulative_and_a_delta_server(server_mode: str, client_mode: str,
+                                                                         fast_retrier: Retrier) -> None:
     script = "今天 天气 不错 我们 去 公园"
-    async with FakeFeishu(script=script, seconds_per_word=0.3, text_mode=text_mode) as fake:  # type: ignore[arg-type]
-        service = make_service(fake, fast_retrier, FeishuStreamSettings(text_mode=TextMode(text_mode)))
+    text_mode = TextMode.AUTO if client_mode == "auto" else TextMode(server_mode)
+    async with FakeFeishu(script=script, seconds_per_word=0.3, text_mode=server_mode) as fake:  # type: ignore[arg-type]
+        service = make_service(fake, fast_retrier, FeishuStreamSettings(text_mode=text_mode))
         results = [transcript async for transcript in service.stream(AudioClip(data=make_tone("wav", 440.0, 2.0)))]
         await service.aclose()
+    answers = [record.reply["data"]["recognition_text"] for record in fake.requests_to("stream_recognize")]
+    changes = [answer for previous, answer in zip(["", *answers], answers) if answer and answer != previous]
+    assert changes[:3] == (["今天", "今天 天气", "今天 天气 不错"] if server_mode == "cumulative" else ["今天", "天气", "不错"])
     assert results[-1].text == script
-    partial_words = [len(result.text.split()) for result in results[:-1]]
-    assert partial_words == sorted(partial_words) and partial_words[-1] >= 5  # partials grow
+    partials = [result.text.replace(" ", "") for result in results[:-1]]  # joined deltas have no spaces in CJK
+    # Partials grow word by word, each the text so far, never a fragment or a repetition.
+    assert partials == ["".join(script.split()[:count]) for count in range(1, len(partials) + 1)]
+    assert len(partials) >= 5
 
 
 async def test_long_notes_run_as_parallel_segments_cut_in_pauses(fake: FakeFeishu, fast_retrier: Retrier) -> None:
@@ -309,6 +317,23 @@ def test_delta_answers_accumulate_and_the_final_answer_may_be_whole_or_a_delta()
         assert [text.partial(answer) for answer in ("今天", "天气", "不错")] == ["今天", "今天天气", "今天天气不错"]
     assert whole.final("今天 天气 不错 我们") == "今天 天气 不错 我们"
     assert last_words.final("我们") == "今天天气不错我们"
+
+
+def test_auto_mode_reads_the_answers_of_either_kind_of_server() -> None:
+    cumulative, delta = StreamText(TextMode.AUTO), StreamText(TextMode.AUTO)
+    assert [cumulative.partial(answer) for answer in ("今天", "今天天气", "今天，天气不错")] == ["今天", "今天天气", "今天，天气不错"]
+    assert cumulative.final("今天，天气不错。") == "今天，天气不错。"
+    assert [delta.partial(answer) for answer in ("今天", "天气", "", "不错")] == ["今天", "今天天气", "今天天气", "今天天气不错"]
+    assert delta.final("我们") == "今天天气不错我们"
+
+
+def test_auto_mode_takes_a_revised_first_guess_for_what_it_is() -> None:
+    # A cumulative server revising its first word looks like a delta once; the next answer,
+    # extending the revision, settles it, and the old guess is not glued in front.
+    text = StreamText(TextMode.AUTO)
+    assert [text.partial(answer) for answer in ("是", "时间", "", "时间不错")] == ["是", "是时间", "是时间", "时间不错"]
+    assert text.final("时间不错。") == "时间不错。"
+    assert StreamText(TextMode.AUTO).final("") == ""
 
 
 def test_joining_segment_texts() -> None:

@@ -43,6 +43,9 @@ READ_AHEAD_BYTES = 2 * 1024 * 1024
 # Keep at most this much leading silence while waiting for sound before a stream starts.
 MAX_HELD_SILENCE_SECONDS = 30.0
 FFMPEG_EXTRA_NICENESS = 10  # ffmpeg yields a busy core to the bot's event loop
+OPUS_GRANULE_RATE = 48000  # Ogg Opus granule positions count 48 kHz samples, whatever the input rate
+# A voice note whose container states a length further than this from its decoded length is re-encoded.
+VOICE_NOTE_LENGTH_TOLERANCE_SECONDS = 0.05
 
 _ENCODER_ARGS: dict[AudioFormat, list[str]] = {
     AudioFormat.OGG_OPUS: [
@@ -79,6 +82,30 @@ def sniff_container(head: bytes) -> str | None:
         # Frame sync: MPEG audio has a non-zero layer field, AAC ADTS has layer 0.
         return "aac" if head[1] & 0x06 == 0 else "mp3"
     return None
+
+
+def ogg_opus_layout(data: bytes) -> tuple[int, float | None]:
+    """How many logical streams an Ogg file chains, and the length the first one states (its last
+    granule position less the Opus pre-skip), which is what players show; None when unstated."""
+    serials: list[int] = []
+    pre_skip = 0
+    last_granule = -1
+    offset = 0
+    while offset + 27 <= len(data) and data[offset:offset + 4] == b"OggS":
+        header_type, segments = data[offset + 5], data[offset + 26]
+        granule = int.from_bytes(data[offset + 6:offset + 14], "little", signed=True)
+        serial = int.from_bytes(data[offset + 14:offset + 18], "little")
+        body = offset + 27 + segments
+        if header_type & 0x02:  # beginning of a logical stream
+            serials.append(serial)
+            if len(serials) == 1 and data[body:body + 8] == b"OpusHead":
+                pre_skip = int.from_bytes(data[body + 10:body + 12], "little")
+        if serials and serial == serials[0] and granule >= 0:
+            last_granule = granule
+        offset = body + sum(data[offset + 27:body])
+    if last_granule < 0:
+        return len(serials), None
+    return len(serials), max(0, last_granule - pre_skip) / OPUS_GRANULE_RATE
 
 
 def peak_dbfs(pcm: bytes) -> float:
@@ -231,6 +258,20 @@ class AudioConverter:
         if process.returncode != 0 or not encoded:
             raise RuntimeError(f"ffmpeg could not encode {target}: {errors.decode(errors='replace')[-300:]}")
         return encoded
+
+    async def single_stream_voice_note(self, data: bytes) -> tuple[bytes, float]:
+        """An OGG/Opus voice note whose container states its decoded length, and that length.
+
+        ``data`` itself when it already is one; otherwise (a chained Ogg, as multi-segment TTS
+        output is, whose players show one link's length) it is re-encoded as a single stream.
+        """
+        seconds = (await self.analyse(AudioClip(data=data))).seconds
+        streams, stated = ogg_opus_layout(data)
+        if streams == 1 and stated is not None and abs(stated - seconds) <= VOICE_NOTE_LENGTH_TOLERANCE_SECONDS:
+            return data, seconds
+        log.info("re-encoding a voice note of %.2f s: %d Ogg stream(s) stating %s s", seconds, streams, stated)
+        pcm = await self.decode(AudioClip(data=data), VOICE_NOTE_RATE)
+        return await self.encode(pcm, VOICE_NOTE_RATE, AudioFormat.OGG_OPUS), pcm_seconds(len(pcm), VOICE_NOTE_RATE)
 
 
 class _FfmpegRun:

@@ -5,17 +5,20 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TypeVar
 from urllib.parse import urlsplit
+
+from .coze_auth import load_private_key
+from .languages import AUTO, LANGUAGE_CODES, first_refusal, language_code
+from .registry import TRANSCRIBERS, SYNTHESIZERS, chain_languages
 
 T = TypeVar("T")
 
 # Provider names accepted in VOICEBRIDGE_ASR / VOICEBRIDGE_TTS.
-ASR_PROVIDERS = ("coze", "coze-stream", "feishu")
-TTS_PROVIDERS = ("coze", "coze-stream")
-
-# Coze `user_language` values (big model `common`, small models the rest).
-COZE_LANGUAGES = ("common", "zh", "cant", "sc", "en", "ja", "ko", "fr", "id", "es", "pt", "ms", "ru")
+ASR_PROVIDERS = tuple(TRANSCRIBERS)
+TTS_PROVIDERS = tuple(SYNTHESIZERS)
+FEISHU_TEXT_MODES = ("auto", "cumulative", "delta")
 
 DEFAULT_COZE_API_BASE = "https://api.coze.cn"
 DEFAULT_COZE_WS_BASE = "wss://ws.coze.cn"
@@ -73,6 +76,62 @@ def _provider_chain(values: Mapping[str, str], variable: str, allowed: tuple[str
 
 
 @dataclass(frozen=True)
+class CozeJwtApp:
+    """A Coze OAuth JWT service app: access tokens are minted from its private key."""
+
+    client_id: str
+    private_key: str  # PEM text with real newlines
+    public_key_id: str
+
+
+def _coze_jwt_app(values: Mapping[str, str], problems: list[str]) -> CozeJwtApp | None:
+    client_id, key_id = _optional(values, "COZE_JWT_CLIENT_ID"), _optional(values, "COZE_JWT_PUBLIC_KEY_ID")
+    inline, key_file = _optional(values, "COZE_JWT_PRIVATE_KEY"), _optional(values, "COZE_JWT_PRIVATE_KEY_FILE")
+    if not (client_id or key_id or inline or key_file):
+        return None
+    missing = [name for name, value in (("COZE_JWT_CLIENT_ID", client_id), ("COZE_JWT_PUBLIC_KEY_ID", key_id)) if not value]
+    if not (inline or key_file):
+        missing.append("COZE_JWT_PRIVATE_KEY (or COZE_JWT_PRIVATE_KEY_FILE)")
+    if inline and key_file:
+        problems.append("COZE_JWT_PRIVATE_KEY and COZE_JWT_PRIVATE_KEY_FILE are both set; keep one")
+    for name in missing:
+        problems.append(f"{name} is not set; a Coze JWT app needs COZE_JWT_CLIENT_ID, COZE_JWT_PUBLIC_KEY_ID "
+                        "and its private key")
+    variable, pem = "COZE_JWT_PRIVATE_KEY", inline
+    if key_file and not inline:
+        variable = "COZE_JWT_PRIVATE_KEY_FILE"
+        try:
+            pem = Path(key_file).read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as error:
+            problems.append(problem(variable, f"cannot be read: {getattr(error, 'strerror', None) or error}", key_file))
+            return None
+    if missing or pem is None:
+        return None
+    try:
+        load_private_key(pem)
+    except ValueError as error:
+        problems.append(f"{variable} is not usable: {error}")
+        return None
+    return CozeJwtApp(client_id or "", pem.strip().replace("\\n", "\n"), key_id or "")
+
+
+def _language(values: Mapping[str, str], asr_chain: tuple[str, ...], problems: list[str]) -> str:
+    """VOICEBRIDGE_LANGUAGE as a neutral code that every provider of the ASR chain honours."""
+    raw = (values.get("VOICEBRIDGE_LANGUAGE") or AUTO).strip()
+    language = language_code(raw)
+    if language is None:
+        problems.append(problem("VOICEBRIDGE_LANGUAGE", f"must be one of {', '.join(LANGUAGE_CODES)}", raw))
+        return AUTO
+    refusal = first_refusal(language, chain_languages(asr_chain))
+    if refusal is not None:
+        provider, honoured = refusal
+        problems.append(f"VOICEBRIDGE_LANGUAGE={language} is not recognised by the ASR provider {provider} "
+                        f"(it honours only {', '.join(honoured)}); pick a language every provider in VOICEBRIDGE_ASR "
+                        "honours, or auto")
+    return language
+
+
+@dataclass(frozen=True)
 class SpeechSettings:
     coze_api_token: str | None
     coze_api_base: str
@@ -87,11 +146,20 @@ class SpeechSettings:
     feishu_chunk_ms: int = 200
     feishu_max_streams: int = 20
     provider_timeout: float = 60.0  # seconds a provider may stay silent before the call times out
-    feishu_text_mode: str = "cumulative"
+    feishu_text_mode: str = "auto"
+    coze_jwt: CozeJwtApp | None = None  # set: access tokens come from this app, not COZE_API_TOKEN
+
+    @property
+    def has_coze_credentials(self) -> bool:
+        return bool(self.coze_api_token or self.coze_jwt)
 
     @classmethod
     def from_values(cls, values: Mapping[str, str], problems: list[str]) -> SpeechSettings:
-        token = _optional(values, "COZE_API_TOKEN")
+        static_token = _optional(values, "COZE_API_TOKEN")
+        jwt_app = _coze_jwt_app(values, problems)
+        if static_token and jwt_app:
+            problems.append("COZE_API_TOKEN and a Coze JWT app (COZE_JWT_CLIENT_ID, …) are both set; keep one")
+        has_coze = bool(static_token or jwt_app or _optional(values, "COZE_JWT_CLIENT_ID"))
         feishu_id, feishu_secret = _optional(values, "FEISHU_APP_ID"), _optional(values, "FEISHU_APP_SECRET")
         if bool(feishu_id) != bool(feishu_secret):
             missing = "FEISHU_APP_SECRET" if feishu_id else "FEISHU_APP_ID"
@@ -100,36 +168,37 @@ class SpeechSettings:
         tts_chain = _provider_chain(values, "VOICEBRIDGE_TTS", TTS_PROVIDERS, problems)
         explicit_asr = bool(values.get("VOICEBRIDGE_ASR", "").strip())
         if not explicit_asr:
-            # Coze when its token is there, else Feishu when only Feishu credentials are.
-            asr_chain = ("coze",) if token else ("feishu",) if feishu_id and feishu_secret else ()
+            # Coze when its credentials are there, else Feishu when only Feishu credentials are.
+            asr_chain = ("coze",) if has_coze else ("feishu",) if feishu_id and feishu_secret else ()
             if not asr_chain:
-                problems.append("no speech recognition configured: set COZE_API_TOKEN, or FEISHU_APP_ID and FEISHU_APP_SECRET")
-        if not values.get("VOICEBRIDGE_TTS", "").strip() and token:
+                problems.append("no speech recognition configured: set COZE_API_TOKEN (or a Coze JWT app: "
+                                "COZE_JWT_CLIENT_ID, …), or FEISHU_APP_ID and FEISHU_APP_SECRET")
+        if not values.get("VOICEBRIDGE_TTS", "").strip() and has_coze:
             tts_chain = ("coze",)
         uses_coze = any(name.startswith("coze") for name in (*asr_chain, *tts_chain))
-        if uses_coze and not token:
-            problems.append("COZE_API_TOKEN is not set; it is required by the Coze speech providers")
+        if uses_coze and not has_coze:
+            problems.append("COZE_API_TOKEN is not set; the Coze speech providers need it (or a Coze JWT app: "
+                            "COZE_JWT_CLIENT_ID, COZE_JWT_PRIVATE_KEY, COZE_JWT_PUBLIC_KEY_ID)")
         if "feishu" in asr_chain and not (feishu_id and feishu_secret):
             problems.append("FEISHU_APP_ID and FEISHU_APP_SECRET must be set to use VOICEBRIDGE_ASR=feishu")
-        language = (values.get("VOICEBRIDGE_LANGUAGE") or "common").strip()
-        if language not in COZE_LANGUAGES:
-            problems.append(problem("VOICEBRIDGE_LANGUAGE", f"must be one of {', '.join(COZE_LANGUAGES)}", language))
         return cls(
-            coze_api_token=token,
+            coze_api_token=static_token,
             coze_api_base=_base_url(values, "COZE_API_BASE", DEFAULT_COZE_API_BASE, ("https", "http"), problems),
             coze_ws_base=_base_url(values, "COZE_WS_BASE", DEFAULT_COZE_WS_BASE, ("wss", "ws"), problems),
             coze_voice_id=_optional(values, "COZE_VOICE_ID"),
             asr_chain=asr_chain,
             tts_chain=tts_chain,
-            language=language,
+            language=_language(values, asr_chain, problems),
             feishu_app_id=feishu_id,
             feishu_app_secret=feishu_secret,
             feishu_base_url=_base_url(values, "FEISHU_BASE_URL", DEFAULT_FEISHU_BASE_URL, ("https", "http"), problems),
             feishu_chunk_ms=int(number(values, "FEISHU_CHUNK_MS", 200, 20, 1000, problems)),
             feishu_max_streams=int(number(values, "FEISHU_MAX_STREAMS", 20, 1, 1000, problems)),
             provider_timeout=number(values, "VOICEBRIDGE_PROVIDER_TIMEOUT", 60.0, 0.1, 3600, problems),
-            feishu_text_mode=choice(values, "FEISHU_TEXT_MODE", ("cumulative", "delta"), problems),
+            feishu_text_mode=choice(values, "FEISHU_TEXT_MODE", FEISHU_TEXT_MODES, problems),
+            coze_jwt=jwt_app,
         )
 
     def secrets(self) -> list[str]:
-        return [secret for secret in (self.coze_api_token, self.feishu_app_secret) if secret]
+        private_key = self.coze_jwt.private_key if self.coze_jwt else None
+        return [secret for secret in (self.coze_api_token, self.feishu_app_secret, private_key) if secret]

@@ -20,7 +20,8 @@ class CozeFileTranscriber:
         max_bytes=10 * 1024 * 1024,
         max_seconds=30 * 60,
         streaming=False,
-        hot_words=False,  # the REST call takes no recognition options (spec §7)
+        hot_words=False,  # the REST call takes no recognition options (spec §7)…
+        # …nor a language: `auto` only (the default)
     )
 
     def __init__(self, endpoint: CozeEndpoint, transport: httpx.AsyncBaseTransport | None = None) -> None:

@@ -13,13 +13,19 @@ import asyncio
 from collections.abc import AsyncIterator
 from typing import Any
 
-from .config import COZE_LANGUAGES
 from .coze_common import DROP_GRACE_SECONDS, CozeEndpoint, CozeEvent, CozeSocket, open_coze_socket, probe_coze_socket
 from .errors import ErrorKind, SpeechError
+from .languages import AUTO
 from .models import PcmStream, ProviderAudio, TranscribeOptions, TranscriberCapabilities, Transcript
 from .providers import last_transcript
 
 STREAM_SAMPLE_RATE = 16000
+# Neutral language code → Coze `user_language` (spec §4.1): the big model's `common` detects
+# Chinese and English itself; the others select a small model.
+USER_LANGUAGES = {
+    AUTO: "common", "zh": "zh", "yue": "cant", "zh-sichuan": "sc", "en": "en", "ja": "ja", "ko": "ko",
+    "fr": "fr", "es": "es", "pt": "pt", "ru": "ru", "id": "id", "ms": "ms",
+}
 # After the last audio frame, how long the server may stay silent before we give up.
 RESULT_TIMEOUT = 30.0
 
@@ -33,7 +39,7 @@ class CozeStreamTranscriber:
         pcm_chunk_seconds=1.0,
         streaming=True,
         hot_words=True,
-        languages=frozenset(COZE_LANGUAGES),
+        languages=frozenset(USER_LANGUAGES),
     )
 
     def __init__(self, endpoint: CozeEndpoint, result_timeout: float = RESULT_TIMEOUT) -> None:
@@ -126,7 +132,7 @@ def _failure(task: asyncio.Task[float]) -> BaseException | None:
 
 def asr_config(options: TranscribeOptions) -> dict[str, Any]:
     """``asr_config`` from the request options; unset options are left to the server's defaults."""
-    config: dict[str, Any] = {"user_language": options.language or "common"}
+    config: dict[str, Any] = {"user_language": USER_LANGUAGES[options.language or AUTO]}
     if options.hot_words:
         config["hot_words"] = list(options.hot_words)
     if options.context:

@@ -18,13 +18,15 @@ import httpx
 import websockets
 from websockets.asyncio.client import ClientConnection, connect
 
+from .coze_auth import CozeCredentials
 from .errors import ErrorKind, SpeechError
 from .models import Voice
 from .providers import as_dict
 
 log = logging.getLogger(__name__)
 
-# Coze business codes → error kind (spec §6.2). 4013 ("model error, retry later") is transient.
+# Coze business codes → error kind (spec §6.2). 4013 ("model error, retry later") is transient;
+# 4102 (risk control) asks for a later retry, it is no permission problem (spec §10.1).
 COZE_CODE_KINDS: dict[int, ErrorKind] = {
     3010: ErrorKind.TOO_LARGE,
     4000: ErrorKind.INVALID_INPUT,
@@ -38,7 +40,7 @@ COZE_CODE_KINDS: dict[int, ErrorKind] = {
     4028: ErrorKind.QUOTA,
     4100: ErrorKind.AUTH,
     4101: ErrorKind.PERMISSION,
-    4102: ErrorKind.PERMISSION,
+    4102: ErrorKind.RATE_LIMITED,
     4200: ErrorKind.INVALID_INPUT,
     4300: ErrorKind.INVALID_INPUT,
     4301: ErrorKind.INVALID_INPUT,
@@ -60,6 +62,9 @@ HTTP_STATUS_KINDS: dict[int, ErrorKind] = {
     429: ErrorKind.RATE_LIMITED,
 }
 
+# Answers meaning "this token is no good" (expired, revoked, other region): a renewable
+# credential gets one fresh token and one more try.
+REFUSED_TOKEN_CODES = frozenset({4100, 700012006})
 LOGID_HEADER = "x-tt-logid"
 MAX_VOICE_PAGES = 50  # 5000 voices; a guard against a server that never stops saying has_more
 # After the socket dropped under a send, how long to wait for the server's last words.
@@ -69,7 +74,9 @@ DROP_GRACE_SECONDS = 1.0
 def error_from_code(provider: str, code: int, msg: str, logid: str | None) -> SpeechError:
     kind = COZE_CODE_KINDS.get(code)
     if kind is None:
-        # Unknown code: treat as a server-side failure, but do not hammer it with retries.
+        # Unknown code: treat as a server-side failure, but do not hammer it with retries. The log
+        # id lets Coze's support find the call.
+        log.warning("Coze answered an unknown error code %s (%s), logid %s", code, msg[:200], logid)
         return SpeechError(ErrorKind.SERVER, f"Coze error: {msg}", provider=provider, code=code, logid=logid, retryable=False)
     return SpeechError(kind, f"Coze error: {msg}", provider=provider, code=code, logid=logid)
 
@@ -86,19 +93,27 @@ def error_from_transport(provider: str, error: Exception) -> SpeechError:
     return SpeechError(ErrorKind.CONNECTIVITY, f"connection failed: {type(error).__name__}: {error}", provider=provider)
 
 
+def token_refused(error: SpeechError) -> bool:
+    return error.code in REFUSED_TOKEN_CODES or (error.kind is ErrorKind.AUTH and error.code == 401)
+
+
 @dataclass(frozen=True)
 class CozeEndpoint:
-    """Where and how to reach Coze; switching to coze.com means changing the two base URLs."""
+    """Where and how to reach Coze; switching to coze.com means changing the two base URLs
+    (and using a token of that region)."""
 
-    token: str
+    credentials: CozeCredentials
     api_base: str = "https://api.coze.cn"
     ws_base: str = "wss://ws.coze.cn"
     connect_timeout: float = 10.0
     read_timeout: float = 60.0  # per request; audio uploads get more, scaled by duration
 
-    @property
-    def auth_headers(self) -> dict[str, str]:
-        return {"Authorization": f"Bearer {self.token}"}
+    def refused(self, token: str, error: SpeechError) -> SpeechError:
+        """``error`` for a call made with ``token``; when Coze refused the token itself and the
+        credentials can renew it, the error is worth exactly one more try."""
+        if token_refused(error):
+            error.retryable = self.credentials.rejected(token)
+        return error
 
 
 class CozeRest:
@@ -109,16 +124,24 @@ class CozeRest:
         self.provider = provider
         self._client = httpx.AsyncClient(
             base_url=endpoint.api_base,
-            headers=endpoint.auth_headers,
             timeout=httpx.Timeout(endpoint.read_timeout, connect=endpoint.connect_timeout),
             transport=transport,
         )
 
     async def request(self, method: str, path: str, *, read_timeout: float | None = None, **kwargs: Any) -> httpx.Response:
         """Send a request; raise for Coze error envelopes and HTTP errors; return the response."""
+        token = await self.endpoint.credentials.token()
+        try:
+            return await self._send(method, path, token, read_timeout, **kwargs)
+        except SpeechError as error:
+            self.endpoint.refused(token, error)
+            raise
+
+    async def _send(self, method: str, path: str, token: str, read_timeout: float | None, **kwargs: Any) -> httpx.Response:
         timeout = httpx.Timeout(read_timeout or self.endpoint.read_timeout, connect=self.endpoint.connect_timeout)
         try:
-            response = await self._client.request(method, path, timeout=timeout, **kwargs)
+            response = await self._client.request(method, path, timeout=timeout, headers={"Authorization": f"Bearer {token}"},
+                                                  **kwargs)
         except httpx.HTTPError as error:
             raise error_from_transport(self.provider, error) from error
         logid = response.headers.get(LOGID_HEADER)
@@ -140,13 +163,17 @@ class CozeRest:
         return body
 
     async def probe(self, method: str, path: str, **kwargs: Any) -> None:
-        """Send a deliberately incomplete request: "invalid parameter" proves the service is
-        reachable and took the token, at no cost; anything else is raised."""
+        """Send a deliberately incomplete request: Coze's own "invalid parameter" answer proves
+        that the base URL is the Coze API and that it took the token. Anything else is raised,
+        including a 404 or an HTML page, which mean COZE_API_BASE points elsewhere."""
         try:
             await self.request(method, path, **kwargs)
         except SpeechError as error:
-            if error.kind is not ErrorKind.INVALID_INPUT:
+            if error.kind is not ErrorKind.INVALID_INPUT or error.code not in COZE_CODE_KINDS:
                 raise
+            return
+        raise SpeechError(ErrorKind.INVALID_INPUT, f"{self.endpoint.api_base}{path} accepted an empty request: "
+                                                   "is COZE_API_BASE the Coze API?", provider=self.provider, retryable=False)
 
     async def aclose(self) -> None:
         await self._client.aclose()
@@ -222,10 +249,13 @@ class CozeVoiceCatalogue:
 class CozeSocket:
     """One Coze WebSocket session: JSON events out, parsed events in, errors classified."""
 
-    def __init__(self, connection: ClientConnection, provider: str, logid: str | None) -> None:
+    def __init__(self, connection: ClientConnection, provider: str, logid: str | None,
+                 endpoint: CozeEndpoint, token: str) -> None:
         self.connection = connection
         self.provider = provider
         self.logid = logid
+        self.endpoint = endpoint
+        self.token = token  # the one the session was opened with
 
     async def send(self, event_type: str, data: Mapping[str, Any] | None = None) -> None:
         # No client id: the server does not need one (spec §3), cozepy and recorded sessions
@@ -263,8 +293,9 @@ class CozeSocket:
         self.logid = event.logid or self.logid
         if event.type == "error":
             code = event.data.get("code")
-            raise error_from_code(self.provider, code if isinstance(code, int) else 5000, str(event.data.get("msg") or ""),
-                                  self.logid)
+            error = error_from_code(self.provider, code if isinstance(code, int) else 5000, str(event.data.get("msg") or ""),
+                                    self.logid)
+            raise self.endpoint.refused(self.token, error)
         return event
 
     async def reason_for_drop(self, dropped: SpeechError) -> SpeechError:
@@ -298,10 +329,11 @@ async def probe_coze_socket(endpoint: CozeEndpoint, path: str, provider: str, ti
 async def open_coze_socket(endpoint: CozeEndpoint, path: str, provider: str) -> AsyncIterator[CozeSocket]:
     """Connect with the bearer header; handshake rejections become auth/permission errors."""
     url = f"{endpoint.ws_base}{path}"
+    token = await endpoint.credentials.token()
     try:
         connection = await connect(
             url,
-            additional_headers=endpoint.auth_headers,
+            additional_headers={"Authorization": f"Bearer {token}"},
             open_timeout=endpoint.connect_timeout,
             close_timeout=2,
             ping_interval=20,  # keepalive: a dead or stalled peer closes the connection within ~40 s
@@ -315,11 +347,12 @@ async def open_coze_socket(endpoint: CozeEndpoint, path: str, provider: str) -> 
         response = error.response
         logid = response.headers.get(LOGID_HEADER)
         detail = response.body.decode(errors="replace") if response.body else response.reason_phrase
-        raise error_from_status(provider, response.status_code, detail, logid) from error
+        refusal = error_from_status(provider, response.status_code, f"{url}: {detail}", logid)
+        raise endpoint.refused(token, refusal) from error
     except (OSError, TimeoutError, websockets.InvalidHandshake, websockets.InvalidURI) as error:
         raise error_from_transport(provider, error) from error
     handshake_logid = connection.response.headers.get(LOGID_HEADER) if connection.response else None
     try:
-        yield CozeSocket(connection, provider, handshake_logid)
+        yield CozeSocket(connection, provider, handshake_logid, endpoint, token)
     finally:
         await connection.close()

@@ -36,6 +36,7 @@ ACTION_FIRST, ACTION_MIDDLE, ACTION_LAST, ACTION_ABORT = 1, 0, 2, 3
 class TextMode(StrEnum):
     """How a server reports ``recognition_text``; the docs do not say (spec §3.4)."""
 
+    AUTO = "auto"  # recognised from the answers themselves (StreamText)
     CUMULATIVE = "cumulative"  # each answer is the whole text so far: the documented client advice
     DELTA = "delta"  # each answer holds only the words its chunk added
 
@@ -46,7 +47,7 @@ class FeishuStreamSettings:
     max_streams: int = 20  # the tenant-wide limit of open streams
     segment_seconds: float = 30.0  # long notes are cut into segments of about this length…
     parallel_segments: int = 4  # …of which one note runs at most this many at once
-    text_mode: TextMode = TextMode.CUMULATIVE
+    text_mode: TextMode = TextMode.AUTO
 
 
 class FeishuStreamTranscriber:
@@ -56,7 +57,8 @@ class FeishuStreamTranscriber:
         pcm_chunk_seconds=1.0,  # cut into segments, then into chunk_ms requests, here
         streaming=True,
         hot_words=False,
-        languages=frozenset({"common", "zh", "en"}),  # one engine: Mandarin–English mixed
+        # languages: `auto` only (the default). The one engine, 16k_auto, recognises Mandarin and
+        # English mixed; the API has no language parameter (spec §3.2).
     )
 
     def __init__(self, client: FeishuClient, settings: FeishuStreamSettings = FeishuStreamSettings(),
@@ -257,30 +259,60 @@ def _first_error(group: BaseExceptionGroup) -> BaseException:
 
 
 class StreamText:
-    """The text of one stream, read the way the configured :class:`TextMode` says."""
+    """The text of one stream, read the way the configured :class:`TextMode` says.
+
+    ``auto`` keeps both readings (the latest answer; all answers joined) and weighs each new
+    answer against the one before: a cumulative service mostly answers with the previous text
+    plus new words (an *extension*); a delta service answers with new words only, which start
+    with the previous ones only when a speaker repeats themselves. A cumulative service revising
+    an early guess ("是" → "时间") looks like a delta once, so the reading is decided by the
+    count so far, not by the first pair, and a partial shown early may change reading later.
+    """
 
     def __init__(self, mode: TextMode) -> None:
         self.mode = mode
-        self.text = ""
+        self.latest = ""  # the last non-empty answer: the whole text, read cumulatively
+        self.joined = ""  # every answer joined: the whole text, read as deltas
+        self.extensions = 0  # answers that were the previous answer plus more
+        self.other_changes = 0  # answers that were not
+
+    @property
+    def cumulative(self) -> bool:
+        if self.mode is not TextMode.AUTO:
+            return self.mode is TextMode.CUMULATIVE
+        return self.extensions > 0 and self.extensions >= self.other_changes
+
+    @property
+    def text(self) -> str:
+        return self.latest if self.cumulative else self.joined
 
     def partial(self, answer: str) -> str:
         answer = answer.strip()
         if answer:
-            self.text = answer if self.mode is TextMode.CUMULATIVE else join_texts([self.text, answer])
+            previous, current = _letters(self.latest), _letters(answer)
+            if previous and current != previous:
+                if current.startswith(previous):
+                    self.extensions += 1
+                else:
+                    self.other_changes += 1
+            self.latest = answer
+            self.joined = join_texts([self.joined, answer])
         return self.text
 
     def final(self, answer: str) -> str:
-        """The action-2 answer: the whole text, unless (delta mode) it brings only the last words."""
+        """The action-2 answer: the whole text, unless (read as deltas) it brings only the last words."""
         answer = answer.strip()
         if not answer:
             return self.text
-        if self.mode is TextMode.CUMULATIVE or _squashed(self.text) in _squashed(answer):
+        if self.cumulative or _letters(self.joined) in _letters(answer):
             return answer
-        return join_texts([self.text, answer])
+        return join_texts([self.joined, answer])
 
 
-def _squashed(text: str) -> str:
-    return "".join(text.split())  # CJK text may come back with or without spaces between words
+def _letters(text: str) -> str:
+    """Letters and digits only: CJK text may come back with or without spaces between words, and
+    with punctuation added as the recogniser learns where sentences end."""
+    return "".join(char for char in text if char.isalnum()).lower()
 
 
 def join_texts(parts: Iterable[str]) -> str:

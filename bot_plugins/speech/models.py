@@ -8,6 +8,8 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
 
+from .languages import AUTO
+
 
 @dataclass(frozen=True)
 class AudioClip:
@@ -83,7 +85,7 @@ ProviderAudio = EncodedAudio | PcmStream
 class TranscribeOptions:
     """Per-request recognition settings; ``None`` leaves the provider's default."""
 
-    language: str | None = None
+    language: str | None = None  # a neutral code (languages.py); None: the configured default
     hot_words: tuple[str, ...] = ()
     context: str | None = None
     remove_disfluencies: bool | None = None
@@ -146,7 +148,7 @@ class TranscriberCapabilities:
     max_seconds: float | None = None
     streaming: bool = False  # yields partial transcripts while audio is sent
     hot_words: bool = False
-    languages: frozenset[str] | None = None  # None: the provider takes any language tag
+    languages: frozenset[str] = frozenset({AUTO})  # neutral codes it honours (languages.py)
 
     @property
     def takes_pcm(self) -> bool:

@@ -14,7 +14,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Protocol, TypeVar
 
-from .errors import SpeechError
+from .errors import RETRYABLE_KINDS, SpeechError
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -27,9 +27,13 @@ class RetryPolicy:
     max_delay: float = 8.0
     max_retry_after: float = 30.0  # a server asking for a longer pause is not waited for
 
-    def delay(self, attempt: int, error: SpeechError) -> float | None:
-        """Seconds to wait before the next attempt, or None to give up."""
+    def delay(self, attempt: int, error: SpeechError, retry_transient: bool = True) -> float | None:
+        """Seconds to wait before the next attempt, or None to give up. Without
+        ``retry_transient`` (another provider is waiting in the chain), only a refused token
+        that was just renewed is tried again."""
         if not error.retryable or attempt >= self.attempts:
+            return None
+        if not retry_transient and error.kind in RETRYABLE_KINDS:
             return None
         backoff = min(self.max_delay, self.base_delay * 2 ** (attempt - 1)) * random.uniform(0.8, 1.2)
         if error.retry_after is not None:
@@ -80,10 +84,11 @@ class Retrier:
         self.policy = policy or RetryPolicy()
         self.observer = observer or LoggingObserver()
 
-    def next_delay(self, provider: str, operation: str, attempt: int, started: float, error: SpeechError) -> float | None:
+    def next_delay(self, provider: str, operation: str, attempt: int, started: float, error: SpeechError,
+                   retry_transient: bool = True) -> float | None:
         """Report a failed attempt; the pause before the next one, or None when it is time to give up."""
         self.observer.call_finished(provider, operation, time.monotonic() - started, error)
-        delay = self.policy.delay(attempt, error)
+        delay = self.policy.delay(attempt, error, retry_transient)
         if delay is not None:
             self.observer.retrying(provider, operation, attempt, delay, error)
         return delay
@@ -91,7 +96,7 @@ class Retrier:
     def succeeded(self, provider: str, operation: str, started: float) -> None:
         self.observer.call_finished(provider, operation, time.monotonic() - started, None)
 
-    async def call(self, provider: str, operation: str, call: Callable[[], Awaitable[T]]) -> T:
+    async def call(self, provider: str, operation: str, call: Callable[[], Awaitable[T]], retry_transient: bool = True) -> T:
         attempt = 0
         while True:
             attempt += 1
@@ -99,7 +104,7 @@ class Retrier:
             try:
                 result = await call()
             except SpeechError as error:
-                delay = self.next_delay(provider, operation, attempt, started, error)
+                delay = self.next_delay(provider, operation, attempt, started, error, retry_transient)
                 if delay is None:
                     raise
                 await asyncio.sleep(delay)

@@ -1,8 +1,9 @@
 """The speech service: the one object the plugins call.
 
 It picks providers by name, prepares audio the way each provider's capabilities ask for,
-retries transient failures with bounded exponential backoff, walks the fallback chain, and
-reports every call to an observer (metrics). Providers themselves only speak their protocol.
+retries transient failures with bounded exponential backoff, walks the fallback chain (skipping
+providers that are unhealthy, see health.py), and reports every call to an observer (metrics).
+Providers themselves only speak their protocol.
 """
 
 from __future__ import annotations
@@ -10,19 +11,22 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import replace
 
 from .audio import VOICE_NOTE_RATE, AudioConverter, AudioInfo, require_sound, wav_bytes, within_duration
-from .config import COZE_LANGUAGES, SpeechSettings
+from .config import SpeechSettings
 from .coze_asr import CozeFileTranscriber
 from .coze_asr_stream import CozeStreamTranscriber
+from .coze_auth import CozeCredentials, JwtApp, StaticToken
 from .coze_common import CozeEndpoint
 from .coze_tts import CozeSpeechSynthesizer
 from .coze_tts_stream import CozeStreamSynthesizer
 from .errors import AudioError, AudioProblem, ErrorKind, SpeechError
 from .feishu_asr import FeishuStreamSettings, FeishuStreamTranscriber, TextMode
 from .feishu_auth import FeishuClient
+from .health import CredentialAlarm, ProviderHealth
+from .languages import AUTO, first_refusal, honoured_by_all, language_code
 from .models import (
     AudioClip,
     AudioFormat,
@@ -58,8 +62,11 @@ class SpeechService:
         tts_chain: Sequence[str] = (),
         converter: AudioConverter | None = None,
         retrier: Retrier | None = None,
-        default_language: str = "common",
+        default_language: str = AUTO,
         oversize_routes: Mapping[str, str] = OVERSIZE_ROUTES,
+        health: ProviderHealth | None = None,
+        credential_variables: Mapping[str, str] | None = None,
+        closing: Sequence[Callable[[], Awaitable[None]]] = (),
     ) -> None:
         self.transcribers = {provider.name: provider for provider in transcribers}
         self.synthesizers = {provider.name: provider for provider in synthesizers}
@@ -75,6 +82,10 @@ class SpeechService:
         self.retrier = retrier or Retrier()
         self.default_language = default_language
         self.oversize_routes = dict(oversize_routes)
+        self.health = health or ProviderHealth()
+        # provider → the variables holding its credentials, for the operator when they are refused
+        self.credentials = CredentialAlarm(credential_variables or {})
+        self._closing = tuple(closing)  # what the providers share (Coze credentials), closed last
 
     @classmethod
     def from_settings(cls, settings: SpeechSettings, *, retrier: Retrier | None = None,
@@ -83,19 +94,25 @@ class SpeechService:
         retrier = retrier or Retrier()
         transcribers: list[Transcriber] = []
         synthesizers: list[Synthesizer] = []
+        variables: dict[str, str] = {}
+        closing: list[Callable[[], Awaitable[None]]] = []
         timeout = settings.provider_timeout
-        if settings.coze_api_token:
-            endpoint = CozeEndpoint(settings.coze_api_token, settings.coze_api_base, settings.coze_ws_base,
+        if settings.has_coze_credentials:
+            credentials = _coze_credentials(settings)
+            closing.append(credentials.aclose)
+            endpoint = CozeEndpoint(credentials, settings.coze_api_base, settings.coze_ws_base,
                                     connect_timeout=min(10.0, timeout), read_timeout=timeout)
             transcribers += [CozeFileTranscriber(endpoint), CozeStreamTranscriber(endpoint, result_timeout=timeout)]
             synthesizers += [CozeSpeechSynthesizer(endpoint, settings.coze_voice_id),
                              CozeStreamSynthesizer(endpoint, settings.coze_voice_id, audio_timeout=timeout)]
+            variables |= {name: credentials.provider_variables for name in ("coze", "coze-stream")}
         if settings.feishu_app_id and settings.feishu_app_secret:
             client = FeishuClient(settings.feishu_app_id, settings.feishu_app_secret, settings.feishu_base_url,
                                   timeout=timeout, max_connections=settings.feishu_max_streams + 2)
             stream_settings = FeishuStreamSettings(chunk_ms=settings.feishu_chunk_ms, max_streams=settings.feishu_max_streams,
                                                    text_mode=TextMode(settings.feishu_text_mode))
             transcribers.append(FeishuStreamTranscriber(client, stream_settings, retrier))
+            variables["feishu"] = "FEISHU_APP_ID / FEISHU_APP_SECRET"
         return cls(
             transcribers=transcribers,
             synthesizers=synthesizers,
@@ -104,19 +121,26 @@ class SpeechService:
             default_language=settings.language,
             retrier=retrier,
             converter=converter,
+            credential_variables=variables,
+            closing=closing,
         )
 
     @property
     def can_synthesize(self) -> bool:
         return bool(self.tts_chain)
 
+    def _chain_languages(self) -> dict[str, frozenset[str]]:
+        return {name: self.transcribers[name].capabilities.languages for name in self.asr_chain}
+
     @property
     def recognition_languages(self) -> tuple[str, ...]:
-        """Language codes the primary ASR provider takes (``common`` = automatic)."""
-        languages = self.transcribers[self.asr_chain[0]].capabilities.languages if self.asr_chain else None
-        if not languages:
-            return COZE_LANGUAGES
-        return tuple(code for code in COZE_LANGUAGES if code in languages) + tuple(sorted(languages - set(COZE_LANGUAGES)))
+        """The language codes every provider of the ASR chain honours (``auto`` at least)."""
+        return honoured_by_all(self._chain_languages())
+
+    def language_refusal(self, language: str) -> tuple[str, tuple[str, ...]] | None:
+        """``(provider, the languages it honours)`` for the first provider of the ASR chain that
+        does not honour ``language`` (a neutral code); None when every one does."""
+        return first_refusal(language, self._chain_languages())
 
     @property
     def streams_partials(self) -> bool:
@@ -139,21 +163,27 @@ class SpeechService:
         Raises :class:`AudioError` for unusable input before any provider is called, else the
         last provider's :class:`SpeechError` once the whole fallback chain failed.
         """
-        options = replace(options or TranscribeOptions(), language=(options and options.language) or self.default_language)
+        options = replace(options or TranscribeOptions(), language=_neutral_language(options, self.default_language))
         chain = self._chain(asr, self.asr_chain, self.transcribers, "ASR")
+        if asr is None:
+            chain = self.health.order(chain)
         clip_facts = _ClipFacts(self.converter, clip)
         failure: SpeechError | None = None
-        for name in chain:
+        for index, name in enumerate(chain):
+            fallback_left = index < len(chain) - 1
+            provider = self.transcribers[name]
             try:
-                provider = await self._fitting_transcriber(self.transcribers[name], clip_facts, options)
-                async for transcript in self._transcribe_with_retries(provider, clip_facts, options):
+                provider = await self._fitting_transcriber(provider, clip_facts, options)
+                async for transcript in self._transcribe_with_retries(provider, clip_facts, options, fallback_left):
                     yield transcript
+                self._outcome(provider, None)
                 return
             except AudioError:
                 raise  # the input itself is unusable: no other provider would do better
             except SpeechError as error:
+                self._outcome(provider, error)
                 failure = error
-                if name != chain[-1]:
+                if fallback_left:
                     log.warning("ASR %s failed (%s); falling back", name, error.kind)
         assert failure is not None
         raise failure
@@ -178,8 +208,10 @@ class SpeechService:
         raise SpeechError(ErrorKind.TOO_LARGE, f"{info.seconds:.0f}s / {upload_bytes} bytes is beyond {provider.name}'s limits",
                           provider=provider.name, retryable=False)
 
-    async def _transcribe_with_retries(self, provider: Transcriber, clip: _ClipFacts,
-                                       options: TranscribeOptions) -> AsyncIterator[Transcript]:
+    async def _transcribe_with_retries(self, provider: Transcriber, clip: _ClipFacts, options: TranscribeOptions,
+                                       fallback_left: bool) -> AsyncIterator[Transcript]:
+        """With another provider left in the chain, a transient failure moves on at once: a hung
+        provider costs a note one provider timeout, not a timeout per retry."""
         options = self._supported_options(provider, options)
         attempt = 0
         while True:
@@ -191,7 +223,8 @@ class SpeechService:
             except AudioError:
                 raise
             except SpeechError as error:
-                delay = self.retrier.next_delay(provider.name, "transcribe", attempt, started, error)
+                delay = self.retrier.next_delay(provider.name, "transcribe", attempt, started, error,
+                                                retry_transient=not fallback_left)
                 if delay is None:
                     raise
                 await asyncio.sleep(delay)
@@ -227,9 +260,10 @@ class SpeechService:
     @staticmethod
     def _supported_options(provider: Transcriber, options: TranscribeOptions) -> TranscribeOptions:
         caps = provider.capabilities
-        if caps.languages is not None and options.language not in caps.languages:
-            raise SpeechError(ErrorKind.INVALID_INPUT, f"{provider.name} does not recognise language {options.language!r}",
-                              provider=provider.name, retryable=False)
+        if options.language not in caps.languages:
+            honoured = ", ".join(sorted(caps.languages))
+            raise SpeechError(ErrorKind.INVALID_INPUT, f"{provider.name} does not recognise language {options.language!r} "
+                                                       f"(it honours only {honoured})", provider=provider.name, retryable=False)
         if options.hot_words and not caps.hot_words:
             log.debug("%s takes no hot words; sending without them", provider.name)
             options = replace(options, hot_words=())
@@ -244,25 +278,40 @@ class SpeechService:
         if not text:
             raise SpeechError(ErrorKind.INVALID_INPUT, "there is no text to speak", retryable=False)
         chain = self._chain(tts, self.tts_chain, self.synthesizers, "TTS")
+        if tts is None:
+            chain = self.health.order(chain)
         failure: SpeechError | None = None
-        for name in chain:
+        for index, name in enumerate(chain):
+            fallback_left = index < len(chain) - 1
+            provider = self.synthesizers[name]
             try:
-                return await self._synthesize_with(self.synthesizers[name], text, options)
+                audio = await self._synthesize_with(provider, text, options, fallback_left)
             except SpeechError as error:
+                self._outcome(provider, error)
                 failure = error
-                if name != chain[-1]:
+                if fallback_left:
                     log.warning("TTS %s failed (%s); falling back", name, error.kind)
+                continue
+            self._outcome(provider, None)
+            return audio
         assert failure is not None
         raise failure
 
-    async def _synthesize_with(self, provider: Synthesizer, text: str, options: SynthesizeOptions) -> SpeechAudio:
+    async def _synthesize_with(self, provider: Synthesizer, text: str, options: SynthesizeOptions,
+                               fallback_left: bool) -> SpeechAudio:
         caps = provider.capabilities
         if options.sample_rate not in caps.sample_rates:
             options = replace(options, sample_rate=24000)
         pieces = split_text(text, caps.max_text_bytes)
         if len(pieces) == 1 and options.format in caps.formats:
-            audio = await self.retrier.call(provider.name, "synthesize", lambda: provider.synthesize(pieces[0], options))
+            audio = await self.retrier.call(provider.name, "synthesize", lambda: provider.synthesize(pieces[0], options),
+                                            retry_transient=not fallback_left)
             _require_audio(audio, provider.name)
+            if audio.format is AudioFormat.OGG_OPUS:
+                # Whatever form the provider returned (chained Ogg, say): one stream whose stated
+                # length is its real length, or players show the wrong duration.
+                data, seconds = await self.converter.single_stream_voice_note(audio.data)
+                return replace(audio, data=data, sample_rate=VOICE_NOTE_RATE, seconds=seconds)
             if audio.seconds is None:
                 info = await self.converter.analyse(AudioClip(data=audio.data))
                 audio = replace(audio, seconds=info.seconds)
@@ -273,7 +322,8 @@ class SpeechService:
 
         async def speak(piece: str) -> SpeechAudio:
             async with slots:
-                part = await self.retrier.call(provider.name, "synthesize", lambda: provider.synthesize(piece, pcm_options))
+                part = await self.retrier.call(provider.name, "synthesize", lambda: provider.synthesize(piece, pcm_options),
+                                               retry_transient=not fallback_left)
                 _require_audio(part, provider.name)
                 return part
 
@@ -286,9 +336,23 @@ class SpeechService:
     async def voices(self, *, tts: str | None = None) -> list[Voice]:
         chain = self._chain(tts, self.tts_chain, self.synthesizers, "TTS")
         provider = self.synthesizers[chain[0]]
-        return await self.retrier.call(provider.name, "voices", provider.voices)
+        try:
+            voices = await self.retrier.call(provider.name, "voices", provider.voices)
+        except SpeechError as error:
+            self._outcome(provider, error)
+            raise
+        self._outcome(provider, None)
+        return voices
 
     # ----------------------------------------------------------------- shared
+
+    def _outcome(self, provider: Transcriber | Synthesizer, error: SpeechError | None) -> None:
+        """How a provider's call ended, after its retries: its health and its credentials."""
+        if error is None:
+            self.health.succeeded(provider.name)
+        else:
+            self.health.failed(provider.name, error, provider.check)
+        self.credentials.outcome(provider.name, error)
 
     @staticmethod
     def _chain(requested: str | None, configured: Sequence[str], available: Mapping[str, object], kind: str) -> Sequence[str]:
@@ -318,9 +382,30 @@ class SpeechService:
         return dict(zip(probes, results))
 
     async def aclose(self) -> None:
+        await self.health.aclose()
         providers: list[Transcriber | Synthesizer] = [*self.transcribers.values(), *self.synthesizers.values()]
         for provider in providers:
             await provider.aclose()
+        for close in self._closing:
+            await close()
+
+
+def _coze_credentials(settings: SpeechSettings) -> CozeCredentials:
+    if settings.coze_jwt is not None:
+        app = settings.coze_jwt
+        return JwtApp(app.client_id, app.private_key, app.public_key_id, settings.coze_api_base,
+                      timeout=settings.provider_timeout)
+    assert settings.coze_api_token is not None
+    return StaticToken(settings.coze_api_token)
+
+
+def _neutral_language(options: TranscribeOptions | None, default: str) -> str:
+    """The request's language as a neutral code (older names such as ``common`` are understood)."""
+    requested = (options and options.language) or default
+    language = language_code(requested)
+    if language is None:
+        raise SpeechError(ErrorKind.INVALID_INPUT, f"unknown recognition language {requested!r}", retryable=False)
+    return language
 
 
 def _check_duration(info: AudioInfo, options: TranscribeOptions) -> None:

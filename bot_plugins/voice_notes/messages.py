@@ -107,6 +107,15 @@ _CATALOGUE: dict[str, dict[str, str]] = {
         "en": "Use /language CODE with one of: {languages}.",
         "zh": "请使用 /language 代码，可选：{languages}。",
     },
+    "language_refused": {
+        "en": "{language} is not available here: the speech service {provider} recognises only {honoured}. "
+              "Choose one of: {languages}.",
+        "zh": "这里无法使用{language}：语音服务 {provider} 只能识别{honoured}。可选：{languages}。",
+    },
+    "language_unavailable": {
+        "en": "{language} (this chat chose {chosen}, which the current speech service cannot recognise)",
+        "zh": "{language}（本聊天选择的{chosen}当前的语音服务无法识别）",
+    },
     "voice_set": {
         "en": "Done: spoken answers will use voice {voice}.",
         "zh": "已设置：语音回复将使用音色 {voice}。",
@@ -251,10 +260,33 @@ COMMAND_DESCRIPTIONS: dict[str, dict[str, str]] = {
     "forget": {"en": "Delete this chat's transcripts and settings", "zh": "删除本聊天的转写和设置"},
 }
 
+# Recognition languages by neutral code (speech/languages.py), as /language and /settings show them.
+LANGUAGE_NAMES: dict[str, dict[str, str]] = {
+    "auto": {"en": "automatic", "zh": "自动识别"},
+    "zh": {"en": "Chinese (Mandarin)", "zh": "普通话"},
+    "yue": {"en": "Cantonese", "zh": "粤语"},
+    "zh-sichuan": {"en": "Sichuanese", "zh": "四川话"},
+    "en": {"en": "English", "zh": "英语"},
+    "ja": {"en": "Japanese", "zh": "日语"},
+    "ko": {"en": "Korean", "zh": "韩语"},
+    "fr": {"en": "French", "zh": "法语"},
+    "es": {"en": "Spanish", "zh": "西班牙语"},
+    "pt": {"en": "Portuguese", "zh": "葡萄牙语"},
+    "ru": {"en": "Russian", "zh": "俄语"},
+    "id": {"en": "Indonesian", "zh": "印尼语"},
+    "ms": {"en": "Malay", "zh": "马来语"},
+}
+
 # Who hears the audio, by provider name, for /privacy.
 PROVIDER_NAMES = {"coze": "Coze (扣子)", "coze-stream": "Coze (扣子)", "feishu": "Feishu / Lark (飞书)"}
 
 LANGUAGES = ("en", "zh")
+
+
+def language_name(code: str, lang: str | None) -> str:
+    """``Japanese (ja)``: a recognition language's name in the user's language, with the code to type."""
+    names = LANGUAGE_NAMES.get(code)
+    return f"{names[pick_language(lang)]} ({code})" if names else code
 
 
 def text(key: str, lang: str | None, **values: object) -> str:

@@ -17,11 +17,12 @@ from typing import Any, Protocol
 
 from ..logs import new_request_id
 from ..speech.errors import AudioError, SpeechError
+from ..speech.languages import language_code
 from ..speech.models import AudioClip, SynthesizeOptions, TranscribeOptions
 from ..speech.service import SpeechService
 from . import messages
 from .delivery import LiveMessage, send_text, send_voice
-from .messages import text
+from .messages import language_name, text
 from .model import (
     Activity,
     ChatKind,
@@ -562,10 +563,14 @@ class VoiceNotesPlugin:
 
     async def _show_settings(self, request: CommandRequest, chat: ChatPort, lang: str | None) -> None:
         settings = await self.chat_settings(request.chat)
+        language = language_name(settings.language, lang)
+        if settings.unavailable_language:
+            language = text("language_unavailable", lang, language=language,
+                            chosen=language_name(settings.unavailable_language, lang))
         await send_text(chat, text(
             "settings", lang,
             mode=settings.reply_mode.value,
-            language=settings.language,
+            language=language,
             voice=settings.voice_id or text("default_voice", lang),
             auto=text("on" if settings.auto_transcribe else "off", lang),
             hot_words=", ".join(settings.hot_words) or text("none", lang),
@@ -580,13 +585,22 @@ class VoiceNotesPlugin:
         await send_text(chat, text("mode_set", lang, mode=choice), request.message_id)
 
     async def _set_language(self, request: CommandRequest, chat: ChatPort, lang: str | None) -> None:
-        choice = request.args.strip().lower()
-        languages = self.service.recognition_languages
-        if choice not in languages:
-            await send_text(chat, text("language_usage", lang, languages=", ".join(languages)), request.message_id)
+        """Only a language every provider of the ASR chain honours is taken (a fallback provider
+        would otherwise ignore it); the answer names the provider that cannot."""
+        choice = language_code(request.args) if request.args.strip() else None
+        languages = ", ".join(language_name(code, lang) for code in self.service.recognition_languages)
+        if choice is None:
+            await send_text(chat, text("language_usage", lang, languages=languages), request.message_id)
+            return
+        if refusal := self.service.language_refusal(choice):
+            provider, honoured = refusal
+            await send_text(chat, text("language_refused", lang, language=language_name(choice, lang),
+                                       provider=messages.PROVIDER_NAMES.get(provider, provider),
+                                       honoured=", ".join(language_name(code, lang) for code in honoured),
+                                       languages=languages), request.message_id)
             return
         await self.store.set_chat_setting(request.chat.platform, request.chat.id, "language", choice)
-        await send_text(chat, text("language_set", lang, language=choice), request.message_id)
+        await send_text(chat, text("language_set", lang, language=language_name(choice, lang)), request.message_id)
 
     async def _set_voice(self, request: CommandRequest, chat: ChatPort, lang: str | None) -> None:
         choice = request.args.strip()
@@ -664,7 +678,8 @@ class VoiceNotesPlugin:
     async def chat_settings(self, where: ChatRef) -> ChatSettings:
         defaults = ChatSettings.defaults(self.settings)
         try:
-            return defaults.with_stored(await self.store.chat_settings(where.platform, where.id))
+            return defaults.with_stored(await self.store.chat_settings(where.platform, where.id),
+                                        self.service.recognition_languages)
         except StoreError as error:
             log.warning("chat settings unavailable, using defaults: %s", error)
             return defaults

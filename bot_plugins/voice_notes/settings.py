@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
 
-from ..speech.config import COZE_LANGUAGES, choice, number, problem
+from ..speech.config import choice, number, problem
+from ..speech.languages import AUTO, language_code
 
 
 SPEAK_IN_GROUPS = ("admins", "everyone", "off")  # the first is the default
@@ -33,7 +34,7 @@ class PluginSettings:
     allowed_chats: frozenset[str] = frozenset()  # empty: every chat
     database: str = "voicebridge.db"  # VOICEBRIDGE_DB: a SQLite path or a postgresql:// URL
     retention_hours: float = 168.0
-    language: str = "common"  # ASR language default (VOICEBRIDGE_LANGUAGE)
+    language: str = AUTO  # ASR language default (VOICEBRIDGE_LANGUAGE, checked by the speech settings)
     voice_id: str | None = None  # TTS voice default (COZE_VOICE_ID)
     daily_minutes: float | None = None  # per chat; None: no limit
     shutdown_grace_seconds: float = 30.0  # notes in flight get this long to finish at shutdown
@@ -55,7 +56,7 @@ class PluginSettings:
             allowed_chats=chats,
             database=(values.get("VOICEBRIDGE_DB") or "").strip() or "voicebridge.db",
             retention_hours=number(values, "VOICEBRIDGE_RETENTION_HOURS", 168, 0, 24 * 365 * 10, problems),
-            language=(values.get("VOICEBRIDGE_LANGUAGE") or "common").strip(),
+            language=language_code(values.get("VOICEBRIDGE_LANGUAGE") or AUTO) or AUTO,
             voice_id=(values.get("COZE_VOICE_ID") or "").strip() or None,
             daily_minutes=number(values, "VOICEBRIDGE_DAILY_MINUTES", None, 0, 24 * 60, problems),
             shutdown_grace_seconds=number(values, "VOICEBRIDGE_SHUTDOWN_GRACE", 30.0, 0, 3600, problems),
@@ -82,18 +83,26 @@ class ChatSettings:
     voice_id: str | None = None
     auto_transcribe: bool = True  # groups: every voice note, or only on /transcribe
     hot_words: tuple[str, ...] = field(default_factory=tuple)
+    # A language the chat chose that the speech service can no longer recognise (the operator
+    # changed providers): the default is used instead, and /settings says so.
+    unavailable_language: str | None = None
 
     @classmethod
     def defaults(cls, settings: PluginSettings) -> ChatSettings:
         return cls(reply_mode=settings.reply_mode, language=settings.language, voice_id=settings.voice_id)
 
-    def with_stored(self, stored: Mapping[str, str]) -> ChatSettings:
-        """Apply stored overrides; values that are no longer valid are ignored."""
+    def with_stored(self, stored: Mapping[str, str], languages: Collection[str]) -> ChatSettings:
+        """Apply stored overrides; ``languages`` are the ones recognition honours now. Stored
+        values of older versions (``common``, ``cant``) are read as today's codes."""
         chosen = self
         if stored.get("reply_mode") in ReplyMode.__members__.values():
             chosen = replace(chosen, reply_mode=ReplyMode(stored["reply_mode"]))
-        if stored.get("language") in COZE_LANGUAGES:
-            chosen = replace(chosen, language=stored["language"])
+        if "language" in stored:
+            language = language_code(stored["language"])
+            if language in languages:
+                chosen = replace(chosen, language=language)
+            else:
+                chosen = replace(chosen, unavailable_language=language or stored["language"])
         if stored.get("voice_id"):
             chosen = replace(chosen, voice_id=stored["voice_id"])
         if "auto_transcribe" in stored:
