@@ -45,7 +45,11 @@ class CozeCredentials(Protocol):
 
     def rejected(self, token: str) -> bool:
         """Coze refused ``token``: forget it. True when the next :meth:`token` is a new one worth
-        one more try (a renewable credential that was not already just renewed)."""
+        one more try (a renewable credential, not refused twice in a row)."""
+        ...
+
+    def accepted(self, token: str) -> None:
+        """Coze took ``token`` (a call got past authentication)."""
         ...
 
     async def aclose(self) -> None: ...
@@ -64,6 +68,9 @@ class StaticToken:
 
     def rejected(self, token: str) -> bool:
         return False
+
+    def accepted(self, token: str) -> None:
+        return None
 
     async def aclose(self) -> None:
         return None
@@ -120,7 +127,7 @@ class JwtApp:
         self._token: str | None = None
         self._renew_at = 0.0
         self._after_rejection = False  # the next token minted replaces one Coze refused…
-        self._retry_token: str | None = None  # …and is that token: refused too, it is not replaced again
+        self._retry_token: str | None = None  # …and is that token until Coze takes it; refused too, it is kept
         self._lock = asyncio.Lock()
 
     async def token(self) -> str:
@@ -139,6 +146,10 @@ class JwtApp:
             self._token, self._renew_at = None, 0.0
             self._after_rejection = True
         return True
+
+    def accepted(self, token: str) -> None:
+        if token == self._retry_token:
+            self._retry_token = None
 
     async def _mint(self) -> None:
         now = self._clock()

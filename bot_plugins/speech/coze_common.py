@@ -152,6 +152,7 @@ class CozeRest:
                 raise error_from_code(self.provider, body["code"], str(body.get("msg") or ""), logid)
         if response.status_code >= 400:
             raise error_from_status(self.provider, response.status_code, response.text, logid)
+        self.endpoint.credentials.accepted(token)
         return response
 
     async def json(self, method: str, path: str, **kwargs: Any) -> dict[str, Any]:
@@ -296,6 +297,7 @@ class CozeSocket:
             error = error_from_code(self.provider, code if isinstance(code, int) else 5000, str(event.data.get("msg") or ""),
                                     self.logid)
             raise self.endpoint.refused(self.token, error)
+        self.endpoint.credentials.accepted(self.token)
         return event
 
     async def reason_for_drop(self, dropped: SpeechError) -> SpeechError:

@@ -16,6 +16,13 @@ What the fake hears and says can be checked from the audio itself:
 Endpoint keys (for ``fail_next`` / ``delay_next`` / ``drop_next``, ``calls_to``, ``sessions_to``):
 ``"transcriptions"``, ``"speech"``, ``"voices"`` (REST) and ``"ws_transcriptions"``, ``"ws_speech"``.
 
+OAuth JWT service apps (spec §1.3): ``POST /api/permission/oauth2/token`` checks the RS256 assertion
+of a registered :class:`FakeJwtApp` (signature with its public key, ``kid``, ``iss``, ``aud`` = the
+host addressed, ``iat``/``exp``, a ``jti`` used once) and mints ``czs_…`` access tokens whose
+``expires_in`` is an absolute Unix time; ``access_token_seconds`` makes them short-lived. Every REST
+call and WS session records whether its token was valid, expired or revoked (``token_state``).
+UNCERTAIN: the ``error_code`` strings of refused token requests (HTTP 401, as coze-go's tests show).
+
 Points the spec leaves UNCERTAIN are switches (constructor keywords, also public attributes that a
 test may flip at any time): ``ws_auth_failure``, ``error_http_status``, ``upload_too_large_code``,
 ``silent_audio_code``, ``long_input_code``, ``unknown_voice_code``, ``speech_content_types``,
@@ -52,6 +59,9 @@ from typing import Any, ClassVar, Literal, NoReturn
 from urllib.parse import parse_qsl
 
 from aiohttp import BodyPartReader, WSMsgType, web
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
 from ..audio_tools import decode, make_tone
 from ..cozepy_contract import NUMBER, UPLINK_DATA, ContractError, Obj, check
@@ -59,10 +69,14 @@ from .base import FakeServer
 from .recognition import PcmListener
 
 Endpoint = Literal["transcriptions", "speech", "voices", "ws_transcriptions", "ws_speech"]
+TokenState = Literal["valid", "unknown", "expired", "revoked"]
 WsAuthFailure = Literal["http401", "error_event"]
 TextLimitErrorAt = Literal["append", "complete"]
 
 DEFAULT_TOKEN = "pat_test"
+JWT_GRANT_TYPE = "urn:ietf:params:oauth:grant-type:jwt-bearer"
+MAX_ACCESS_TOKEN_SECONDS = 86399  # spec §1.3
+DEFAULT_ACCESS_TOKEN_SECONDS = 900  # cozepy's JWTOAuthApp default when duration_seconds is absent
 SAMPLE_RATES = frozenset({8000, 16000, 22050, 24000, 32000, 44100, 48000})
 UPLOAD_LIMIT_BYTES = 10 * 1024 * 1024  # REST ASR file size limit (spec §7)
 TEXT_LIMIT_BYTES = 1024  # TTS text limit, UTF-8 bytes (spec §5.4)
@@ -197,6 +211,36 @@ DEFAULT_VOICES: tuple[FakeVoice, ...] = (
 )
 
 
+@dataclass(frozen=True)
+class FakeJwtApp:
+    """An OAuth JWT service app registered on the fake: its id, and the public key Coze holds."""
+
+    client_id: str
+    public_key_id: str
+    public_key: rsa.RSAPublicKey
+
+    @classmethod
+    def generate(cls, client_id: str = "1150830458727", public_key_id: str = "kid_test_public_key") -> tuple[FakeJwtApp, str]:
+        """A new app and its private key as PEM text (what the operator keeps)."""
+        key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+        return cls(client_id, public_key_id, key.public_key()), pem.decode()
+
+
+@dataclass
+class TokenRequest:
+    """One request to the OAuth token endpoint and its outcome."""
+
+    headers: dict[str, str]
+    jwt_header: dict[str, Any] | None
+    claims: dict[str, Any] | None
+    body: Any
+    status: int = 0
+    error: str | None = None  # why it was refused
+    access_token: str | None = None
+    expires_in: int | None = None
+
+
 @dataclass
 class Upload:
     """The file part of a REST transcription request."""
@@ -218,6 +262,7 @@ class RestCall:
     query: dict[str, str]
     logid: str
     token: str | None
+    token_state: TokenState = "unknown"
     json: Any = None  # parsed JSON body (speech)
     upload: Upload | None = None  # file part (transcriptions)
     status: int | None = None  # HTTP status; None while in flight, 0 when dropped without a response
@@ -234,6 +279,7 @@ class WsSession:
     query: dict[str, str]
     logid: str
     token: str | None
+    token_state: TokenState = "unknown"
     status: int = 101  # handshake status
     uplink: list[dict[str, Any]] = field(default_factory=list)  # ASR appends beyond the first few: data.delta_bytes
     downlink: list[dict[str, Any]] = field(default_factory=list)
@@ -306,6 +352,13 @@ class _RequestError(Exception):
         self.msg = msg
 
 
+class _TokenRefusal(Exception):
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
 class _Dropped(Exception):
     """The fake aborted the connection; unwinds the session handler."""
 
@@ -353,9 +406,19 @@ class FakeCoze(FakeServer):
         close_after_transcription: bool = False,
         close_after_speech: bool = False,
         extra_downlink_event: str | None = None,
+        jwt_apps: Sequence[FakeJwtApp] = (),
+        access_token_seconds: int | None = None,
     ) -> None:
         super().__init__()
         self.tokens: set[str] = set(tokens if tokens is not None else {DEFAULT_TOKEN})
+        self.jwt_apps: dict[str, FakeJwtApp] = {app.client_id: app for app in jwt_apps}
+        # Lifetime of minted access tokens: at most this (None: what the request asks for).
+        self.access_token_seconds = access_token_seconds
+        self.access_tokens: dict[str, tuple[str, int]] = {}  # minted token -> (client_id, expires_in)
+        self.revoked_tokens: set[str] = set()
+        self.refused_apps: set[str] = set()  # apps whose tokens are all refused (e.g. lost permission)
+        self.token_requests: list[TokenRequest] = []
+        self._used_jtis: set[str] = set()
         self.voices: list[FakeVoice] = list(voices if voices is not None else DEFAULT_VOICES)
         # Scripted text the ASR endpoints "hear" (any language); None describes the audio instead.
         self.transcript = transcript
@@ -397,6 +460,7 @@ class FakeCoze(FakeServer):
         self.app.router.add_post("/v1/audio/speech", self._post_speech)
         self.app.router.add_get("/v1/audio/speech", self._ws_speech)
         self.app.router.add_get("/v1/audio/voices", self._get_voices)
+        self.app.router.add_post("/api/permission/oauth2/token", self._post_oauth_token)
         self.app.on_response_prepare.append(self._stamp_logid)
 
     # ----------------------------------------------------------------- test hooks
@@ -408,6 +472,14 @@ class FakeCoze(FakeServer):
 
     def voice(self, voice_id: str) -> FakeVoice | None:
         return next((voice for voice in self.voices if voice.voice_id == voice_id), None)
+
+    def revoke_access_tokens(self) -> None:
+        """Revoke every access token minted so far (they stay unexpired): the next use gets 4100."""
+        self.revoked_tokens.update(self.access_tokens)
+
+    def token_uses(self) -> list[TokenState]:
+        """How valid the token of every REST call and WS session was, in order."""
+        return [call.token_state for call in self.rest_calls] + [session.token_state for session in self.ws_sessions]
 
     def calls_to(self, endpoint: Endpoint) -> list[RestCall]:
         return [call for call in self.rest_calls if call.endpoint == endpoint]
@@ -489,6 +561,16 @@ class FakeCoze(FakeServer):
         body = {"code": code, "msg": msg if msg is not None else ERROR_MESSAGES.get(code, "error")}
         return _Reply(self.error_http_status.get(code, 200), body)
 
+    def _token_state(self, token: str | None) -> TokenState:
+        if token in self.tokens:
+            return "valid"
+        if token is None or token not in self.access_tokens:
+            return "unknown"
+        client_id, expires_in = self.access_tokens[token]
+        if token in self.revoked_tokens or client_id in self.refused_apps:
+            return "revoked"
+        return "expired" if time.time() >= expires_in else "valid"
+
     def _token(self, request: web.Request, *, allow_query: bool) -> str | None:
         """The Bearer token of the header, else (WS only) of ``?authorization=`` after URL-decoding."""
         credentials = request.headers.get("Authorization")
@@ -538,6 +620,7 @@ class FakeCoze(FakeServer):
             logid=_logid_of(request),
             token=self._token(request, allow_query=False),
         )
+        call.token_state = self._token_state(call.token)
         self.rest_calls.append(call)
         return call
 
@@ -559,7 +642,7 @@ class FakeCoze(FakeServer):
         elif isinstance(fault, _Fail):
             reply = self._error(fault.code, fault.msg)
             reply.status = fault.http_status or reply.status
-        elif call.token not in self.tokens:
+        elif call.token_state != "valid":
             reply = self._error(4100)
         else:
             try:
@@ -657,6 +740,74 @@ class FakeCoze(FakeServer):
         data = {"voice_list": [voice.to_json() for voice in page], "has_more": start + page_size < len(matching)}
         return _Reply(200, {"code": 0, "msg": "", "data": data})
 
+    # ----------------------------------------------------------------- OAuth JWT apps
+
+    async def _post_oauth_token(self, request: web.Request) -> web.StreamResponse:
+        token_request = TokenRequest(dict(request.headers), None, None, _parse_json(await request.read()))
+        self.token_requests.append(token_request)
+        try:
+            assertion = self._token(request, allow_query=False)
+            if assertion is None:
+                raise _TokenRefusal("invalid_request", "the Authorization header must be Bearer <JWT>")
+            token_request.jwt_header, token_request.claims = self._verified_assertion(assertion, request.host)
+            duration = self._duration(token_request.body)
+        except _TokenRefusal as refusal:
+            token_request.status, token_request.error = 401, refusal.message
+            await self.notify()
+            return web.json_response({"error_code": refusal.code, "error_message": refusal.message, "error": refusal.code},
+                                     status=401)
+        lifetime = min(duration, self.access_token_seconds or duration)
+        token = "czs_" + secrets.token_hex(24)
+        expires_in = int(time.time()) + lifetime
+        self.access_tokens[token] = (token_request.claims["iss"], expires_in)
+        token_request.status, token_request.access_token, token_request.expires_in = 200, token, expires_in
+        await self.notify()
+        return web.json_response({"access_token": token, "expires_in": expires_in, "token_type": "Bearer"})
+
+    def _verified_assertion(self, assertion: str, host: str) -> tuple[dict[str, Any], dict[str, Any]]:
+        """The JWT's header and claims, once its signature and every claim check out."""
+        try:
+            encoded_header, encoded_claims, encoded_signature = assertion.split(".")
+            header, claims = (json.loads(_unb64url(part)) for part in (encoded_header, encoded_claims))
+            signature = _unb64url(encoded_signature)
+        except (ValueError, binascii.Error):
+            raise _TokenRefusal("invalid_request", "the assertion is not a JWT") from None
+        if not isinstance(header, dict) or not isinstance(claims, dict):
+            raise _TokenRefusal("invalid_request", "the assertion is not a JWT")
+        if header.get("alg") != "RS256" or header.get("typ") != "JWT":
+            raise _TokenRefusal("invalid_request", "the JWT must be typ JWT with alg RS256")
+        app = self.jwt_apps.get(claims.get("iss"))  # type: ignore[arg-type]
+        if app is None:
+            raise _TokenRefusal("invalid_client", "iss names no OAuth app")
+        if header.get("kid") != app.public_key_id:
+            raise _TokenRefusal("invalid_client", "kid names no public key of this app")
+        try:
+            app.public_key.verify(signature, f"{encoded_header}.{encoded_claims}".encode(), padding.PKCS1v15(),
+                                  hashes.SHA256())
+        except InvalidSignature:
+            raise _TokenRefusal("invalid_client", "the signature does not match the app's public key") from None
+        now = time.time()
+        if claims.get("aud") != host:
+            raise _TokenRefusal("invalid_request", f"aud must be the API host {host}")
+        iat, exp, jti = claims.get("iat"), claims.get("exp"), claims.get("jti")
+        if not isinstance(iat, int) or not isinstance(exp, int) or not isinstance(jti, str) or not jti:
+            raise _TokenRefusal("invalid_request", "iat, exp and jti are required")
+        if exp <= now or iat > now + 60 or exp <= iat:
+            raise _TokenRefusal("invalid_request", "the JWT is expired or not yet valid")
+        if jti in self._used_jtis:
+            raise _TokenRefusal("invalid_request", "the JWT was already used (jti)")
+        self._used_jtis.add(jti)
+        return header, claims
+
+    @staticmethod
+    def _duration(body: Any) -> int:
+        if not isinstance(body, dict) or body.get("grant_type") != JWT_GRANT_TYPE:
+            raise _TokenRefusal("unsupported_grant_type", f"grant_type must be {JWT_GRANT_TYPE}")
+        duration = _or(body.get("duration_seconds"), DEFAULT_ACCESS_TOKEN_SECONDS)
+        if not isinstance(duration, int) or isinstance(duration, bool) or not 1 <= duration <= MAX_ACCESS_TOKEN_SECONDS:
+            raise _TokenRefusal("invalid_request", f"duration_seconds must be 1 to {MAX_ACCESS_TOKEN_SECONDS}")
+        return duration
+
     # ----------------------------------------------------------------- WebSockets
 
     async def _ws_transcriptions(self, request: web.Request) -> web.StreamResponse:
@@ -675,9 +826,10 @@ class FakeCoze(FakeServer):
             logid=_logid_of(request),
             token=self._token(request, allow_query=True),
         )
+        record.token_state = self._token_state(record.token)
         self.ws_sessions.append(record)
         fault = self._take_fault(endpoint)
-        authorized = record.token in self.tokens
+        authorized = record.token_state == "valid"
         rejection: _Reply | None = None
         if isinstance(fault, _Gateway):
             rejection = _Reply(fault.http_status, fault.body)
@@ -1281,6 +1433,10 @@ def _parse_json(raw: bytes) -> Any:
         return json.loads(raw)
     except ValueError:
         return None
+
+
+def _unb64url(text: str) -> bytes:
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
 
 
 def _base64_length(text: str) -> int:

@@ -1,0 +1,230 @@
+"""Coze credentials that last: OAuth JWT service apps, renewed tokens, and refused tokens.
+
+The fake token endpoint is tied to cozepy: cozepy's own JWT OAuth client gets tokens from it, and
+our client's requests are compared with cozepy's, field by field.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import httpx
+import pytest
+from cozepy import AsyncCoze, AsyncJWTAuth, AsyncJWTOAuthApp, AsyncTokenAuth, CozeAPIError
+
+from voicebridge.config import Settings
+from voicebridge.speech.coze_auth import JwtApp, load_private_key, signed_assertion
+from voicebridge.speech.errors import ConfigError, ErrorKind, SpeechError
+from voicebridge.speech.models import AudioClip, AudioFormat, SynthesizeOptions
+from voicebridge.speech.retry import Retrier
+from voicebridge.speech.service import SpeechService
+from tests.audio_tools import make_tone
+from tests.fakes.coze import DEFAULT_VOICES, FakeCoze, FakeJwtApp
+
+APP, PRIVATE_KEY = FakeJwtApp.generate()
+OTHER_APP, OTHER_KEY = FakeJwtApp.generate("7300000000001", "kid_other")
+TONE = make_tone("ogg", 440.0, 1.0)
+
+
+@pytest.fixture
+async def fake() -> AsyncIterator[FakeCoze]:
+    async with FakeCoze(jwt_apps=[APP]) as server:
+        yield server
+
+
+def jwt_values(fake: FakeCoze, **extra: str) -> dict[str, str]:
+    return {"COZE_JWT_CLIENT_ID": APP.client_id, "COZE_JWT_PUBLIC_KEY_ID": APP.public_key_id,
+            "COZE_JWT_PRIVATE_KEY": PRIVATE_KEY.strip().replace("\n", "\\n"),  # one line, as .env files hold it
+            "COZE_API_BASE": fake.base_url, "COZE_WS_BASE": fake.ws_base_url,
+            "COZE_VOICE_ID": DEFAULT_VOICES[0].voice_id, **extra}
+
+
+def jwt_service(fake: FakeCoze, retrier: Retrier, **extra: str) -> SpeechService:
+    return SpeechService.from_settings(Settings.from_values(jwt_values(fake, **extra)).speech, retrier=retrier)
+
+
+# ------------------------------------------------------------------------------------ the wire, against cozepy
+
+
+async def test_cozepy_jwt_client_gets_tokens_from_the_fake_and_they_work(fake: FakeCoze) -> None:
+    oauth_app = AsyncJWTOAuthApp(APP.client_id, PRIVATE_KEY, APP.public_key_id, base_url=fake.base_url)
+    token = await oauth_app.get_access_token(ttl=900)
+    assert token.access_token.startswith("czs_") and token.expires_in == pytest.approx(time.time() + 900, abs=5)
+    coze = AsyncCoze(auth=AsyncJWTAuth(oauth_app=oauth_app), base_url=fake.base_url)
+    voices = [voice async for voice in await coze.audio.voices.list()]
+    assert [voice.voice_id for voice in voices] == [voice.voice_id for voice in DEFAULT_VOICES if voice.state == "cloned"]
+    assert [call.token_state for call in fake.rest_calls] == ["valid"]
+
+    wrong_key = AsyncJWTOAuthApp(APP.client_id, OTHER_KEY, APP.public_key_id, base_url=fake.base_url)
+    with pytest.raises(CozeAPIError, match="signature"):
+        await wrong_key.get_access_token(ttl=900)
+
+
+async def test_our_token_request_is_the_one_cozepy_sends(fake: FakeCoze) -> None:
+    await AsyncJWTOAuthApp(APP.client_id, PRIVATE_KEY, APP.public_key_id, base_url=fake.base_url).get_access_token(ttl=3600)
+    ours = JwtApp(APP.client_id, PRIVATE_KEY, APP.public_key_id, fake.base_url)
+    token = await ours.token()
+    await ours.aclose()
+    theirs, mine = fake.token_requests
+    assert (theirs.status, mine.status) == (200, 200) and mine.access_token == token
+    assert mine.jwt_header == theirs.jwt_header == {"alg": "RS256", "typ": "JWT", "kid": APP.public_key_id}
+    assert mine.claims is not None and theirs.claims is not None
+    assert set(mine.claims) == set(theirs.claims) == {"iss", "aud", "iat", "exp", "jti"}
+    assert (mine.claims["iss"], mine.claims["aud"]) == (theirs.claims["iss"], theirs.claims["aud"]) == (
+        APP.client_id, f"127.0.0.1:{fake.port}")
+    assert mine.claims["exp"] - mine.claims["iat"] == theirs.claims["exp"] - theirs.claims["iat"]
+    # cozepy adds "scope": null; other clients leave it out (spec §1.3).
+    assert mine.body == {key: value for key, value in theirs.body.items() if key != "scope"}
+    assert mine.headers["Content-Type"] == theirs.headers["Content-Type"] == "application/json"
+
+
+@pytest.mark.parametrize(
+    ("change", "refusal"),
+    [({"key": OTHER_KEY}, "signature"), ({"kid": "kid_unknown"}, "kid"), ({"iss": "999"}, "iss"),
+     ({"aud": "api.coze.cn"}, "aud"), ({"now": int(time.time()) - 7200}, "expired")],
+)
+async def test_the_fake_checks_every_part_of_the_assertion(fake: FakeCoze, change: dict[str, object], refusal: str) -> None:
+    key = load_private_key(str(change.get("key", PRIVATE_KEY)))
+    assertion = signed_assertion(key, str(change.get("kid", APP.public_key_id)), str(change.get("iss", APP.client_id)),
+                                 str(change.get("aud", f"127.0.0.1:{fake.port}")), int(change.get("now", time.time())))  # type: ignore[call-overload]
+    body = {"duration_seconds": 900, "grant_type": "urn:ietf:params:oauth:grant-type:jwt-bearer"}
+    async with httpx.AsyncClient(base_url=fake.base_url) as client:
+        answer = await client.post("/api/permission/oauth2/token", json=body, headers={"Authorization": f"Bearer {assertion}"})
+        fresh = signed_assertion(load_private_key(PRIVATE_KEY), APP.public_key_id, APP.client_id, f"127.0.0.1:{fake.port}",
+                                 int(time.time()))
+        first = await client.post("/api/permission/oauth2/token", json=body, headers={"Authorization": f"Bearer {fresh}"})
+        replayed = await client.post("/api/permission/oauth2/token", json=body, headers={"Authorization": f"Bearer {fresh}"})
+    assert answer.status_code == 401 and refusal in answer.json()["error_message"]
+    assert first.status_code == 200 and replayed.status_code == 401 and "jti" in replayed.json()["error_message"]
+
+
+# ------------------------------------------------------------------------------------ configuration
+
+
+def test_the_private_key_is_taken_with_escapes_real_newlines_or_from_a_file(tmp_path: Path) -> None:
+    base = {"COZE_JWT_CLIENT_ID": APP.client_id, "COZE_JWT_PUBLIC_KEY_ID": APP.public_key_id}
+    escaped = Settings.from_values({**base, "COZE_JWT_PRIVATE_KEY": PRIVATE_KEY.strip().replace("\n", "\\n")})
+    multiline = Settings.from_values({**base, "COZE_JWT_PRIVATE_KEY": PRIVATE_KEY})
+    (tmp_path / "coze.pem").write_text(PRIVATE_KEY)
+    from_file = Settings.from_values({**base, "COZE_JWT_PRIVATE_KEY_FILE": str(tmp_path / "coze.pem")})
+    for settings in (escaped, multiline, from_file):
+        assert settings.speech.coze_jwt is not None and settings.speech.coze_jwt.private_key == PRIVATE_KEY.strip()
+        assert settings.speech.asr_chain == ("coze",) and settings.speech.tts_chain == ("coze",)
+        assert PRIVATE_KEY.strip() in settings.secrets()
+
+
+@pytest.mark.parametrize(
+    ("values", "named"),
+    [({"COZE_JWT_CLIENT_ID": "1"}, "COZE_JWT_PUBLIC_KEY_ID is not set"),
+     ({"COZE_JWT_CLIENT_ID": "1", "COZE_JWT_PUBLIC_KEY_ID": "k"}, "COZE_JWT_PRIVATE_KEY (or COZE_JWT_PRIVATE_KEY_FILE) is not set"),
+     ({"COZE_JWT_CLIENT_ID": "1", "COZE_JWT_PUBLIC_KEY_ID": "k", "COZE_JWT_PRIVATE_KEY": "-----BEGIN nonsense"},
+      "COZE_JWT_PRIVATE_KEY is not usable"),
+     ({"COZE_JWT_CLIENT_ID": "1", "COZE_JWT_PUBLIC_KEY_ID": "k", "COZE_JWT_PRIVATE_KEY_FILE": "/nonexistent/coze.pem"},
+      "COZE_JWT_PRIVATE_KEY_FILE cannot be read"),
+     ({"COZE_JWT_CLIENT_ID": "1", "COZE_JWT_PUBLIC_KEY_ID": "k", "COZE_JWT_PRIVATE_KEY": PRIVATE_KEY,
+       "COZE_API_TOKEN": "pat_x"}, "COZE_API_TOKEN and a Coze JWT app"),
+     ({"COZE_JWT_CLIENT_ID": "1", "COZE_JWT_PUBLIC_KEY_ID": "k", "COZE_JWT_PRIVATE_KEY": PRIVATE_KEY,
+       "COZE_JWT_PRIVATE_KEY_FILE": "/x.pem"}, "keep one")],
+)
+def test_jwt_misconfiguration_names_the_variable(values: dict[str, str], named: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        Settings.from_values(values)
+    assert named in str(caught.value)
+    assert "PRIVATE KEY-----" not in str(caught.value)
+
+
+# ------------------------------------------------------------------------------------ tokens over time
+
+
+async def until_expired(fake: FakeCoze, token: str) -> None:
+    """Wait until the fake's clock has passed ``token``'s expiry (a deadline, not a margin)."""
+    _, expires_in = fake.access_tokens[token]
+    await asyncio.sleep(max(0.0, expires_in - time.time()) + 0.01)
+
+
+async def test_short_lived_tokens_are_renewed_before_any_call_uses_an_expired_one(fast_retrier: Retrier) -> None:
+    async with FakeCoze(jwt_apps=[APP], access_token_seconds=2) as fake:
+        service = jwt_service(fake, fast_retrier, VOICEBRIDGE_ASR="coze,coze-stream", VOICEBRIDGE_TTS="coze-stream")
+        results = [(await service.transcribe(AudioClip(data=TONE))).text,
+                   (await service.transcribe(AudioClip(data=TONE), asr="coze-stream")).text]
+        first = fake.token_requests[0].access_token
+        assert first is not None
+        await until_expired(fake, first)  # mid-run: the first token is now dead on the server
+        results += [(await service.transcribe(AudioClip(data=TONE))).text,
+                    (await service.transcribe(AudioClip(data=TONE), asr="coze-stream")).text]
+        speech = await service.synthesize("Renewed.", SynthesizeOptions(format=AudioFormat.PCM))
+        await service.aclose()
+    assert results == ["tone 440 hz 1.0 s"] * 4 and speech.data
+    assert fake.token_uses() and set(fake.token_uses()) == {"valid"}  # never an expired one, REST or WS
+    assert [call.code for call in fake.rest_calls] == [0] * len(fake.rest_calls)  # no 4100 was needed
+    assert len(fake.token_requests) >= 2 and all(request.status == 200 for request in fake.token_requests)
+    assert {call.token for call in fake.rest_calls[-1:]} | {session.token for session in fake.ws_sessions[-1:]} != {first}
+
+
+@pytest.mark.parametrize("ws_auth_failure", ["http401", "error_event"])
+async def test_a_revoked_token_gets_one_fresh_token_and_one_retry(ws_auth_failure: str, fast_retrier: Retrier) -> None:
+    async with FakeCoze(jwt_apps=[APP], ws_auth_failure=ws_auth_failure) as fake:  # type: ignore[arg-type]
+        service = jwt_service(fake, fast_retrier)
+        await service.transcribe(AudioClip(data=TONE))
+        fake.revoke_access_tokens()
+        rest = await service.transcribe(AudioClip(data=TONE))
+        fake.revoke_access_tokens()
+        ws = await service.transcribe(AudioClip(data=TONE), asr="coze-stream")
+        await service.aclose()
+    assert (rest.text, ws.text) == ("tone 440 hz 1.0 s", "tone 440 hz 1.0 s")
+    assert len(fake.token_requests) == 3  # the first token, then one per revocation
+    assert [call.code for call in fake.calls_to("transcriptions")] == [0, 4100, 0]
+    assert [session.token_state for session in fake.sessions_to("ws_transcriptions")] == ["revoked", "valid"]
+    assert service.credentials.problem() is None
+
+
+async def test_an_app_whose_fresh_token_is_refused_too_fails_once_and_says_why(fast_retrier: Retrier,
+                                                                               caplog: pytest.LogCaptureFixture) -> None:
+    async with FakeCoze(jwt_apps=[APP]) as fake:
+        service = jwt_service(fake, fast_retrier)
+        fake.refused_apps.add(APP.client_id)
+        failures = []
+        for _ in range(2):
+            with pytest.raises(SpeechError) as refused:
+                await service.transcribe(AudioClip(data=TONE))
+            failures.append(refused.value)
+        problem = service.credentials.problem()
+        fake.refused_apps.clear()
+        await service.transcribe(AudioClip(data=TONE))
+        recovered = service.credentials.problem()
+        await service.aclose()
+    assert refused.value.kind is ErrorKind.AUTH and refused.value.code == 4100
+    assert len(fake.calls_to("transcriptions")) == 2 + 1 + 1  # one retry with a fresh token, then none
+    assert problem == ("coze refused the credentials (COZE_JWT_CLIENT_ID / COZE_JWT_PRIVATE_KEY / COZE_JWT_PUBLIC_KEY_ID): "
+                       "expired, revoked, or for the other region (coze.cn vs coze.com) "
+                       f"[code 4100 logid {failures[0].logid}]")
+    assert recovered is None
+    refusals = [record for record in caplog.records if "refused the credentials" in record.getMessage()]
+    assert len(refusals) == 1 and refusals[0].levelno == logging.ERROR  # one line until a call succeeds again
+
+
+async def test_a_token_endpoint_that_is_not_coze_is_named(fast_retrier: Retrier) -> None:
+    async with FakeCoze(jwt_apps=[APP]) as fake:
+        service = jwt_service(fake, fast_retrier, COZE_API_BASE=f"{fake.base_url}/wrong")
+        with pytest.raises(SpeechError) as failure:
+            await service.transcribe(AudioClip(data=TONE))
+        await service.aclose()
+    assert "/wrong/api/permission/oauth2/token answered HTTP 404" in str(failure.value) and "COZE_API_BASE" in str(failure.value)
+
+
+async def test_static_tokens_are_not_retried_and_raise_the_alarm(fast_retrier: Retrier) -> None:
+    async with FakeCoze() as fake:
+        values = {"COZE_API_TOKEN": "pat_expired", "COZE_API_BASE": fake.base_url, "COZE_WS_BASE": fake.ws_base_url}
+        service = SpeechService.from_settings(Settings.from_values(values).speech, retrier=fast_retrier)
+        with pytest.raises(SpeechError):
+            await service.transcribe(AudioClip(data=TONE))
+        problem = service.credentials.problem()
+        await service.aclose()
+    assert len(fake.calls_to("transcriptions")) == 1
+    assert problem is not None and problem.startswith("coze refused the credentials (COZE_API_TOKEN): expired, revoked, "
+                                                      "or for the other region (coze.cn vs coze.com)")
+    assert "pat_expired" not in problem
