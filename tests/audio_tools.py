@@ -112,6 +112,20 @@ def probe(data: bytes, input_format: list[str] | None = None) -> dict[str, str]:
     return {**stream, "format_name": info["format"]["format_name"]}
 
 
+def probe_duration(data: bytes) -> float:
+    """The duration the container states (what players show), by ffprobe."""
+    import json
+    import tempfile
+
+    ffprobe = shutil.which("ffprobe") or "ffprobe"
+    with tempfile.NamedTemporaryFile() as src:
+        src.write(data)
+        src.flush()
+        out = subprocess.run([ffprobe, "-v", "error", "-show_entries", "format=duration", "-of", "json", src.name],
+                             check=True, capture_output=True).stdout
+    return float(json.loads(out)["format"]["duration"])
+
+
 def pcm_samples(pcm: bytes) -> array:
     samples = array("h")
     samples.frombytes(pcm[: len(pcm) - len(pcm) % 2])

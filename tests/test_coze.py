@@ -11,6 +11,7 @@ import asyncio
 import base64
 from collections.abc import AsyncIterator
 
+import httpx
 import pytest
 
 from voicebridge.speech.coze_asr import CozeFileTranscriber
@@ -23,7 +24,7 @@ from voicebridge.speech.errors import AudioError, AudioProblem, ErrorKind, Speec
 from voicebridge.speech.models import AudioClip, AudioFormat, SynthesizeOptions, TranscribeOptions
 from voicebridge.speech.retry import Retrier
 from voicebridge.speech.service import SpeechService
-from tests.audio_tools import analyse, decode, make_silence, make_tone, probe
+from tests.audio_tools import analyse, decode, make_silence, make_tone, probe, probe_duration
 from tests.cozepy_contract import validate_uplink
 from tests.fakes.coze import DEFAULT_TOKEN, DEFAULT_VOICES, FakeCoze, FakeVoice
 
@@ -288,6 +289,7 @@ async def test_voice_note_synthesis_is_ogg_opus_in_the_chosen_voice(fake: FakeCo
     assert audio.format is AudioFormat.OGG_OPUS and audio.data.startswith(b"OggS")
     assert (probe(audio.data)["codec_name"], probe(audio.data)["sample_rate"]) == ("opus", "48000")
     assert audio.seconds == pytest.approx(0.84, abs=0.03)
+    assert probe_duration(audio.data) == pytest.approx(0.84, abs=0.03)  # what players show
     assert_tone(audio.data, JAY.frequency, 0.84)
     if tts == "coze":
         (call,) = fake.calls_to("speech")
@@ -300,6 +302,22 @@ async def test_voice_note_synthesis_is_ogg_opus_in_the_chosen_voice(fake: FakeCo
         assert update == {"codec": "pcm", "pcm_config": {"sample_rate": 24000}, "speech_rate": 0, "voice_id": JAY.voice_id}
 
 
+async def test_chained_ogg_from_the_provider_becomes_one_stream_stating_its_real_length(fast_retrier: Retrier) -> None:
+    text = "今天天气不错。我们去散步吧。好的！"  # three sentences, 17 characters: 1.02 s
+    async with FakeCoze(ogg_opus_per_sentence=True) as fake:
+        service = build_service(fake, fast_retrier, tts=("coze",))
+        audio = await service.synthesize(text, SynthesizeOptions(voice_id=JAY.voice_id))
+        async with httpx.AsyncClient(base_url=fake.base_url, headers={"Authorization": f"Bearer {DEFAULT_TOKEN}"}) as client:
+            raw = (await client.post("/v1/audio/speech", json={"input": text, "voice_id": JAY.voice_id,
+                                                                 "response_format": "ogg_opus"})).content
+        await service.aclose()
+    assert raw.count(b"OpusHead") == 3 and probe_duration(raw) < 0.5  # as sent: players would show one link
+    assert audio.data.count(b"OpusHead") == 1
+    assert probe_duration(audio.data) == pytest.approx(1.02, abs=0.03)
+    assert audio.seconds == pytest.approx(1.02, abs=0.03)
+    assert_tone(audio.data, JAY.frequency, 1.02)
+
+
 @pytest.mark.parametrize("tts", ["coze", "coze-stream"])
 async def test_text_over_1024_bytes_is_split_and_the_audio_joined(fake: FakeCoze, fast_retrier: Retrier, tts: str) -> None:
     service = build_service(fake, fast_retrier, tts=(tts,))
@@ -308,6 +326,7 @@ async def test_text_over_1024_bytes_is_split_and_the_audio_joined(fake: FakeCoze
     audio = await service.synthesize(text)
     await service.aclose()
     assert_tone(audio.data, DEFAULT_VOICE.frequency, 54.0)
+    assert probe_duration(audio.data) == pytest.approx(54.0, abs=0.03)
     if tts == "coze":
         calls = fake.calls_to("speech")
         pieces = [call.json["input"] for call in calls]

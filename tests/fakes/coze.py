@@ -26,7 +26,7 @@ UNCERTAIN: the ``error_code`` strings of refused token requests (HTTP 401, as co
 Points the spec leaves UNCERTAIN are switches (constructor keywords, also public attributes that a
 test may flip at any time): ``ws_auth_failure``, ``error_http_status``, ``upload_too_large_code``,
 ``silent_audio_code``, ``long_input_code``, ``unknown_voice_code``, ``speech_content_types``,
-``text_limit_error_at``, ``close_after_transcription``, ``close_after_speech``.
+``text_limit_error_at``, ``close_after_transcription``, ``close_after_speech``, ``ogg_opus_per_sentence``.
 Guesses that are not switches: WS ``opus`` output is an Ogg Opus byte stream (48 kHz) cut into
 chunks; ``g711a``/``g711u`` output is headerless A-law/µ-law at ``pcm_config.sample_rate``;
 ``limit_config`` throttling is accepted and ignored; an unknown uplink event type gets ``error``
@@ -406,6 +406,7 @@ class FakeCoze(FakeServer):
         close_after_transcription: bool = False,
         close_after_speech: bool = False,
         extra_downlink_event: str | None = None,
+        ogg_opus_per_sentence: bool = False,
         jwt_apps: Sequence[FakeJwtApp] = (),
         access_token_seconds: int | None = None,
     ) -> None:
@@ -449,6 +450,9 @@ class FakeCoze(FakeServer):
         self.close_after_speech = close_after_speech
         # An event type no client knows, sent right after *.created (clients must ignore it).
         self.extra_downlink_event = extra_downlink_event
+        # REST ogg_opus output "in segments" (spec): one chained Ogg stream per sentence, so the
+        # container states only the last one's length.
+        self.ogg_opus_per_sentence = ogg_opus_per_sentence
 
         self.rest_calls: list[RestCall] = []
         self.ws_sessions: list[WsSession] = []
@@ -709,8 +713,11 @@ class FakeCoze(FakeServer):
         if len(text.encode()) > TEXT_LIMIT_BYTES:
             raise _RequestError(self.long_input_code, "The input is too long: at most 1024 bytes.")
         container = SPEECH_CONTAINERS[response_format]
-        audio = await self._tone(voice, len(text), speed, loudness_rate, container, sample_rate)
-        return _Reply(200, audio, self.speech_content_types[response_format])
+        pieces = [piece for piece in _SENTENCE_END.split(text) if piece] if self.ogg_opus_per_sentence else [text]
+        if response_format != "ogg_opus":
+            pieces = [text]
+        links = [await self._tone(voice, len(piece), speed, loudness_rate, container, sample_rate) for piece in pieces]
+        return _Reply(200, b"".join(links), self.speech_content_types[response_format])
 
     async def _get_voices(self, request: web.Request) -> web.StreamResponse:
         call = self._begin(request, "voices")
