@@ -17,10 +17,11 @@ from urllib.parse import urlsplit
 import discord
 from discord.ext import commands
 from telegram import Update
-from telegram.error import InvalidToken, NetworkError
+from telegram.error import InvalidToken, NetworkError, TelegramError
 from telegram.ext import AIORateLimiter, Application, ApplicationBuilder
 
 from voicebridge.config import DiscordSettings, RunnerSettings, TelegramSettings
+from voicebridge.liveness import ConnectionLost, Liveness
 from voicebridge.metrics import Metrics, serve_status
 from voicebridge.options import Options, build_plugin
 from voicebridge.speech.errors import ConfigError
@@ -28,6 +29,7 @@ from voicebridge.speech.retry import LoggingObserver, Observers, Retrier
 from voicebridge.voice_notes.plugin import ALL_COMMANDS, VoiceNotesPlugin
 
 from .discord import DEFAULT_API_BASE, VoiceNotesCog, use_api_base
+from .liveness import WatchedGetUpdates, watch_discord, watch_telegram_polling, watch_telegram_webhook
 from .telegram import TelegramInstall
 from .telegram_webhook import TelegramWebhook
 
@@ -44,7 +46,7 @@ class StartupError(Exception):
     """The bot could not start; the message says why in one line."""
 
 
-def telegram_application(settings: TelegramSettings) -> Application[Any, Any, Any, Any, Any, Any]:
+def telegram_application(settings: TelegramSettings, liveness: Liveness) -> Application[Any, Any, Any, Any, Any, Any]:
     builder = ApplicationBuilder().token(settings.token or "")
     if settings.base_url:
         builder = builder.base_url(settings.base_url)
@@ -59,7 +61,8 @@ def telegram_application(settings: TelegramSettings) -> Application[Any, Any, An
     # Sends are throttled per chat and overall before they go out (Telegram's flood limits), and a
     # 429 pauses every send for its retry_after; what is still refused is waited out by the plugin
     # until VOICEBRIDGE_DELIVERY_DEADLINE.
-    return (builder.media_write_timeout(60).get_updates_connection_pool_size(2)
+    get_updates = WatchedGetUpdates(liveness, settings.token or "", connection_pool_size=2)
+    return (builder.media_write_timeout(60).get_updates_request(get_updates)
             .connection_pool_size(BOT_API_CONNECTIONS).pool_timeout(BOT_API_POOL_TIMEOUT)
             .rate_limiter(AIORateLimiter(max_retries=FLOOD_RETRIES)).build())
 
@@ -67,11 +70,13 @@ def telegram_application(settings: TelegramSettings) -> Application[Any, Any, An
 class TelegramRunner:
     """Polling for one bot token: started, stopped in two steps (intake, then connections)."""
 
-    def __init__(self, settings: TelegramSettings, plugin: VoiceNotesPlugin) -> None:
+    def __init__(self, settings: TelegramSettings, plugin: VoiceNotesPlugin, liveness: Liveness | None = None) -> None:
         self.settings = settings
-        self.application = telegram_application(settings)
+        self.liveness = liveness or Liveness(timeout=60.0)
+        self.application = telegram_application(settings, self.liveness)
         self.adapter = TelegramInstall(self.application, plugin, RUNNER_OPTIONS, owns_plugin=False)
         self.webhook: TelegramWebhook | None = None
+        self._webhook_watch: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
         try:
@@ -93,10 +98,13 @@ class TelegramRunner:
             self.webhook.start()
             await self.application.bot.set_webhook(self.settings.webhook_url, secret_token=self.settings.webhook_secret,
                                                    allowed_updates=[Update.MESSAGE])
+            self._webhook_watch = asyncio.create_task(watch_telegram_webhook(
+                self.liveness, self.application, self.settings.webhook_url, min(30.0, self.liveness.timeout / 2)))
             log.info("Telegram: running as @%s, webhook on %s:%d", self.application.bot.username,
                      self.settings.webhook_listen, self.settings.webhook_port)
         else:
             await updater.start_polling(allowed_updates=[Update.MESSAGE])
+            watch_telegram_polling(self.liveness)
             log.info("Telegram: running as @%s, polling", self.application.bot.username)
 
     async def _queue_update(self, data: dict[str, Any]) -> None:
@@ -108,7 +116,10 @@ class TelegramRunner:
         if self.webhook is not None:
             await self.webhook.stop()
         else:
-            await self.application.updater.stop()  # type: ignore[union-attr]
+            try:
+                await self.application.updater.stop()  # type: ignore[union-attr]
+            except TelegramError as error:  # polling had already ended with it (liveness reports that)
+                log.warning("Telegram: polling had stopped: %s", error)
         try:
             async with asyncio.timeout(grace):
                 await self.application.stop()  # waits for the running (non-blocking) handlers
@@ -116,6 +127,8 @@ class TelegramRunner:
             log.warning("Telegram: notes still running after %.0fs; stopping anyway", grace)
 
     async def close(self) -> None:
+        if self._webhook_watch is not None:
+            self._webhook_watch.cancel()
         if self.webhook is not None:
             await self.webhook.stop()
         if self.application.running:
@@ -131,21 +144,23 @@ def discord_bot(message_content: bool, **options: Any) -> commands.AutoShardedBo
     return commands.AutoShardedBot(command_prefix=commands.when_mentioned, intents=intents, help_command=None, **options)
 
 
-async def start_discord(settings: DiscordSettings, plugin: VoiceNotesPlugin, **bot_options: Any) -> commands.AutoShardedBot:
+async def start_discord(settings: DiscordSettings, plugin: VoiceNotesPlugin, *, liveness: Liveness | None = None,
+                        **bot_options: Any) -> commands.AutoShardedBot:
     if settings.api_base != DEFAULT_API_BASE:
         use_api_base(settings.api_base)
-    bot = await _connected_discord_bot(settings, plugin, discord_bot(True, **bot_options))
+    liveness = liveness or Liveness(timeout=60.0)
+    bot = await _connected_discord_bot(settings, plugin, discord_bot(True, **bot_options), liveness)
     if bot is None:
         log.warning("Discord: the Message Content intent is not enabled for this application; "
                     "running without it (DMs and the Transcribe context menu work, server channels "
                     "are not transcribed automatically)")
-        bot = await _connected_discord_bot(settings, plugin, discord_bot(False, **bot_options))
+        bot = await _connected_discord_bot(settings, plugin, discord_bot(False, **bot_options), liveness)
         assert bot is not None
     return bot
 
 
-async def _connected_discord_bot(settings: DiscordSettings, plugin: VoiceNotesPlugin,
-                                 bot: commands.AutoShardedBot) -> commands.AutoShardedBot | None:
+async def _connected_discord_bot(settings: DiscordSettings, plugin: VoiceNotesPlugin, bot: commands.AutoShardedBot,
+                                 liveness: Liveness) -> commands.AutoShardedBot | None:
     """``bot`` logged in and ready, its commands registered; None when Discord refuses the
     Message Content intent."""
     cog = VoiceNotesCog(bot, plugin, sync=RUNNER_OPTIONS.sync)
@@ -162,6 +177,7 @@ async def _connected_discord_bot(settings: DiscordSettings, plugin: VoiceNotesPl
     ready = asyncio.create_task(bot.wait_until_ready())
     done, _ = await asyncio.wait({connection, ready}, timeout=DISCORD_READY_TIMEOUT, return_when=asyncio.FIRST_COMPLETED)
     if ready in done:
+        watch_discord(liveness, bot, connection)
         await cog.commands_synced.wait()
         log.info("Discord: running as %s", bot.user)
         return bot
@@ -174,7 +190,11 @@ async def _connected_discord_bot(settings: DiscordSettings, plugin: VoiceNotesPl
 
 
 async def run_bot(settings: RunnerSettings, stop: asyncio.Event | None = None) -> None:
-    """Serve every platform that has a token until ``stop`` is set (by default: SIGINT/SIGTERM)."""
+    """Serve every platform that has a token until ``stop`` is set (by default: SIGINT/SIGTERM).
+
+    Raises :class:`ConnectionLost`, after the same orderly stop, when a chat connection stayed
+    down too long or its task ended (liveness.py).
+    """
     if not settings.telegram.token and not settings.discord.token:
         raise ConfigError("no chat platform configured: set TELEGRAM_BOT_TOKEN and/or DISCORD_BOT_TOKEN")
     if stop is None:
@@ -188,23 +208,45 @@ async def run_bot(settings: RunnerSettings, stop: asyncio.Event | None = None) -
     metrics.gauge("voicebridge_in_flight", lambda: plugin.in_flight)
     grace = settings.plugin.shutdown_grace_seconds
     serving = False
+    liveness = Liveness(settings.liveness_timeout)
+
+    def health() -> str | None:
+        problem = liveness.problem() or plugin.service.credentials.problem()
+        return problem or (None if serving and plugin.accepting else "not serving")
+
     async with AsyncExitStack() as cleanup:
         cleanup.push_async_callback(plugin.aclose)
         if settings.metrics_port is not None:
-            status = await serve_status(settings.metrics_port, metrics, lambda: serving and plugin.accepting)
+            status = await serve_status(settings.metrics_port, metrics, health)
             cleanup.callback(status.close)
         telegram = None
         if settings.telegram.token:
-            telegram = TelegramRunner(settings.telegram, plugin)
+            telegram = TelegramRunner(settings.telegram, plugin, liveness)
             cleanup.push_async_callback(telegram.close)
             await telegram.start()
         if settings.discord.token:
-            cleanup.push_async_callback((await start_discord(settings.discord, plugin)).close)
+            cleanup.push_async_callback((await start_discord(settings.discord, plugin, liveness=liveness)).close)
         serving = True
         log.info("voicebridge is running; stop with Ctrl+C")
-        await stop.wait()
+        lost = await _until_stopped(stop, liveness)
+        if lost:
+            log.error("stopping: %s", lost)
+        liveness.stop_watching()
         log.info("stopping: no new updates; finishing the notes in flight")
         if telegram is not None:
             await telegram.stop_intake(grace)
         await plugin.drain(grace)
     log.info("stopped")
+    if lost:
+        raise ConnectionLost(lost)
+
+
+async def _until_stopped(stop: asyncio.Event, liveness: Liveness) -> str | None:
+    """Wait for ``stop``, or for a lost chat connection: then its description."""
+    stopped, lost = asyncio.create_task(stop.wait()), asyncio.create_task(liveness.lost())
+    await asyncio.wait({stopped, lost}, return_when=asyncio.FIRST_COMPLETED)
+    problem = lost.result() if lost.done() else None
+    for task in (stopped, lost):
+        task.cancel()
+    await asyncio.gather(stopped, lost, return_exceptions=True)
+    return problem

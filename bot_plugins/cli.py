@@ -9,16 +9,15 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
-import re
-import subprocess
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from .config import RunnerSettings
+from . import preflight
+from .config import RunnerSettings, load_values
+from .liveness import ConnectionLost
 from .logs import configure_logging
 from .postgres import display_url
-from .speech.audio import find_ffmpeg
 from .speech.errors import AudioError, ConfigError, SpeechError
 from .speech.models import AudioClip, AudioFormat, SynthesizeOptions, TranscribeOptions
 from .speech.service import SpeechService
@@ -72,9 +71,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "doctor":
             return asyncio.run(doctor(args))
-        settings = RunnerSettings.load(args.config)
         if args.command == "run":
-            return run(settings)
+            return run(args)
+        settings = RunnerSettings.load(args.config)
         configure_logging(settings.log_level or "WARNING", settings.secrets(), settings.log_format)
         return asyncio.run(run_command(args, settings))
     except ConfigError as error:
@@ -87,15 +86,23 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
 
 
-def run(settings: RunnerSettings) -> int:
+def run(args: argparse.Namespace) -> int:
+    """Start the bot only when everything it needs is there (preflight.py): a bot that says it
+    runs and then drops every note is worse than one that does not start."""
     # Imported here: the one-shot commands need no chat-platform frameworks.
     from voicebridge.adapters.runner import StartupError, run_bot
 
+    settings, problems = asyncio.run(preflight.startup_problems(load_values(args.config)))
+    if settings is None or problems:
+        print(preflight.startup_report(problems), file=sys.stderr)
+        return EXIT_CONFIG
     configure_logging(settings.log_level or "INFO", settings.secrets(), settings.log_format)
     try:
         asyncio.run(run_bot(settings))
     except StartupError as error:
         raise CliError(str(error)) from error
+    except ConnectionLost as error:
+        raise CliError(f"stopped: {error}") from error
     return 0
 
 
@@ -171,50 +178,36 @@ async def list_voices(service: SpeechService) -> int:
 # ----------------------------------------------------------------------- doctor
 
 
-def ffmpeg_report() -> tuple[bool, list[str]]:
-    ffmpeg = find_ffmpeg()
-    if ffmpeg is None:
-        return False, ["ffmpeg: NOT FOUND — install it (Debian/Ubuntu: apt-get install ffmpeg)"]
-    try:
-        version = subprocess.run([ffmpeg, "-hide_banner", "-version"], capture_output=True, text=True, timeout=10).stdout
-        encoders = subprocess.run([ffmpeg, "-hide_banner", "-encoders"], capture_output=True, text=True, timeout=10).stdout
-    except (OSError, subprocess.TimeoutExpired) as error:
-        return False, [f"ffmpeg: {ffmpeg} does not run: {error}"]
-    match = re.search(r"ffmpeg version (\S+)", version)
-    lines = [f"ffmpeg: {ffmpeg} (version {match.group(1) if match else 'unknown'})"]
-    has_opus = re.search(r"\blibopus\b", encoders) is not None
-    lines.append("ffmpeg libopus encoder: " + ("yes" if has_opus else "MISSING — voice replies cannot be encoded"))
-    return has_opus, lines
-
-
 async def doctor(args: argparse.Namespace) -> int:
-    healthy, lines = ffmpeg_report()
-    for line in lines:
-        print(line)
-    try:
-        settings = RunnerSettings.load(args.config)
-    except ConfigError as error:
-        print("configuration: PROBLEMS")
-        for problem in str(error).split("; "):
-            print(f"  - {problem}")
+    """What ``run`` would need, checked the same way (preflight.py); non-zero whenever ``run``
+    would refuse to start, or (``--network``) a service refuses its credentials."""
+    values = load_values(args.config)
+    ffmpeg = preflight.ffmpeg_status()
+    if ffmpeg.path is None:
+        print("ffmpeg: NOT FOUND")
+    else:
+        print(f"ffmpeg: {ffmpeg.path} (version {ffmpeg.version or 'unknown'})")
+        print("ffmpeg libopus encoder: " + ("yes" if ffmpeg.has_opus else "MISSING — voice replies cannot be encoded"))
+    settings, problems = await preflight.startup_problems(values)
+    print("configuration: ok" if not problems else "configuration: PROBLEMS (every variable is explained in .env.example)")
+    for problem in problems:
+        print(f"  - {problem}")
+    if settings is None:
         return EXIT_FAILURE
-    print("configuration: ok")
     for name, value in settings_summary(settings):
         print(f"  {name}: {value}")
     speech = settings.speech
     print(f"ASR providers: {' -> '.join(speech.asr_chain) or 'none'}")
     print(f"TTS providers: {' -> '.join(speech.tts_chain) or 'none (voice replies disabled)'}")
     platforms = [name for name, token in (("Telegram", settings.telegram.token), ("Discord", settings.discord.token)) if token]
-    print(f"chat platforms: {', '.join(platforms) or 'none (voicebridge run needs TELEGRAM_BOT_TOKEN or DISCORD_BOT_TOKEN)'}")
+    print(f"chat platforms: {', '.join(platforms) or 'none'}")
+    healthy = not problems
     if args.network:
         configure_logging("CRITICAL", settings.secrets())
-        service = SpeechService.from_settings(speech)
-        try:
-            for probe, failure in (await service.check()).items():
-                print(f"network: {probe}: " + ("ok" if failure is None else f"FAILED — {describe_speech_error(failure)}"))
-                healthy = healthy and failure is None
-        finally:
-            await service.aclose()
+        for check in await preflight.network_checks(settings):
+            print(f"network: {check.name}: " + (f"ok {check.detail}".rstrip() if check.problem is None else
+                                                 f"FAILED — {check.problem}"))
+            healthy = healthy and check.problem is None
     return 0 if healthy else EXIT_FAILURE
 
 
@@ -230,6 +223,7 @@ def settings_summary(settings: RunnerSettings) -> list[tuple[str, str]]:
         ("TELEGRAM_WEBHOOK_URL", settings.telegram.webhook_url or "not set (long polling)"),
         ("DISCORD_BOT_TOKEN", secret(settings.discord.token)),
         ("COZE_API_TOKEN", secret(speech.coze_api_token)),
+        ("COZE_JWT_CLIENT_ID", speech.coze_jwt.client_id if speech.coze_jwt else "not set"),
         ("COZE_API_BASE", speech.coze_api_base),
         ("COZE_WS_BASE", speech.coze_ws_base),
         ("COZE_VOICE_ID", speech.coze_voice_id or "not set (the first listed voice is used)"),
@@ -241,6 +235,7 @@ def settings_summary(settings: RunnerSettings) -> list[tuple[str, str]]:
         ("VOICEBRIDGE_DB", display_url(settings.plugin.database) if is_postgres_url(settings.plugin.database)
          else settings.plugin.database),
         ("VOICEBRIDGE_METRICS_PORT", str(settings.metrics_port) if settings.metrics_port else "not set"),
+        ("VOICEBRIDGE_LIVENESS_TIMEOUT", f"{settings.liveness_timeout:g}"),
     ]
 
 

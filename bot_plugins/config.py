@@ -169,9 +169,19 @@ class RunnerSettings(Settings):
     log_level: str | None = None  # None: each command picks its default (the bot INFO, tools WARNING)
     log_format: str = "text"  # or "json"
     metrics_port: int | None = None  # None: no health / metrics endpoint
+    liveness_timeout: float = 60.0  # seconds a chat connection may be down before the runner gives up
 
     @classmethod
     def from_values(cls, values: Mapping[str, str]) -> RunnerSettings:
+        settings, problems = cls.validated(values)
+        if settings is None:
+            raise ConfigError("; ".join(problems))
+        return settings
+
+    @classmethod
+    def validated(cls, values: Mapping[str, str]) -> tuple[RunnerSettings | None, list[str]]:
+        """The settings, or None and every problem found, one sentence each (start-up checks
+        list them together with their own)."""
         problems: list[str] = []
         log_level = (values.get("VOICEBRIDGE_LOG_LEVEL") or "").strip().upper() or None
         if log_level is not None and log_level not in LOG_LEVELS:
@@ -182,10 +192,12 @@ class RunnerSettings(Settings):
         discord = DiscordSettings.from_values(values, problems)
         log_format = choice(values, "VOICEBRIDGE_LOG_FORMAT", ("text", "json"), problems)
         metrics_port = number(values, "VOICEBRIDGE_METRICS_PORT", None, 1, 65535, problems)
+        liveness_timeout = number(values, "VOICEBRIDGE_LIVENESS_TIMEOUT", 60.0, 1, 3600, problems)
         if problems:
-            raise ConfigError("; ".join(problems))
+            return None, problems
         return cls(speech=speech, plugin=plugin, telegram=telegram, discord=discord, log_level=log_level,
-                   log_format=log_format, metrics_port=int(metrics_port) if metrics_port is not None else None)
+                   log_format=log_format, metrics_port=int(metrics_port) if metrics_port is not None else None,
+                   liveness_timeout=liveness_timeout), []
 
     @classmethod
     def load(cls, config_file: Path | None = None, environ: Mapping[str, str] | None = None) -> RunnerSettings:

@@ -109,8 +109,9 @@ class Metrics:
         return "\n".join(lines) + "\n"
 
 
-async def serve_status(port: int, metrics: Metrics, healthy: Callable[[], bool], host: str = "0.0.0.0") -> asyncio.Server:
-    """``GET /healthz`` (200 while serving, 503 otherwise) and ``GET /metrics``, nothing else."""
+async def serve_status(port: int, metrics: Metrics, health: Callable[[], str | None], host: str = "0.0.0.0") -> asyncio.Server:
+    """``GET /healthz`` and ``GET /metrics``, nothing else. ``health`` says what is wrong (a chat
+    connection lost, credentials refused, stopping), or None: 200 "ok", else 503 with that text."""
 
     async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
@@ -123,7 +124,8 @@ async def serve_status(port: int, metrics: Metrics, healthy: Callable[[], bool],
             if len(parts) < 2 or parts[0] not in ("GET", "HEAD"):
                 status, body, content_type = "405 Method Not Allowed", "only GET\n", "text/plain"
             elif path == "/healthz":
-                status, body = ("200 OK", "ok\n") if healthy() else ("503 Service Unavailable", "stopping\n")
+                problem = health()
+                status, body = ("200 OK", "ok\n") if problem is None else ("503 Service Unavailable", f"{problem}\n")
                 content_type = "text/plain"
             elif path == "/metrics":
                 status, body, content_type = "200 OK", metrics.render(), "text/plain; version=0.0.4"

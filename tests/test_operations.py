@@ -184,7 +184,7 @@ async def test_health_and_prometheus_metrics(tmp_path: Path) -> None:
 async def test_health_turns_unavailable_when_stopping() -> None:
     serving = True
     port = free_port()
-    server = await serve_status(port, Metrics(), lambda: serving, host="127.0.0.1")
+    server = await serve_status(port, Metrics(), lambda: None if serving else "not serving", host="127.0.0.1")
     async with httpx.AsyncClient(timeout=5) as client:
         before = await client.get(f"http://127.0.0.1:{port}/healthz")
         serving = False
@@ -192,6 +192,7 @@ async def test_health_turns_unavailable_when_stopping() -> None:
         posted = await client.post(f"http://127.0.0.1:{port}/metrics")
     server.close()
     assert (before.status_code, after.status_code, posted.status_code) == (200, 503, 405)
+    assert after.text == "not serving\n"
 
 
 async def test_json_logs_carry_a_request_id_per_note_and_no_secret(tmp_path: Path) -> None:

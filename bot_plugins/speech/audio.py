@@ -17,12 +17,16 @@ import logging
 import math
 import os
 import shutil
+import warnings
 import wave
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
-from pydub import AudioSegment
+with warnings.catch_warnings():
+    # pydub warns on stderr at import when ffmpeg is missing; start-up checks say so properly.
+    warnings.simplefilter("ignore", RuntimeWarning)
+    from pydub import AudioSegment
 
 from .errors import AudioError, AudioProblem
 from .models import AudioClip, AudioFormat

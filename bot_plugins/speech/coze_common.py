@@ -151,7 +151,7 @@ class CozeRest:
                 logid = logid or (body.get("detail") or {}).get("logid")
                 raise error_from_code(self.provider, body["code"], str(body.get("msg") or ""), logid)
         if response.status_code >= 400:
-            raise error_from_status(self.provider, response.status_code, response.text, logid)
+            raise error_from_status(self.provider, response.status_code, f"{response.request.url}: {response.text}", logid)
         self.endpoint.credentials.accepted(token)
         return response
 

@@ -13,6 +13,7 @@ import asyncio
 import base64
 import functools
 import logging
+import os
 import secrets
 import time
 from collections.abc import AsyncIterator, Callable, Iterable
@@ -21,7 +22,7 @@ from enum import StrEnum
 
 from .audio import SAMPLE_WIDTH, split_at_pauses
 from .errors import ErrorKind, SpeechError
-from .feishu_auth import FeishuClient
+from .feishu_auth import FEISHU_CODE_KINDS, FeishuClient
 from .models import PcmStream, ProviderAudio, TranscribeOptions, TranscriberCapabilities, Transcript
 from .providers import as_dict, last_transcript
 from .retry import Retrier
@@ -112,7 +113,10 @@ class FeishuStreamTranscriber:
         async def recognise() -> None:
             while (item := await pending.get()) is not None:
                 index, segment = item
-                text = await self._recognise_segment(segment, functools.partial(_report, updates, index))
+                # The note's very first request is not retried here: until Feishu has answered
+                # once, a retry of the whole note costs nothing more, and the service may send
+                # it to a fallback provider instead of waiting out another timeout.
+                text = await self._recognise_segment(segment, functools.partial(_report, updates, index), index > 0)
                 updates.put_nowait(_Text(index, text))
 
         try:
@@ -125,22 +129,22 @@ class FeishuStreamTranscriber:
             return
         updates.put_nowait(_Finished(total_bytes / (SAMPLE_WIDTH * SAMPLE_RATE)))
 
-    async def _recognise_segment(self, pcm: bytes, on_text: Callable[[str], None]) -> str:
+    async def _recognise_segment(self, pcm: bytes, on_text: Callable[[str], None], retry_opening: bool) -> str:
         """One stream: the whole segment in chunks; the final text comes from the action-2 answer.
 
         A chunk whose answer was lost (timeout) may already have reached the server, and a
         repeated ``sequence_id`` is then refused: the segment restarts once as a new stream.
         """
         try:
-            return await self._one_stream(pcm, on_text)
+            return await self._one_stream(pcm, on_text, retry_opening)
         except _StreamBroken as broken:
             log.info("Feishu stream broke after a lost answer (%s); restarting the segment", broken.error)
             try:
-                return await self._one_stream(pcm, on_text)
+                return await self._one_stream(pcm, on_text, retry_opening=True)
             except _StreamBroken as again:
                 raise again.error from None
 
-    async def _one_stream(self, pcm: bytes, on_text: Callable[[str], None]) -> str:
+    async def _one_stream(self, pcm: bytes, on_text: Callable[[str], None], retry_opening: bool) -> str:
         chunk_bytes = SAMPLE_RATE * SAMPLE_WIDTH * self.settings.chunk_ms // 1000
         chunks = [pcm[start:start + chunk_bytes] for start in range(0, len(pcm), chunk_bytes)] or [b""]
         if len(chunks) == 1:
@@ -156,7 +160,7 @@ class FeishuStreamTranscriber:
                     action = ACTION_FIRST if sequence == 0 else ACTION_LAST if sequence == len(chunks) - 1 else ACTION_MIDDLE
                     unanswered = True
                     try:
-                        text = await self._send_chunk(stream_id, sequence, action, chunk)
+                        text = await self._send_chunk(stream_id, sequence, action, chunk, retry_opening or sequence > 0)
                     except SpeechError as error:
                         unanswered = error.kind is ErrorKind.TIMEOUT
                         raise
@@ -171,7 +175,7 @@ class FeishuStreamTranscriber:
                     self._abort_later(stream_id, (answered + 1, answered) if unanswered else (answered,))
         raise AssertionError("unreachable: the last chunk returns")
 
-    async def _send_chunk(self, stream_id: str, sequence: int, action: int, chunk: bytes) -> str:
+    async def _send_chunk(self, stream_id: str, sequence: int, action: int, chunk: bytes, retry_transient: bool) -> str:
         payload = {
             "speech": {"speech": base64.b64encode(chunk).decode("ascii")},
             "config": {"stream_id": stream_id, "sequence_id": sequence, "action": action,
@@ -188,7 +192,7 @@ class FeishuStreamTranscriber:
             except SpeechError as error:
                 if lost_answer and error.kind is ErrorKind.INVALID_INPUT:
                     raise _StreamBroken(error) from error
-                delay = self.retrier.next_delay(self.name, "stream chunk", attempt, started, error)
+                delay = self.retrier.next_delay(self.name, "stream chunk", attempt, started, error, retry_transient)
                 if delay is None:
                     raise
                 lost_answer = lost_answer or error.kind is ErrorKind.TIMEOUT
@@ -216,7 +220,16 @@ class FeishuStreamTranscriber:
         task.add_done_callback(self._aborts.discard)
 
     async def check(self) -> None:
-        await self.client.token()  # the token endpoint checks app id and secret
+        """The token proves app id and secret; aborting a stream that was never opened proves the
+        speech endpoint, the app's scope and the tenant's edition: "invalid parameter" is the
+        answer of a service that would have taken a real stream."""
+        payload = {"speech": {"speech": ""}, "config": {"stream_id": secrets.token_hex(8), "sequence_id": 0,
+                                                        "action": ACTION_ABORT, "format": "pcm", "engine_type": "16k_auto"}}
+        try:
+            await self.client.post(STREAM_PATH, payload)
+        except SpeechError as error:
+            if error.kind is not ErrorKind.INVALID_INPUT or error.code not in FEISHU_CODE_KINDS:
+                raise
 
     async def aclose(self) -> None:
         if self._aborts:
@@ -262,25 +275,27 @@ class StreamText:
     """The text of one stream, read the way the configured :class:`TextMode` says.
 
     ``auto`` keeps both readings (the latest answer; all answers joined) and weighs each new
-    answer against the one before: a cumulative service mostly answers with the previous text
-    plus new words (an *extension*); a delta service answers with new words only, which start
-    with the previous ones only when a speaker repeats themselves. A cumulative service revising
-    an early guess ("是" → "时间") looks like a delta once, so the reading is decided by the
-    count so far, not by the first pair, and a partial shown early may change reading later.
+    answer against the one before: a cumulative service answers with the previous text again,
+    grown or with its last words revised, so most of it is a common start; a delta service
+    answers with new words only, which share a start with the previous ones only when a speaker
+    repeats themselves. A cumulative service revising an early guess ("是" → "时间") looks like a
+    delta once, so the reading follows the count so far, not the first pair, and a partial shown
+    early may change reading later.
     """
 
     def __init__(self, mode: TextMode) -> None:
         self.mode = mode
         self.latest = ""  # the last non-empty answer: the whole text, read cumulatively
         self.joined = ""  # every answer joined: the whole text, read as deltas
-        self.extensions = 0  # answers that were the previous answer plus more
-        self.other_changes = 0  # answers that were not
+        self.continuations = 0  # answers that began with most of the previous one
+        self.fresh_starts = 0  # answers that did not
 
     @property
     def cumulative(self) -> bool:
         if self.mode is not TextMode.AUTO:
             return self.mode is TextMode.CUMULATIVE
-        return self.extensions > 0 and self.extensions >= self.other_changes
+        # Until answers say otherwise, the documented client advice: each is the whole text so far.
+        return self.continuations >= self.fresh_starts
 
     @property
     def text(self) -> str:
@@ -291,10 +306,11 @@ class StreamText:
         if answer:
             previous, current = _letters(self.latest), _letters(answer)
             if previous and current != previous:
-                if current.startswith(previous):
-                    self.extensions += 1
+                shared = len(os.path.commonprefix([previous, current]))
+                if shared * 2 >= len(previous):
+                    self.continuations += 1
                 else:
-                    self.other_changes += 1
+                    self.fresh_starts += 1
             self.latest = answer
             self.joined = join_texts([self.joined, answer])
         return self.text

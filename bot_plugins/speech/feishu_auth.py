@@ -53,12 +53,13 @@ def feishu_error(provider: str, code: int, msg: str, logid: str | None, retry_af
     return SpeechError(kind, f"Feishu error: {msg}", provider=provider, code=code, logid=logid, retry_after=retry_after)
 
 
-def _status_error(provider: str, status: int, logid: str | None, retry_after: float | None) -> SpeechError:
+def _status_error(provider: str, url: httpx.URL, status: int, logid: str | None, retry_after: float | None) -> SpeechError:
     if status == 429:
         return SpeechError(ErrorKind.RATE_LIMITED, "Feishu rate limit", provider=provider, code=status, logid=logid,
                            retry_after=retry_after)
     kind = ErrorKind.SERVER if status >= 500 else {401: ErrorKind.AUTH, 403: ErrorKind.PERMISSION}.get(status, ErrorKind.INVALID_INPUT)
-    return SpeechError(kind, f"Feishu answered HTTP {status} without a JSON body", provider=provider, code=status, logid=logid)
+    return SpeechError(kind, f"{url} answered HTTP {status} without a Feishu JSON body", provider=provider, code=status,
+                       logid=logid)
 
 
 def _retry_after(response: httpx.Response) -> float | None:
@@ -166,7 +167,7 @@ class FeishuClient:
             body = None
         if not isinstance(body, dict) or not isinstance(body.get("code"), int):
             # Key on the body code, never on the status alone (spec §2.4); no body: use the status.
-            raise _status_error(self.provider, response.status_code, logid, _retry_after(response))
+            raise _status_error(self.provider, request.url, response.status_code, logid, _retry_after(response))
         if body["code"] != 0:
             logid = logid or (body.get("error") or {}).get("log_id")
             raise feishu_error(self.provider, body["code"], str(body.get("msg") or ""), logid, _retry_after(response))
