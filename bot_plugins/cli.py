@@ -18,6 +18,7 @@ from .config import RunnerSettings, load_values
 from .liveness import ConnectionLost
 from .logs import configure_logging
 from .postgres import display_url
+from .speech import health
 from .speech.errors import AudioError, ConfigError, SpeechError
 from .speech.models import AudioClip, AudioFormat, SynthesizeOptions, TranscribeOptions
 from .speech.service import SpeechService
@@ -107,6 +108,8 @@ def run(args: argparse.Namespace) -> int:
 
 
 async def run_command(args: argparse.Namespace, settings: RunnerSettings) -> int:
+    # Provider health reports (a refused token, say) would repeat a one-shot command's own error line.
+    logging.getLogger(health.__name__).setLevel(logging.CRITICAL)
     service = SpeechService.from_settings(settings.speech)
     try:
         if args.command == "transcribe":
@@ -115,13 +118,16 @@ async def run_command(args: argparse.Namespace, settings: RunnerSettings) -> int
             return await speak(service, args)
         return await list_voices(service)
     except SpeechError as error:
-        raise CliError(describe_speech_error(error)) from error
+        raise CliError(describe_speech_error(service, error)) from error
     finally:
         await service.aclose()
 
 
-def describe_speech_error(error: SpeechError) -> str:
-    """The user-facing sentence plus the operator detail (kind, code, logid)."""
+def describe_speech_error(service: SpeechService, error: SpeechError) -> str:
+    """For refused credentials, which variable to fix; otherwise the user-facing sentence plus the
+    operator detail (kind, code, logid)."""
+    if error.kind in health.CREDENTIAL_KINDS and error.provider:
+        return service.credentials.describe(error.provider, error)
     return f"{error.user_message('en')} [{error.kind}: {error}]"
 
 
@@ -148,7 +154,7 @@ async def transcribe_files(service: SpeechService, args: argparse.Namespace) -> 
             print(f"voicebridge: {path}: {error.user_message('en')} ({error})", file=sys.stderr)
             status = EXIT_FAILURE
         except SpeechError as error:
-            print(f"voicebridge: {path}: {describe_speech_error(error)}", file=sys.stderr)
+            print(f"voicebridge: {path}: {describe_speech_error(service, error)}", file=sys.stderr)
             status = EXIT_FAILURE
     return status
 

@@ -130,7 +130,7 @@ async def check_telegram(settings: TelegramSettings) -> NetworkCheck:
     async with httpx.AsyncClient(timeout=NETWORK_TIMEOUT) as client:
         try:
             response = await client.get(f"{base}{settings.token}/getMe")
-        except httpx.HTTPError as error:
+        except (httpx.HTTPError, httpx.InvalidURL) as error:  # never the message: it holds the URL, token and all
             return NetworkCheck("Telegram", f"TELEGRAM_BASE_URL: cannot reach {shown} ({type(error).__name__})")
     body = _json(response)
     if response.status_code == 200 and isinstance(body, dict) and isinstance(body.get("result"), dict):
@@ -146,7 +146,7 @@ async def check_discord(settings: DiscordSettings) -> NetworkCheck:
     async with httpx.AsyncClient(timeout=NETWORK_TIMEOUT) as client:
         try:
             response = await client.get(url, headers={"Authorization": f"Bot {settings.token}"})
-        except httpx.HTTPError as error:
+        except (httpx.HTTPError, httpx.InvalidURL) as error:
             return NetworkCheck("Discord", f"DISCORD_API_BASE: cannot reach {url} ({type(error).__name__})")
     body = _json(response)
     if response.status_code == 200 and isinstance(body, dict) and body.get("id"):

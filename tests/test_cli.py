@@ -118,23 +118,6 @@ async def test_voices_lists_the_catalogue(coze: FakeCoze, workdir: Path) -> None
     assert listed == [[voice.voice_id, voice.name] for voice in DEFAULT_VOICES]
 
 
-async def test_doctor_reports_everything_and_probes_the_network(coze: FakeCoze, workdir: Path) -> None:
-    run = await voicebridge("doctor", "--network", env=coze_env(coze, VOICEBRIDGE_TTS="coze,coze-stream",
-                                                               VOICEBRIDGE_ASR="coze-stream,coze"), cwd=workdir)
-    assert run.status == 0, run.stdout
-    assert run.stdout.startswith("ffmpeg: ") and "libopus encoder: yes" in run.stdout
-    assert "COZE_API_TOKEN: set (8 characters)" in run.stdout and DEFAULT_TOKEN not in run.stdout
-    for probe_name in ("ASR coze-stream", "ASR coze", "TTS coze", "TTS coze-stream"):
-        assert f"network: {probe_name}: ok" in run.stdout
-
-
-async def test_doctor_shows_a_refused_token(coze: FakeCoze, workdir: Path) -> None:
-    run = await voicebridge("doctor", "--network", env=coze_env(coze, COZE_API_TOKEN="pat_wrong_token"), cwd=workdir)
-    assert run.status == 1
-    assert "network: ASR coze: FAILED" in run.stdout and "auth" in run.stdout
-    assert "pat_wrong_token" not in run.stdout + run.stderr
-
-
 async def test_doctor_lists_configuration_problems(workdir: Path) -> None:
     run = await voicebridge("doctor", env={"VOICEBRIDGE_ASR": "whisper"}, cwd=workdir)
     assert run.status == 1
@@ -179,6 +162,7 @@ async def test_provider_errors_are_one_line_with_operator_detail(coze: FakeCoze,
     note = write_tone(workdir, "note.ogg", "ogg")
     run = await voicebridge("transcribe", str(note), env=coze_env(coze, COZE_API_TOKEN="pat_revoked"), cwd=workdir)
     assert run.status == 1
-    assert "rejected the bot's credentials" in run.stderr and "code=4100" in run.stderr
+    assert ("coze refused the credentials (COZE_API_TOKEN): expired, revoked, or for the other region (coze.cn vs coze.com) "
+            "[code 4100 logid ") in run.stderr
     assert "pat_revoked" not in run.stderr
     assert len(run.stderr.strip().splitlines()) == 1

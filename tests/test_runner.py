@@ -94,8 +94,8 @@ async def test_without_a_platform_token_it_says_so(tmp_path: Path) -> None:
                                                    stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
     status, log = await finish(process)
     assert status == 2
-    assert log.strip() == ("voicebridge: configuration error: no chat platform configured: "
-                           "set TELEGRAM_BOT_TOKEN and/or DISCORD_BOT_TOKEN")
+    assert log.strip() == ("voicebridge: cannot start: no chat platform configured: set TELEGRAM_BOT_TOKEN and/or "
+                           "DISCORD_BOT_TOKEN (every variable is explained in .env.example)")
 
 
 async def test_a_rejected_token_and_an_unreachable_api_are_one_line_each(fakes: tuple[FakeTelegram, FakeCoze],
