@@ -320,9 +320,13 @@ class StreamText:
         answer = answer.strip()
         if not answer:
             return self.text
-        if self.cumulative or _letters(self.joined) in _letters(answer):
+        if self.cumulative or _squashed(self.joined) in _squashed(answer):
             return answer
         return join_texts([self.joined, answer])
+
+
+def _squashed(text: str) -> str:
+    return "".join(text.split())  # CJK text may come back with or without spaces between words
 
 
 def _letters(text: str) -> str:
