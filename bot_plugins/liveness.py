@@ -58,7 +58,8 @@ class Liveness:
 
     def problem(self) -> str | None:
         """The first reason the bot no longer hears a chat, or None."""
-        for name, reason in self._ended.items():
+        if self._ended:
+            name, reason = next(iter(self._ended.items()))
             return f"{name} stopped ({reason})"
         now = self.clock()
         for name, (since, reason) in self._down.items():

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from cozepy import AsyncCoze, AsyncJWTAuth, AsyncJWTOAuthApp, AsyncTokenAuth, CozeAPIError
+from cozepy import AsyncCoze, AsyncJWTAuth, AsyncJWTOAuthApp, CozeAPIError
 
 from voicebridge.config import Settings
 from voicebridge.speech.coze_auth import JwtApp, load_private_key, signed_assertion
