@@ -135,3 +135,30 @@ async def test_a_webhook_telegram_no_longer_delivers_to_stops_the_runner(tmp_pat
         with pytest.raises(ConnectionLost) as lost:
             await asyncio.wait_for(runner, timeout=30)
     assert str(lost.value).startswith("Telegram webhook has been down for 2 s (Telegram now delivers to nobody")
+
+
+async def test_refused_credentials_show_on_health_until_a_call_succeeds(tmp_path: Path,
+                                                                         caplog: pytest.LogCaptureFixture) -> None:
+    port = free_port()
+    async with FakeTelegram() as telegram, FakeCoze() as coze:
+        stop = asyncio.Event()
+        values = telegram_values(telegram, coze, tmp_path, COZE_API_TOKEN="pat_expired", VOICEBRIDGE_METRICS_PORT=str(port))
+        runner = asyncio.create_task(run_bot(RunnerSettings.from_values(values), stop))
+        await telegram.wait_for_call("getUpdates", timeout=20)
+        await wait_until_listening(port)
+        async with httpx.AsyncClient(timeout=5) as client:
+            health = []
+            for count in (1, 2, 3):
+                if count == 3:
+                    coze.tokens.add("pat_expired")  # the operator renewed it on Coze's side
+                await telegram.push_voice(Chat.private(ALICE), ALICE, make_tone("ogg", 440.0, 1.0), duration=1)
+                await telegram.wait_for_call("sendMessage", count=count, timeout=20)
+                health.append(await client.get(f"http://127.0.0.1:{port}/healthz"))
+        stop.set()
+        await asyncio.wait_for(runner, timeout=30)
+    refused = ("coze refused the credentials (COZE_API_TOKEN): expired, revoked, or for the other region "
+               "(coze.cn vs coze.com)")
+    assert [(answer.status_code, answer.text.startswith(refused)) for answer in health] == [(503, True), (503, True),
+                                                                                            (200, False)]
+    assert len([record for record in caplog.records if refused in record.getMessage()]) == 1  # one line until it works
+    assert "pat_expired" not in health[0].text
