@@ -90,15 +90,24 @@ async def test_a_poller_down_longer_than_the_timeout_stops_the_runner(tmp_path: 
 async def test_a_short_outage_is_not_fatal(tmp_path: Path) -> None:
     async with FakeTelegram() as telegram, FakeCoze() as coze:
         stop = asyncio.Event()
-        settings = RunnerSettings.from_values(telegram_values(telegram, coze, tmp_path, VOICEBRIDGE_LIVENESS_TIMEOUT="60"))
+        settings = RunnerSettings.from_values(telegram_values(telegram, coze, tmp_path, VOICEBRIDGE_LIVENESS_TIMEOUT="5"))
         runner = asyncio.create_task(run_bot(settings, stop))
         await telegram.wait_for_call("getUpdates", timeout=20)
         telegram.fail_next("getUpdates", error_code=502, description="Bad Gateway", times=2)
         await end_the_long_poll(telegram)
-        await telegram.wait_for(lambda: [call for call in telegram.calls_to("getUpdates") if call.status == 200][2:],
-                                timeout=30)  # PTB polls successfully again after the two failures
+        # PTB waits 1 s and 1.5 s after the failures, then polls again; an update ends that poll.
+        failures = [await telegram.wait_for_call("getUpdates", lambda call: call.status == 502, count=count, timeout=20)
+                    for count in (1, 2)]
+        await telegram.wait_for_call("getUpdates", lambda call: call.timestamp > failures[-1].timestamp, timeout=20)
+        await end_the_long_poll(telegram)
+        await telegram.wait_for_call("getUpdates", lambda call: call.timestamp > failures[-1].timestamp and call.status == 200,
+                                     timeout=20)
+        # Past the moment the outage would have become fatal, had the recovery not counted.
+        await asyncio.sleep(max(0.0, failures[0].timestamp + 5.5 - asyncio.get_running_loop().time()))
+        still_running = not runner.done()
         stop.set()
         await asyncio.wait_for(runner, timeout=30)  # an ordinary stop: no ConnectionLost
+    assert still_running
 
 
 async def test_a_killed_discord_gateway_stops_the_runner(tmp_path: Path) -> None:
