@@ -15,7 +15,7 @@ from voicebridge.speech.registry import TRANSCRIBERS
 from voicebridge.speech.retry import Retrier
 from voicebridge.speech.service import SpeechService
 from voicebridge.voice_notes.messages import LANGUAGE_NAMES
-from voicebridge.voice_notes.store import Store
+from voicebridge.voice_notes.store import SQLiteStore
 from tests.audio_tools import make_tone
 from tests.fakes.coze import DEFAULT_TOKEN, FakeCoze
 from tests.test_plugin import BOB, PRIVATE, Harness, MemoryChat, make_plugin
@@ -120,7 +120,7 @@ async def test_language_names_follow_the_reader_and_are_sent_in_the_providers_te
 
 async def test_stored_languages_of_older_versions_and_ones_no_longer_recognised(fast_retrier: Retrier, tmp_path: Path) -> None:
     db = tmp_path / "state.db"
-    store = Store(db)
+    store = SQLiteStore(db)
     await store.set_chat_setting(PRIVATE.platform, PRIVATE.id, "language", "cant")  # as older versions stored it
     await store.aclose()
     async with FakeCoze() as fake:
