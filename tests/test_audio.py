@@ -28,9 +28,10 @@ def tones() -> dict[str, bytes]:
     return {container: make_tone(container, 440.0, 1.5) for container in CONTAINERS}
 
 
-@pytest.fixture
-def converter() -> AudioConverter:
-    return AudioConverter()
+@pytest.fixture(params=["pyav", "ffmpeg-cli"])
+def converter(request: pytest.FixtureRequest) -> AudioConverter:
+    """Both decoders: PyAV in process (the default) and the ffmpeg CLI (the fallback)."""
+    return AudioConverter(in_process=request.param == "pyav")
 
 
 @pytest.mark.parametrize("container", CONTAINERS)
@@ -174,8 +175,8 @@ def test_container_sniffing(head: bytes, container: str | None) -> None:
     assert sniff_container(head) == container
 
 
-async def test_a_long_decode_holds_its_slot_until_drained() -> None:
-    converter = AudioConverter(max_processes=1)
+async def test_a_long_ffmpeg_decode_holds_its_slot_until_drained() -> None:
+    converter = AudioConverter(max_processes=1, in_process=False)
     long_clip = AudioClip(data=make_tone("ogg", 440.0, 90.0))  # 2.9 MB of PCM: more than the read-ahead
     async with converter.pcm(long_clip, 16000):
         second = asyncio.create_task(converter.decode(AudioClip(data=make_tone("wav", 440.0, 0.5)), 16000))
@@ -184,8 +185,8 @@ async def test_a_long_decode_holds_its_slot_until_drained() -> None:
     assert await asyncio.wait_for(second, timeout=10)
 
 
-async def test_a_short_decode_frees_its_slot_before_the_consumer_reads(tones: dict[str, bytes]) -> None:
-    converter = AudioConverter(max_processes=1)
+async def test_a_short_ffmpeg_decode_frees_its_slot_before_the_consumer_reads(tones: dict[str, bytes]) -> None:
+    converter = AudioConverter(max_processes=1, in_process=False)
     async with converter.pcm(AudioClip(data=tones["ogg"]), 16000) as first:
         # Nothing read yet, but the whole note is already decoded into the read-ahead buffer.
         other = await asyncio.wait_for(converter.decode(AudioClip(data=tones["wav"]), 16000), timeout=10)
@@ -209,7 +210,7 @@ def ffmpeg_children() -> list[int]:
 
 @pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads /proc")
 async def test_ffmpeg_runs_below_the_bots_priority_in_its_own_process_group() -> None:
-    converter = AudioConverter(max_processes=1)
+    converter = AudioConverter(max_processes=1, in_process=False)
     long_clip = AudioClip(data=make_tone("ogg", 440.0, 90.0))  # ffmpeg stays alive, paused by the full buffer
     async with converter.pcm(long_clip, 16000):
         [pid] = ffmpeg_children()
