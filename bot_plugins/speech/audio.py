@@ -245,8 +245,8 @@ class AudioConverter:
                 raise AudioError(AudioProblem.EMPTY, "the file contains no audio samples")
         else:
             seconds = (await self.analyse(clip, max_seconds=max_seconds)).seconds
-        if seconds > max_seconds:
-            raise _too_long(seconds, max_seconds)
+        if seconds > max_seconds:  # counting stopped there: the true length may be far more
+            raise AudioError(AudioProblem.TOO_LONG, f"the audio is longer than {max_seconds:.0f} s")
         return AudioFacts(container, seconds)
 
     async def has_sound(self, clip: AudioClip, max_seconds: float | None = None) -> bool:
