@@ -210,7 +210,9 @@ def packet_seconds(clip: AudioClip, demuxer: str, limit_seconds: float, cpu_budg
         except (av.error.FFmpegError, ValueError):
             if not ticks:
                 raise AudioError(AudioProblem.UNDECODABLE, "cannot decode audio: no readable packet") from None
-        return float(ticks * base)
+        # Samples the decoder drops at the start (Opus pre-skip) are in the packets, not the audio.
+        padding = stream.codec_context.delay / stream.codec_context.sample_rate if stream.codec_context.sample_rate else 0.0
+        return max(0.0, float(ticks * base) - padding)
     finally:
         container.close()
         source.close()
