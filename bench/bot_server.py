@@ -42,6 +42,7 @@ from bench.peer_bot import PeerBot
 from voicebridge.config import RunnerSettings
 from voicebridge.logs import configure_logging
 from voicebridge.metrics import Metrics
+from voicebridge.speech.audio import AudioConverter
 from voicebridge.speech.retry import LoggingObserver, Observers, Retrier
 from voicebridge.speech.service import SpeechService
 from voicebridge.voice_notes.plugin import MAX_CONCURRENT_NOTES, VoiceNotesPlugin
@@ -113,10 +114,11 @@ class MeasuredBot(Protocol):
 class Bot:
     """The objects ``voicebridge.adapters.runner.run_bot`` builds for Telegram, kept at hand for the commands."""
 
-    def __init__(self, settings: RunnerSettings, edit_interval: float, max_concurrent_notes: int) -> None:
+    def __init__(self, settings: RunnerSettings, edit_interval: float, max_concurrent_notes: int, decoder: str) -> None:
         self.metrics = Metrics()
         retrier = Retrier(observer=Observers(LoggingObserver(), self.metrics))
-        self.service = SpeechService.from_settings(settings.speech, retrier=retrier)
+        converter = AudioConverter(in_process=decoder == "pyav")
+        self.service = SpeechService.from_settings(settings.speech, retrier=retrier, converter=converter)
         self.plugin = VoiceNotesPlugin(self.service, SQLiteStore(settings.plugin.database), settings.plugin,
                                        observer=self.metrics, edit_interval=edit_interval,
                                        max_concurrent_notes=max_concurrent_notes)
@@ -139,6 +141,7 @@ class Bot:
         await self.runner.close()
         await self.plugin.aclose()
         await self.service.aclose()
+        self.service.converter.close()
 
 
 def peer_bot(environment: dict[str, str]) -> PeerBot:
@@ -155,10 +158,10 @@ def reply(message: dict[str, Any]) -> None:
     print(json.dumps(message), flush=True)
 
 
-async def serve(edit_interval: float, max_concurrent_notes: int, peer: bool) -> None:
+async def serve(edit_interval: float, max_concurrent_notes: int, peer: bool, decoder: str) -> None:
     settings = RunnerSettings.from_values(dict(os.environ))
     configure_logging(settings.log_level or "INFO", settings.secrets(), settings.log_format)
-    bot: MeasuredBot = peer_bot(dict(os.environ)) if peer else Bot(settings, edit_interval, max_concurrent_notes)
+    bot: MeasuredBot = peer_bot(dict(os.environ)) if peer else Bot(settings, edit_interval, max_concurrent_notes, decoder)
     lag = LoopLagSampler()
     collector = GcPauses()
     with PeakSampler() as memory:
@@ -211,9 +214,11 @@ def main() -> None:
     parser.add_argument("--max-concurrent-notes", type=int, default=MAX_CONCURRENT_NOTES,
                         help=f"the plugin's cap on notes handled at once (default {MAX_CONCURRENT_NOTES}, as voicebridge run)")
     parser.add_argument("--peer", action="store_true", help="run the typical peer bot (bench/peer_bot.py) instead")
+    parser.add_argument("--decoder", choices=["pyav", "ffmpeg"], default="pyav",
+                        help="decode in process (PyAV, the default) or with ffmpeg processes (the fallback)")
     parser.add_argument("--profile", metavar="FILE", help="write cProfile statistics (event-loop thread CPU) of the whole run to FILE")
     arguments = parser.parse_args()
-    run = serve(arguments.edit_interval, arguments.max_concurrent_notes, arguments.peer)
+    run = serve(arguments.edit_interval, arguments.max_concurrent_notes, arguments.peer, arguments.decoder)
     if not arguments.profile:
         asyncio.run(run)
         return

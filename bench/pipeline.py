@@ -493,7 +493,7 @@ def print_profile(path: Path, lines: int = 25) -> None:
 
 
 async def measure(providers: Sequence[str], measurements: Sequence[str], lengths: Sequence[int], edit_interval: float,
-                  feishu_latency: float, profile: bool) -> None:
+                  feishu_latency: float, profile: bool, decoder: str) -> None:
     workdir = Path(tempfile.mkdtemp(prefix="voicebridge-pipeline-"))
     for seconds in {*lengths, 5, BURST_SECONDS, THROUGHPUT_SECONDS, MEMORY_SECONDS}:
         voice_note(seconds)  # generate (once) before anything is timed
@@ -504,7 +504,7 @@ async def measure(providers: Sequence[str], measurements: Sequence[str], lengths
     memory: list[MemoryRow] = []
     for provider in providers:
         profile_path = workdir / f"{provider}.prof" if profile else None
-        async with running_stack(provider, workdir, edit_interval, feishu_latency, profile_path) as stack:
+        async with running_stack(provider, workdir, edit_interval, feishu_latency, profile_path, ["--decoder", decoder]) as stack:
             if "overhead" in measurements:
                 overhead += await measure_overhead(stack, lengths)
             if "burst" in measurements or ("peer" in measurements and provider == "coze"):
@@ -517,7 +517,8 @@ async def measure(providers: Sequence[str], measurements: Sequence[str], lengths
             print_profile(profile_path)
         if "memory" in measurements:  # a bot of its own, with the note cap lifted: 100 notes really in flight
             async with running_stack(provider, workdir, edit_interval, feishu_latency, None,
-                                     ["--max-concurrent-notes", str(MEMORY_NOTES)], f"{provider}-memory") as stack:
+                                     ["--decoder", decoder, "--max-concurrent-notes", str(MEMORY_NOTES)],
+                                     f"{provider}-memory") as stack:
                 memory.append(await measure_memory(stack))
     peer: BurstRow | None = None
     if "peer" in measurements:
@@ -525,7 +526,8 @@ async def measure(providers: Sequence[str], measurements: Sequence[str], lengths
             peer = await measure_burst(stack, "typical peer bot")
     print(f"\nsetup: per provider, the fake Telegram Bot API, the fake provider and the bot each in their own process "
           f"(no CPU pinning: all share the machine's cores); bot edit interval {edit_interval:g} s; Feishu fake latency "
-          f"{feishu_latency * 1000:.0f} ms per request; notes are speech-like OGG/Opus voice notes, 32 kbps")
+          f"{feishu_latency * 1000:.0f} ms per request; notes are speech-like OGG/Opus voice notes, 32 kbps; "
+          f"decoder: {'in process (PyAV)' if decoder == 'pyav' else 'ffmpeg processes'}")
     if overhead:
         print_overhead(overhead)
     if bursts:
@@ -551,10 +553,12 @@ def main() -> None:
     parser.add_argument("--feishu-latency", type=float, default=0.0,
                         help="seconds the Feishu fake holds each speech request (default 0: provider time is subtracted anyway)")
     parser.add_argument("--profile", action="store_true", help="run the bot under cProfile and print its top functions")
+    parser.add_argument("--decoder", choices=["pyav", "ffmpeg"], default="pyav",
+                        help="the bot decodes in process (PyAV, the default) or with ffmpeg processes (the fallback)")
     arguments = parser.parse_args()
     print_environment()
     asyncio.run(measure(arguments.providers, arguments.measure, arguments.lengths, arguments.edit_interval,
-                        arguments.feishu_latency, arguments.profile))
+                        arguments.feishu_latency, arguments.profile, arguments.decoder))
 
 
 if __name__ == "__main__":

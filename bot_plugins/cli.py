@@ -19,6 +19,7 @@ from .config import RunnerSettings
 from .logs import configure_logging
 from .postgres import display_url
 from .speech.audio import find_ffmpeg
+from .speech.decoders import child_environment, pyav_available
 from .speech.errors import AudioError, ConfigError, SpeechError
 from .speech.models import AudioClip, AudioFormat, SynthesizeOptions, TranscribeOptions
 from .speech.service import SpeechService
@@ -176,14 +177,18 @@ def ffmpeg_report() -> tuple[bool, list[str]]:
     if ffmpeg is None:
         return False, ["ffmpeg: NOT FOUND — install it (Debian/Ubuntu: apt-get install ffmpeg)"]
     try:
-        version = subprocess.run([ffmpeg, "-hide_banner", "-version"], capture_output=True, text=True, timeout=10).stdout
-        encoders = subprocess.run([ffmpeg, "-hide_banner", "-encoders"], capture_output=True, text=True, timeout=10).stdout
+        # A child process never inherits the bot's tokens (child_environment).
+        version = subprocess.run([ffmpeg, "-hide_banner", "-version"], capture_output=True, text=True, timeout=10,
+                                 env=child_environment()).stdout
+        encoders = subprocess.run([ffmpeg, "-hide_banner", "-encoders"], capture_output=True, text=True, timeout=10,
+                                  env=child_environment()).stdout
     except (OSError, subprocess.TimeoutExpired) as error:
         return False, [f"ffmpeg: {ffmpeg} does not run: {error}"]
     match = re.search(r"ffmpeg version (\S+)", version)
     lines = [f"ffmpeg: {ffmpeg} (version {match.group(1) if match else 'unknown'})"]
     has_opus = re.search(r"\blibopus\b", encoders) is not None
     lines.append("ffmpeg libopus encoder: " + ("yes" if has_opus else "MISSING — voice replies cannot be encoded"))
+    lines.append("decoding: " + ("in process (PyAV)" if pyav_available() else "ffmpeg processes (PyAV not installed: pip install av)"))
     return has_opus, lines
 
 

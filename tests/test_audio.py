@@ -217,3 +217,30 @@ async def test_ffmpeg_runs_below_the_bots_priority_in_its_own_process_group() ->
         assert os.getpriority(os.PRIO_PROCESS, pid) == min(19, os.getpriority(os.PRIO_PROCESS, 0) + 10)
         assert os.getpgid(pid) == pid != os.getpgid(0)  # Ctrl+C in the terminal does not reach it
     assert ffmpeg_children() == []
+
+
+@pytest.mark.parametrize("container", CONTAINERS)
+@pytest.mark.parametrize("rate", [8000, 16000])
+async def test_both_decoders_give_the_same_audio(tones: dict[str, bytes], container: str, rate: int) -> None:
+    """PyAV (its own FFmpeg build) and the ffmpeg CLI: the same number of samples, and no sample
+    further apart than rounding in a different FFmpeg version's resampler (-72 dBFS)."""
+    in_process, cli = AudioConverter(in_process=True), AudioConverter(in_process=False)
+    for data in (tones[container], *([make_tone("wav", 440.0, 1.5, sample_rate=44100, channels=2)] if container == "wav" else [])):
+        ours = pcm_samples(await in_process.decode(AudioClip(data=data), rate))
+        theirs = pcm_samples(await cli.decode(AudioClip(data=data), rate))
+        assert len(ours) == len(theirs)
+        assert max(abs(a - b) for a, b in zip(ours, theirs)) <= 8
+    in_process.close()
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="per-thread priorities are Linux's")
+async def test_decoding_threads_run_below_the_bots_priority() -> None:
+    import threading
+
+    converter = AudioConverter(in_process=True)
+    await converter.decode(AudioClip(data=make_tone("ogg", 440.0, 1.0)), 16000)
+    workers = [thread for thread in threading.enumerate() if thread.name.startswith("voicebridge-decode")]
+    assert workers
+    for worker in workers:
+        assert os.getpriority(os.PRIO_PROCESS, worker.native_id) == min(19, os.getpriority(os.PRIO_PROCESS, 0) + 10)
+    converter.close()

@@ -22,6 +22,7 @@ import logging
 import os
 import resource
 import signal
+import threading
 import time
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -47,7 +48,7 @@ DECODE_CPU_BUDGET_SECONDS = 20.0
 # Decoded PCM buffered ahead of a slow consumer by the ffmpeg CLI path: a minute at 16 kHz, so a
 # typical voice note's ffmpeg finishes at once; longer audio waits in ffmpeg, not in memory.
 READ_AHEAD_BYTES = 2 * 1024 * 1024
-FFMPEG_EXTRA_NICENESS = 10  # ffmpeg yields a busy core to the bot's event loop
+FFMPEG_EXTRA_NICENESS = 10  # decoders (ffmpeg, worker threads) yield a busy core to the bot's event loop
 # A protocol no demuxer can name: every nested open (a playlist entry, a reference) is refused.
 NO_PROTOCOL = "none"
 
@@ -79,7 +80,7 @@ class DecodeWorkers:
     """
 
     def __init__(self, workers: int) -> None:
-        self._pool = ThreadPoolExecutor(workers, thread_name_prefix="voicebridge-decode")
+        self._pool = ThreadPoolExecutor(workers, thread_name_prefix="voicebridge-decode", initializer=_yield_to_the_loop)
 
     def submit(self, work: Callable[[], T]) -> Future[T]:
         return self._pool.submit(work)
@@ -89,6 +90,16 @@ class DecodeWorkers:
 
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)
+
+
+def _yield_to_the_loop() -> None:
+    """Run this worker thread below the event loop's priority, as ffmpeg processes run: decoding
+    is batch work, answering chats is not (Linux threads have a nice value of their own)."""
+    try:
+        own = os.getpriority(os.PRIO_PROCESS, 0)
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), min(19, own + FFMPEG_EXTRA_NICENESS))
+    except (AttributeError, OSError):  # no per-thread priorities on this platform
+        pass
 
 
 def _source(clip: AudioClip) -> BinaryIO:
