@@ -15,7 +15,9 @@ stops the loop). Speaks the line protocol of
   and none is in flight any more;
 * ``cpu``: this process's CPU seconds (``own``) and its reaped children's (``children``: ffmpeg),
   from ``getrusage``, which is exact to the microsecond where /proc counts 10 ms ticks;
-* ``stats``: lag percentiles, garbage-collector pauses, RSS now / at the reset / peak since it, notes received.
+* ``stats``: lag percentiles, garbage-collector pauses, RSS now / at the reset / peak since it, notes received,
+  and the event-loop thread's time on a CPU and waiting for one since the reset
+  (``/proc/thread-self/schedstat``): lag with little running and much waiting is the machine's, not the bot's.
 
 Started by ``bench/pipeline.py``; ``--peer`` runs the typical peer bot of ``bench/peer_bot.py``
 instead; ``--max-concurrent-notes`` sets the plugin's cap (the memory benchmark lifts it so that
@@ -34,6 +36,7 @@ import os
 import resource
 import sys
 import time
+from pathlib import Path
 from typing import Any, Protocol
 
 from voicebridge.adapters.runner import TelegramRunner
@@ -149,6 +152,15 @@ def peer_bot(environment: dict[str, str]) -> PeerBot:
                    environment["COZE_API_TOKEN"], environment["COZE_API_BASE"])
 
 
+def loop_thread_schedule() -> tuple[float, float]:
+    """(seconds on a CPU, seconds runnable but waiting for one) of the calling thread (Linux)."""
+    try:
+        running, waiting, _ = Path("/proc/thread-self/schedstat").read_text().split()
+    except OSError:
+        return 0.0, 0.0
+    return int(running) / 1e9, int(waiting) / 1e9
+
+
 def cpu_seconds() -> dict[str, float]:
     own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
     return {"own": own.ru_utime + own.ru_stime, "children": children.ru_utime + children.ru_stime}
@@ -169,6 +181,7 @@ async def serve(edit_interval: float, max_concurrent_notes: int, peer: bool, dec
         sampler = asyncio.create_task(lag.run())
         reply({"pid": os.getpid()})
         baseline = {"rss_mb": resident_mb(), "received": bot.received}
+        schedule = loop_thread_schedule()
         commands = asyncio.StreamReader()
         await asyncio.get_running_loop().connect_read_pipe(lambda: asyncio.StreamReaderProtocol(commands), sys.stdin)
         while line := (await commands.readline()).strip():
@@ -183,14 +196,17 @@ async def serve(edit_interval: float, max_concurrent_notes: int, peer: bool, dec
                 collector.pauses.clear()
                 memory.reset()
                 baseline = {"rss_mb": resident_mb(), "received": bot.received}
+                schedule = loop_thread_schedule()
                 reply({"reset": True})
             elif name == "wait_done":
                 reply(await wait_done(bot, baseline["received"] + command["notes"], command.get("timeout", 600)))
             elif name == "cpu":
                 reply(cpu_seconds())
             elif name == "stats":
+                running, waiting = (now - then for now, then in zip(loop_thread_schedule(), schedule))
                 reply({"lag": lag.stats(), "gc": collector.stats(), "rss_mb": resident_mb(), "baseline_rss_mb": baseline["rss_mb"],
-                       "peak_rss_mb": memory.peak, "received": bot.received - baseline["received"]})
+                       "peak_rss_mb": memory.peak, "received": bot.received - baseline["received"],
+                       "loop_running_s": running, "loop_waiting_s": waiting})
             else:
                 reply({"error": f"unknown command {name!r}"})
         sampler.cancel()
