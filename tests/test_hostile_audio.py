@@ -9,7 +9,7 @@ import os
 import stat
 import subprocess
 import threading
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -252,5 +252,5 @@ async def test_in_process_decoding_starts_no_process(monkeypatch: pytest.MonkeyP
     converter.close()
 
 
-async def _refuse_spawn(*args: object, **kwargs: object) -> AsyncIterator[None]:
+async def _refuse_spawn(*args: object, **kwargs: object) -> None:
     raise AssertionError(f"a process was started: {args[:1]}")

@@ -48,6 +48,7 @@ DECODE_CPU_BUDGET_SECONDS = 20.0
 # Decoded PCM buffered ahead of a slow consumer by the ffmpeg CLI path: a minute at 16 kHz, so a
 # typical voice note's ffmpeg finishes at once; longer audio waits in ffmpeg, not in memory.
 READ_AHEAD_BYTES = 2 * 1024 * 1024
+RESAMPLE_BATCH_SECONDS = 1.0  # decoded audio resampled per call (in process)
 FFMPEG_EXTRA_NICENESS = 10  # decoders (ffmpeg, worker threads) yield a busy core to the bot's event loop
 # A protocol no demuxer can name: every nested open (a playlist entry, a reference) is refused.
 NO_PROTOCOL = "none"
@@ -135,6 +136,9 @@ class InProcessPcm:
         self._packets: Any = None
         self._resampler: Any = None
         self._pending = bytearray()
+        self._batch: list[list[bytes]] = []  # decoded audio per plane, waiting to be resampled
+        self._batch_samples = 0
+        self._batch_shape: tuple[str, str, int] | None = None
         self._produced = False
         self._ended = False
         self._cpu_used = 0.0
@@ -175,17 +179,45 @@ class InProcessPcm:
         except StopIteration:
             frames = None
         except (av.error.FFmpegError, ValueError) as error:
-            if not self._pending and not self._produced:
+            if not self._pending and not self._produced and not self._batch_samples:
                 raise AudioError(AudioProblem.UNDECODABLE, f"cannot decode audio: {error.__class__.__name__}") from None
             # A truncated or partly damaged file: what decoded is still worth transcribing.
             log.warning("audio decoded only in part: %s", error.__class__.__name__)
             frames = None
-        if frames is None:  # the end: flush the resampler's delay line
+        if frames is None:  # the end: resample what is left, then flush the resampler's delay line
             self._ended = True
+            self._resample_batch()
             self._append(self._resampler.resample(None))
             return
         for frame in frames:
-            self._append(self._resampler.resample(frame))
+            self._collect(frame)
+
+    def _collect(self, frame: Any) -> None:
+        """Gather decoded frames into about a second of audio, resampled at once: the
+        resampler's cost is mostly per call, and a voice note has fifty frames a second."""
+        shape = (frame.format.name, frame.layout.name, frame.sample_rate)
+        if self._batch_shape is not None and shape != self._batch_shape:
+            self._resample_batch()
+        self._batch_shape = shape
+        plane_bytes = frame.samples * frame.format.bytes * (1 if frame.format.is_planar else len(frame.layout.channels))
+        if not self._batch:
+            self._batch = [[] for _ in frame.planes]
+        for parts, plane in zip(self._batch, frame.planes):
+            parts.append(bytes(memoryview(plane)[:plane_bytes]))
+        self._batch_samples += frame.samples
+        if self._batch_samples >= frame.sample_rate * RESAMPLE_BATCH_SECONDS:
+            self._resample_batch()
+
+    def _resample_batch(self) -> None:
+        if not self._batch_samples or self._batch_shape is None:
+            return
+        sample_format, layout, rate = self._batch_shape
+        batch = av.AudioFrame(format=sample_format, layout=layout, samples=self._batch_samples, align=1)
+        batch.sample_rate = rate
+        for plane, parts in zip(batch.planes, self._batch):
+            plane.update(b"".join(parts))
+        self._batch, self._batch_samples = [], 0
+        self._append(self._resampler.resample(batch))
 
     def _append(self, frames: list[Any]) -> None:
         for frame in frames:
