@@ -140,7 +140,9 @@ class FeishuStreamTranscriber:
 
     async def _one_stream(self, pcm: bytes, on_text: Callable[[str], None]) -> str:
         chunk_bytes = SAMPLE_RATE * SAMPLE_WIDTH * self.settings.chunk_ms // 1000
-        chunks = [pcm[start:start + chunk_bytes] for start in range(0, len(pcm), chunk_bytes)] or [b""]
+        # Views, not copies: a hundred notes in flight would each hold their segment twice.
+        view = memoryview(pcm)
+        chunks: list[bytes | memoryview] = [view[start:start + chunk_bytes] for start in range(0, len(pcm), chunk_bytes)] or [b""]
         if len(chunks) == 1:
             chunks.append(b"")  # a stream needs a first and a last packet
         stream_id = secrets.token_hex(8)  # 16 characters of [0-9a-f]
@@ -169,7 +171,7 @@ class FeishuStreamTranscriber:
                     self._abort_later(stream_id, (answered + 1, answered) if unanswered else (answered,))
         raise AssertionError("unreachable: the last chunk returns")
 
-    async def _send_chunk(self, stream_id: str, sequence: int, action: int, chunk: bytes) -> str:
+    async def _send_chunk(self, stream_id: str, sequence: int, action: int, chunk: bytes | memoryview) -> str:
         payload = {
             "speech": {"speech": base64.b64encode(chunk).decode("ascii")},
             "config": {"stream_id": stream_id, "sequence_id": sequence, "action": action,
