@@ -49,6 +49,9 @@ DECODE_CPU_BUDGET_SECONDS = 20.0
 # typical voice note's ffmpeg finishes at once; longer audio waits in ffmpeg, not in memory.
 READ_AHEAD_BYTES = 2 * 1024 * 1024
 RESAMPLE_BATCH_SECONDS = 1.0  # decoded audio resampled per call (in process)
+# Audio one in-process slice decodes before the worker goes to the next decode in line: a few
+# milliseconds of CPU, and few enough thread hand-offs that they cost nothing next to decoding.
+SLICE_SECONDS = 1.0
 FFMPEG_EXTRA_NICENESS = 10  # decoders (ffmpeg, worker threads) yield a busy core to the bot's event loop
 # A protocol no demuxer can name: every nested open (a playlist entry, a reference) is refused.
 NO_PROTOCOL = "none"
@@ -120,9 +123,9 @@ def _open(clip: AudioClip, demuxer: str) -> tuple[Any, BinaryIO]:
 class InProcessPcm:
     """One PyAV decode: container, first audio stream, resampler to mono s16 at ``sample_rate``.
 
-    :meth:`next_chunk` runs in a worker; every call decodes until ``chunk_bytes`` of PCM are
-    ready (or the input ends), checks the CPU budget, and returns. The caller must not run two
-    calls at once, and :meth:`close` only after the last one returned.
+    :meth:`next_chunks` runs in a worker; every call (a slice) decodes about a second of audio
+    (or to the end), checks the CPU budget, and returns it in chunks of ``chunk_bytes``. The
+    caller must not run two calls at once, and :meth:`close` only after the last one returned.
     """
 
     def __init__(self, clip: AudioClip, demuxer: str, sample_rate: int, chunk_bytes: int, cpu_budget: float) -> None:
@@ -131,6 +134,7 @@ class InProcessPcm:
         self.sample_rate = sample_rate
         self.chunk_bytes = chunk_bytes
         self.cpu_budget = cpu_budget
+        self.slice_bytes = int(sample_rate * SLICE_SECONDS) * SAMPLE_WIDTH
         self._container: Any = None
         self._source: BinaryIO | None = None
         self._packets: Any = None
@@ -143,26 +147,26 @@ class InProcessPcm:
         self._ended = False
         self._cpu_used = 0.0
 
-    def next_chunk(self) -> bytes | None:
-        """The next chunk of PCM; None at the end."""
+    def next_chunks(self) -> list[bytes]:
+        """The next chunks of PCM, about a second of audio (at least one chunk); none at the end."""
         started = time.thread_time()
+        wanted = max(self.chunk_bytes, self.slice_bytes - self.slice_bytes % self.chunk_bytes)
         try:
             if self._container is None:
                 self._start()
-            while not self._ended and len(self._pending) < self.chunk_bytes:
+            while not self._ended and len(self._pending) < wanted:
                 self._decode_packet()
                 if self._cpu_used + time.thread_time() - started > self.cpu_budget:
                     raise AudioError(AudioProblem.UNDECODABLE, "the audio takes too long to decode")
         finally:
             self._cpu_used += time.thread_time() - started
-        if not self._pending:
-            if not self._produced:
-                raise AudioError(AudioProblem.EMPTY, "the file contains no audio samples")
-            return None
-        chunk = bytes(self._pending[:self.chunk_bytes])
-        del self._pending[:self.chunk_bytes]
-        self._produced = True
-        return chunk
+        if not self._pending and not self._produced:
+            raise AudioError(AudioProblem.EMPTY, "the file contains no audio samples")
+        taken = min(len(self._pending), wanted)
+        chunks = [bytes(self._pending[start:min(start + self.chunk_bytes, taken)]) for start in range(0, taken, self.chunk_bytes)]
+        del self._pending[:taken]
+        self._produced = self._produced or bool(chunks)
+        return chunks
 
     def _start(self) -> None:
         self._container, self._source = _open(self.clip, self.demuxer)
@@ -262,20 +266,21 @@ def packet_seconds(clip: AudioClip, demuxer: str, limit_seconds: float, cpu_budg
 
 
 class InProcessRun:
-    """Async face of :class:`InProcessPcm`: each chunk is one slice in the shared workers."""
+    """Async face of :class:`InProcessPcm`: each slice runs in the shared workers."""
 
     def __init__(self, workers: DecodeWorkers, decode: InProcessPcm) -> None:
         self.workers = workers
         self.decode = decode
-        self._in_flight: Future[bytes | None] | None = None
+        self._in_flight: Future[list[bytes]] | None = None
 
     async def chunks(self) -> AsyncIterator[bytes]:
         while True:
-            self._in_flight = self.workers.submit(self.decode.next_chunk)
-            chunk = await asyncio.wrap_future(self._in_flight)
-            if chunk is None:
+            self._in_flight = self.workers.submit(self.decode.next_chunks)
+            chunks = await asyncio.wrap_future(self._in_flight)
+            if not chunks:
                 return
-            yield chunk
+            for chunk in chunks:
+                yield chunk
 
     async def aclose(self) -> None:
         # A slice still running in a worker uses the container: close it only afterwards.
