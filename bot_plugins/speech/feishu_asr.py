@@ -114,20 +114,26 @@ class FeishuStreamTranscriber:
                 total_bytes += len(segment)
                 return next(counter), segment
 
+        async def recognise_next() -> bool:
+            """One segment, in a stream slot; False when there is none left. (A function of its
+            own so that the segment is let go before the wait for the next slot.)"""
+            await self._stream_slots.acquire()
+            try:
+                item = await next_segment()
+            except BaseException:
+                self._stream_slots.release()
+                raise
+            if item is None:
+                self._stream_slots.release()
+                return False
+            index, segment = item
+            text = await self._recognise_segment(segment, functools.partial(_report, updates, index))
+            updates.put_nowait(_Text(index, text))
+            return True
+
         async def recognise() -> None:
-            while True:
-                await self._stream_slots.acquire()
-                try:
-                    item = await next_segment()
-                except BaseException:
-                    self._stream_slots.release()
-                    raise
-                if item is None:
-                    self._stream_slots.release()
-                    return
-                index, segment = item
-                text = await self._recognise_segment(segment, functools.partial(_report, updates, index))
-                updates.put_nowait(_Text(index, text))
+            while await recognise_next():
+                pass
 
         try:
             async with asyncio.TaskGroup() as group:
