@@ -16,7 +16,7 @@ import ssl
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
-import certifi
+import httpx
 
 MAX_HEADER_BYTES = 64 * 1024
 MAX_BODY_BYTES = 4 * 1024 * 1024  # a recognition answer is a few hundred bytes
@@ -57,8 +57,8 @@ class OriginClient:
         self.prefix = parts.path.rstrip("/")
         self.connect_timeout = connect_timeout
         self.timeout = timeout
-        # The CA bundle httpx verifies against, so both paths trust the same certificates.
-        self._tls = ssl.create_default_context(cafile=certifi.where()) if parts.scheme == "https" else None
+        # httpx's own TLS context (its CA bundle, SSL_CERT_FILE…): both paths trust the same certificates.
+        self._tls: ssl.SSLContext | None = httpx.create_ssl_context() if parts.scheme == "https" else None
         self._slots = asyncio.Semaphore(max_connections)
         self._idle: list[_Connection] = []
 
