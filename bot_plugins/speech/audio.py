@@ -61,6 +61,7 @@ DECODE_SLACK_SECONDS = 1.0
 # without decoding it. Elsewhere (MP4 sample tables, Matroska blocks) durations are what the
 # muxer wrote, a claim like any header, so those clips are measured by decoding them.
 PACKET_TIMED_CONTAINERS = frozenset({"ogg", "flac", "mp3", "wav"})
+OPEN_DECODERS_PER_WORKER = 8
 
 _ENCODER_ARGS: dict[AudioFormat, list[str]] = {
     AudioFormat.OGG_OPUS: [
@@ -147,6 +148,10 @@ class AudioConverter:
         workers = max_processes or (os.cpu_count() or 1)
         self._slots = asyncio.Semaphore(workers)
         self._workers: DecodeWorkers | None = DecodeWorkers(workers) if self.in_process else None
+        # Decodes open at once in process: each holds a demuxer, a decoder and a resampler (about
+        # 2 MB of native memory), so a hundred notes in flight must not all hold one; enough that
+        # a short note rarely waits for long ones, whose slices it overtakes anyway.
+        self._open_decoders = asyncio.Semaphore(OPEN_DECODERS_PER_WORKER * workers)
 
     def _require_ffmpeg(self) -> str:
         if not self.ffmpeg:
@@ -173,11 +178,12 @@ class AudioConverter:
                 raise _too_long(stated, max_seconds)
         chunk_bytes = max(SAMPLE_WIDTH, int(sample_rate * chunk_seconds) * SAMPLE_WIDTH)
         if self._workers is not None:
-            run = InProcessRun(self._workers, InProcessPcm(clip, demuxer, sample_rate, chunk_bytes, self.cpu_budget_seconds))
-            try:
-                yield _bounded(run.chunks(), sample_rate, max_seconds)
-            finally:
-                await run.aclose()
+            async with self._open_decoders:
+                run = InProcessRun(self._workers, InProcessPcm(clip, demuxer, sample_rate, chunk_bytes, self.cpu_budget_seconds))
+                try:
+                    yield _bounded(run.chunks(), sample_rate, max_seconds)
+                finally:
+                    await run.aclose()
             return
         # -flush_packets 0: ffmpeg fills its 32 KB output buffer before writing, where it would
         # write each 20 ms frame (about 500 event-loop wake-ups per 10 s of audio instead of 10).
