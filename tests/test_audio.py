@@ -244,3 +244,19 @@ async def test_decoding_threads_run_below_the_bots_priority() -> None:
     for worker in workers:
         assert os.getpriority(os.PRIO_PROCESS, worker.native_id) == min(19, os.getpriority(os.PRIO_PROCESS, 0) + 10)
     converter.close()
+
+
+async def test_in_process_decodes_open_at_once_are_capped() -> None:
+    """Eight per worker: a hundred notes in flight must not each hold a decoder's native memory."""
+    from contextlib import AsyncExitStack
+
+    converter = AudioConverter(max_processes=1, in_process=True)
+    clip = AudioClip(data=make_tone("ogg", 440.0, 1.0))
+    async with AsyncExitStack() as open_decodes:
+        for _ in range(8):
+            await open_decodes.enter_async_context(converter.pcm(clip, 16000))
+        ninth = asyncio.create_task(converter.decode(clip, 16000))
+        done, _ = await asyncio.wait({ninth}, timeout=0.5)
+        assert not done, "a ninth decode opened while eight were open"
+    assert len(await asyncio.wait_for(ninth, timeout=10)) == pytest.approx(32000, abs=400)
+    converter.close()
