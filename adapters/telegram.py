@@ -41,7 +41,7 @@ from voicebridge.voice_notes.model import (
     VoiceNote,
     VoiceReply,
 )
-from voicebridge.voice_notes.plugin import ALL_COMMANDS, VoiceNotesPlugin
+from voicebridge.voice_notes.plugin import VoiceNotesPlugin
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")

@@ -358,10 +358,11 @@ class FakeServerProcess(LineProcess):
     has ``fake.ready["api_base_url"]``, ``["file_base_url"]`` and ``["token"]``.
     """
 
-    def __init__(self, kind: FakeKind, latency: float = 0.0) -> None:
-        super().__init__(FAKE_SERVER_SCRIPT, [kind, "--latency", str(latency)])
+    def __init__(self, kind: FakeKind, latency: float = 0.0, niceness: int = 0) -> None:
+        super().__init__(FAKE_SERVER_SCRIPT, [kind, "--latency", str(latency), "--niceness", str(niceness)])
         self.kind = kind
         self.latency = latency
+        self.niceness = niceness
 
     @property
     def base_url(self) -> str:
@@ -374,7 +375,8 @@ class FakeServerProcess(LineProcess):
     @property
     def description(self) -> str:
         latency = f", {self.latency * 1000:.0f} ms simulated latency per request" if self.latency else ""
-        return f"fake {self.kind} server in a separate process (pid {self.pid}{latency})"
+        niceness = f", nice +{self.niceness}" if self.niceness else ""
+        return f"fake {self.kind} server in a separate process (pid {self.pid}{latency}{niceness})"
 
     async def __aenter__(self) -> FakeServerProcess:
         await super().__aenter__()

@@ -293,7 +293,11 @@ def main() -> None:
     parser.add_argument("kind", choices=["coze", "feishu", "telegram"])
     parser.add_argument("--latency", type=float, default=0.0,
                         help="Feishu only: seconds each speech request is held before its answer (default 0)")
+    parser.add_argument("--niceness", type=int, default=0,
+                        help="run at this many nice levels below normal, with the ffmpeg the fake starts (default 0)")
     arguments = parser.parse_args()
+    if arguments.niceness:
+        os.nice(arguments.niceness)  # inherited by the fake's own ffmpeg processes
     asyncio.run(serve(arguments.kind, arguments.latency))
 
 

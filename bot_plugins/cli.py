@@ -19,6 +19,7 @@ from .liveness import ConnectionLost
 from .logs import configure_logging
 from .postgres import display_url
 from .speech import health
+from .speech.decoders import pyav_available
 from .speech.errors import AudioError, ConfigError, SpeechError
 from .speech.models import AudioClip, AudioFormat, SynthesizeOptions, TranscribeOptions
 from .speech.service import SpeechService
@@ -194,6 +195,7 @@ async def doctor(args: argparse.Namespace) -> int:
     else:
         print(f"ffmpeg: {ffmpeg.path} (version {ffmpeg.version or 'unknown'})")
         print("ffmpeg libopus encoder: " + ("yes" if ffmpeg.has_opus else "MISSING — voice replies cannot be encoded"))
+    print("decoding: " + ("in process (PyAV)" if pyav_available() else "ffmpeg processes (PyAV not installed: pip install av)"))
     settings, problems = await preflight.startup_problems(values)
     print("configuration: ok" if not problems else "configuration: PROBLEMS (every variable is explained in .env.example)")
     for problem in problems:

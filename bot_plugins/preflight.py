@@ -17,6 +17,7 @@ import httpx
 
 from .config import DiscordSettings, RunnerSettings, TelegramSettings
 from .speech.audio import find_ffmpeg
+from .speech.decoders import child_environment
 from .speech.errors import SpeechError
 from .speech.health import CREDENTIAL_KINDS
 from .speech.service import SpeechService
@@ -46,8 +47,11 @@ def ffmpeg_status() -> Ffmpeg:
         return Ffmpeg(None, problem="ffmpeg is not installed or not on PATH: voice notes cannot be decoded "
                                     "(Debian/Ubuntu: apt-get install ffmpeg)")
     try:
-        version = subprocess.run([ffmpeg, "-hide_banner", "-version"], capture_output=True, text=True, timeout=10).stdout
-        encoders = subprocess.run([ffmpeg, "-hide_banner", "-encoders"], capture_output=True, text=True, timeout=10).stdout
+        # A child process never inherits the bot's tokens (child_environment).
+        version = subprocess.run([ffmpeg, "-hide_banner", "-version"], capture_output=True, text=True, timeout=10,
+                                 env=child_environment()).stdout
+        encoders = subprocess.run([ffmpeg, "-hide_banner", "-encoders"], capture_output=True, text=True, timeout=10,
+                                  env=child_environment()).stdout
     except (OSError, subprocess.TimeoutExpired) as error:
         return Ffmpeg(ffmpeg, problem=f"ffmpeg ({ffmpeg}) does not run: {error}")
     match = re.search(r"ffmpeg version (\S+)", version)

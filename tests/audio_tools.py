@@ -187,3 +187,62 @@ def tone_wav(frequency: float, seconds: float, sample_rate: int = 16000) -> byte
         wav.setframerate(sample_rate)
         wav.writeframes(tone_pcm(frequency, seconds, sample_rate))
     return buffer.getvalue()
+
+
+def silent_flac(seconds: float, sample_rate: int = 16000, *, stated_seconds: float | None = None,
+                block_size: int = 4096) -> bytes:
+    """A real FLAC stream of digital silence, built in Python: each block is one constant
+    subframe, so hours of audio take a few MB (a decompression bomb). STREAMINFO states
+    ``stated_seconds`` (default: the truth; 0 means "unknown", as the format allows)."""
+    total = int(seconds * sample_rate)
+    stated = total if stated_seconds is None else int(stated_seconds * sample_rate)
+    rate_codes = {8000: 0b0100, 16000: 0b0101, 22050: 0b0110, 24000: 0b0111, 32000: 0b1000, 44100: 0b1001, 48000: 0b1010}
+    info = (block_size << 128 | block_size << 112  # min/max block size; frame sizes unknown (0)
+            | sample_rate << 44 | 0 << 41 | 15 << 36 | stated)  # mono, 16 bits per sample
+    streaminfo = info.to_bytes(18, "big") + bytes(16)  # MD5 unknown
+    out = bytearray(b"fLaC" + bytes([0x80]) + len(streaminfo).to_bytes(3, "big") + streaminfo)
+    frames, last = divmod(total, block_size)
+    for number in range(frames + (1 if last else 0)):
+        samples = block_size if number < frames else last
+        header = bytearray([0xFF, 0xF8, 0b0111 << 4 | rate_codes[sample_rate], 0b0000_1000])
+        header += _utf8_number(number) + (samples - 1).to_bytes(2, "big")
+        header.append(_crc8(header))
+        frame = header + b"\x00\x00\x00"  # CONSTANT subframe, no wasted bits, value 0
+        out += frame + _crc16(frame).to_bytes(2, "big")
+    return bytes(out)
+
+
+def _utf8_number(value: int) -> bytes:
+    """FLAC's frame number: UTF-8's scheme stretched to 36 bits."""
+    if value < 0x80:
+        return bytes([value])
+    for length, limit in ((2, 1 << 11), (3, 1 << 16), (4, 1 << 21), (5, 1 << 26), (6, 1 << 31), (7, 1 << 36)):
+        if value < limit:
+            tail = [0x80 | (value >> 6 * index) & 0x3F for index in range(length - 1)][::-1]
+            lead = (0xFF << (8 - length)) & 0xFF | value >> 6 * (length - 1)
+            return bytes([lead, *tail])
+    raise ValueError("frame number too large")
+
+
+def _crc8(data: bytes | bytearray) -> int:
+    crc = 0
+    for byte in data:
+        crc ^= byte
+        for _ in range(8):
+            crc = ((crc << 1) ^ 0x07) & 0xFF if crc & 0x80 else (crc << 1) & 0xFF
+    return crc
+
+
+_CRC16_TABLE = []
+for _byte in range(256):
+    _value = _byte << 8
+    for _ in range(8):
+        _value = ((_value << 1) ^ 0x8005) & 0xFFFF if _value & 0x8000 else (_value << 1) & 0xFFFF
+    _CRC16_TABLE.append(_value)
+
+
+def _crc16(data: bytes | bytearray) -> int:
+    crc = 0
+    for byte in data:
+        crc = ((crc << 8) & 0xFFFF) ^ _CRC16_TABLE[(crc >> 8) ^ byte]
+    return crc

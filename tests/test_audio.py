@@ -28,9 +28,10 @@ def tones() -> dict[str, bytes]:
     return {container: make_tone(container, 440.0, 1.5) for container in CONTAINERS}
 
 
-@pytest.fixture
-def converter() -> AudioConverter:
-    return AudioConverter()
+@pytest.fixture(params=["pyav", "ffmpeg-cli"])
+def converter(request: pytest.FixtureRequest) -> AudioConverter:
+    """Both decoders: PyAV in process (the default) and the ffmpeg CLI (the fallback)."""
+    return AudioConverter(in_process=request.param == "pyav")
 
 
 @pytest.mark.parametrize("container", CONTAINERS)
@@ -174,8 +175,8 @@ def test_container_sniffing(head: bytes, container: str | None) -> None:
     assert sniff_container(head) == container
 
 
-async def test_a_long_decode_holds_its_slot_until_drained() -> None:
-    converter = AudioConverter(max_processes=1)
+async def test_a_long_ffmpeg_decode_holds_its_slot_until_drained() -> None:
+    converter = AudioConverter(max_processes=1, in_process=False)
     long_clip = AudioClip(data=make_tone("ogg", 440.0, 90.0))  # 2.9 MB of PCM: more than the read-ahead
     async with converter.pcm(long_clip, 16000):
         second = asyncio.create_task(converter.decode(AudioClip(data=make_tone("wav", 440.0, 0.5)), 16000))
@@ -184,8 +185,8 @@ async def test_a_long_decode_holds_its_slot_until_drained() -> None:
     assert await asyncio.wait_for(second, timeout=10)
 
 
-async def test_a_short_decode_frees_its_slot_before_the_consumer_reads(tones: dict[str, bytes]) -> None:
-    converter = AudioConverter(max_processes=1)
+async def test_a_short_ffmpeg_decode_frees_its_slot_before_the_consumer_reads(tones: dict[str, bytes]) -> None:
+    converter = AudioConverter(max_processes=1, in_process=False)
     async with converter.pcm(AudioClip(data=tones["ogg"]), 16000) as first:
         # Nothing read yet, but the whole note is already decoded into the read-ahead buffer.
         other = await asyncio.wait_for(converter.decode(AudioClip(data=tones["wav"]), 16000), timeout=10)
@@ -209,10 +210,53 @@ def ffmpeg_children() -> list[int]:
 
 @pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads /proc")
 async def test_ffmpeg_runs_below_the_bots_priority_in_its_own_process_group() -> None:
-    converter = AudioConverter(max_processes=1)
+    converter = AudioConverter(max_processes=1, in_process=False)
     long_clip = AudioClip(data=make_tone("ogg", 440.0, 90.0))  # ffmpeg stays alive, paused by the full buffer
     async with converter.pcm(long_clip, 16000):
         [pid] = ffmpeg_children()
         assert os.getpriority(os.PRIO_PROCESS, pid) == min(19, os.getpriority(os.PRIO_PROCESS, 0) + 10)
         assert os.getpgid(pid) == pid != os.getpgid(0)  # Ctrl+C in the terminal does not reach it
     assert ffmpeg_children() == []
+
+
+@pytest.mark.parametrize("container", CONTAINERS)
+@pytest.mark.parametrize("rate", [8000, 16000])
+async def test_both_decoders_give_the_same_audio(tones: dict[str, bytes], container: str, rate: int) -> None:
+    """PyAV (its own FFmpeg build) and the ffmpeg CLI: the same number of samples, and no sample
+    further apart than rounding in a different FFmpeg version's resampler (-72 dBFS)."""
+    in_process, cli = AudioConverter(in_process=True), AudioConverter(in_process=False)
+    for data in (tones[container], *([make_tone("wav", 440.0, 1.5, sample_rate=44100, channels=2)] if container == "wav" else [])):
+        ours = pcm_samples(await in_process.decode(AudioClip(data=data), rate))
+        theirs = pcm_samples(await cli.decode(AudioClip(data=data), rate))
+        assert len(ours) == len(theirs)
+        assert max(abs(a - b) for a, b in zip(ours, theirs)) <= 8
+    in_process.close()
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="per-thread priorities are Linux's")
+async def test_decoding_threads_run_below_the_bots_priority() -> None:
+    import threading
+
+    converter = AudioConverter(in_process=True)
+    await converter.decode(AudioClip(data=make_tone("ogg", 440.0, 1.0)), 16000)
+    workers = [thread for thread in threading.enumerate() if thread.name.startswith("voicebridge-decode")]
+    assert workers
+    for worker in workers:
+        assert os.getpriority(os.PRIO_PROCESS, worker.native_id) == min(19, os.getpriority(os.PRIO_PROCESS, 0) + 10)
+    converter.close()
+
+
+async def test_in_process_decodes_open_at_once_are_capped() -> None:
+    """Eight per worker: a hundred notes in flight must not each hold a decoder's native memory."""
+    from contextlib import AsyncExitStack
+
+    converter = AudioConverter(max_processes=1, in_process=True)
+    clip = AudioClip(data=make_tone("ogg", 440.0, 1.0))
+    async with AsyncExitStack() as open_decodes:
+        for _ in range(8):
+            await open_decodes.enter_async_context(converter.pcm(clip, 16000))
+        ninth = asyncio.create_task(converter.decode(clip, 16000))
+        done, _ = await asyncio.wait({ninth}, timeout=0.5)
+        assert not done, "a ninth decode opened while eight were open"
+    assert len(await asyncio.wait_for(ninth, timeout=10)) == pytest.approx(32000, abs=400)
+    converter.close()

@@ -181,10 +181,13 @@ _CONVERTER_LOOP = asyncio.new_event_loop()
 ))
 def test_fuzzed_audio_ends_in_a_verdict_never_a_crash(data: bytes) -> None:
     async def verdict() -> None:
+        converter = AudioConverter(max_processes=2)
         try:
-            info = await asyncio.wait_for(AudioConverter(max_processes=2).analyse(AudioClip(data=data)), timeout=20)
+            info = await asyncio.wait_for(converter.analyse(AudioClip(data=data)), timeout=20)
         except AudioError:
             return
+        finally:
+            converter.close()
         assert info.seconds >= 0 and len(info.waveform()) <= 256
 
     _CONVERTER_LOOP.run_until_complete(verdict())

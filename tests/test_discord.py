@@ -197,7 +197,7 @@ async def test_bots_and_own_messages_are_ignored(world: World) -> None:
 async def test_slash_commands_and_manage_server_rights(world: World) -> None:
     bob = world.discord.add_user("bob")
     world.discord.add_member(world.discord.guild, bob)
-    async with running_bot(world) as plugin:
+    async with running_bot(world, VOICEBRIDGE_SPEAK_IN_GROUPS="everyone") as plugin:  # bob is no admin
         channel = world.discord.text_channel
         refused = await world.discord.dispatch_interaction("mode", user=bob, channel_id=channel.id, options={"mode": "voice"})
         allowed = await world.discord.dispatch_interaction("mode", user=world.discord.user, channel_id=channel.id,

@@ -4,7 +4,6 @@ the transcript or one clear message, nothing crashes, retries stay bounded, the 
 from __future__ import annotations
 
 import sqlite3
-import stat
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -12,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from voicebridge.speech.audio import AudioConverter
+from voicebridge.speech.decoders import DecodeWorkers
 from voicebridge.speech.retry import Retrier
 from tests.audio_tools import make_tone
 from tests.fakes.coze import FakeCoze
@@ -44,18 +43,20 @@ class Cell:
     env: dict[str, str] = field(default_factory=dict)
 
 
-def failing_ffmpeg(fakes: Fakes) -> None:
-    """An ffmpeg that crashes (SIGSEGV), for the first conversion only."""
-    script = fakes.tmp / "ffmpeg"
-    script.write_text("#!/bin/sh\nkill -SEGV $$\n")
-    script.chmod(script.stat().st_mode | stat.S_IEXEC)
-    real = AudioConverter._require_ffmpeg
+def crashing_decoder(fakes: Fakes) -> None:
+    """The in-process decoder fails inside its worker, as a bug in the decoding library would,
+    for the first decoding job only."""
+    real = DecodeWorkers.submit
 
-    def crashing_once(self: AudioConverter) -> str:
-        fakes.monkeypatch.setattr(AudioConverter, "_require_ffmpeg", real)
-        return str(script)
+    def crashing_once(self: DecodeWorkers, work: Callable[[], Any]) -> Any:
+        fakes.monkeypatch.setattr(DecodeWorkers, "submit", real)
 
-    fakes.monkeypatch.setattr(AudioConverter, "_require_ffmpeg", crashing_once)
+        def crash() -> None:
+            raise RuntimeError("decoder crashed")
+
+        return real(self, crash)
+
+    fakes.monkeypatch.setattr(DecodeWorkers, "submit", crashing_once)
 
 
 def locked_store(fakes: Fakes) -> None:
@@ -105,8 +106,8 @@ CELLS: dict[str, Cell] = {
                                            TRANSCRIPT, lambda f: len(f.feishu.requests_to("stream_recognize")) > 0),
     "telegram flood control": Cell("coze", lambda f: f.telegram.fail_next(
         "sendMessage", error_code=429, description="Too Many Requests: retry after 1", retry_after=1), TRANSCRIPT),
-    "ffmpeg crashing": Cell("coze", failing_ffmpeg, "Something went wrong while handling this message. Please try again.",
-                            lambda f: f.coze.rest_calls == [] or len(f.coze.calls_to("transcriptions")) == 1),
+    "decoder crashing": Cell("coze", crashing_decoder, "Something went wrong while handling this message. Please try again.",
+                             lambda f: f.coze.rest_calls == [] or len(f.coze.calls_to("transcriptions")) == 1),
     "store locked": Cell("coze", locked_store, TRANSCRIPT),
 }
 

@@ -1,9 +1,12 @@
-"""Every ffmpeg and pydub call of the project.
+"""Every decode, encode and level measurement of the project.
 
-Decoding runs ffmpeg as an asyncio subprocess and reads its PCM output chunk by chunk, so the
-event loop never blocks and long input never sits in memory as whole-file PCM. pydub works on
-those PCM chunks (peak, RMS levels for silence verdicts and waveforms); its ``from_file`` is not
-used because it loads whole files and spills them to temporary files on disk.
+Decoding turns a clip into mono 16-bit PCM chunk by chunk (:mod:`.decoders`: PyAV in worker
+threads, or the ffmpeg CLI as a subprocess), so the event loop never blocks and long input never
+sits in memory as whole-file PCM. Every decode is bounded: the container is sniffed and its
+demuxer pinned, a duration the container states beyond the limit is refused before decoding,
+and output past the limit stops the decode. pydub works on the PCM chunks (peak, RMS levels for
+silence verdicts and waveforms); its ``from_file`` is not used because it loads whole files and
+spills them to temporary files on disk. Encoding (synthesized speech) uses the ffmpeg CLI.
 
 In-memory input is handed to ffmpeg through a memfd (an anonymous RAM file): seekable, so MP4
 and M4A files whose index sits at the end decode, and no audio is ever written to disk.
@@ -15,6 +18,7 @@ import asyncio
 import io
 import logging
 import math
+import mmap
 import os
 import shutil
 import warnings
@@ -28,12 +32,25 @@ with warnings.catch_warnings():
     warnings.simplefilter("ignore", RuntimeWarning)
     from pydub import AudioSegment
 
+from .containers import sniff_container, stated_seconds
+from .decoders import (
+    DECODE_CPU_BUDGET_SECONDS,
+    SAMPLE_WIDTH,
+    DecodeWorkers,
+    FfmpegRun,
+    InProcessPcm,
+    InProcessRun,
+    demuxer_for,
+    packet_seconds,
+    pyav_available,
+    reap,
+    spawn_ffmpeg,
+)
 from .errors import AudioError, AudioProblem
 from .models import AudioClip, AudioFormat
 
 log = logging.getLogger(__name__)
 
-SAMPLE_WIDTH = 2  # bytes per sample: 16-bit PCM everywhere
 # Near-digital silence; real room noise is louder, so only truly empty recordings are refused.
 SILENCE_PEAK_DBFS = -50.0
 ANALYSIS_RATE = 8000  # enough to measure duration, loudness and a waveform cheaply
@@ -41,15 +58,20 @@ LEVEL_WINDOW_SECONDS = 0.1  # one waveform point per 100 ms, as Discord clients 
 MAX_WAVEFORM_POINTS = 256
 VOICE_NOTE_RATE = 48000
 VOICE_NOTE_BITRATE = "32k"  # Telegram's own voice notes use about this; ~4 minutes per MB
-# Decoded PCM buffered ahead of a slow consumer: a minute at 16 kHz, so a typical voice note's
-# ffmpeg finishes at once; longer audio waits in ffmpeg, not in memory.
-READ_AHEAD_BYTES = 2 * 1024 * 1024
 # Keep at most this much leading silence while waiting for sound before a stream starts.
 MAX_HELD_SILENCE_SECONDS = 30.0
-FFMPEG_EXTRA_NICENESS = 10  # ffmpeg yields a busy core to the bot's event loop
 OPUS_GRANULE_RATE = 48000  # Ogg Opus granule positions count 48 kHz samples, whatever the input rate
 # A voice note whose container states a length further than this from its decoded length is re-encoded.
 VOICE_NOTE_LENGTH_TOLERANCE_SECONDS = 0.05
+# Decoded audio may run this much past a stated duration (codec padding) before it counts as
+# longer than the limit; the limit itself is checked on the stated or measured duration.
+DECODE_SLACK_SECONDS = 1.0
+# Containers whose packets carry durations computed from the codec's own frame headers (Opus
+# TOC, Vorbis modes, FLAC and MPEG frame headers, PCM sizes): summing them measures the audio
+# without decoding it. Elsewhere (MP4 sample tables, Matroska blocks) durations are what the
+# muxer wrote, a claim like any header, so those clips are measured by decoding them.
+PACKET_TIMED_CONTAINERS = frozenset({"ogg", "flac", "mp3", "wav"})
+OPEN_DECODERS_PER_WORKER = 8
 
 _ENCODER_ARGS: dict[AudioFormat, list[str]] = {
     AudioFormat.OGG_OPUS: [
@@ -64,28 +86,6 @@ def find_ffmpeg() -> str | None:
     """The ffmpeg binary pydub is configured with, or the one on PATH."""
     configured = AudioSegment.converter
     return shutil.which(configured) or shutil.which("ffmpeg")
-
-
-def sniff_container(head: bytes) -> str | None:
-    """Recognise a container from its first bytes; the sender's mime type is not trusted."""
-    if head.startswith(b"OggS"):
-        return "ogg"
-    if head.startswith(b"RIFF") and head[8:12] == b"WAVE":
-        return "wav"
-    if head[4:8] == b"ftyp":
-        return "m4a" if head[8:11] == b"M4A" else "mp4"
-    if head.startswith(b"\x1a\x45\xdf\xa3"):
-        return "webm" if b"webm" in head[:64] else "mkv"
-    if head.startswith(b"fLaC"):
-        return "flac"
-    if head.startswith(b"#!AMR"):
-        return "amr"
-    if head.startswith(b"ID3"):
-        return "mp3"
-    if len(head) >= 2 and head[0] == 0xFF and head[1] & 0xE0 == 0xE0:
-        # Frame sync: MPEG audio has a non-zero layer field, AAC ADTS has layer 0.
-        return "aac" if head[1] & 0x06 == 0 else "mp3"
-    return None
 
 
 def ogg_opus_layout(data: bytes) -> tuple[int, float | None]:
@@ -155,34 +155,37 @@ class AudioInfo:
         return bytes(min(255, round(255 * level / loudest)) for level in averaged)
 
 
-async def _spawn_ffmpeg(command: list[str], stdin: int, pass_fds: tuple[int, ...] = ()) -> asyncio.subprocess.Process:
-    """Start ffmpeg with piped output, as background work beside the bot.
+@dataclass(frozen=True)
+class AudioFacts:
+    """A clip's container and duration, known before any provider sees it."""
 
-    Its own process group: Ctrl+C in a terminal must not kill work the bot is finishing (not a
-    new session, which would cost CPython its fast vfork spawn). Its CPU priority is lowered
-    below the bot's: decoding is batch work, the event loop answering chats is not. It is set
-    from here because a ``preexec_fn`` would cost the vfork spawn too.
-    """
-    process = await asyncio.create_subprocess_exec(
-        *command, stdin=stdin, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-        pass_fds=pass_fds, process_group=0)
-    try:
-        own = os.getpriority(os.PRIO_PROCESS, 0)
-        os.setpriority(os.PRIO_PROCESS, process.pid, min(19, own + FFMPEG_EXTRA_NICENESS))
-    except (AttributeError, OSError):  # no priorities on this platform, or ffmpeg already gone
-        pass
-    return process
+    container: str
+    seconds: float
 
 
 class AudioConverter:
-    """Runs ffmpeg with bounded concurrency; one instance per service."""
+    """Decodes (bounded, fairly scheduled) and encodes; one instance per service.
 
-    def __init__(self, ffmpeg: str | None = None, max_processes: int | None = None) -> None:
+    ``in_process``: decode with PyAV in worker threads (default when PyAV is installed) or with
+    the ffmpeg CLI. ``max_processes``: decoding workers, and concurrent ffmpeg processes.
+    """
+
+    def __init__(self, ffmpeg: str | None = None, max_processes: int | None = None, *, in_process: bool | None = None,
+                 cpu_budget_seconds: float = DECODE_CPU_BUDGET_SECONDS) -> None:
         self.ffmpeg = ffmpeg or find_ffmpeg()
-        # One decoder per core: more only queue for CPU and starve the event loop (measured: p99
-        # loop lag 30% lower than with two per core, same throughput). Long audio idling on a
-        # slow consumer holds its slot; short notes release theirs at once (read-ahead).
-        self._slots = asyncio.Semaphore(max_processes or (os.cpu_count() or 1))
+        self.in_process = pyav_available() if in_process is None else in_process
+        if self.in_process and not pyav_available():
+            raise RuntimeError("in-process decoding needs PyAV: pip install av")
+        self.cpu_budget_seconds = cpu_budget_seconds
+        # One worker per core: more only queue for CPU and starve the event loop (measured: p99
+        # loop lag 30% lower than with two per core, same throughput).
+        workers = max_processes or (os.cpu_count() or 1)
+        self._slots = asyncio.Semaphore(workers)
+        self._workers: DecodeWorkers | None = DecodeWorkers(workers) if self.in_process else None
+        # Decodes open at once in process: each holds a demuxer, a decoder and a resampler (about
+        # 2 MB of native memory), so a hundred notes in flight must not all hold one; enough that
+        # a short note rarely waits for long ones, whose slices it overtakes anyway.
+        self._open_decoders = asyncio.Semaphore(OPEN_DECODERS_PER_WORKER * workers)
 
     def _require_ffmpeg(self) -> str:
         if not self.ffmpeg:
@@ -190,43 +193,62 @@ class AudioConverter:
         return self.ffmpeg
 
     @asynccontextmanager
-    async def pcm(self, clip: AudioClip, sample_rate: int, chunk_seconds: float = 0.2) -> AsyncIterator[AsyncIterator[bytes]]:
+    async def pcm(self, clip: AudioClip, sample_rate: int, chunk_seconds: float = 0.2,
+                  max_seconds: float | None = None) -> AsyncIterator[AsyncIterator[bytes]]:
         """Decode ``clip`` to mono s16le at ``sample_rate``, yielded in chunks of ``chunk_seconds``.
 
-        Raises :class:`AudioError` for empty or undecodable input. At most ``max_processes``
-        ffmpeg processes run at once. Leaving the context stops ffmpeg, even when the consumer
-        gave up half-way.
+        Raises :class:`AudioError` for empty, undecodable or (with ``max_seconds``) too long
+        input: refused before decoding when the container states a longer duration, else as
+        soon as the decoded audio passes the limit. Leaving the context stops the decode, even
+        when the consumer gave up half-way.
         """
         if clip.size == 0:
             raise AudioError(AudioProblem.EMPTY, "the audio file is empty")
+        container = sniff_container(await clip.head())
+        demuxer = demuxer_for(container)
+        if max_seconds is not None:
+            stated = await self._stated_seconds(clip, container)
+            if stated is not None and stated > max_seconds:
+                raise _too_long(stated, max_seconds)
         chunk_bytes = max(SAMPLE_WIDTH, int(sample_rate * chunk_seconds) * SAMPLE_WIDTH)
+        if self._workers is not None:
+            async with self._open_decoders:
+                run = InProcessRun(self._workers, InProcessPcm(clip, demuxer, sample_rate, chunk_bytes, self.cpu_budget_seconds))
+                try:
+                    yield _bounded(run.chunks(), sample_rate, max_seconds)
+                finally:
+                    await run.aclose()
+            return
         # -flush_packets 0: ffmpeg fills its 32 KB output buffer before writing, where it would
         # write each 20 ms frame (about 500 event-loop wake-ups per 10 s of audio instead of 10).
         output = ["-vn", "-map", "0:a:0", "-ac", "1", "-ar", str(sample_rate), "-f", "s16le", "-acodec", "pcm_s16le",
                   "-flush_packets", "0"]
-        async with _FfmpegRun(self._require_ffmpeg(), clip, output, self._slots, chunk_bytes) as run:
-            yield run.chunks()
+        if max_seconds is not None:
+            output[:0] = ["-t", f"{max_seconds + DECODE_SLACK_SECONDS + 1:.3f}"]  # ffmpeg stops by itself past the bound
+        async with FfmpegRun(self._require_ffmpeg(), clip, demuxer, output, self._slots, chunk_bytes,
+                             self.cpu_budget_seconds) as ffmpeg_run:
+            yield _bounded(ffmpeg_run.chunks(), sample_rate, max_seconds)
 
-    async def decode(self, clip: AudioClip, sample_rate: int) -> bytes:
+    async def decode(self, clip: AudioClip, sample_rate: int, max_seconds: float | None = None) -> bytes:
         """The whole clip as PCM; for bounded input only (use :meth:`pcm` for long audio)."""
-        async with self.pcm(clip, sample_rate, chunk_seconds=1.0) as chunks:
+        async with self.pcm(clip, sample_rate, chunk_seconds=1.0, max_seconds=max_seconds) as chunks:
             pcm = b"".join([chunk async for chunk in chunks])
         if not pcm:
             raise AudioError(AudioProblem.EMPTY, "the file contains no audio samples")
         return pcm
 
-    async def analyse(self, clip: AudioClip) -> AudioInfo:
+    async def analyse(self, clip: AudioClip, max_seconds: float | None = None) -> AudioInfo:
         """Decode once at a low rate: true duration, peak level, 100 ms RMS levels.
 
-        Raises :class:`AudioError` for empty or undecodable input (not for silence: callers
-        decide, using :attr:`AudioInfo.silent`).
+        Raises :class:`AudioError` for empty, undecodable or too long input (not for silence:
+        callers decide, using :attr:`AudioInfo.silent`).
         """
         container = sniff_container(await clip.head())
         samples = 0
         peak = 0
         levels: list[int] = []
         window_ms = int(LEVEL_WINDOW_SECONDS * 1000)
-        async with self.pcm(clip, ANALYSIS_RATE, chunk_seconds=1.0) as chunks:
+        async with self.pcm(clip, ANALYSIS_RATE, chunk_seconds=1.0, max_seconds=max_seconds) as chunks:
             async for chunk in chunks:
                 segment = AudioSegment(data=chunk, sample_width=SAMPLE_WIDTH, frame_rate=ANALYSIS_RATE, channels=1)
                 samples += len(chunk) // SAMPLE_WIDTH
@@ -241,6 +263,52 @@ class AudioConverter:
             levels=tuple(levels),
         )
 
+    async def inspect(self, clip: AudioClip, max_seconds: float) -> AudioFacts:
+        """Container and duration, before any provider call; :class:`AudioError` when the clip
+        is unusable or longer than ``max_seconds``.
+
+        The duration is the clip's own: summed from codec-timed packets without decoding them
+        (PyAV), else measured by a bounded decode. A duration the container states beyond the
+        limit refuses the clip before either.
+        """
+        if clip.size == 0:
+            raise AudioError(AudioProblem.EMPTY, "the audio file is empty")
+        container = sniff_container(await clip.head())
+        demuxer = demuxer_for(container)
+        assert container is not None
+        stated = await self._stated_seconds(clip, container)
+        if stated is not None and stated > max_seconds:
+            raise _too_long(stated, max_seconds)
+        if self._workers is not None and container in PACKET_TIMED_CONTAINERS:
+            seconds = await self._workers.run(lambda: packet_seconds(clip, demuxer, max_seconds, self.cpu_budget_seconds))
+            if seconds <= 0:
+                raise AudioError(AudioProblem.EMPTY, "the file contains no audio samples")
+        else:
+            seconds = (await self.analyse(clip, max_seconds=max_seconds)).seconds
+        if seconds > max_seconds:  # counting stopped there: the true length may be far more
+            raise AudioError(AudioProblem.TOO_LONG, f"the audio is longer than {max_seconds:.0f} s")
+        return AudioFacts(container, seconds)
+
+    async def has_sound(self, clip: AudioClip, max_seconds: float | None = None) -> bool:
+        """Whether the clip is louder than near-digital silence anywhere; decoding stops at the
+        first loud second, so a voice note is decided from its first moments."""
+        async with self.pcm(clip, ANALYSIS_RATE, chunk_seconds=1.0, max_seconds=max_seconds) as chunks:
+            async for chunk in chunks:
+                if peak_dbfs(chunk) >= SILENCE_PEAK_DBFS:
+                    return True
+        return False
+
+    @staticmethod
+    async def _stated_seconds(clip: AudioClip, container: str | None) -> float | None:
+        if clip.data is not None:
+            return stated_seconds(container, clip.data)
+
+        def from_file() -> float | None:
+            with clip.path.open("rb") as file, mmap.mmap(file.fileno(), 0, access=mmap.ACCESS_READ) as mapped:  # type: ignore[union-attr]
+                return stated_seconds(container, mapped)
+
+        return await asyncio.to_thread(from_file)
+
     async def encode(self, pcm: bytes, sample_rate: int, target: AudioFormat) -> bytes:
         """Encode mono s16le PCM; OGG/Opus output is a 48 kHz mono voice note."""
         if target is AudioFormat.PCM:
@@ -248,16 +316,16 @@ class AudioConverter:
         if target is AudioFormat.WAV:
             return wav_bytes(pcm, sample_rate)
         command = [
-            self._require_ffmpeg(), "-hide_banner", "-loglevel", "error",
+            self._require_ffmpeg(), "-hide_banner", "-loglevel", "error", "-protocol_whitelist", "pipe",
             "-f", "s16le", "-ar", str(sample_rate), "-ac", "1", "-i", "pipe:0",
             *_ENCODER_ARGS[target], "pipe:1",
         ]
         async with self._slots:
-            process = await _spawn_ffmpeg(command, stdin=asyncio.subprocess.PIPE)
+            process = await spawn_ffmpeg(command, stdin=asyncio.subprocess.PIPE, cpu_budget=self.cpu_budget_seconds)
             try:
                 encoded, errors = await process.communicate(pcm)
             except BaseException:  # cancelled: do not leave ffmpeg behind
-                await _reap(process)
+                await reap(process)
                 raise
         if process.returncode != 0 or not encoded:
             raise RuntimeError(f"ffmpeg could not encode {target}: {errors.decode(errors='replace')[-300:]}")
@@ -278,157 +346,30 @@ class AudioConverter:
         return await self.encode(pcm, VOICE_NOTE_RATE, AudioFormat.OGG_OPUS), pcm_seconds(len(pcm), VOICE_NOTE_RATE)
 
 
-class _FfmpegRun:
-    """One ffmpeg decoding process: input via path or memfd, PCM read ahead from stdout.
-
-    A pump reads PCM into a bounded buffer as fast as ffmpeg makes it, so a voice note is
-    decoded in one go and its process (and concurrency slot) is gone before the slow part —
-    sending the audio over the network — starts. Only audio longer than the buffer keeps its
-    process alive, paused by the full buffer, until the consumer catches up.
-    """
-
-    def __init__(self, ffmpeg: str, clip: AudioClip, output_args: list[str], slots: asyncio.Semaphore,
-                 chunk_bytes: int) -> None:
-        self.ffmpeg = ffmpeg
-        self.clip = clip
-        self.output_args = output_args
-        self.slots = slots
-        self.chunk_bytes = chunk_bytes
-        self.process: asyncio.subprocess.Process | None = None
-        self.source = ""
-        self._holds_slot = False
-        self._stderr_tail = b""
-        self._buffer: asyncio.Queue[bytes | BaseException | None] = asyncio.Queue(
-            maxsize=max(2, READ_AHEAD_BYTES // chunk_bytes))
-        self._tasks: list[asyncio.Task[None]] = []
-
-    async def __aenter__(self) -> _FfmpegRun:
-        await self.slots.acquire()
-        self._holds_slot = True
-        try:
-            await self._start()
-        except BaseException:
-            self._release_slot()
-            raise
-        return self
-
-    async def _start(self) -> None:
-        memfd: int | None = None
-        stdin = asyncio.subprocess.DEVNULL
-        if self.clip.path is not None:
-            self.source = str(self.clip.path)
-        elif hasattr(os, "memfd_create"):
-            memfd = await asyncio.to_thread(_memfd_with, self.clip.data or b"")
-            self.source = f"/dev/fd/{memfd}"
-        else:  # no memfd (not Linux): stream through stdin; MP4 with a trailing index may fail
-            self.source = "pipe:0"
-            stdin = asyncio.subprocess.PIPE
-        command = [self.ffmpeg, "-hide_banner", "-nostdin", "-loglevel", "error", "-i", self.source, *self.output_args, "pipe:1"]
-        if stdin is asyncio.subprocess.PIPE:
-            command.remove("-nostdin")
-        try:
-            self.process = await _spawn_ffmpeg(command, stdin, pass_fds=(memfd,) if memfd is not None else ())
-        finally:
-            if memfd is not None:
-                os.close(memfd)  # the child holds its own descriptor
-        if stdin is asyncio.subprocess.PIPE:
-            self._tasks.append(asyncio.create_task(self._feed(self.clip.data or b"")))
-        self._tasks.append(asyncio.create_task(self._pump()))
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        for task in self._tasks:
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
-        if self.process is not None:
-            await _reap(self.process)
-        self._release_slot()
-
-    def _release_slot(self) -> None:
-        if self._holds_slot:
-            self._holds_slot = False
-            self.slots.release()
-
-    async def _feed(self, data: bytes) -> None:
-        assert self.process is not None and self.process.stdin is not None
-        try:
-            self.process.stdin.write(data)
-            await self.process.stdin.drain()
-            self.process.stdin.close()
-        except (BrokenPipeError, ConnectionResetError):
-            pass  # ffmpeg gave up on the input; its exit status tells why
-
-    async def _drain_stderr(self) -> None:
-        # A corrupt file makes ffmpeg print an error per packet; an undrained pipe would stall it.
-        assert self.process is not None and self.process.stderr is not None
-        while line := await self.process.stderr.read(4096):
-            self._stderr_tail = (self._stderr_tail + line)[-2000:]
-
-    async def _pump(self) -> None:
-        """Move PCM from ffmpeg into the buffer; end with None, or with the decoding error."""
-        assert self.process is not None and self.process.stdout is not None
-        stderr = asyncio.create_task(self._drain_stderr())
-        produced = False
-        try:
-            while True:
-                try:
-                    chunk = await self.process.stdout.readexactly(self.chunk_bytes)
-                except asyncio.IncompleteReadError as end:
-                    if end.partial:
-                        produced = True
-                        await self._buffer.put(end.partial)
-                    break
-                produced = True
-                await self._buffer.put(chunk)
-            returncode = await self.process.wait()
-            await stderr
-            self._release_slot()
-            await self._buffer.put(self._outcome(returncode, produced))
-        finally:
-            stderr.cancel()
-            await asyncio.gather(stderr, return_exceptions=True)
-
-    def _outcome(self, returncode: int, produced: bool) -> Exception | None:
-        if returncode < 0:  # killed by a signal: ffmpeg crashed, whatever the input was
-            return RuntimeError(f"ffmpeg died from signal {-returncode}")
-        if returncode != 0:
-            detail = self._stderr_tail.decode(errors="replace").strip().splitlines()
-            reason = detail[-1].replace(self.source, "input") if detail else f"ffmpeg exited with status {returncode}"
-            if not produced:
-                return AudioError(AudioProblem.UNDECODABLE, f"cannot decode audio: {reason}")
-            # A truncated or partly damaged file: what decoded is still worth transcribing.
-            log.warning("audio decoded only in part: %s", reason)
-        elif not produced:
-            return AudioError(AudioProblem.EMPTY, "the file contains no audio samples")
-        return None
-
-    async def chunks(self) -> AsyncIterator[bytes]:
-        while True:
-            item = await self._buffer.get()
-            if item is None:
-                return
-            if isinstance(item, BaseException):
-                raise item
-            yield item
+    def close(self) -> None:
+        """Stop the decoding workers (idle ones exit; none is left behind)."""
+        if self._workers is not None:
+            self._workers.close()
 
 
-def _memfd_with(data: bytes) -> int:
-    fd = os.memfd_create("voicebridge-audio", os.MFD_CLOEXEC)
-    view = memoryview(data)
-    while view:
-        written = os.write(fd, view)
-        view = view[written:]
-    return fd
+def _too_long(seconds: float, max_seconds: float) -> AudioError:
+    return AudioError(AudioProblem.TOO_LONG, f"{seconds:.0f} s is longer than {max_seconds:.0f} s")
 
 
-async def _reap(process: asyncio.subprocess.Process) -> None:
-    if process.returncode is None:
-        try:
-            process.kill()
-        except ProcessLookupError:
-            pass
-    # Read the pipes to their end: asyncio reports the exit only once they are closed, and a
-    # reader paused on a full buffer would never see the end otherwise.
-    await process.communicate()
+async def _bounded(chunks: AsyncIterator[bytes], sample_rate: int, max_seconds: float | None) -> AsyncIterator[bytes]:
+    """Pass PCM through until it runs past ``max_seconds`` (plus codec slack), then refuse: a
+    decode stops there, whatever the container claimed."""
+    if max_seconds is None:
+        async for chunk in chunks:
+            yield chunk
+        return
+    limit = int((max_seconds + DECODE_SLACK_SECONDS) * sample_rate) * SAMPLE_WIDTH
+    passed = 0
+    async for chunk in chunks:
+        passed += len(chunk)
+        if passed > limit:
+            raise AudioError(AudioProblem.TOO_LONG, f"the audio is longer than {max_seconds:.0f} s")
+        yield chunk
 
 
 async def require_sound(chunks: AsyncIterator[bytes], sample_rate: int) -> AsyncIterator[bytes]:
@@ -487,18 +428,6 @@ async def split_at_pauses(chunks: AsyncIterator[bytes], sample_rate: int, segmen
             del buffer[:cut]
     if buffer:
         yield bytes(buffer)
-
-
-async def within_duration(chunks: AsyncIterator[bytes], sample_rate: int, max_seconds: float) -> AsyncIterator[bytes]:
-    """Pass PCM through until it exceeds ``max_seconds``, then raise: a stream cannot know its
-    length in advance, and a declared duration may lie."""
-    limit = int(max_seconds * sample_rate) * SAMPLE_WIDTH
-    passed = 0
-    async for chunk in chunks:
-        passed += len(chunk)
-        if passed > limit:
-            raise AudioError(AudioProblem.TOO_LONG, f"the audio is longer than {max_seconds:.0f} s")
-        yield chunk
 
 
 async def _chain(first: list[bytes], rest: AsyncIterator[bytes]) -> AsyncIterator[bytes]:

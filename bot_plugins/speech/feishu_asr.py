@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import functools
+import itertools
 import logging
 import os
 import secrets
@@ -96,47 +97,70 @@ class FeishuStreamTranscriber:
         yield Transcript(text=shown, final=True, provider=self.name, seconds=update.seconds)
 
     async def _run_segments(self, audio: PcmStream, updates: asyncio.Queue[_Update]) -> None:
-        """Cut the audio into segments and recognise up to ``parallel_segments`` at a time."""
-        pending: asyncio.Queue[tuple[int, bytes] | None] = asyncio.Queue(maxsize=self.settings.parallel_segments)
+        """Cut the audio into segments and recognise up to ``parallel_segments`` at a time.
+
+        A segment is cut only once a stream slot is free for it: decoding follows the cutting,
+        so a note waiting for the tenant's streams holds its encoded file, not decoded audio.
+        """
+        segments = split_at_pauses(audio.chunks, SAMPLE_RATE, self.settings.segment_seconds)
+        cutting = asyncio.Lock()  # one segment cut at a time, in order
+        counter = itertools.count()
         total_bytes = 0
 
-        async def cut() -> None:
+        async def next_segment() -> tuple[int, bytes] | None:
             nonlocal total_bytes
-            index = 0
-            async for segment in split_at_pauses(audio.chunks, SAMPLE_RATE, self.settings.segment_seconds):
+            async with cutting:
+                try:
+                    segment = await anext(segments)
+                except StopAsyncIteration:
+                    return None
                 total_bytes += len(segment)
-                await pending.put((index, segment))
-                index += 1
-            for _ in range(self.settings.parallel_segments):
-                await pending.put(None)
+                return next(counter), segment
+
+        async def recognise_next() -> bool:
+            """One segment, in a stream slot; False when there is none left. (A function of its
+            own so that the segment is let go before the wait for the next slot.)"""
+            await self._stream_slots.acquire()
+            try:
+                item = await next_segment()
+            except BaseException:
+                self._stream_slots.release()
+                raise
+            if item is None:
+                self._stream_slots.release()
+                return False
+            index, segment = item
+            # The note's very first request is not retried here: until Feishu has answered once, a
+            # retry of the whole note costs nothing more, and the service may send it to a
+            # fallback provider instead of waiting out another timeout.
+            text = await self._recognise_segment(segment, functools.partial(_report, updates, index), index > 0)
+            updates.put_nowait(_Text(index, text))
+            return True
 
         async def recognise() -> None:
-            while (item := await pending.get()) is not None:
-                index, segment = item
-                # The note's very first request is not retried here: until Feishu has answered
-                # once, a retry of the whole note costs nothing more, and the service may send
-                # it to a fallback provider instead of waiting out another timeout.
-                text = await self._recognise_segment(segment, functools.partial(_report, updates, index), index > 0)
-                updates.put_nowait(_Text(index, text))
+            while await recognise_next():
+                pass
 
         try:
             async with asyncio.TaskGroup() as group:
-                group.create_task(cut())
                 for _ in range(self.settings.parallel_segments):
                     group.create_task(recognise())
         except BaseExceptionGroup as failures:
             updates.put_nowait(_Failed(_first_error(failures)))
             return
+        finally:
+            await segments.aclose()
         updates.put_nowait(_Finished(total_bytes / (SAMPLE_WIDTH * SAMPLE_RATE)))
 
     async def _recognise_segment(self, pcm: bytes, on_text: Callable[[str], None], retry_opening: bool) -> str:
-        """One stream: the whole segment in chunks; the final text comes from the action-2 answer.
+        """One stream, in the stream slot the caller holds (and this releases): the whole segment
+        in chunks; the final text comes from the action-2 answer.
 
         A chunk whose answer was lost (timeout) may already have reached the server, and a
         repeated ``sequence_id`` is then refused: the segment restarts once as a new stream.
         """
         try:
-            return await self._one_stream(pcm, on_text, retry_opening)
+            return await self._one_stream(pcm, on_text, retry_opening, slot_held=True)
         except _StreamBroken as broken:
             log.info("Feishu stream broke after a lost answer (%s); restarting the segment", broken.error)
             try:
@@ -144,9 +168,11 @@ class FeishuStreamTranscriber:
             except _StreamBroken as again:
                 raise again.error from None
 
-    async def _one_stream(self, pcm: bytes, on_text: Callable[[str], None], retry_opening: bool) -> str:
+    async def _one_stream(self, pcm: bytes, on_text: Callable[[str], None], retry_opening: bool, slot_held: bool = False) -> str:
         chunk_bytes = SAMPLE_RATE * SAMPLE_WIDTH * self.settings.chunk_ms // 1000
-        chunks = [pcm[start:start + chunk_bytes] for start in range(0, len(pcm), chunk_bytes)] or [b""]
+        # Views, not copies: a hundred notes in flight would each hold their segment twice.
+        view = memoryview(pcm)
+        chunks: list[bytes | memoryview] = [view[start:start + chunk_bytes] for start in range(0, len(pcm), chunk_bytes)] or [b""]
         if len(chunks) == 1:
             chunks.append(b"")  # a stream needs a first and a last packet
         stream_id = secrets.token_hex(8)  # 16 characters of [0-9a-f]
@@ -154,7 +180,9 @@ class FeishuStreamTranscriber:
         answered = 0
         unanswered = False  # a request whose fate is unknown (cancelled or timed out)
         completed = False
-        async with self._stream_slots:
+        if not slot_held:
+            await self._stream_slots.acquire()
+        try:
             try:
                 for sequence, chunk in enumerate(chunks):
                     action = ACTION_FIRST if sequence == 0 else ACTION_LAST if sequence == len(chunks) - 1 else ACTION_MIDDLE
@@ -173,9 +201,12 @@ class FeishuStreamTranscriber:
             finally:
                 if not completed and (answered or unanswered):
                     self._abort_later(stream_id, (answered + 1, answered) if unanswered else (answered,))
+        finally:
+            self._stream_slots.release()
         raise AssertionError("unreachable: the last chunk returns")
 
-    async def _send_chunk(self, stream_id: str, sequence: int, action: int, chunk: bytes, retry_transient: bool) -> str:
+    async def _send_chunk(self, stream_id: str, sequence: int, action: int, chunk: bytes | memoryview,
+                          retry_transient: bool) -> str:
         payload = {
             "speech": {"speech": base64.b64encode(chunk).decode("ascii")},
             "config": {"stream_id": stream_id, "sequence_id": sequence, "action": action,

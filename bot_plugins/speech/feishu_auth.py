@@ -7,7 +7,7 @@ import asyncio
 import json
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 from urllib.parse import urlsplit
 from urllib.request import getproxies, proxy_bypass
@@ -15,6 +15,7 @@ from urllib.request import getproxies, proxy_bypass
 import httpx
 
 from .errors import ErrorKind, SpeechError
+from .feishu_http import HttpFailure, OriginClient
 
 log = logging.getLogger(__name__)
 
@@ -62,9 +63,9 @@ def _status_error(provider: str, url: httpx.URL, status: int, logid: str | None,
                        logid=logid)
 
 
-def _retry_after(response: httpx.Response) -> float | None:
+def _retry_after(headers: Mapping[str, str]) -> float | None:
     try:
-        return float(response.headers["x-ogw-ratelimit-reset"])
+        return float(headers["x-ogw-ratelimit-reset"])
     except (KeyError, ValueError):
         return None
 
@@ -92,15 +93,23 @@ class FeishuClient:
         self.app_secret = app_secret
         self.provider = provider
         self.clock = clock
-        # Straight to the transport: a Feishu stream is one POST per 200 ms of audio, and
-        # httpx.AsyncClient's layers (URL merging, cookies, auth and redirect hooks) cost a third
-        # of each call's CPU. What the client would add that matters here is kept: its timeouts
-        # and the proxy from the environment.
+        # A Feishu stream is one POST per 200 ms of audio: without a proxy they go through the
+        # lean keep-alive client of feishu_http (a fifth of httpx's CPU per request); through a
+        # proxy (from the environment, as httpx.AsyncClient would take it) or a given transport,
+        # straight to an httpx transport, skipping httpx.AsyncClient's layers (URL merging,
+        # cookies, auth and redirect hooks: a third of each call's CPU).
         self._base_url = base_url.rstrip("/")
         self._urls: dict[str, httpx.URL] = {}
         self._timeouts = httpx.Timeout(timeout, connect=min(10.0, timeout)).as_dict()
-        limits = httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections)
-        self._transport = transport or httpx.AsyncHTTPTransport(limits=limits, proxy=environment_proxy(base_url))
+        proxy = environment_proxy(base_url)
+        self._origin: OriginClient | None = None
+        self._transport: httpx.AsyncBaseTransport | None = transport
+        if transport is None and proxy is None:
+            self._origin = OriginClient(base_url, connect_timeout=min(10.0, timeout), timeout=timeout,
+                                        max_connections=max_connections)
+        elif transport is None:
+            limits = httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections)
+            self._transport = httpx.AsyncHTTPTransport(limits=limits, proxy=proxy)
         self._token: str | None = None
         self._deadline = 0.0
         self._refresh_lock = asyncio.Lock()
@@ -147,8 +156,33 @@ class FeishuClient:
         headers = {"Content-Type": "application/json; charset=utf-8", "User-Agent": USER_AGENT}
         if token:
             headers["Authorization"] = f"Bearer {token}"
-        request = httpx.Request("POST", self._url(path), headers=headers, content=json.dumps(payload).encode(),
-                                extensions={"timeout": self._timeouts})
+        status, response_headers, content = await self._post(path, headers, json.dumps(payload).encode())
+        logid = response_headers.get(LOGID_HEADER)
+        try:
+            body = json.loads(content)
+        except ValueError:
+            body = None
+        retry_after = _retry_after(response_headers)
+        if not isinstance(body, dict) or not isinstance(body.get("code"), int):
+            # Key on the body code, never on the status alone (spec §2.4); no body: use the status.
+            raise _status_error(self.provider, self._url(path), status, logid, retry_after)
+        if body["code"] != 0:
+            logid = logid or (body.get("error") or {}).get("log_id")
+            raise feishu_error(self.provider, body["code"], str(body.get("msg") or ""), logid, retry_after)
+        return body, logid
+
+    async def _post(self, path: str, headers: dict[str, str], content: bytes) -> tuple[int, Mapping[str, str], bytes]:
+        """(status, headers with lower-case names, body) of one POST, through whichever client is in use."""
+        if self._origin is not None:
+            try:
+                answer = await self._origin.post(path, headers, content)
+            except TimeoutError as error:
+                raise SpeechError(ErrorKind.TIMEOUT, "Feishu did not answer in time", provider=self.provider) from error
+            except HttpFailure as error:
+                raise SpeechError(ErrorKind.CONNECTIVITY, f"cannot reach Feishu: {error}", provider=self.provider) from error
+            return answer.status, answer.headers, answer.body
+        assert self._transport is not None
+        request = httpx.Request("POST", self._url(path), headers=headers, content=content, extensions={"timeout": self._timeouts})
         try:
             response = await self._transport.handle_async_request(request)
             try:
@@ -160,18 +194,7 @@ class FeishuClient:
         except httpx.HTTPError as error:
             raise SpeechError(ErrorKind.CONNECTIVITY, f"cannot reach Feishu: {type(error).__name__}: {error}",
                               provider=self.provider) from error
-        logid = response.headers.get(LOGID_HEADER)
-        try:
-            body = json.loads(response.content)
-        except ValueError:
-            body = None
-        if not isinstance(body, dict) or not isinstance(body.get("code"), int):
-            # Key on the body code, never on the status alone (spec §2.4); no body: use the status.
-            raise _status_error(self.provider, request.url, response.status_code, logid, _retry_after(response))
-        if body["code"] != 0:
-            logid = logid or (body.get("error") or {}).get("log_id")
-            raise feishu_error(self.provider, body["code"], str(body.get("msg") or ""), logid, _retry_after(response))
-        return body, logid
+        return response.status_code, response.headers, response.content
 
     def _url(self, path: str) -> httpx.URL:
         url = self._urls.get(path)
@@ -180,7 +203,10 @@ class FeishuClient:
         return url
 
     async def aclose(self) -> None:
-        await self._transport.aclose()
+        if self._origin is not None:
+            await self._origin.aclose()
+        if self._transport is not None:
+            await self._transport.aclose()
 
 
 def environment_proxy(url: str) -> str | None:

@@ -92,6 +92,9 @@ class TranscribeOptions:
     inverse_text_normalization: bool | None = None
     punctuation: bool | None = None
     max_seconds: float | None = None  # longer audio is refused, whatever its sender declared
+    # Audio this request may hand to providers in all, attempts and fallbacks included (a
+    # chat's remaining daily allowance); see ``voicebridge.speech.metering``.
+    allowance_seconds: float | None = None
 
 
 @dataclass(frozen=True)

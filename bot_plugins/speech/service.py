@@ -14,7 +14,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import replace
 
-from .audio import VOICE_NOTE_RATE, AudioConverter, AudioInfo, require_sound, wav_bytes, within_duration
+from .audio import DECODE_SLACK_SECONDS, SAMPLE_WIDTH, VOICE_NOTE_RATE, AudioConverter, AudioFacts, require_sound, wav_bytes
 from .config import SpeechSettings
 from .coze_asr import CozeFileTranscriber
 from .coze_asr_stream import CozeStreamTranscriber
@@ -27,6 +27,7 @@ from .feishu_asr import FeishuStreamSettings, FeishuStreamTranscriber, TextMode
 from .feishu_auth import FeishuClient
 from .health import CredentialAlarm, ProviderHealth
 from .languages import AUTO, first_refusal, honoured_by_all, language_code
+from .metering import AllowanceExceeded, AudioMeter, MeteredRequest
 from .models import (
     AudioClip,
     AudioFormat,
@@ -50,6 +51,10 @@ OVERSIZE_ROUTES = {"coze": "coze-stream"}
 UPLOAD_CONVERSION_RATE = 16000
 # Pieces of one long text synthesized at the same time.
 SYNTHESIS_PARALLELISM = 3
+# The bound on every decode when a request sets no max_seconds: nothing decodes unbounded.
+CEILING_SECONDS = 6 * 3600.0
+# Refusals that no retry or other provider would change.
+FINAL_REFUSALS = (AudioError, AllowanceExceeded)
 
 
 class SpeechService:
@@ -78,6 +83,7 @@ class SpeechService:
                 raise ValueError(f"TTS provider {name!r} is not available")
         self.asr_chain = tuple(asr_chain)
         self.tts_chain = tuple(tts_chain)
+        self._owns_converter = converter is None
         self.converter = converter or AudioConverter()
         self.retrier = retrier or Retrier()
         self.default_language = default_language
@@ -149,37 +155,43 @@ class SpeechService:
 
     # ----------------------------------------------------------------- transcription
 
-    async def transcribe(self, clip: AudioClip, options: TranscribeOptions | None = None, *, asr: str | None = None) -> Transcript:
+    async def transcribe(self, clip: AudioClip, options: TranscribeOptions | None = None, *, asr: str | None = None,
+                         meter: AudioMeter | None = None) -> Transcript:
         final: Transcript | None = None
-        async for transcript in self.stream(clip, options, asr=asr):
+        async for transcript in self.stream(clip, options, asr=asr, meter=meter):
             final = transcript
         assert final is not None and final.final
         return final
 
     async def stream(self, clip: AudioClip, options: TranscribeOptions | None = None, *,
-                     asr: str | None = None) -> AsyncIterator[Transcript]:
+                     asr: str | None = None, meter: AudioMeter | None = None) -> AsyncIterator[Transcript]:
         """Partial transcripts (streaming providers only), then exactly one final transcript.
 
-        Raises :class:`AudioError` for unusable input before any provider is called, else the
-        last provider's :class:`SpeechError` once the whole fallback chain failed.
+        The clip's duration is known before any provider is called. Raises :class:`AudioError`
+        for unusable or too long input and :class:`AllowanceExceeded` for audio beyond
+        ``options.allowance_seconds``, both before the audio concerned leaves the machine; else
+        the last provider's :class:`SpeechError` once the whole fallback chain failed.
+        ``meter`` hears of every second handed to a provider, in every attempt.
         """
         options = replace(options or TranscribeOptions(), language=_neutral_language(options, self.default_language))
         chain = self._chain(asr, self.asr_chain, self.transcribers, "ASR")
         if asr is None:
             chain = self.health.order(chain)
-        clip_facts = _ClipFacts(self.converter, clip)
+        clip_facts = _ClipFacts(self.converter, clip, options.max_seconds or CEILING_SECONDS)
+        request = MeteredRequest(meter, options.allowance_seconds)
+        request.require((await clip_facts.facts()).seconds)
         failure: SpeechError | None = None
         for index, name in enumerate(chain):
             fallback_left = index < len(chain) - 1
             provider = self.transcribers[name]
             try:
                 provider = await self._fitting_transcriber(provider, clip_facts, options)
-                async for transcript in self._transcribe_with_retries(provider, clip_facts, options, fallback_left):
+                async for transcript in self._transcribe_with_retries(provider, clip_facts, options, request, fallback_left):
                     yield transcript
                 self._outcome(provider, None)
                 return
-            except AudioError:
-                raise  # the input itself is unusable: no other provider would do better
+            except FINAL_REFUSALS:
+                raise  # the input itself is unusable, or the allowance spent: no other provider would do better
             except SpeechError as error:
                 self._outcome(provider, error)
                 failure = error
@@ -193,8 +205,7 @@ class SpeechService:
         caps = provider.capabilities
         if caps.max_bytes is None and caps.max_seconds is None:
             return provider
-        info = await clip.info()
-        _check_duration(info, options)
+        info = await clip.facts()
         upload_bytes = (clip.clip.size if info.container in caps.containers
                         else int(info.seconds * UPLOAD_CONVERSION_RATE * 2) + 44)
         too_long = caps.max_seconds is not None and info.seconds > caps.max_seconds
@@ -209,7 +220,7 @@ class SpeechService:
                           provider=provider.name, retryable=False)
 
     async def _transcribe_with_retries(self, provider: Transcriber, clip: _ClipFacts, options: TranscribeOptions,
-                                       fallback_left: bool) -> AsyncIterator[Transcript]:
+                                       request: MeteredRequest, fallback_left: bool) -> AsyncIterator[Transcript]:
         """With another provider left in the chain, a transient failure moves on at once: a hung
         provider costs a note one provider timeout, not a timeout per retry."""
         options = self._supported_options(provider, options)
@@ -218,9 +229,9 @@ class SpeechService:
             attempt += 1
             started = time.monotonic()
             try:
-                async for transcript in self._transcribe_once(provider, clip, options):
+                async for transcript in self._transcribe_once(provider, clip, options, request):
                     yield transcript
-            except AudioError:
+            except FINAL_REFUSALS:
                 raise
             except SpeechError as error:
                 delay = self.retrier.next_delay(provider.name, "transcribe", attempt, started, error,
@@ -232,29 +243,31 @@ class SpeechService:
             self.retrier.succeeded(provider.name, "transcribe", started)
             return
 
-    async def _transcribe_once(self, provider: Transcriber, clip: _ClipFacts, options: TranscribeOptions) -> AsyncIterator[Transcript]:
+    async def _transcribe_once(self, provider: Transcriber, clip: _ClipFacts, options: TranscribeOptions,
+                               request: MeteredRequest) -> AsyncIterator[Transcript]:
         caps = provider.capabilities
+        facts = await clip.facts()
+        request.require(facts.seconds)
         if caps.pcm_sample_rate is not None:
-            async with self.converter.pcm(clip.clip, caps.pcm_sample_rate, caps.pcm_chunk_seconds) as decoded:
-                chunks = decoded
-                if options.max_seconds is not None:
-                    chunks = within_duration(decoded, caps.pcm_sample_rate, options.max_seconds)
-                audio = PcmStream(sample_rate=caps.pcm_sample_rate, chunks=await require_sound(chunks, caps.pcm_sample_rate))
+            async with self.converter.pcm(clip.clip, caps.pcm_sample_rate, caps.pcm_chunk_seconds,
+                                          max_seconds=clip.max_seconds) as decoded:
+                heard = await require_sound(decoded, caps.pcm_sample_rate)
+                audio = PcmStream(sample_rate=caps.pcm_sample_rate,
+                                  chunks=_metered(heard, request, provider.name, caps.pcm_sample_rate))
                 if caps.streaming and isinstance(provider, StreamingTranscriber):
                     async for transcript in provider.stream(audio, options):
                         yield transcript
                 else:
                     yield await provider.transcribe(audio, options)
             return
-        info = await clip.info()
-        if info.silent:
+        if not await clip.has_sound():
             raise AudioError(AudioProblem.SILENT, "the audio is silent")
-        _check_duration(info, options)
-        if info.container in caps.containers:
-            encoded = EncodedAudio(await clip.clip.read(), info.container, info.seconds)  # type: ignore[arg-type]
+        if facts.container in caps.containers:
+            encoded = EncodedAudio(await clip.clip.read(), facts.container, facts.seconds)
         else:
-            pcm = await self.converter.decode(clip.clip, UPLOAD_CONVERSION_RATE)
-            encoded = EncodedAudio(wav_bytes(pcm, UPLOAD_CONVERSION_RATE), "wav", info.seconds)
+            pcm = await self.converter.decode(clip.clip, UPLOAD_CONVERSION_RATE, max_seconds=clip.max_seconds)
+            encoded = EncodedAudio(wav_bytes(pcm, UPLOAD_CONVERSION_RATE), "wav", facts.seconds)
+        request.hand(provider.name, facts.seconds)  # sent as a whole from here on, whatever the answer
         yield await provider.transcribe(encoded, options)
 
     @staticmethod
@@ -388,6 +401,8 @@ class SpeechService:
             await provider.aclose()
         for close in self._closing:
             await close()
+        if self._owns_converter:
+            self.converter.close()
 
 
 def _coze_credentials(settings: SpeechSettings) -> CozeCredentials:
@@ -408,25 +423,48 @@ def _neutral_language(options: TranscribeOptions | None, default: str) -> str:
     return language
 
 
-def _check_duration(info: AudioInfo, options: TranscribeOptions) -> None:
-    if options.max_seconds is not None and info.seconds > options.max_seconds:
-        raise AudioError(AudioProblem.TOO_LONG, f"{info.seconds:.0f} s is longer than {options.max_seconds:.0f} s")
-
-
 def _require_audio(audio: SpeechAudio, provider: str) -> None:
     if not audio.data:
         raise SpeechError(ErrorKind.SERVER, "the provider returned no audio", provider=provider, retryable=False)
 
 
-class _ClipFacts:
-    """A clip plus its analysis, computed at most once per request and only when needed."""
+async def _metered(chunks: AsyncIterator[bytes], request: MeteredRequest, provider: str,
+                   sample_rate: int) -> AsyncIterator[bytes]:
+    """PCM as a provider takes it, each chunk reported to the request's meter. At the allowance
+    the stream is cut: codec padding past it is dropped, more audio refuses the request."""
+    bytes_per_second = sample_rate * SAMPLE_WIDTH
+    overflow, slack = 0, int(DECODE_SLACK_SECONDS * sample_rate) * SAMPLE_WIDTH
+    async for chunk in chunks:
+        remaining = request.remaining()
+        if remaining is not None and len(chunk) > (room := int(remaining * sample_rate) * SAMPLE_WIDTH):
+            overflow += len(chunk) - room
+            if overflow > slack:
+                raise AllowanceExceeded(request.allowance_seconds or 0.0,
+                                        request.handed_seconds + overflow / bytes_per_second)
+            chunk = chunk[:room]
+            if not chunk:
+                continue
+        request.hand(provider, len(chunk) / bytes_per_second)
+        yield chunk
 
-    def __init__(self, converter: AudioConverter, clip: AudioClip) -> None:
+
+class _ClipFacts:
+    """A clip plus what is known of it, each fact found at most once per request and only when
+    needed; every decode bounded by ``max_seconds``."""
+
+    def __init__(self, converter: AudioConverter, clip: AudioClip, max_seconds: float) -> None:
         self.converter = converter
         self.clip = clip
-        self._info: AudioInfo | None = None
+        self.max_seconds = max_seconds
+        self._facts: AudioFacts | None = None
+        self._sound: bool | None = None
 
-    async def info(self) -> AudioInfo:
-        if self._info is None:
-            self._info = await self.converter.analyse(self.clip)
-        return self._info
+    async def facts(self) -> AudioFacts:
+        if self._facts is None:
+            self._facts = await self.converter.inspect(self.clip, self.max_seconds)
+        return self._facts
+
+    async def has_sound(self) -> bool:
+        if self._sound is None:
+            self._sound = await self.converter.has_sound(self.clip, self.max_seconds)
+        return self._sound

@@ -18,6 +18,7 @@ from typing import Any, Protocol
 from ..logs import new_request_id
 from ..speech.errors import AudioError, SpeechError
 from ..speech.languages import language_code
+from ..speech.metering import AllowanceExceeded, AudioUsage
 from ..speech.models import AudioClip, SynthesizeOptions, TranscribeOptions
 from ..speech.service import SpeechService
 from . import messages
@@ -360,47 +361,52 @@ class VoiceNotesPlugin:
             self.observer.note_transcribed(note.chat.platform, "cache", 0.0, cached=True)
             return cached.text, cached.seconds or note.declared_seconds or 0.0
         # The daily quota is reserved by the declared duration before any provider is called,
-        # then corrected to the measured duration (or released if nothing was transcribed).
-        reserved = await self._reserve_daily_minutes(note)
+        # then settled to the audio really handed to providers (every attempt, whatever the
+        # outcome); the rest of the day's allowance bounds what may be handed over at all.
+        reserved, allowance = await self._reserve_daily_minutes(note)
+        usage = AudioUsage()
         try:
             data = await note.fetch()
             clip = AudioClip(data=data, mime_type=note.mime_type, filename=note.file_name,
                              declared_seconds=note.declared_seconds)
             final = None
-            async for transcript in self.service.stream(clip, options):
+            async for transcript in self.service.stream(clip, replace(options, allowance_seconds=allowance), meter=usage):
                 if transcript.final:
                     final = transcript
                 elif live:
                     live.show(self._attributed(note, transcript.text))
-        except BaseException:
-            await self._record_audio(note.chat, -reserved)
-            raise
+        except AllowanceExceeded as exceeded:
+            limit_seconds = (self.settings.daily_minutes or 0) * 60
+            raise DailyLimitReached(limit_seconds - exceeded.allowance_seconds, limit_seconds) from None
+        finally:
+            await self._record_audio(note.chat, usage.seconds - reserved)
         assert final is not None
         seconds = final.seconds or note.declared_seconds or 0.0
         log.info("transcribed %.1f s of audio with %s", seconds, final.provider)
         self.observer.note_transcribed(note.chat.platform, final.provider or "unknown", seconds, cached=False)
-        await self._record_audio(note.chat, seconds - reserved)
         if final.text and self.settings.retention_hours > 0:
             await self._quietly(self.store.cache_transcript(cache_key, note.chat.platform, note.chat.id, final.text, seconds),
                                 "transcript cache")
         return final.text, seconds
 
-    async def _reserve_daily_minutes(self, note: VoiceNote) -> float:
-        """Check the chat's daily allowance and reserve the declared duration; returns it."""
+    async def _reserve_daily_minutes(self, note: VoiceNote) -> tuple[float, float | None]:
+        """Check the chat's daily allowance and reserve the declared duration: (reserved, the
+        seconds this note may hand to providers today; None without a daily limit)."""
         reserved = note.declared_seconds or 0.0
         if self.settings.daily_minutes is None:
             await self._record_audio(note.chat, reserved)
-            return reserved
+            return reserved, None
         limit = self.settings.daily_minutes * 60
         where = note.chat
         try:
             # One atomic step in the store: notes handled at once (in any process) never overspend.
             if await self.store.reserve_usage(where.platform, where.id, today(), reserved, limit):
-                return reserved
+                used = (await self.store.usage(where.platform, where.id, today())).audio_seconds
+                return reserved, max(0.0, limit - used + reserved)
             used = (await self.store.usage(where.platform, where.id, today())).audio_seconds
         except StoreError as error:
             log.warning("usage unavailable, daily limit not checked: %s", error)
-            return 0.0
+            return 0.0, None
         raise DailyLimitReached(used, limit)
 
     async def _record_audio(self, where: ChatRef, seconds: float) -> None:
