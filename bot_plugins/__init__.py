@@ -19,5 +19,6 @@ from .options import Options
 from .speech.service import SpeechService
 from .voice_notes.model import Reply, ResponderContext
 from .voice_notes.store import Store
+from . import responders  # noqa: E402  # voicebridge.responders.CozeAgent without a second import
 
 __all__ = ["Options", "Reply", "ResponderContext", "Settings", "SpeechService", "Store"]
