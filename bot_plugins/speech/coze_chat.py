@@ -98,6 +98,9 @@ class CozeChatClient:
         try:
             async for update in self._updates(response):
                 yield update
+        except SpeechError as error:
+            error.retryable = False  # the chat began: another try would ask the question twice
+            raise
         finally:
             await response.aclose()
 

@@ -541,7 +541,9 @@ class VoiceNotesPlugin:
                 await self._answerer().answer(Question(question, request.chat, request.sender, request.message_id,
                                                        spoken=False, chat_language=request.chat_language), chat, settings)
         elif request.replied_note is not None:
-            note = replace(request.replied_note, sender=request.sender, chat_language=request.chat_language)
+            # The answer goes to the asker: a reply to their /ask, in their conversation.
+            note = replace(request.replied_note, sender=request.sender, chat_language=request.chat_language,
+                           message_id=request.message_id or request.replied_note.message_id)
             async with self._chat_turn(request.chat):
                 await self._answer_note(note, chat, settings, ask=True)
         else:
