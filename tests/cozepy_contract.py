@@ -372,7 +372,7 @@ def validate_chat_event(event: str, data: str) -> Chat | Message | None:
     return _parse_model(Chat, event, data)
 
 
-def _parse_model(model: type[Chat] | type[Message], event: str, data: str) -> Chat | Message:
+def _parse_model(model: type[Chat | Message], event: str, data: str) -> Chat | Message:
     try:
         return model.model_validate_json(data)
     except pydantic.ValidationError as error:

@@ -113,9 +113,9 @@ def texts_sent_for(world: World, message: dict[str, Any]) -> list[str]:
            if (sent.get("reply_to_message") or {}).get("message_id") == message["message_id"]}
     shown = []
     for call in world.telegram.calls:
-        if call.method == "sendMessage" and (call.params.get("reply_parameters") or {}).get("message_id") == message["message_id"]:
-            shown.append(call.params["text"])
-        elif call.method == "editMessageText" and int(call.params["message_id"]) in ids:
+        sent = call.method == "sendMessage" and (call.params.get("reply_parameters") or {}).get("message_id") == message["message_id"]
+        edited = call.method == "editMessageText" and int(call.params["message_id"]) in ids
+        if sent or edited:
             shown.append(call.params["text"])
     return shown
 

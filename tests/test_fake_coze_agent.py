@@ -98,11 +98,10 @@ async def test_an_error_event_and_refused_chats_are_what_cozepy_raises() -> None
 
 
 async def test_the_fake_refuses_and_records_a_request_off_the_contract() -> None:
-    async with FakeCoze() as fake:
-        async with httpx.AsyncClient(base_url=fake.base_url) as http:
-            response = await http.post("/v3/chat", headers={"Authorization": f"Bearer {DEFAULT_TOKEN}"},
-                                       json={"bot_id": DEFAULT_BOT_ID, "user_id": "dave", "stream": True,
-                                             "additional_message": [{"role": "user", "content": "Hi", "content_type": "text"}]})
+    async with FakeCoze() as fake, httpx.AsyncClient(base_url=fake.base_url) as http:
+        response = await http.post("/v3/chat", headers={"Authorization": f"Bearer {DEFAULT_TOKEN}"},
+                                   json={"bot_id": DEFAULT_BOT_ID, "user_id": "dave", "stream": True,
+                                         "additional_message": [{"role": "user", "content": "Hi", "content_type": "text"}]})
     assert response.json()["code"] == 4000
     assert fake.agents.violations and "additional_message" in fake.agents.violations[0]
 
