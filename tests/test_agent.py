@@ -137,8 +137,11 @@ async def test_private_voice_notes_and_texts_are_one_conversation_until_new(worl
         fresh = await world.telegram.push_text(chat, ALICE, "Hello again")
         await answered(world, fresh, "You said: Hello again. This is message 1 of our conversation.")
         menu = {command["command"] for command in world.telegram.commands()}
+        privacy = await world.telegram.push_text(chat, ALICE, "/privacy")
+        await world.telegram.wait_for(lambda: answers_to(world, privacy), timeout=15)
     assert answers_to(world, start)[0].startswith("Hi! Talk to me")
     assert {"ask", "new"} <= menu
+    assert "Answers come from an agent on Coze (扣子)" in answers_to(world, privacy)[0]
     chats = world.coze.agents.chats
     assert [chat_.new_conversation for chat_ in chats] == [True, False, True]
     assert len({chat_.user_id for chat_ in chats}) == 1 and "1001" not in chats[0].user_id
@@ -189,6 +192,17 @@ async def test_both_mode_shows_the_text_then_sends_the_voice(world: World) -> No
         await answered(world, note, echo(AgentTurn(HEARD, (), "", "")), "<voice>")
     report = analyse(*decode(world.telegram.calls_to("sendVoice")[0].files["voice"]))
     assert report.seconds == pytest.approx(len(echo(AgentTurn(HEARD, (), "", ""))) * SECONDS_PER_CHAR, abs=0.1)
+
+
+async def test_a_spoken_answer_stays_within_the_daily_allowance(world: World) -> None:
+    world.agent.answer = lambda turn: WEATHER
+    async with agent_bot(world, VOICEBRIDGE_REPLY="voice", VOICEBRIDGE_DAILY_TTS_CHARACTERS="100"):
+        note = await world.telegram.push_voice(Chat.private(ALICE), ALICE, TONE, duration=2)
+        await answered(world, note, f"{WEATHER}\n\n(No voice reply: this chat has used its 100 characters read aloud "
+                                    "for today.)")
+    assert world.telegram.calls_to("sendVoice") == []
+    # The first sentence fit in the allowance and was spoken; the rest was refused before any call.
+    assert [call.json["input"] for call in world.coze.calls_to("speech")] == [spoken_form(WEATHER[:WEATHER.index(". ") + 1])]
 
 
 async def test_in_groups_the_agent_answers_what_is_said_to_the_bot_and_transcribes_the_rest(world: World) -> None:
@@ -358,11 +372,16 @@ async def test_discord_channels_answer_replies_to_the_bot_and_transcribe_the_res
         expected = "You said: tone 300 hz 1.0 s. This is message 1 of our conversation."
         await final_reply(world, to_bot, expected)
         await world.discord.wait_for(lambda: voice_replies(world, to_bot), timeout=30)
+        menu = await world.discord.dispatch_interaction("Ask", user=world.discord.user, channel_id=channel.id,
+                                                        target_message_id=note["id"])
+        await world.discord.wait_for(lambda: any(
+            reply.message.get("content") == f"You said: {HEARD}. This is message 2 of our conversation."
+            for reply in world.discord.interaction_responses(menu["id"]) if reply.message), timeout=30)
     (voice,) = voice_replies(world, to_bot)
     report = analyse(*decode(voice.files[0].data))
     assert report.seconds == pytest.approx(len(expected) * SECONDS_PER_CHAR, abs=0.1)
     assert voice.json["attachments"][0]["waveform"]  # a native voice message, waveform and all
-    assert [chat.question for chat in world.coze.agents.chats] == ["tone 300 hz 1.0 s"]
+    assert [chat.question for chat in world.coze.agents.chats] == ["tone 300 hz 1.0 s", HEARD]
 
 
 def voice_replies(world: DiscordWorld, message: dict[str, Any]) -> list[Any]:
