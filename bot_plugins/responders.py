@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import logging
 from collections.abc import AsyncIterator, Callable
+from contextlib import aclosing
 
 import httpx
 
@@ -107,13 +108,15 @@ class CozeAgent:
         for conversation_id in dict.fromkeys((known, None)):
             started = False  # Coze took the question: asking again would ask it twice
             try:
-                async for update in client.chat(self.bot_id, user_id, question, conversation_id):
-                    started = True
-                    if isinstance(update, ChatOpened):
-                        if conversation is not None and update.conversation_id != conversation_id:
-                            await conversation.set(f"{self.bot_id}:{update.conversation_id}")
-                    else:
-                        yield update.text
+                # Closed with this generator, so an answer cut short closes its connection at once.
+                async with aclosing(client.chat(self.bot_id, user_id, question, conversation_id)) as updates:
+                    async for update in updates:
+                        started = True
+                        if isinstance(update, ChatOpened):
+                            if conversation is not None and update.conversation_id != conversation_id:
+                                await conversation.set(f"{self.bot_id}:{update.conversation_id}")
+                        else:
+                            yield update.text
                 return
             except SpeechError as error:
                 if started or conversation_id is None or error.kind is not ErrorKind.INVALID_INPUT:

@@ -262,6 +262,18 @@ async def test_an_agent_not_published_is_reported_to_the_user_and_the_operator(w
     assert "publish the agent to the API channel" in caplog.text
 
 
+async def test_an_answer_that_goes_on_is_cut_and_spread_over_messages(world: World) -> None:
+    world.agent.answer = lambda turn: "blah " * 5000  # 25 000 characters
+    world.agent.piece_size = 1000
+    async with agent_bot(world):
+        typed = await world.telegram.push_text(Chat.private(ALICE), ALICE, "Talk forever")
+        await world.telegram.wait_for(lambda: answers_to(world, typed) and answers_to(world, typed)[-1].endswith("…"),
+                                      timeout=30)
+    pieces = answers_to(world, typed)
+    assert len(pieces) == 5 and all(len(piece) <= 4096 for piece in pieces)
+    assert "".join(pieces).count("blah") == 20_000 // len("blah ")  # the first 20 000 characters, then "…"
+
+
 async def test_a_host_responder_that_streams_grows_its_answer_and_speaks_it(world: World) -> None:
     """The streaming contract is not Coze's: any async iterable of text pieces grows and is spoken."""
 
