@@ -23,7 +23,7 @@ from typing import Any
 
 from ..speech.errors import SpeechError
 from ..speech.models import AudioClip, AudioFormat, SynthesizeOptions
-from ..speech.service import SpeechService
+from ..speech.service import SYNTHESIS_PARALLELISM, SpeechService
 from ..speech.text import sentences_end
 from .conversations import StoredConversation
 from .delivery import ELLIPSIS, LiveMessage, send_text, send_voice
@@ -49,7 +49,6 @@ MAX_ANSWER_CHARACTERS = 20_000  # a stream that goes on is cut here: five Telegr
 # A streamed answer is spoken in pieces of whole sentences, at least this long: few TTS calls
 # (each is billed), yet the first starts while the answer is still coming.
 MIN_SPOKEN_CHARACTERS = 80
-SPEECH_PARALLELISM = 2  # pieces of one answer synthesized at the same time
 SPEECH_RATE = 24000  # pieces are synthesized as PCM at this rate, joined, and encoded once
 
 # Markup an agent writes that must not be read aloud: code blocks, link targets, bare URLs,
@@ -225,7 +224,7 @@ class SpokenAnswer:
         self.characters = 0  # spoken so far, counted against SPEAK_LIMIT_CHARACTERS
         self._queued = 0  # characters of the written answer handed to synthesis
         self._pieces: list[asyncio.Task[bytes]] = []
-        self._slots = asyncio.Semaphore(SPEECH_PARALLELISM)
+        self._slots = asyncio.Semaphore(SYNTHESIS_PARALLELISM)  # as SpeechService speaks a long text
         self._too_long = False
 
     def heard(self, written: str) -> None:
