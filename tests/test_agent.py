@@ -78,13 +78,15 @@ async def world(fast_retrier: Retrier) -> AsyncIterator[World]:
 
 
 @asynccontextmanager
-async def agent_bot(world: World, **env: str) -> AsyncIterator[TelegramInstall]:
-    """A bot as ``voicebridge run`` builds it, with the agent configured by environment only."""
-    settings = Settings.from_values(speech_values(world.coze) | AGENT | env)
+async def agent_bot(world: World, responder: voicebridge.responders.CozeAgent | None = None,
+                    **env: str) -> AsyncIterator[TelegramInstall]:
+    """A bot as ``voicebridge run`` builds it, with the agent configured by environment only
+    (or, given ``responder``, a host bot passing its agent in the default guest options)."""
+    settings = Settings.from_values(speech_values(world.coze) | (AGENT if responder is None else {}) | env)
     application = (ApplicationBuilder().token(world.telegram.token).base_url(world.telegram.api_base_url)
                    .base_file_url(world.telegram.file_base_url).get_updates_connection_pool_size(2).build())
-    handle = voicebridge.telegram.install(application, settings=settings, store=":memory:", commands=ALL_COMMANDS,
-                                          menu="replace")
+    options = Options(commands=ALL_COMMANDS, menu="replace") if responder is None else Options(responder=responder)
+    handle = voicebridge.telegram.install(application, options, settings=settings, store=":memory:")
     async with application:
         await handle.start()
         await application.start()
@@ -145,6 +147,15 @@ async def test_private_voice_notes_and_texts_are_one_conversation_until_new(worl
     chats = world.coze.agents.chats
     assert [chat_.new_conversation for chat_ in chats] == [True, False, True]
     assert len({chat_.user_id for chat_ in chats}) == 1 and "1001" not in chats[0].user_id
+
+
+async def test_a_host_bot_passes_a_coze_agent_as_its_responder(world: World) -> None:
+    agent = voicebridge.responders.CozeAgent(bot_id=DEFAULT_BOT_ID)
+    async with agent_bot(world, agent) as handle:
+        typed = await world.telegram.push_text(Chat.private(ALICE), ALICE, "Hello agent")
+        await answered(world, typed, "You said: Hello agent. This is message 1 of our conversation.")
+        assert {"ask", "new"} <= set(handle.plugin.command_names) and "start" not in handle.plugin.command_names
+    assert agent._client is None  # its connection closed with the plugin; a later question opens a new one
 
 
 async def test_the_answer_grows_in_one_reply_as_the_agent_writes_it(world: World) -> None:
