@@ -22,18 +22,22 @@ from .config import Settings
 from .speech.coze_chat import AgentError, AgentProblem, ChatOpened, CozeChatClient
 from .speech.coze_common import CozeEndpoint
 from .speech.errors import ConfigError, ErrorKind, SpeechError
+from .speech.coze_auth import CozeCredentials
 from .speech.retry import Retrier
+from .speech.service import coze_credentials
 from .voice_notes.messages import text
 from .voice_notes.model import AnswerFailed, ConversationState, Responder, ResponderContext
 
 log = logging.getLogger(__name__)
 
+NO_CREDENTIALS = ("COZE_API_TOKEN is not set (nor a Coze JWT app: COZE_JWT_CLIENT_ID, …); the Coze agent responder "
+                  "talks to Coze with it")
 # Refusals that mean the agent is not set up right, with what the operator should do.
 SETUP_PROBLEMS = {
     4015: "publish the agent to the API channel (Coze: Publish → API), or check COZE_BOT_ID",
     4200: "COZE_BOT_ID names no agent that this token can reach (wrong id, or another Coze region or space)",
-    4100: "Coze refused the token (COZE_API_TOKEN: expired, revoked, or of the other region)",
-    4101: "the token lacks the permission to chat with this agent (COZE_API_TOKEN: add the chat scope)",
+    4100: "Coze refused the token (COZE_API_TOKEN or the JWT app: expired, revoked, or of the other region)",
+    4101: "the token lacks the permission to chat with this agent (add the chat permission to the token or JWT app)",
 }
 
 
@@ -90,14 +94,15 @@ class CozeAgent:
         self._retrier = retrier
         self._transport = transport
         self._client: CozeChatClient | None = None
+        self._credentials: CozeCredentials | None = None
 
     def bind(self, settings: Settings, retrier: Retrier) -> None:
         """Take the plugin's configuration, unless this agent was given its own; a missing
         credential fails here, at start-up."""
         self._settings = self._settings or settings
         self._retrier = self._retrier or retrier
-        if not self._settings.speech.coze_api_token:
-            raise ConfigError("COZE_API_TOKEN is not set; the Coze agent responder talks to Coze with it")
+        if not self._settings.speech.has_coze_credentials:
+            raise ConfigError(NO_CREDENTIALS)
 
     async def __call__(self, question: str, context: ResponderContext) -> AsyncIterator[str]:
         """The answer to ``question``, piece by piece as the agent writes it."""
@@ -134,9 +139,10 @@ class CozeAgent:
     def _chat_client(self) -> CozeChatClient:
         if self._client is None:
             speech = (self._settings or Settings.load()).speech
-            if not speech.coze_api_token:
-                raise ConfigError("COZE_API_TOKEN is not set; the Coze agent responder talks to Coze with it")
-            endpoint = CozeEndpoint(speech.coze_api_token, speech.coze_api_base, speech.coze_ws_base,
+            if not speech.has_coze_credentials:
+                raise ConfigError(NO_CREDENTIALS)
+            self._credentials = coze_credentials(speech)  # a JWT app mints its tokens, as for speech
+            endpoint = CozeEndpoint(self._credentials, speech.coze_api_base, speech.coze_ws_base,
                                     connect_timeout=min(10.0, speech.provider_timeout), read_timeout=speech.provider_timeout)
             self._client = CozeChatClient(endpoint, self._retrier, self._transport)
         return self._client
@@ -150,8 +156,11 @@ class CozeAgent:
 
     async def aclose(self) -> None:
         client, self._client = self._client, None
+        credentials, self._credentials = self._credentials, None
         if client is not None:
             await client.aclose()
+        if credentials is not None:
+            await credentials.aclose()
 
 
 ResponderBuilder = Callable[[Settings], Responder]

@@ -13,6 +13,7 @@ from cozepy import AsyncCoze, AsyncTokenAuth, ChatEventType
 
 from voicebridge.config import Settings
 from voicebridge.responders import AgentUnavailable, CozeAgent, coze_user_id
+from voicebridge.speech.coze_auth import StaticToken
 from voicebridge.speech.coze_chat import AgentError, AgentProblem, AnswerPiece, ChatOpened, CozeChatClient
 from voicebridge.speech.coze_common import CozeEndpoint
 from voicebridge.speech.errors import ConfigError, ErrorKind, SpeechError
@@ -20,7 +21,7 @@ from voicebridge.speech.retry import Retrier
 from voicebridge.voice_notes.conversations import StoredConversation, forget_conversations
 from voicebridge.voice_notes.model import ChatKind, ChatRef, Person, ResponderContext
 from voicebridge.voice_notes.store import SQLiteStore
-from tests.fakes.coze import DEFAULT_TOKEN, FakeCoze
+from tests.fakes.coze import DEFAULT_TOKEN, FakeCoze, FakeJwtApp
 from tests.fakes.coze_agent import DEFAULT_BOT_ID, FakeAgent
 from tests.harness import speech_values
 
@@ -61,9 +62,13 @@ data:"[DONE]"
 """
 
 
+JWT_APP, JWT_PRIVATE_KEY = FakeJwtApp.generate()
+
+
 @pytest.fixture
 async def fake() -> AsyncIterator[FakeCoze]:
-    async with FakeCoze(agents=[FakeAgent(), FakeAgent(bot_id="7000000000000000001", published=False)]) as server:
+    async with FakeCoze(agents=[FakeAgent(), FakeAgent(bot_id="7000000000000000001", published=False)],
+                        jwt_apps=[JWT_APP]) as server:
         yield server
 
 
@@ -76,8 +81,8 @@ async def store() -> AsyncIterator[SQLiteStore]:
 
 def chat_client(fake: FakeCoze, retrier: Retrier, *, read_timeout: float = 5.0, token: str = DEFAULT_TOKEN,
                 transport: httpx.AsyncBaseTransport | None = None) -> CozeChatClient:
-    return CozeChatClient(CozeEndpoint(token, fake.base_url, fake.ws_base_url, connect_timeout=2.0, read_timeout=read_timeout),
-                          retrier, transport)
+    endpoint = CozeEndpoint(StaticToken(token), fake.base_url, fake.ws_base_url, connect_timeout=2.0, read_timeout=read_timeout)
+    return CozeChatClient(endpoint, retrier, transport)
 
 
 def agent(fake: FakeCoze, retrier: Retrier, bot_id: str = DEFAULT_BOT_ID, **env: str) -> CozeAgent:
@@ -119,7 +124,7 @@ async def test_the_client_reads_the_docs_session_as_cozepy_does(fast_retrier: Re
         return httpx.Response(200, headers={"content-type": "text/event-stream; charset=utf-8"},
                               content=DOCS_SESSION.replace("\n", "\r\n").encode())
 
-    endpoint = CozeEndpoint(DEFAULT_TOKEN, "https://api.coze.invalid", "wss://ws.coze.invalid")
+    endpoint = CozeEndpoint(StaticToken(DEFAULT_TOKEN), "https://api.coze.invalid", "wss://ws.coze.invalid")
     client = CozeChatClient(endpoint, fast_retrier, httpx.MockTransport(replay))
     ours = [update async for update in client.chat(DEFAULT_BOT_ID, "user-1", "2024年10月1日是星期几")]
     await client.aclose()
@@ -228,6 +233,24 @@ async def test_agent_failures_are_told_to_the_user_in_a_word_and_to_the_operator
     assert DEFAULT_TOKEN not in caplog.text
 
 
+async def test_a_jwt_app_deployment_talks_to_the_agent_with_tokens_it_mints_and_renews(
+        fake: FakeCoze, fast_retrier: Retrier, store: SQLiteStore) -> None:
+    jwt = {"COZE_JWT_CLIENT_ID": JWT_APP.client_id, "COZE_JWT_PUBLIC_KEY_ID": JWT_APP.public_key_id,
+           "COZE_JWT_PRIVATE_KEY": JWT_PRIVATE_KEY.strip().replace("\n", "\\n"), "COZE_API_BASE": fake.base_url,
+           "COZE_WS_BASE": fake.ws_base_url}
+    settings = Settings.from_values(jwt | {"VOICEBRIDGE_RESPONDER": "coze-agent", "COZE_BOT_ID": DEFAULT_BOT_ID})
+    responder = CozeAgent(bot_id=DEFAULT_BOT_ID)
+    responder.bind(settings, fast_retrier)
+    first = await answer(responder, "Hi", context(store))
+    fake.revoke_access_tokens()  # Coze refuses the token it minted: one new token, one more try
+    second = await answer(responder, "Still there?", context(store))
+    await responder.aclose()
+    assert first.endswith("message 1 of our conversation.") and second.endswith("message 2 of our conversation.")
+    assert [call.token_state for call in fake.calls_to("chat")] == ["valid", "revoked", "valid"]
+    assert len([request for request in fake.token_requests if request.status == 200]) == 2
+    assert len(fake.agents.chats) == 2  # the refused try never reached the agent
+
+
 def test_the_agent_fails_at_start_up_without_credentials_or_a_bot_id() -> None:
     with pytest.raises(ValueError, match="numeric id"):
         CozeAgent(bot_id="https://www.coze.cn/space/1/bot/2")
@@ -235,7 +258,7 @@ def test_the_agent_fails_at_start_up_without_credentials_or_a_bot_id() -> None:
         Settings.from_values({"COZE_API_TOKEN": DEFAULT_TOKEN, "VOICEBRIDGE_RESPONDER": "coze-agent"})
     with pytest.raises(ConfigError, match="COZE_BOT_ID must be the numeric id"):
         Settings.from_values({"COZE_API_TOKEN": DEFAULT_TOKEN, "COZE_BOT_ID": "bot_123"})
-    with pytest.raises(ConfigError, match="COZE_API_TOKEN is not set; VOICEBRIDGE_RESPONDER=coze-agent"):
+    with pytest.raises(ConfigError, match=r"COZE_API_TOKEN is not set .*VOICEBRIDGE_RESPONDER=coze-agent"):
         Settings.from_values({"FEISHU_APP_ID": "cli_x", "FEISHU_APP_SECRET": "s", "VOICEBRIDGE_RESPONDER": "coze-agent",
                               "COZE_BOT_ID": DEFAULT_BOT_ID})
     feishu_only = Settings.from_values({"FEISHU_APP_ID": "cli_x", "FEISHU_APP_SECRET": "s"})

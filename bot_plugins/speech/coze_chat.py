@@ -105,13 +105,16 @@ class CozeChatClient:
             await response.aclose()
 
     async def _open(self, body: Mapping[str, Any], params: Mapping[str, str]) -> httpx.Response:
-        """The answer's event stream; a refusal is raised as the error it states."""
-        request = self._client.build_request("POST", CHAT_PATH, json=body, params=params, headers=self._auth_headers())
+        """The answer's event stream; a refusal is raised as the error it states (a refused
+        token that the credentials can renew is worth one more try)."""
+        token = await self.endpoint.credentials.token()
+        request = self._client.build_request("POST", CHAT_PATH, json=body, params=params, headers=_bearer(token))
         try:
             response = await self._client.send(request, stream=True)
         except httpx.HTTPError as error:
             raise error_from_transport(PROVIDER, error) from error
         if response.status_code < 400 and "event-stream" in response.headers.get("content-type", ""):
+            self.endpoint.credentials.accepted(token)
             return response
         try:
             content = await _read_limited(response, ERROR_BODY_LIMIT)
@@ -119,7 +122,7 @@ class CozeChatClient:
             raise error_from_transport(PROVIDER, error) from error
         finally:
             await response.aclose()
-        raise _refusal(response, content)
+        raise self.endpoint.refused(token, _refusal(response, content))
 
     async def _updates(self, response: httpx.Response) -> AsyncIterator[ChatUpdate]:
         logid = response.headers.get(LOGID_HEADER)
@@ -176,15 +179,15 @@ class CozeChatClient:
             if isinstance(calls, list) else []
         if chat.get("conversation_id") and chat.get("id"):
             try:
+                token = await self.endpoint.credentials.token()
                 await self._client.post(CANCEL_PATH, json={"conversation_id": chat["conversation_id"], "chat_id": chat["id"]},
-                                        headers=self._auth_headers(), timeout=CANCEL_TIMEOUT)
+                                        headers=_bearer(token), timeout=CANCEL_TIMEOUT)
             except httpx.HTTPError as error:
                 log.info("could not cancel the chat waiting for a tool: %s", error_from_transport(PROVIDER, error))
+            except SpeechError as error:
+                log.info("could not cancel the chat waiting for a tool: %s", error)
         return AgentError(AgentProblem.NEEDS_ACTION, ErrorKind.INVALID_INPUT,
                           f"the agent asks this client to run {', '.join(tools) or 'a tool'}", logid=logid)
-
-    def _auth_headers(self) -> dict[str, str]:
-        return self.endpoint.auth_headers
 
     async def aclose(self) -> None:
         await self._client.aclose()
@@ -211,6 +214,10 @@ async def _server_events(response: httpx.Response) -> AsyncIterator[tuple[str, s
         # comments (":…") and the id / retry fields mean nothing here
     if event:
         yield event, "\n".join(data)
+
+
+def _bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
 
 
 def _is_answer(message: Mapping[str, Any]) -> bool:

@@ -90,8 +90,9 @@ def _optional_int(value: float | None) -> int | None:
 def responder_problems(plugin: PluginSettings, speech: SpeechSettings) -> list[str]:
     """What the chosen responder needs from the speech settings (the agent talks to Coze with
     the same credentials)."""
-    if plugin.responder == "coze-agent" and not speech.coze_api_token:
-        return ["COZE_API_TOKEN is not set; VOICEBRIDGE_RESPONDER=coze-agent talks to the Coze agent with it"]
+    if plugin.responder == "coze-agent" and not speech.has_coze_credentials:
+        return ["COZE_API_TOKEN is not set (nor a Coze JWT app: COZE_JWT_CLIENT_ID, …); VOICEBRIDGE_RESPONDER=coze-agent "
+                "talks to the Coze agent with it"]
     return []
 
 
