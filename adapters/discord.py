@@ -37,6 +37,7 @@ from voicebridge.voice_notes.model import (
     CommandRequest,
     DownloadFailed,
     Person,
+    TextMessage,
     VoiceNotAllowed,
     VoiceNote,
     VoiceReply,
@@ -305,12 +306,13 @@ class VoiceNotesCog(commands.Cog, name="VoiceNotes"):
         self.sync = sync
         self.owns_plugin = owns_plugin
         self.transcribe_menu = app_commands.ContextMenu(name="Transcribe", callback=self._transcribe_message)
+        self.ask_menu = app_commands.ContextMenu(name="Ask", callback=self._ask_about_message)
         self.commands_synced = asyncio.Event()  # set once the app commands are registered (or failed to be)
         self._own_translator: CommandTranslator | None = None
         self._sync_task: asyncio.Task[None] | None = None
         offered = set(plugin.command_names)
         self.__cog_app_commands__ = [command for command in self.__cog_app_commands__ if command.name in offered]
-        self._menus = [self.transcribe_menu] if "transcribe" in offered else []
+        self._menus = [menu for name, menu in (("transcribe", self.transcribe_menu), ("ask", self.ask_menu)) if name in offered]
 
     async def cog_load(self) -> None:
         tree = self.bot.tree
@@ -388,8 +390,19 @@ class VoiceNotesCog(commands.Cog, name="VoiceNotes"):
             return  # our own answers and other bots' messages are not for us
         note = voice_note(message)
         if note is not None:
-            note = replace(note, announce=self._announcer(message))
+            note = replace(note, announce=self._announcer(message), addressed=self._replies_to_us(message))
             self.plugin.run_in_background(self.plugin.handle_voice_note(note, ChannelChat(self.bot, message.channel)))
+        elif self.plugin.converses and isinstance(message.channel, discord.DMChannel) and message.content.strip():
+            if (await self.bot.get_context(message)).valid:
+                return  # one of the host's own prefix commands
+            typed = TextMessage(chat_ref(message.channel), str(message.id),
+                                Person(str(message.author.id), message.author.display_name), message.content, message)
+            self.plugin.run_in_background(self.plugin.handle_text(typed, ChannelChat(self.bot, message.channel)))
+
+    def _replies_to_us(self, message: discord.Message) -> bool:
+        """A reply to one of the bot's own messages: said to the bot."""
+        replied = message.reference.resolved if message.reference is not None else None
+        return isinstance(replied, discord.Message) and self.bot.user is not None and replied.author.id == self.bot.user.id
 
     def _announcer(self, message: discord.Message) -> Callable[[str], None]:
         return lambda transcript: self.bot.dispatch(TRANSCRIPT_EVENT, message, transcript)
@@ -415,6 +428,23 @@ class VoiceNotesCog(commands.Cog, name="VoiceNotes"):
         if note is not None:
             note = replace(note, announce=self._announcer(message))
         await self._run(interaction, "transcribe", note=note)
+
+    async def _ask_about_message(self, interaction: discord.Interaction, message: discord.Message) -> None:
+        note = voice_note(message)
+        await self._run(interaction, "ask", "" if note is not None else message.content, note=note)
+
+    @app_commands.command(name="ask", description=_described("ask"))
+    @app_commands.describe(question="What to ask", audio="Or a voice message or audio file")
+    async def ask(self, interaction: discord.Interaction, question: str | None = None,
+                  audio: discord.Attachment | None = None) -> None:
+        note = None
+        if audio is not None and is_audio(audio):
+            note = attachment_note(audio, interaction.channel, str(interaction.id), interaction.user)
+        await self._run(interaction, "ask", question or "", note=note)
+
+    @app_commands.command(name="new", description=_described("new"))
+    async def new(self, interaction: discord.Interaction) -> None:
+        await self._run(interaction, "new")
 
     @app_commands.command(name="transcribe", description=_described("transcribe"))
     @app_commands.describe(audio="A voice message or audio file")

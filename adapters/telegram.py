@@ -37,6 +37,7 @@ from voicebridge.voice_notes.model import (
     CommandRequest,
     DownloadFailed,
     Person,
+    TextMessage,
     VoiceNotAllowed,
     VoiceNote,
     VoiceReply,
@@ -94,6 +95,9 @@ class TelegramInstall:
             CommandHandler(list(plugin.command_names), self._on_command, filters=filters.UpdateType.MESSAGE, block=False),
             MessageHandler(filters.UpdateType.MESSAGE & MEDIA, self._on_media, block=False),
         ]
+        if plugin.converses:  # an agent also answers what is typed to it in private
+            self._handlers.append(MessageHandler(filters.UpdateType.MESSAGE & filters.ChatType.PRIVATE & filters.TEXT
+                                                 & ~filters.COMMAND, self._on_text, block=False))
         application.add_handlers(self._handlers, group=options.group)
         self._starting = asyncio.Lock()
         self._started = False
@@ -160,9 +164,20 @@ class TelegramInstall:
         if message is None or (note := voice_note(message, context)) is None:
             return
         await self.start()
+        replied = message.reply_to_message
+        if replied is not None and replied.from_user is not None and replied.from_user.id == context.bot.id:
+            note = replace(note, addressed=True)  # a reply to the bot is said to the bot
         if self.options.transcript_as_text:
             note = replace(note, hand_off=self._hand_off(update))
         self.plugin.run_in_background(self.plugin.handle_voice_note(note, TelegramChat(self.application, update, message, delivery_deadline=self.plugin.settings.delivery_deadline_seconds)))
+
+    async def _on_text(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        message = update.effective_message
+        if message is None or not message.text:
+            return
+        await self.start()
+        typed = TextMessage(chat_ref(message), str(message.message_id), person(message), message.text, message, context)
+        self.plugin.run_in_background(self.plugin.handle_text(typed, TelegramChat(self.application, update, message, delivery_deadline=self.plugin.settings.delivery_deadline_seconds)))
 
     async def _on_command(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         message = update.effective_message

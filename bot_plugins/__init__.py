@@ -14,10 +14,11 @@ The platform modules are imported only when used: each needs its framework insta
 (``voicebridge[telegram]``, ``voicebridge[discord]``).
 """
 
+from . import responders  # voicebridge.responders.CozeAgent after a plain `import voicebridge`
 from .config import Settings
 from .options import Options
 from .speech.service import SpeechService
 from .voice_notes.model import Reply, ResponderContext
 from .voice_notes.store import Store
 
-__all__ = ["Options", "Reply", "ResponderContext", "Settings", "SpeechService", "Store"]
+__all__ = ["Options", "Reply", "ResponderContext", "Settings", "SpeechService", "Store", "responders"]

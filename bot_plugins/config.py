@@ -18,7 +18,7 @@ from urllib.parse import urlsplit
 
 from .speech.config import SpeechSettings, choice, number, problem
 from .speech.errors import ConfigError
-from .voice_notes.settings import PluginSettings
+from .voice_notes.settings import PluginSettings, responder_problems
 
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
@@ -145,6 +145,7 @@ class Settings:
         """Validate everything and report every problem at once, each naming its variable."""
         problems: list[str] = []
         settings = cls(speech=SpeechSettings.from_values(values, problems), plugin=PluginSettings.from_values(values, problems))
+        problems += responder_problems(settings.plugin, settings.speech)
         if problems:
             raise ConfigError("; ".join(problems))
         return settings
@@ -188,6 +189,7 @@ class RunnerSettings(Settings):
             problems.append(problem("VOICEBRIDGE_LOG_LEVEL", f"must be one of {', '.join(LOG_LEVELS)}", log_level))
         speech = SpeechSettings.from_values(values, problems)
         plugin = PluginSettings.from_values(values, problems)
+        problems += responder_problems(plugin, speech)
         telegram = TelegramSettings.from_values(values, problems)
         discord = DiscordSettings.from_values(values, problems)
         log_format = choice(values, "VOICEBRIDGE_LOG_FORMAT", ("text", "json"), problems)

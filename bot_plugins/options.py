@@ -8,6 +8,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from .config import Settings
+from .responders import RESPONDERS, CozeAgent
 from .speech.retry import Retrier
 from .speech.service import SpeechService
 from .voice_notes.model import Responder
@@ -22,8 +23,10 @@ SYNC_CHOICES = ("own", "all", "none")
 class Options:
     """voicebridge in a host bot.
 
-    - ``responder``: the host's answer to each transcript (``str``, :class:`voicebridge.Reply` or
-      None); without one the plugin is a transcriber.
+    - ``responder``: the host's answer to each transcript (``str``, :class:`voicebridge.Reply`,
+      None, or an async iterable of text pieces), or an agent such as
+      :class:`voicebridge.responders.CozeAgent`; None: ``VOICEBRIDGE_RESPONDER`` (by default
+      none: the plugin is a transcriber).
     - ``commands``: the command names the plugin answers (None: transcribe, speak, settings, mode,
       language, voice, voices, auto, hotwords, usage, privacy, forget — never /start or /help).
     - ``menu`` (Telegram): ``merge`` the plugin's commands into the host's menus, ``replace`` them,
@@ -61,11 +64,17 @@ def build_plugin(options: Options, *, default_commands: Iterable[str] = GUEST_CO
     """The plugin ``options`` describe, owning (and closing) the service and store it creates."""
     commands = resolve_commands(options.commands if options.commands is not None else default_commands)
     settings = options.settings or Settings.load()
+    retrier = retrier or Retrier()
+    responder = options.responder
+    if responder is None and settings.plugin.responder in RESPONDERS:
+        responder = RESPONDERS[settings.plugin.responder](settings)
+    if isinstance(responder, CozeAgent):
+        responder.bind(settings, retrier)  # the same Coze credentials and retries as speech
     service = SpeechService.from_settings(settings.speech, retrier=retrier)
     owned: list[AsyncResource] = [service]
     store = options.store
     if store is None or isinstance(store, str | os.PathLike):
         store = open_store(settings.plugin.database if store is None else store)
         owned.append(store)
-    return VoiceNotesPlugin(service, store, settings.plugin, responder=options.responder, commands=commands,
+    return VoiceNotesPlugin(service, store, settings.plugin, responder=responder, commands=commands,
                             closes=owned, observer=observer, edit_interval=edit_interval)

@@ -21,12 +21,13 @@ from __future__ import annotations
 
 import base64
 import binascii
+import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import pydantic
-from cozepy import CozeAPIError
+from cozepy import Chat, ChatEventType, CozeAPIError, Message
 from cozepy.websockets.audio import speech, transcriptions
 from cozepy.websockets.ws import WebsocketsErrorEvent, WebsocketsEvent
 
@@ -290,3 +291,89 @@ def _unknown_keys(value: dict[str, Any], model: Any, where: str) -> list[str]:
         elif isinstance(item, dict):
             dropped.extend(_unknown_keys(item, field.annotation, f"{where}.{key}"))
     return dropped
+
+
+# ----------------------------------------------------------------------------- the agent chat API (spec §10.2)
+#
+# POST /v3/chat with stream: true answers with server-sent events; cozepy's chat module is the
+# oracle: ``_chat_stream_handler`` parses message events with its Message model and chat events
+# with its Chat model, and ignores keys it does not know. The field tables below are its models'
+# own field lists (closed), so a misspelt key fails here although cozepy would drop it silently.
+
+CHAT_MESSAGE = Obj(
+    {
+        "role": str, "type": str, "content": str, "content_type": str, "meta_data": dict, "id": str,
+        "conversation_id": str, "section_id": str, "bot_id": str, "chat_id": str, "created_at": int, "updated_at": int,
+        "reasoning_content": str,
+    },
+    required=frozenset({"role", "content", "content_type"}),
+)  # fmt: skip
+CHAT_REQUEST = Obj(
+    {
+        "bot_id": str, "user_id": str, "additional_messages": ListOf(CHAT_MESSAGE), "stream": bool,
+        "custom_variables": dict, "auto_save_history": bool, "meta_data": dict, "parameters": dict, "enable_card": bool,
+    },
+    required=frozenset({"bot_id", "user_id"}),
+)  # fmt: skip
+_CHAT_ERROR = Obj({"code": int, "msg": str})
+_TOOL_CALL = Obj({"id": str, "type": str, "function": Obj({"name": str, "arguments": str}, required=frozenset({"name", "arguments"}))},
+                 required=frozenset({"id", "type"}))
+CHAT = Obj(
+    {
+        "id": str, "conversation_id": str, "bot_id": str, "created_at": int, "completed_at": int, "failed_at": int,
+        "meta_data": dict, "last_error": _CHAT_ERROR, "status": str,
+        "required_action": Obj({"type": str, "submit_tool_outputs": Obj({"tool_calls": ListOf(_TOOL_CALL)},
+                                                                        required=frozenset({"tool_calls"}))},
+                               required=frozenset({"type"})),
+        "usage": Obj({"token_count": int, "output_count": int, "input_count": int}),
+        "inserted_additional_messages": ListOf(Obj({"id": str}, required=frozenset({"id"}))),
+    },
+    required=frozenset({"id", "conversation_id"}),
+)  # fmt: skip
+CHAT_CANCEL_REQUEST = Obj({"conversation_id": str, "chat_id": str}, required=frozenset({"conversation_id", "chat_id"}))
+# ChatEventType is a "dynamic" enum (an unknown value becomes a member), so its members are listed.
+_COZEPY_CHAT_EVENTS = frozenset(member.value for member in ChatEventType if member is not ChatEventType.UNKNOWN)
+_MESSAGE_EVENTS = frozenset({"conversation.message.delta", "conversation.message.completed", "conversation.audio.delta"})
+_CHAT_EVENTS = frozenset({
+    "conversation.chat.created", "conversation.chat.in_progress", "conversation.chat.completed",
+    "conversation.chat.failed", "conversation.chat.requires_action",
+})  # fmt: skip
+_CHAT_STATUS = {
+    "conversation.chat.created": "created", "conversation.chat.in_progress": "in_progress",
+    "conversation.chat.completed": "completed", "conversation.chat.failed": "failed",
+    "conversation.chat.requires_action": "requires_action",
+}  # fmt: skip
+
+
+def validate_chat_event(event: str, data: str) -> Chat | Message | None:
+    """Check one server-sent event of a chat stream (``data`` as sent on the ``data:`` line);
+    returns what cozepy makes of it (None for ``done`` and ``error``)."""
+    if event not in _COZEPY_CHAT_EVENTS:
+        raise ContractError(f"chat event {event!r} is unknown to cozepy")
+    if "\n" in data or "\r" in data:
+        raise ContractError(f"{event}: data must be one line (cozepy reads one data: line per event)")
+    try:
+        value = json.loads(data)
+    except ValueError:
+        raise ContractError(f"{event}: data is not JSON: {data[:80]!r}") from None
+    if event == "done":
+        if value != "[DONE]":
+            raise ContractError(f"done: data must be the JSON string [DONE], got {value!r}")
+        return None
+    if event == "error":
+        check(value, Obj({"code": int, "msg": str}, required=frozenset({"code", "msg"})), "error")
+        return None
+    if event in _MESSAGE_EVENTS:
+        check(value, CHAT_MESSAGE, event)
+        return _parse_model(Message, event, data)
+    check(value, CHAT, event)
+    if value.get("status") != _CHAT_STATUS[event]:
+        raise ContractError(f"{event}: status must be {_CHAT_STATUS[event]!r}, got {value.get('status')!r}")
+    return _parse_model(Chat, event, data)
+
+
+def _parse_model(model: type[Chat | Message], event: str, data: str) -> Chat | Message:
+    try:
+        return model.model_validate_json(data)
+    except pydantic.ValidationError as error:
+        raise ContractError(f"cozepy's {model.__name__} rejects {event}: {error}") from None

@@ -104,7 +104,7 @@ class SpeechService:
         closing: list[Callable[[], Awaitable[None]]] = []
         timeout = settings.provider_timeout
         if settings.has_coze_credentials:
-            credentials = _coze_credentials(settings)
+            credentials = coze_credentials(settings)
             closing.append(credentials.aclose)
             endpoint = CozeEndpoint(credentials, settings.coze_api_base, settings.coze_ws_base,
                                     connect_timeout=min(10.0, timeout), read_timeout=timeout)
@@ -405,7 +405,8 @@ class SpeechService:
             self.converter.close()
 
 
-def _coze_credentials(settings: SpeechSettings) -> CozeCredentials:
+def coze_credentials(settings: SpeechSettings) -> CozeCredentials:
+    """The Coze credentials the settings name (the agent responder uses them too)."""
     if settings.coze_jwt is not None:
         app = settings.coze_jwt
         return JwtApp(app.client_id, app.private_key, app.public_key_id, settings.coze_api_base,

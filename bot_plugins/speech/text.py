@@ -50,6 +50,15 @@ _SPLITTERS: list[Callable[[str], list[str]]] = [
 ]
 
 
+def sentences_end(text: str) -> int:
+    """Where the last complete sentence of ``text`` ends (0: none yet): what follows it may still
+    grow, as in an answer that is being streamed."""
+    end = 0
+    for match in _SENTENCE_BREAK.finditer(text):
+        end = match.end()
+    return end
+
+
 def split_text(text: str, max_bytes: int, length: Callable[[str], int] = utf8_length) -> list[str]:
     """Pieces of at most ``max_bytes`` (as measured by ``length``): whole sentences where they
     fit, else clauses, else words, else characters — never part of a character."""

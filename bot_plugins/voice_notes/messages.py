@@ -65,13 +65,63 @@ _CATALOGUE: dict[str, dict[str, str]] = {
         "en": "🎤 {name}: {text}",
         "zh": "🎤 {name}：{text}",
     },
+    # An answer's failure, then (for a voice note) "heard", so that the user's words are never lost.
     "responder_timeout": {
-        "en": "Sorry, the answer is taking too long. I heard: {transcript}",
-        "zh": "抱歉，回答耗时过长。我听到的是：{transcript}",
+        "en": "Sorry, the answer is taking too long.",
+        "zh": "抱歉，回答耗时过长。",
     },
     "responder_failed": {
-        "en": "Sorry, I could not answer that. I heard: {transcript}",
-        "zh": "抱歉，我无法回答。我听到的是：{transcript}",
+        "en": "Sorry, I could not answer that.",
+        "zh": "抱歉，我无法回答。",
+    },
+    "heard": {
+        "en": " I heard: {transcript}",
+        "zh": "我听到的是：{transcript}",
+    },
+    "agent_failed": {
+        "en": "Sorry, the agent could not answer this time. Please try again.",
+        "zh": "抱歉，智能体这次没能回答，请重试。",
+    },
+    "agent_needs_tool": {
+        "en": "Sorry, the agent wanted to use a tool that this bot cannot run, so there is no answer.",
+        "zh": "抱歉，智能体需要使用本机器人无法运行的工具，因此无法回答。",
+    },
+    "agent_busy": {
+        "en": "The agent is busy right now. Please try again in a minute.",
+        "zh": "智能体当前繁忙，请稍后再试。",
+    },
+    "agent_unreachable": {
+        "en": "The agent cannot be reached right now. Please try again later.",
+        "zh": "暂时无法连接智能体，请稍后再试。",
+    },
+    "agent_not_set_up": {
+        "en": "The agent is not set up correctly. The bot owner needs to check its Coze settings.",
+        "zh": "智能体配置有误，请机器人管理员检查扣子（Coze）的相关设置。",
+    },
+    "start_agent": {
+        "en": "Hi! Talk to me: send a voice message or write, and I will answer.\nSend /new to start a new conversation, /help to see what else I can do.",
+        "zh": "你好！发送语音消息或文字和我聊天吧，我会回答你。\n发送 /new 开始新的对话，发送 /help 查看更多功能。",
+    },
+    "help_agent": {
+        "en": (
+            "Talk to me with voice messages or text, and I will answer (in groups: reply to one of my "
+            "messages with a voice message, or use /ask).\n"
+            "/ask QUESTION — ask me (or reply with it to a voice message)\n"
+            "/new — start a new conversation"
+        ),
+        "zh": (
+            "发送语音消息或文字和我聊天，我会回答（在群组中：用语音消息回复我的消息，或使用 /ask）。\n"
+            "/ask 问题 — 向我提问（也可回复某条语音消息）\n"
+            "/new — 开始新的对话"
+        ),
+    },
+    "ask_usage": {
+        "en": "Use /ask QUESTION, or reply to a voice message with /ask.",
+        "zh": "请使用 /ask 问题，或回复一条语音消息并发送 /ask。",
+    },
+    "new_conversation": {
+        "en": "Done: the next message starts a new conversation.",
+        "zh": "好的：下一条消息将开始新的对话。",
     },
     "download_failed": {
         "en": "I could not download this file. Please try again.",
@@ -227,6 +277,13 @@ _CATALOGUE: dict[str, dict[str, str]] = {
               "• 平台提供的你的应用语言：用于以该语言回复你。\n"
               "/forget 会立即删除本聊天的转写文本和设置，数据库文件中不留痕迹。",
     },
+    "privacy_agent": {
+        "en": "Answers come from an agent on {service}: what you say to it (the transcript of a voice message, or "
+              "your text) is sent there, and the conversation's history is kept there. This bot keeps only the "
+              "conversation's id, until /new or /forget; the history on {service} stays.",
+        "zh": "回答来自 {service} 上的智能体：你对它说的话（语音消息的转写文本或你的文字）会发送到那里，对话记录也保存在那里。"
+              "本机器人只保存对话的 ID，直到使用 /new 或 /forget；{service} 上的对话记录会保留。",
+    },
     "no_speech_synthesis": {"en": "nobody (not set up)", "zh": "无（未配置）"},
     "forgotten": {
         "en": "Done: {count} stored transcripts and this chat's settings were deleted.",
@@ -246,6 +303,8 @@ _CATALOGUE: dict[str, dict[str, str]] = {
 COMMAND_DESCRIPTIONS: dict[str, dict[str, str]] = {
     "start": {"en": "Introduction", "zh": "介绍"},
     "help": {"en": "What this bot can do", "zh": "查看功能说明"},
+    "ask": {"en": "Ask the agent", "zh": "向智能体提问"},
+    "new": {"en": "Start a new conversation", "zh": "开始新的对话"},
     "transcribe": {"en": "Transcribe the voice message you reply to", "zh": "转写所回复的语音消息"},
     "speak": {"en": "Read a text aloud", "zh": "朗读文本"},
     "settings": {"en": "Show this chat's settings", "zh": "查看本聊天的设置"},

@@ -7,7 +7,7 @@ framework's calls. The plugin decides; the port only carries out.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterable, Awaitable, Callable
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from enum import StrEnum
@@ -66,6 +66,8 @@ class VoiceNote:
     hand_off: Callable[[str], Awaitable[None]] | None = None
     # Called with every transcript before it is answered (Discord's on_voice_transcript event).
     announce: Callable[[str], None] | None = None
+    # Sent as a reply to one of the bot's own messages: said to the bot (an agent answers it in groups).
+    addressed: bool = False
 
 
 @dataclass(frozen=True)
@@ -80,6 +82,18 @@ class CommandRequest:
     replied_note: VoiceNote | None = None  # the voice message the command replies to
     replied_text: str | None = None  # the text message the command replies to
     chat_language: str | None = None  # as VoiceNote.chat_language
+
+
+@dataclass(frozen=True)
+class TextMessage:
+    """A typed message in a private chat, for a responder that converses (an agent)."""
+
+    chat: ChatRef
+    message_id: str
+    sender: Person
+    text: str
+    message: Any = None  # the PTB Message or discord.Message
+    context: Any = None  # the PTB CallbackContext (None on Discord)
 
 
 @dataclass(frozen=True)
@@ -137,6 +151,15 @@ class ChatPort(Protocol):
         ...
 
 
+class ConversationState(Protocol):
+    """Where a responder keeps the id of its own conversation with one chat (one per user in
+    groups), e.g. a Coze conversation: in the plugin's store, cleared by /new and /forget."""
+
+    async def get(self) -> str | None: ...
+
+    async def set(self, value: str | None) -> None: ...
+
+
 @dataclass(frozen=True)
 class ResponderContext:
     """What a host's responder gets besides the transcript."""
@@ -148,8 +171,9 @@ class ResponderContext:
     context: Any  # the PTB CallbackContext on Telegram, None on Discord
     language: str  # the recognition language used for this note ("auto": detected automatically)
     user_language: str | None  # the sender's client language when the platform tells it
-    duration: float  # seconds of audio
+    duration: float  # seconds of audio (0 for a typed question)
     message_id: str = ""
+    conversation: ConversationState | None = None
 
 
 @dataclass(frozen=True)
@@ -161,6 +185,27 @@ class Reply:
     voice_text: str | None = None
 
 
-Responder = Callable[[str, ResponderContext], "Awaitable[str | Reply | None] | str | Reply | None"]
+class AnswerFailed(Exception):
+    """Raised by a responder that could not answer for a reason the user should be told in its
+    own words (an agent that failed): the plugin sends :meth:`user_message` with the user's
+    words, and does not report it to the host's error handlers as a bug."""
+
+    def user_message(self, lang: str | None) -> str:
+        raise NotImplementedError
+
+
+Answer = str | Reply | AsyncIterable[str] | None
+Responder = Callable[[str, ResponderContext], "Awaitable[Answer] | Answer"]
 """A host's answer to a transcript: an async (or plain) function returning ``str``, a
-:class:`Reply`, or None for no answer."""
+:class:`Reply`, None for no answer — or an async iterable of text pieces (an async generator),
+which the plugin shows growing in its reply and speaks sentence by sentence as they arrive.
+
+A responder object with ``converses = True`` (an agent such as
+:class:`voicebridge.responders.CozeAgent`) holds the conversation itself: it also gets the
+private chats' text messages and ``/ask``, ``/new`` starts a fresh conversation, and in groups it
+answers only what is said to the bot (replies to its messages, ``/ask``); its ``service_name``
+(where what users say goes) is shown by /privacy."""
+
+
+def converses(responder: Responder | None) -> bool:
+    return bool(getattr(responder, "converses", False))

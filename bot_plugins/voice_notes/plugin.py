@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import inspect
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterable, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
@@ -22,6 +21,8 @@ from ..speech.metering import AllowanceExceeded, AudioUsage
 from ..speech.models import AudioClip, SynthesizeOptions, TranscribeOptions
 from ..speech.service import SpeechService
 from . import messages
+from .answers import SPEAK_LIMIT_CHARACTERS, Answerer, Question
+from .conversations import StoredConversation, forget_conversations
 from .delivery import LiveMessage, send_text, send_voice
 from .messages import language_name, text
 from .model import (
@@ -32,11 +33,11 @@ from .model import (
     CommandRequest,
     DownloadFailed,
     Person,
-    Reply,
     Responder,
-    ResponderContext,
+    TextMessage,
     VoiceNote,
     VoiceReply,
+    converses,
 )
 from .settings import ChatSettings, PluginSettings, ReplyMode, parse_hot_words
 from .store import CachedTranscript, Store, StoreError, today
@@ -46,7 +47,6 @@ log = logging.getLogger(__name__)
 MAX_CONCURRENT_NOTES = 16  # across all chats; each chat handles its notes one at a time, in order
 # Downloads are held in memory: a cap where the platform sets none (Telegram's is 20 MB).
 MAX_DOWNLOAD_BYTES = 100_000_000
-SPEAK_LIMIT_CHARACTERS = 2000  # longer texts are not read aloud (minutes of audio)
 VOICES_LISTED = 30
 SWEEP_INTERVAL_SECONDS = 3600.0
 # Usage totals are kept for the daily limits and /usage ("this month"), then deleted.
@@ -54,8 +54,9 @@ USAGE_RETENTION_DAYS = 31
 SETTINGS_COMMANDS = frozenset({"mode", "language", "voice", "auto", "hotwords"})  # admins only, in groups, to change
 ADMIN_COMMANDS = frozenset({"forget", "usage"})  # admins only, in groups
 # Every command the plugin knows, in menu order.
-ALL_COMMANDS = ("start", "help", "transcribe", "speak", "settings", "mode", "language", "voice", "voices", "auto",
-                "hotwords", "usage", "privacy", "forget")
+ALL_COMMANDS = ("start", "help", "ask", "new", "transcribe", "speak", "settings", "mode", "language", "voice", "voices",
+                "auto", "hotwords", "usage", "privacy", "forget")
+AGENT_COMMANDS = frozenset({"ask", "new"})  # offered only with a responder that converses (an agent)
 # In someone else's bot: never /start or /help, which the host answers itself.
 GUEST_COMMANDS = tuple(name for name in ALL_COMMANDS if name not in ("start", "help"))
 
@@ -114,6 +115,7 @@ class VoiceNotesPlugin:
         self.store = store
         self.settings = settings
         self.responder = responder
+        self.converses = converses(responder)
         self.observer = observer or _Unobserved()
         self.edit_interval = edit_interval
         self._closes = tuple(closes)
@@ -130,6 +132,8 @@ class VoiceNotesPlugin:
         handlers: dict[str, Callable[[CommandRequest, ChatPort, str | None], Awaitable[None]]] = {
             "start": self._start_command,
             "help": self._help,
+            "ask": self._ask,
+            "new": self._new_conversation,
             "transcribe": self._transcribe_command,
             "speak": self._speak,
             "settings": self._show_settings,
@@ -143,7 +147,8 @@ class VoiceNotesPlugin:
             "privacy": self._privacy,
             "forget": self._forget,
         }
-        self._commands = {name: handlers[name] for name in resolve_commands(ALL_COMMANDS if commands is None else commands)}
+        self._commands = {name: handlers[name] for name in resolve_commands(ALL_COMMANDS if commands is None else commands)
+                          if self.converses or name not in AGENT_COMMANDS}
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -198,6 +203,8 @@ class VoiceNotesPlugin:
         resources, self._closes = self._closes, ()
         for resource in resources:
             await resource.aclose()
+        if self.converses and hasattr(self.responder, "aclose"):
+            await self.responder.aclose()  # an agent's connection; it opens a new one if used again
 
     async def _sweep_forever(self) -> None:
         while True:
@@ -240,13 +247,40 @@ class VoiceNotesPlugin:
                 return
             note = replace(note, sender=await self._with_known_language(note.chat.platform, note.sender))
             settings = await self.chat_settings(note.chat)
-            if note.chat.kind is ChatKind.GROUP and not settings.auto_transcribe:
+            ask = self._asks_responder(note)
+            if note.chat.kind is ChatKind.GROUP and not settings.auto_transcribe and not (ask and self.converses):
                 return
-            await self._answer_note(note, chat, settings)
+            await self._answer_note(note, chat, settings, ask=ask)
 
-    async def _answer_note(self, note: VoiceNote, chat: ChatPort, settings: ChatSettings) -> None:
-        """Transcribe and answer, in the chat's turn (the caller holds it); every failure ends as
-        one message in the user's language."""
+    def _asks_responder(self, note: VoiceNote) -> bool:
+        """Whether the responder answers this note. An agent in a group answers only what is
+        said to the bot; the chat's other notes are transcribed."""
+        if self.responder is None or note.hand_off is not None:
+            return False
+        return not self.converses or note.chat.kind is ChatKind.PRIVATE or note.addressed
+
+    async def handle_text(self, message: TextMessage, chat: ChatPort) -> None:
+        """A typed message in a private chat: a responder that converses answers it."""
+        if not self.converses or not self.accepting or message.chat.kind is not ChatKind.PRIVATE or not message.text.strip():
+            return
+        new_request_id()
+        log.info("text message %s in %s chat %s", message.message_id, message.chat.platform, message.chat.id)
+        async with self._busy(), self._chat_turn(message.chat):
+            if not await self._admitted(message.chat, message.sender, chat, message.message_id):
+                return
+            sender = await self._with_known_language(message.chat.platform, message.sender)
+            question = Question(message.text.strip(), message.chat, sender, message.message_id, spoken=False,
+                                message=message.message, context=message.context)
+            await self._answerer().answer(question, chat, await self.chat_settings(message.chat))
+
+    def _answerer(self) -> Answerer:
+        assert self.responder is not None
+        return Answerer(self.responder, self.service, self.store, self.settings, self._deliver, self._speech_allowed,
+                        self.edit_interval)
+
+    async def _answer_note(self, note: VoiceNote, chat: ChatPort, settings: ChatSettings, *, ask: bool) -> None:
+        """Transcribe and answer (``ask``: the responder answers the transcript), in the chat's
+        turn (the caller holds it); every failure ends as one message in the user's language."""
         lang = _answer_language(note.sender, note.chat_language)
         platform = note.chat.platform
         if refusal := self._limit_refusal(note, lang):
@@ -258,13 +292,13 @@ class VoiceNotesPlugin:
         async with AsyncExitStack() as typing:
             await typing.enter_async_context(chat.activity(Activity.TYPING))
             live = None
-            if self._answers_transcript(note) and settings.reply_mode.has_text and self.service.streams_partials:
+            if not ask and note.hand_off is None and settings.reply_mode.has_text and self.service.streams_partials:
                 live = LiveMessage(chat, note.message_id, max(self.edit_interval, chat.min_edit_interval))
             try:
                 async with self._notes:  # a slot for the speech work only, never for a host's answer
                     transcript, seconds = await self._transcript(note, settings, live)
                 await typing.aclose()  # recognised: the answer is on its way
-                await self._answer_transcript(note, chat, settings, transcript, seconds, live)
+                await self._answer_transcript(note, chat, settings, transcript, seconds, live, ask=ask)
                 return
             except DailyLimitReached as reached:
                 reason = "daily_limit"
@@ -287,10 +321,6 @@ class VoiceNotesPlugin:
             # A partial transcript on screen must not pass for the whole: it becomes the error.
             await (live.finish(message) if live and live.started else send_text(chat, message, note.message_id))
 
-    def _answers_transcript(self, note: VoiceNote) -> bool:
-        """Whether the plugin's own answer is the transcript (not a host's answer to it)."""
-        return self.responder is None and note.hand_off is None
-
     def _limit_refusal(self, note: VoiceNote, lang: str | None) -> str | None:
         """Checked on what the platform declares, before anything is downloaded."""
         limit = min(note.download_limit or MAX_DOWNLOAD_BYTES, MAX_DOWNLOAD_BYTES)
@@ -301,7 +331,7 @@ class VoiceNotesPlugin:
         return None
 
     async def _answer_transcript(self, note: VoiceNote, chat: ChatPort, settings: ChatSettings, transcript: str,
-                                 seconds: float, live: LiveMessage | None) -> None:
+                                 seconds: float, live: LiveMessage | None, *, ask: bool) -> None:
         lang = _answer_language(note.sender, note.chat_language)
         if not transcript:
             message = text("nothing_heard", lang)
@@ -312,43 +342,13 @@ class VoiceNotesPlugin:
         if note.hand_off is not None:
             await note.hand_off(transcript)  # the host's own handlers answer it
             return
-        if self.responder is None:
+        if not ask:
             await self._deliver(chat, settings, note.chat, note.message_id, self._attributed(note, transcript), transcript, live,
                                 lang)
             return
-        reply = await self._respond(note, chat, settings, transcript, seconds)
-        if reply is not None:
-            await self._deliver(chat, settings, note.chat, note.message_id, reply.text, reply.voice_text or reply.text, None,
-                                lang)
-
-    async def _respond(self, note: VoiceNote, chat: ChatPort, settings: ChatSettings, transcript: str,
-                       seconds: float) -> Reply | None:
-        """The host's answer to ``transcript``, within the responder timeout. A responder that
-        fails or is too slow costs the user a short message (with their words), never silence."""
-        assert self.responder is not None
-        context = ResponderContext(
-            platform=note.chat.platform, chat=note.chat, sender=note.sender, message=note.message, context=note.context,
-            language=settings.language, user_language=note.sender.language, duration=seconds, message_id=note.message_id)
-        lang = _answer_language(note.sender, note.chat_language)
-        try:
-            async with asyncio.timeout(self.settings.responder_timeout_seconds):
-                answer = self.responder(transcript, context)
-                if inspect.isawaitable(answer):
-                    answer = await answer
-        except TimeoutError:
-            log.warning("the responder gave no answer within %gs", self.settings.responder_timeout_seconds)
-            await send_text(chat, text("responder_timeout", lang, transcript=transcript), note.message_id)
-            return None
-        except Exception as error:
-            log.exception("the responder failed")
-            await chat.report_error(error)
-            await send_text(chat, text("responder_failed", lang, transcript=transcript), note.message_id)
-            return None
-        if isinstance(answer, str):
-            answer = Reply(answer)
-        if not isinstance(answer, Reply) or not answer.text.strip():
-            return None  # the host chose not to answer
-        return Reply(answer.text.strip(), answer.voice_text.strip() if answer.voice_text else None)
+        question = Question(transcript, note.chat, note.sender, note.message_id, spoken=True, chat_language=note.chat_language,
+                            message=note.message, context=note.context, duration=seconds)
+        await self._answerer().answer(question, chat, settings)
 
     async def _transcript(self, note: VoiceNote, settings: ChatSettings, live: LiveMessage | None) -> tuple[str, float]:
         """The note's transcript and the seconds of audio it covers."""
@@ -432,8 +432,8 @@ class VoiceNotesPlugin:
             log.warning("transcript cache unavailable: %s", error)
             return None
 
-    async def _deliver(self, chat: ChatPort, settings: ChatSettings, where: ChatRef, reply_to: str, written: str, spoken: str,
-                       live: LiveMessage | None, lang: str | None) -> None:
+    async def _deliver(self, chat: ChatPort, settings: ChatSettings, where: ChatRef, reply_to: str | None, written: str,
+                       spoken: str, live: LiveMessage | None, lang: str | None) -> None:
         """Text and/or voice per the reply mode; a voice reply that fails falls back to the text,
         and one over the chat's daily allowance says so."""
         if settings.reply_mode.has_text:
@@ -469,6 +469,15 @@ class VoiceNotesPlugin:
         if chat.needs_waveform:
             waveform = (await self.service.converter.analyse(AudioClip(data=audio.data))).waveform()
         return VoiceReply(data=audio.data, seconds=audio.seconds or 0.0, waveform=waveform)
+
+    async def _speech_allowed(self, where: ChatRef, characters: int, lang: str | None) -> str | None:
+        """Count ``characters`` against the chat's daily allowance: None when they may be spoken,
+        else why not, for the user."""
+        try:
+            await self._reserve_characters(where, characters)
+        except TtsLimitReached as reached:
+            return text("voice_reply_over_limit", lang, limit=reached.limit)
+        return None
 
     async def _reserve_characters(self, where: ChatRef, characters: int) -> None:
         """Count ``characters`` against the chat's daily allowance before they are synthesized
@@ -520,10 +529,35 @@ class VoiceNotesPlugin:
         return request.chat.kind is ChatKind.PRIVATE or await chat.is_admin(request.sender.id)
 
     async def _start_command(self, request: CommandRequest, chat: ChatPort, lang: str | None) -> None:
-        await send_text(chat, text("start", lang), request.message_id)
+        await send_text(chat, text("start_agent" if self.converses else "start", lang), request.message_id)
 
     async def _help(self, request: CommandRequest, chat: ChatPort, lang: str | None) -> None:
-        await send_text(chat, text("help", lang, languages=", ".join(self.service.recognition_languages)), request.message_id)
+        help_text = text("help", lang, languages=", ".join(self.service.recognition_languages))
+        if self.converses:
+            help_text = f"{text('help_agent', lang)}\n\n{help_text}"
+        await send_text(chat, help_text, request.message_id)
+
+    async def _ask(self, request: CommandRequest, chat: ChatPort, lang: str | None) -> None:
+        """/ask with a question, or as a reply to a text or a voice note: the agent answers, in
+        the asker's own conversation."""
+        question = request.args.strip() or (request.replied_text or "").strip()
+        settings = await self.chat_settings(request.chat)
+        if question:
+            async with self._chat_turn(request.chat):
+                await self._answerer().answer(Question(question, request.chat, request.sender, request.message_id,
+                                                       spoken=False, chat_language=request.chat_language), chat, settings)
+        elif request.replied_note is not None:
+            # The answer goes to the asker: a reply to their /ask, in their conversation.
+            note = replace(request.replied_note, sender=request.sender, chat_language=request.chat_language,
+                           message_id=request.message_id or request.replied_note.message_id)
+            async with self._chat_turn(request.chat):
+                await self._answer_note(note, chat, settings, ask=True)
+        else:
+            await send_text(chat, text("ask_usage", lang), request.message_id)
+
+    async def _new_conversation(self, request: CommandRequest, chat: ChatPort, lang: str | None) -> None:
+        await StoredConversation(self.store, request.chat, request.sender).set(None)
+        await send_text(chat, text("new_conversation", lang), request.message_id)
 
     async def _transcribe_command(self, request: CommandRequest, chat: ChatPort, lang: str | None) -> None:
         if request.replied_note is None:
@@ -533,7 +567,9 @@ class VoiceNotesPlugin:
         note = replace(request.replied_note, sender=replace(request.replied_note.sender, language=request.sender.language),
                        chat_language=request.chat_language)
         async with self._chat_turn(request.chat):
-            await self._answer_note(note, chat, await self.chat_settings(request.chat))
+            # An agent's bot still transcribes here; a host's responder answers, as for any note.
+            ask = self.responder is not None and not self.converses
+            await self._answer_note(note, chat, await self.chat_settings(request.chat), ask=ask)
 
     async def _speak(self, request: CommandRequest, chat: ChatPort, lang: str | None) -> None:
         words = request.args.strip() or (request.replied_text or "").strip()
@@ -670,12 +706,16 @@ class VoiceNotesPlugin:
             return " / ".join(dict.fromkeys(messages.PROVIDER_NAMES.get(name, name) for name in chain))
 
         tts = providers(self.service.tts_chain) or text("no_speech_synthesis", lang)
-        await send_text(chat, text("privacy", lang, asr=providers(self.service.asr_chain), tts=tts,
-                                   hours=f"{self.settings.retention_hours:g}", usage_days=USAGE_RETENTION_DAYS),
-                        request.message_id)
+        privacy = text("privacy", lang, asr=providers(self.service.asr_chain), tts=tts,
+                       hours=f"{self.settings.retention_hours:g}", usage_days=USAGE_RETENTION_DAYS)
+        if self.converses:
+            service = getattr(self.responder, "service_name", None) or "?"
+            privacy += "\n\n" + text("privacy_agent", lang, service=service)
+        await send_text(chat, privacy, request.message_id)
 
     async def _forget(self, request: CommandRequest, chat: ChatPort, lang: str | None) -> None:
         removed = await self.store.forget_chat(request.chat.platform, request.chat.id)
+        await forget_conversations(self.store, request.chat.platform, request.chat.id)
         log.info("forgot %d transcripts and the settings of %s chat %s", removed, request.chat.platform, request.chat.id)
         await send_text(chat, text("forgotten", lang, count=removed), request.message_id)
 

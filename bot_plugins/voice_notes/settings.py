@@ -6,8 +6,12 @@ from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
 
-from ..speech.config import choice, number, problem
+from ..speech.config import SpeechSettings, choice, number, problem
 from ..speech.languages import AUTO, language_code
+
+# VOICEBRIDGE_RESPONDER: who answers transcripts when the host passes no responder of its own
+# ("none": the plugin answers with the transcript). voicebridge.responders.RESPONDERS builds each.
+RESPONDER_CHOICES = ("none", "coze-agent")
 
 
 SPEAK_IN_GROUPS = ("admins", "everyone", "off")  # the first is the default
@@ -42,6 +46,8 @@ class PluginSettings:
     delivery_deadline_seconds: float = 600.0  # an answer waits out flood control this long before it is given up
     daily_tts_characters: int | None = None  # characters read aloud per chat per day; None: no limit
     speak_in_groups: str = "admins"  # who may /speak in groups: everyone, admins, off
+    responder: str = "none"  # VOICEBRIDGE_RESPONDER
+    coze_bot_id: str | None = None  # COZE_BOT_ID: the Coze agent that VOICEBRIDGE_RESPONDER=coze-agent talks to
 
     @classmethod
     def from_values(cls, values: Mapping[str, str], problems: list[str]) -> PluginSettings:
@@ -50,6 +56,14 @@ class PluginSettings:
         for chat in chats:
             if not chat.lstrip("-").isdigit():
                 problems.append(problem("VOICEBRIDGE_ALLOWED_CHATS", "must be comma-separated numeric chat ids", chat))
+        responder = choice(values, "VOICEBRIDGE_RESPONDER", RESPONDER_CHOICES, problems)
+        bot_id = (values.get("COZE_BOT_ID") or "").strip() or None
+        if bot_id is not None and not bot_id.isdigit():
+            problems.append(problem("COZE_BOT_ID", "must be the numeric id of a Coze agent (the digits after /bot/ in "
+                                                   "its address on coze.cn or coze.com)", bot_id))
+        elif responder == "coze-agent" and bot_id is None:
+            problems.append("COZE_BOT_ID is not set; VOICEBRIDGE_RESPONDER=coze-agent needs the id of a Coze agent "
+                            "published to the API channel")
         return cls(
             reply_mode=ReplyMode(mode_text),
             max_duration_seconds=int(number(values, "VOICEBRIDGE_MAX_DURATION", 1800, 1, 24 * 3600, problems)),
@@ -64,11 +78,22 @@ class PluginSettings:
             delivery_deadline_seconds=number(values, "VOICEBRIDGE_DELIVERY_DEADLINE", 600.0, 1, 24 * 3600, problems),
             daily_tts_characters=_optional_int(number(values, "VOICEBRIDGE_DAILY_TTS_CHARACTERS", None, 0, 10**8, problems)),
             speak_in_groups=choice(values, "VOICEBRIDGE_SPEAK_IN_GROUPS", SPEAK_IN_GROUPS, problems),
+            responder=responder,
+            coze_bot_id=bot_id,
         )
 
 
 def _optional_int(value: float | None) -> int | None:
     return int(value) if value is not None else None
+
+
+def responder_problems(plugin: PluginSettings, speech: SpeechSettings) -> list[str]:
+    """What the chosen responder needs from the speech settings (the agent talks to Coze with
+    the same credentials)."""
+    if plugin.responder == "coze-agent" and not speech.has_coze_credentials:
+        return ["COZE_API_TOKEN is not set (nor a Coze JWT app: COZE_JWT_CLIENT_ID, …); VOICEBRIDGE_RESPONDER=coze-agent "
+                "talks to the Coze agent with it"]
+    return []
 
 
 SETTING_KEYS = ("reply_mode", "language", "voice_id", "auto_transcribe", "hot_words")

@@ -14,7 +14,9 @@ What the fake hears and says can be checked from the audio itself:
   whose duration is ``len(text) * seconds_per_char / speed``.
 
 Endpoint keys (for ``fail_next`` / ``delay_next`` / ``drop_next``, ``calls_to``, ``sessions_to``):
-``"transcriptions"``, ``"speech"``, ``"voices"`` (REST) and ``"ws_transcriptions"``, ``"ws_speech"``.
+``"transcriptions"``, ``"speech"``, ``"voices"``, ``"chat"``, ``"chat_cancel"`` (REST) and
+``"ws_transcriptions"``, ``"ws_speech"``. The agent chat API (``/v3/chat``, server-sent events) is
+in ``tests/fakes/coze_agent.py``: its agents, conversations and chats are ``fake.agents``.
 
 OAuth JWT service apps (spec §1.3): ``POST /api/permission/oauth2/token`` checks the RS256 assertion
 of a registered :class:`FakeJwtApp` (signature with its public key, ``kid``, ``iss``, ``aud`` = the
@@ -66,9 +68,10 @@ from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from ..audio_tools import decode, make_tone
 from ..cozepy_contract import NUMBER, UPLINK_DATA, ContractError, Obj, check
 from .base import FakeServer
+from .coze_agent import AgentDesk, AgentRefusal, FakeAgent
 from .recognition import PcmListener
 
-Endpoint = Literal["transcriptions", "speech", "voices", "ws_transcriptions", "ws_speech"]
+Endpoint = Literal["transcriptions", "speech", "voices", "ws_transcriptions", "ws_speech", "chat", "chat_cancel"]
 TokenState = Literal["valid", "unknown", "expired", "revoked"]
 WsAuthFailure = Literal["http401", "error_event"]
 TextLimitErrorAt = Literal["append", "complete"]
@@ -409,6 +412,8 @@ class FakeCoze(FakeServer):
         ogg_opus_per_sentence: bool = False,
         jwt_apps: Sequence[FakeJwtApp] = (),
         access_token_seconds: int | None = None,
+        agents: Sequence[FakeAgent] | None = None,
+        unknown_conversation_code: int = 4200,
     ) -> None:
         super().__init__()
         self.tokens: set[str] = set(tokens if tokens is not None else {DEFAULT_TOKEN})
@@ -465,6 +470,11 @@ class FakeCoze(FakeServer):
         self.app.router.add_get("/v1/audio/speech", self._ws_speech)
         self.app.router.add_get("/v1/audio/voices", self._get_voices)
         self.app.router.add_post("/api/permission/oauth2/token", self._post_oauth_token)
+        # The agent chat API (spec §10.2); UNCERTAIN code for an unknown conversation id: a switch.
+        self.agents = AgentDesk(agents if agents is not None else (FakeAgent(),), self.notify,
+                                unknown_conversation_code=unknown_conversation_code)
+        self.app.router.add_post("/v3/chat", self._post_chat)
+        self.app.router.add_post("/v3/chat/cancel", self._post_chat_cancel)
         self.app.on_response_prepare.append(self._stamp_logid)
 
     # ----------------------------------------------------------------- test hooks
@@ -629,7 +639,7 @@ class FakeCoze(FakeServer):
         return call
 
     async def _respond(
-        self, request: web.Request, call: RestCall, answer: Callable[[], Awaitable[_Reply]]
+        self, request: web.Request, call: RestCall, answer: Callable[[], Awaitable[_Reply | web.StreamResponse]]
     ) -> web.StreamResponse:
         await self.notify()  # the request is visible (in flight) before any delay
         fault = self._take_fault(call.endpoint)
@@ -653,6 +663,10 @@ class FakeCoze(FakeServer):
                 reply = await answer()
             except _RequestError as error:
                 reply = self._error(error.code, error.msg)
+        if isinstance(reply, web.StreamResponse):  # an event stream, already sent as it was made
+            call.status = reply.status
+            await self.notify()
+            return reply
         call.status = reply.status
         call.code = reply.body.get("code") if isinstance(reply.body, dict) else None
         await self.notify()
@@ -814,6 +828,36 @@ class FakeCoze(FakeServer):
         if not isinstance(duration, int) or isinstance(duration, bool) or not 1 <= duration <= MAX_ACCESS_TOKEN_SECONDS:
             raise _TokenRefusal("invalid_request", f"duration_seconds must be 1 to {MAX_ACCESS_TOKEN_SECONDS}")
         return duration
+    async def _post_chat(self, request: web.Request) -> web.StreamResponse:
+        call = self._begin(request, "chat")
+        call.json = _parse_json(await request.read())
+
+        async def answer() -> web.StreamResponse:
+            try:
+                record = self.agents.open_chat(call.json, call.query)
+            except AgentRefusal as refusal:
+                raise _RequestError(refusal.code, refusal.msg) from None
+            response = web.StreamResponse(headers={"Content-Type": "text/event-stream; charset=utf-8",
+                                                   "Cache-Control": "no-cache"})
+            await response.prepare(request)
+            transport = request.transport
+            await self.agents.stream(response, record, hold=lambda: self._hold(3600.0),
+                                     abort=transport.abort if transport is not None else lambda: None)
+            return response
+
+        return await self._respond(request, call, answer)
+
+    async def _post_chat_cancel(self, request: web.Request) -> web.StreamResponse:
+        call = self._begin(request, "chat_cancel")
+        call.json = _parse_json(await request.read())
+
+        async def answer() -> _Reply:
+            try:
+                return _Reply(200, {"code": 0, "msg": "", "data": self.agents.cancel(call.json)})
+            except AgentRefusal as refusal:
+                raise _RequestError(refusal.code, refusal.msg) from None
+
+        return await self._respond(request, call, answer)
 
     # ----------------------------------------------------------------- WebSockets
 
