@@ -184,6 +184,7 @@ async def test_voice_answers_are_spoken_sentence_by_sentence_while_the_answer_st
     async with agent_bot(world, VOICEBRIDGE_REPLY="voice") as handle:
         note = await world.telegram.push_voice(Chat.private(ALICE), ALICE, TONE, duration=2)
         sent = await world.telegram.wait_for_call("sendVoice", timeout=30)
+        await handle.plugin.bookkeeper.flush()  # usage is settled in the background
         usage = await handle.plugin.store.usage("telegram", str(ALICE.id), today())
     spoken = [call.json["input"] for call in world.coze.calls_to("speech")]
     assert spoken == [spoken_form(first_sentence), spoken_form(WEATHER[len(first_sentence):])]

@@ -3,6 +3,7 @@ the transcript or one clear message, nothing crashes, retries stay bounded, the 
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
@@ -142,3 +143,34 @@ def answers_to(fakes: Fakes, note: dict[str, Any]) -> list[str]:
     """The texts the bot's replies to ``note`` show now, edits applied."""
     return [message["text"] for message in fakes.telegram.messages_sent(note["chat"]["id"])
             if (message.get("reply_to_message") or {}).get("message_id") == note["message_id"] and "text" in message]
+
+
+async def test_a_locked_store_never_holds_up_an_answer_and_its_bookkeeping_lands_afterwards(fakes: Fakes,
+                                                                                          fast_retrier: Retrier) -> None:
+    """Another process holds the SQLite file locked, and the store would wait for it for ten
+    minutes: the answer goes out while the lock is still held; the usage and the transcript
+    cache are written once it is let go."""
+    database = fakes.tmp / "bot.db"
+    values = {**speech_values(fakes.coze), "VOICEBRIDGE_DAILY_MINUTES": "60"}
+    async with telegram_bot(fakes.telegram, values, fast_retrier, db=str(database), store_timeout=600):
+        first = await fakes.telegram.push_voice(CHAT, ALICE, FIRST, duration=1)  # the store is set up and used once
+        await fakes.telegram.wait_for_call("sendMessage", lambda call: call.status == 200 and replies_to(first)(call), timeout=30)
+        holder = sqlite3.connect(database, isolation_level=None)
+        holder.execute("BEGIN EXCLUSIVE")
+        try:
+            second = await fakes.telegram.push_voice(CHAT, ALICE, SECOND, duration=1)
+            reply = await fakes.telegram.wait_for_call(
+                "sendMessage", lambda call: call.status == 200 and replies_to(second)(call), timeout=30)
+        finally:
+            holder.execute("ROLLBACK")
+            holder.close()
+
+        def recorded() -> tuple[float, int]:
+            with sqlite3.connect(database) as reader:
+                seconds = reader.execute("SELECT COALESCE(SUM(audio_seconds), 0) FROM usage").fetchone()[0]
+                return seconds, reader.execute("SELECT COUNT(*) FROM transcripts").fetchone()[0]
+
+        async with asyncio.timeout(30):
+            while recorded() != (pytest.approx(2.0, abs=0.05), 2):
+                await asyncio.sleep(0.05)
+    assert reply.params["text"] == "tone 600 hz 1.0 s"

@@ -207,6 +207,7 @@ async def test_a_note_lying_about_its_length_is_billed_for_its_real_length(coze:
     harness = Harness(coze, plugin)
     chat = MemoryChat()
     await plugin.handle_voice_note(harness.note(make_tone("ogg", 440.0, 8.0), seconds=1), chat)
+    await plugin.bookkeeper.flush()  # usage is settled in the background
     usage = await plugin.store.usage(PRIVATE.platform, PRIVATE.id, today())
     await plugin.aclose()
     await plugin.service.aclose()
@@ -221,6 +222,7 @@ async def test_a_note_beyond_the_rest_of_the_days_allowance_is_refused_unheard(c
     await plugin.handle_voice_note(harness.note(make_tone("ogg", 440.0, 50.0), seconds=50, key="first"), chat)
     # Declares 5 s (fits the 10 s left), holds 30 s: refused before a sample is sent.
     await plugin.handle_voice_note(harness.note(make_tone("ogg", 500.0, 30.0), seconds=5, key="second", message_id="8"), chat)
+    await plugin.bookkeeper.flush()  # usage is settled in the background
     usage = await plugin.store.usage(PRIVATE.platform, PRIVATE.id, today())
     await plugin.aclose()
     await plugin.service.aclose()

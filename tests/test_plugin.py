@@ -554,6 +554,7 @@ async def test_usage_is_counted(harness: Harness) -> None:
     chat = MemoryChat()
     await harness.plugin.handle_voice_note(harness.note(TONE), chat)
     await harness.plugin.handle_command(harness.command("speak", "hello"), chat)
+    await harness.plugin.bookkeeper.flush()  # usage is settled in the background
     usage = await harness.plugin.store.usage("test", PRIVATE.id, "2000-01-01")
     assert usage.audio_seconds == pytest.approx(2.0, abs=0.05) and usage.tts_characters == 5
 
@@ -639,6 +640,7 @@ async def test_a_failed_transcription_keeps_only_the_audio_really_sent(fast_retr
         harness = Harness(fake, plugin)
         fake.fail_next("transcriptions", code=4101)
         await plugin.handle_voice_note(harness.note(TONE, seconds=50), MemoryChat())
+        await plugin.bookkeeper.flush()  # usage is settled in the background
         usage = await plugin.store.usage("test", PRIVATE.id, "2000-01-01")
         chat = MemoryChat()
         await plugin.handle_voice_note(harness.note(TONE, seconds=50, message_id="8"), chat)
@@ -664,6 +666,7 @@ async def test_text_to_speech_is_limited_per_chat_per_day(fast_retrier: Retrier)
         # Voice mode: the voice reply no longer fits, so the transcript comes as text, with why.
         await plugin.handle_command(harness.command("mode", "voice"), chat)
         await plugin.handle_voice_note(harness.note(TONE), chat)
+        await plugin.bookkeeper.flush()  # usage is settled in the background
         usage = await plugin.store.usage("test", PRIVATE.id, "2000-01-01")
         await plugin.aclose()
         await plugin.service.aclose()
@@ -713,6 +716,7 @@ async def test_forgotten_transcripts_cannot_be_read_back_from_the_database_files
         assert any(b"old mill" in path.read_bytes() for path in files if path.exists())  # it was there
         await plugin.handle_command(harness.command("forget"), chat)
         contents = b"".join(path.read_bytes() for path in files if path.exists())  # the bot still runs
+        await plugin.bookkeeper.flush()  # usage is settled in the background
         usage = await plugin.store.usage("test", PRIVATE.id, "2000-01-01")
         await plugin.aclose()
         await plugin.service.aclose()
@@ -727,3 +731,33 @@ async def test_usage_totals_are_kept_31_days(harness: Harness) -> None:
         await store.reserve_usage("test", "1", day, 10.0, 100.0)
     assert await store.sweep_usage("2026-11-03") == 2
     assert (await store.usage("test", "1", "2000-01-01")).audio_seconds == 10.0
+
+
+async def test_each_member_of_a_group_has_a_daily_allowance_of_their_own(fast_retrier: Retrier) -> None:
+    async with FakeCoze() as fake:
+        plugin = make_plugin(fake, fast_retrier, VOICEBRIDGE_DAILY_MINUTES="10", VOICEBRIDGE_DAILY_MINUTES_PER_USER="1")
+        harness = Harness(fake, plugin)
+        chat = MemoryChat()
+        await plugin.handle_voice_note(harness.note(make_tone("ogg", 440.0, 40.0), chat=GROUP, sender=ALICE, seconds=40,
+                                                    key="a"), chat)
+        # Alice has 20 s left: a 30 s note is refused without a download; Bob still has his minute.
+        await plugin.handle_voice_note(harness.note(make_tone("ogg", 500.0, 30.0), chat=GROUP, sender=ALICE, seconds=30,
+                                                    key="b", message_id="8"), chat)
+        await plugin.handle_voice_note(harness.note(make_tone("ogg", 550.0, 30.0), chat=GROUP, sender=BOB, seconds=30,
+                                                    key="c", message_id="9"), chat)
+        # In a private chat only the chat's own limit counts.
+        private = MemoryChat()
+        await plugin.handle_voice_note(harness.note(make_tone("ogg", 600.0, 90.0), seconds=90, key="d", message_id="10"),
+                                       private)
+        await plugin.bookkeeper.flush()
+        group_usage = await plugin.store.usage("test", GROUP.id, "2000-01-01")
+        await plugin.aclose()
+        await plugin.service.aclose()
+    assert chat.texts() == [
+        "🎤 Alice: tone 440 hz 40.0 s",
+        "You have used your 1 minutes of transcription in this group for today (0.7 minutes). "
+        "The limit resets at midnight UTC.",
+        "🎤 Bob：tone 550 hz 30.0 s",
+    ]
+    assert harness.fetches == ["7", "9", "10"] and private.texts() == ["tone 600 hz 90.0 s"]
+    assert group_usage.audio_seconds == pytest.approx(70.0, abs=0.2)

@@ -248,6 +248,11 @@ _CATALOGUE: dict[str, dict[str, str]] = {
               "The limit resets at midnight UTC.",
         "zh": "本聊天今天的转写额度（{limit} 分钟）已用完（已用 {used} 分钟），额度将在 UTC 零点重置。",
     },
+    "daily_limit_user": {
+        "en": "You have used your {limit} minutes of transcription in this group for today ({used} minutes). "
+              "The limit resets at midnight UTC.",
+        "zh": "你今天在本群组的转写额度（{limit} 分钟）已用完（已用 {used} 分钟），额度将在 UTC 零点重置。",
+    },
     "usage": {
         "en": "Usage in this chat:\nToday: {today_minutes} minutes of audio transcribed, {today_characters} characters read aloud\n"
               "This month: {month_minutes} minutes, {month_characters} characters\nDaily limit: {limit}",

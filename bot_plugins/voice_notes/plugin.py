@@ -40,6 +40,7 @@ from .model import (
     converses,
 )
 from .settings import ChatSettings, PluginSettings, ReplyMode, parse_hot_words
+from .quota import STORE_WAIT_ON_ANSWER, Account, AudioQuota, Bookkeeper, DailyLimitReached
 from .store import CachedTranscript, Store, StoreError, today
 
 log = logging.getLogger(__name__)
@@ -51,6 +52,7 @@ VOICES_LISTED = 30
 SWEEP_INTERVAL_SECONDS = 3600.0
 # Usage totals are kept for the daily limits and /usage ("this month"), then deleted.
 USAGE_RETENTION_DAYS = 31
+STORE_WRITES_AT_CLOSE_SECONDS = 5.0  # store writes still under way get this long when the plugin closes
 SETTINGS_COMMANDS = frozenset({"mode", "language", "voice", "auto", "hotwords"})  # admins only, in groups, to change
 ADMIN_COMMANDS = frozenset({"forget", "usage"})  # admins only, in groups
 # Every command the plugin knows, in menu order.
@@ -125,6 +127,7 @@ class VoiceNotesPlugin:
         self._user_languages: dict[tuple[str, str], str] = {}
         self._sweeper: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[None]] = set()
+        self.bookkeeper = Bookkeeper()  # store work for answers: bounded reads, background writes
         self.accepting = True  # False while shutting down: new notes and commands are ignored
         self._in_flight = 0
         self._idle = asyncio.Event()
@@ -171,9 +174,11 @@ class VoiceNotesPlugin:
         try:
             async with asyncio.timeout(timeout):
                 await self._idle.wait()
+                await self.bookkeeper.flush()
             return True
         except TimeoutError:
-            log.warning("%d notes or commands still running after %.0fs; stopping them", self._in_flight, timeout)
+            log.warning("%d notes or commands and %d store writes still running after %.0fs; stopping them",
+                        self._in_flight, self.bookkeeper.pending, timeout)
             return False
         finally:
             for task in self._tasks:
@@ -200,6 +205,8 @@ class VoiceNotesPlugin:
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self.bookkeeper.settle(STORE_WRITES_AT_CLOSE_SECONDS)
+        await self.bookkeeper.aclose()
         resources, self._closes = self._closes, ()
         for resource in resources:
             await resource.aclose()
@@ -302,7 +309,8 @@ class VoiceNotesPlugin:
                 return
             except DailyLimitReached as reached:
                 reason = "daily_limit"
-                message = text("daily_limit", lang, limit=_minutes(reached.limit_seconds),
+                message = text("daily_limit_user" if reached.per_user else "daily_limit", lang,
+                               limit=_minutes(reached.limit_seconds),
                                used=_minutes(reached.used_seconds))
             except AudioError as error:
                 log.info("unusable audio: %s", error)
@@ -360,10 +368,11 @@ class VoiceNotesPlugin:
             log.info("answered from the transcript cache")
             self.observer.note_transcribed(note.chat.platform, "cache", 0.0, cached=True)
             return cached.text, cached.seconds or note.declared_seconds or 0.0
-        # The daily quota is reserved by the declared duration before any provider is called,
+        # The daily allowances are reserved by the declared duration before any provider is called,
         # then settled to the audio really handed to providers (every attempt, whatever the
-        # outcome); the rest of the day's allowance bounds what may be handed over at all.
-        reserved, allowance = await self._reserve_daily_minutes(note)
+        # outcome); what is left of them bounds what may be handed over at all.
+        quota = AudioQuota(self.store, self.bookkeeper, note.chat.platform, self._accounts(note), note.declared_seconds or 0.0)
+        allowance = await quota.reserve()
         usage = AudioUsage()
         try:
             data = await note.fetch()
@@ -376,42 +385,26 @@ class VoiceNotesPlugin:
                 elif live:
                     live.show(self._attributed(note, transcript.text))
         except AllowanceExceeded as exceeded:
-            limit_seconds = (self.settings.daily_minutes or 0) * 60
-            raise DailyLimitReached(limit_seconds - exceeded.allowance_seconds, limit_seconds) from None
+            raise quota.exceeded(exceeded.allowance_seconds) from None
         finally:
-            await self._record_audio(note.chat, usage.seconds - reserved)
+            quota.settle(usage.seconds)
         assert final is not None
         seconds = final.seconds or note.declared_seconds or 0.0
         log.info("transcribed %.1f s of audio with %s", seconds, final.provider)
         self.observer.note_transcribed(note.chat.platform, final.provider or "unknown", seconds, cached=False)
         if final.text and self.settings.retention_hours > 0:
-            await self._quietly(self.store.cache_transcript(cache_key, note.chat.platform, note.chat.id, final.text, seconds),
-                                "transcript cache")
+            self.bookkeeper.write(lambda: self.store.cache_transcript(cache_key, note.chat.platform, note.chat.id,
+                                                                      final.text, seconds), "transcript cache")
         return final.text, seconds
 
-    async def _reserve_daily_minutes(self, note: VoiceNote) -> tuple[float, float | None]:
-        """Check the chat's daily allowance and reserve the declared duration: (reserved, the
-        seconds this note may hand to providers today; None without a daily limit)."""
-        reserved = note.declared_seconds or 0.0
-        if self.settings.daily_minutes is None:
-            await self._record_audio(note.chat, reserved)
-            return reserved, None
-        limit = self.settings.daily_minutes * 60
-        where = note.chat
-        try:
-            # One atomic step in the store: notes handled at once (in any process) never overspend.
-            if await self.store.reserve_usage(where.platform, where.id, today(), reserved, limit):
-                used = (await self.store.usage(where.platform, where.id, today())).audio_seconds
-                return reserved, max(0.0, limit - used + reserved)
-            used = (await self.store.usage(where.platform, where.id, today())).audio_seconds
-        except StoreError as error:
-            log.warning("usage unavailable, daily limit not checked: %s", error)
-            return 0.0, None
-        raise DailyLimitReached(used, limit)
-
-    async def _record_audio(self, where: ChatRef, seconds: float) -> None:
-        if seconds:
-            await self._quietly(self.store.add_usage(where.platform, where.id, audio_seconds=seconds), "usage")
+    def _accounts(self, note: VoiceNote) -> list[Account]:
+        """The daily allowances a note draws on: its chat's, and in groups its sender's own."""
+        minutes = self.settings.daily_minutes
+        accounts = [Account(note.chat.id, minutes * 60 if minutes is not None else None)]
+        per_user = self.settings.daily_minutes_per_user
+        if note.chat.kind is ChatKind.GROUP and per_user is not None:
+            accounts.append(Account(f"{note.chat.id}:{note.sender.id}", per_user * 60, per_user=True))
+        return accounts
 
     def _attributed(self, note: VoiceNote, transcript: str) -> str:
         if note.chat.kind is ChatKind.GROUP and note.speaker:
@@ -426,11 +419,8 @@ class VoiceNotesPlugin:
     async def _cached(self, cache_key: str) -> CachedTranscript | None:
         if self.settings.retention_hours <= 0:
             return None
-        try:
-            return await self.store.cached_transcript(cache_key, self.settings.retention_hours * 3600)
-        except StoreError as error:
-            log.warning("transcript cache unavailable: %s", error)
-            return None
+        return await self.bookkeeper.read(self.store.cached_transcript(cache_key, self.settings.retention_hours * 3600),
+                                          "transcript cache", None)
 
     async def _deliver(self, chat: ChatPort, settings: ChatSettings, where: ChatRef, reply_to: str | None, written: str,
                        spoken: str, live: LiveMessage | None, lang: str | None) -> None:
@@ -484,16 +474,13 @@ class VoiceNotesPlugin:
         (spaces included; kept even if synthesis then fails: the provider may have charged)."""
         limit = self.settings.daily_tts_characters
         if limit is None:
-            await self._quietly(self.store.add_usage(where.platform, where.id, tts_characters=characters), "usage")
+            self.bookkeeper.write(lambda: self.store.add_usage(where.platform, where.id, tts_characters=characters), "usage")
             return
-        try:
-            if await self.store.reserve_characters(where.platform, where.id, today(), characters, limit):
-                return
-            used = (await self.store.usage(where.platform, where.id, today())).tts_characters
-        except StoreError as error:
-            log.warning("usage unavailable, speech synthesis limit not checked: %s", error)
+        if await self.bookkeeper.read(self.store.reserve_characters(where.platform, where.id, today(), characters, limit),
+                                      "speech synthesis limit", True):
             return
-        raise TtsLimitReached(used, limit, characters)
+        usage = await self.bookkeeper.read(self.store.usage(where.platform, where.id, today()), "usage", None)
+        raise TtsLimitReached(usage.tts_characters if usage else limit, limit, characters)
 
     # ------------------------------------------------------------------ commands
 
@@ -690,6 +677,7 @@ class VoiceNotesPlugin:
         await send_text(chat, reply, request.message_id)
 
     async def _usage(self, request: CommandRequest, chat: ChatPort, lang: str | None) -> None:
+        await self.bookkeeper.settle(STORE_WAIT_ON_ANSWER)  # the notes just answered count too
         day = today()
         today_usage = await self.store.usage(request.chat.platform, request.chat.id, day)
         month_usage = await self.store.usage(request.chat.platform, request.chat.id, day[:8] + "01")
@@ -714,6 +702,8 @@ class VoiceNotesPlugin:
         await send_text(chat, privacy, request.message_id)
 
     async def _forget(self, request: CommandRequest, chat: ChatPort, lang: str | None) -> None:
+        # Writes still under way (a transcript just cached) land first, or they would outlive the deletion.
+        await self.bookkeeper.settle(STORE_WRITES_AT_CLOSE_SECONDS)
         removed = await self.store.forget_chat(request.chat.platform, request.chat.id)
         await forget_conversations(self.store, request.chat.platform, request.chat.id)
         log.info("forgot %d transcripts and the settings of %s chat %s", removed, request.chat.platform, request.chat.id)
@@ -723,12 +713,8 @@ class VoiceNotesPlugin:
 
     async def chat_settings(self, where: ChatRef) -> ChatSettings:
         defaults = ChatSettings.defaults(self.settings)
-        try:
-            return defaults.with_stored(await self.store.chat_settings(where.platform, where.id),
-                                        self.service.recognition_languages)
-        except StoreError as error:
-            log.warning("chat settings unavailable, using defaults: %s", error)
-            return defaults
+        stored = await self.bookkeeper.read(self.store.chat_settings(where.platform, where.id), "chat settings", {})
+        return defaults.with_stored(stored, self.service.recognition_languages)
 
     async def _admitted(self, where: ChatRef, sender: Person, chat: ChatPort, message_id: str | None) -> bool:
         """The allowlist: other chats get a short refusal (a group only once) and nothing more."""
@@ -750,14 +736,14 @@ class VoiceNotesPlugin:
         if sender.language:
             if self._user_languages.get(key) != sender.language:
                 self._user_languages[key] = sender.language
-                await self._quietly(self.store.set_marker(marker, sender.language), "user language")
+                language = sender.language
+                self.bookkeeper.write(lambda: self.store.set_marker(marker, language), "user language")
             return sender
         if key not in self._user_languages:
-            try:
-                self._user_languages[key] = await self.store.marker(marker) or ""
-            except StoreError as error:
-                log.warning("user language unavailable: %s", error)
+            remembered = await self.bookkeeper.read(self.store.marker(marker), "user language", None)
+            if remembered is None:
                 return sender
+            self._user_languages[key] = remembered
         return replace(sender, language=self._user_languages[key] or None)
 
     @asynccontextmanager
@@ -774,14 +760,6 @@ class VoiceNotesPlugin:
             if queue.users == 0:
                 del self._chat_queues[key]
 
-    @staticmethod
-    async def _quietly(operation: Awaitable[None], what: str) -> None:
-        """Bookkeeping that must never cost the user their answer."""
-        try:
-            await operation
-        except StoreError as error:
-            log.warning("%s not recorded: %s", what, error)
-
 
 class TtsLimitReached(Exception):
     def __init__(self, used: int, limit: int, requested: int) -> None:
@@ -789,13 +767,6 @@ class TtsLimitReached(Exception):
         self.used = used
         self.limit = limit
         self.requested = requested
-
-
-class DailyLimitReached(Exception):
-    def __init__(self, used_seconds: float, limit_seconds: float) -> None:
-        super().__init__(f"{used_seconds:.0f} of {limit_seconds:.0f} seconds used today")
-        self.used_seconds = used_seconds
-        self.limit_seconds = limit_seconds
 
 
 def _answer_language(sender: Person, chat_language: str | None) -> str | None:

@@ -41,6 +41,7 @@ class PluginSettings:
     language: str = AUTO  # ASR language default (VOICEBRIDGE_LANGUAGE, checked by the speech settings)
     voice_id: str | None = None  # TTS voice default (COZE_VOICE_ID)
     daily_minutes: float | None = None  # per chat; None: no limit
+    daily_minutes_per_user: float | None = None  # per user in each group chat; None: no limit
     shutdown_grace_seconds: float = 30.0  # notes in flight get this long to finish at shutdown
     responder_timeout_seconds: float = 60.0  # a host's responder gets this long to answer
     delivery_deadline_seconds: float = 600.0  # an answer waits out flood control this long before it is given up
@@ -73,6 +74,7 @@ class PluginSettings:
             language=language_code(values.get("VOICEBRIDGE_LANGUAGE") or AUTO) or AUTO,
             voice_id=(values.get("COZE_VOICE_ID") or "").strip() or None,
             daily_minutes=number(values, "VOICEBRIDGE_DAILY_MINUTES", None, 0, 24 * 60, problems),
+            daily_minutes_per_user=number(values, "VOICEBRIDGE_DAILY_MINUTES_PER_USER", None, 0, 24 * 60, problems),
             shutdown_grace_seconds=number(values, "VOICEBRIDGE_SHUTDOWN_GRACE", 30.0, 0, 3600, problems),
             responder_timeout_seconds=number(values, "VOICEBRIDGE_RESPONDER_TIMEOUT", 60.0, 0.1, 3600, problems),
             delivery_deadline_seconds=number(values, "VOICEBRIDGE_DELIVERY_DEADLINE", 600.0, 1, 24 * 3600, problems),
