@@ -299,3 +299,21 @@ async def test_voice_replies_over_the_upload_limit_are_not_attempted() -> None:
     for send in (chat.send_voice, chat.send_audio):
         with pytest.raises(VoiceNotAllowed, match="upload limit"):
             await send(voice, None)  # refused before any request: the ladder goes on to text
+
+
+async def test_a_forged_voice_message_fingerprint_gets_no_one_elses_transcript(world: World) -> None:
+    """Size, duration and waveform are the sender's to choose: two different recordings that
+    share all three (in two chats) are each transcribed, never answered from the other's cache."""
+    victim, forged = make_tone("wav", 440.0, 2.0), make_tone("wav", 880.0, 2.0)
+    assert len(victim) == len(forged)
+    waveform = bytes(range(0, 200, 10))
+    async with running_bot(world):
+        channel = world.discord.text_channel
+        first = await world.discord.dispatch_voice_message(channel.id, world.discord.user, victim, 2.0, waveform)
+        first_reply = await reply_to(world, first)
+        dm = world.discord.dm_channel(world.discord.user)
+        second = await world.discord.dispatch_voice_message(dm.id, world.discord.user, forged, 2.0, waveform)
+        second_reply = await reply_to(world, second)
+    assert first_reply.json["content"].endswith("tone 440 hz 2.0 s")
+    assert second_reply.json["content"] == "tone 880 hz 2.0 s"
+    assert len(world.coze.calls_to("transcriptions")) == 2

@@ -286,3 +286,37 @@ async def test_the_hosts_own_handlers_keep_working(world: World) -> None:
         note = await world.telegram.push_voice(Chat.private(ALICE), ALICE, TONE, duration=2)
         await world.telegram.wait_for_call("sendMessage", replies_to(note))
     assert seen == ["plain text"]
+
+
+async def test_a_document_that_states_no_duration_is_billed_for_what_it_holds(world: World) -> None:
+    """An audio document declares no duration: measured before any provider call, billed for
+    its real length, and refused unheard when it holds more than the day's allowance."""
+    db = str(world.tmp / "bot.db")
+    async with running_bot(world, db=db, VOICEBRIDGE_ASR="coze-stream", VOICEBRIDGE_DAILY_MINUTES="1"):
+        chat = Chat.private(ALICE)
+        fits = await world.telegram.push_voice(chat, ALICE, make_tone("ogg", 440.0, 40.0), kind="document",
+                                               file_name="memo.ogg")
+        first = await world.telegram.wait_for_call("sendMessage", replies_to(fits), timeout=30)
+        too_long = await world.telegram.push_voice(chat, ALICE, make_tone("ogg", 500.0, 100.0), kind="document",
+                                                   file_name="long.ogg")
+        second = await world.telegram.wait_for_call("sendMessage", replies_to(too_long), timeout=30)
+        await world.telegram.push_text(chat, ALICE, "/usage")
+        usage = await world.telegram.wait_for_call("sendMessage", lambda call: "Usage in this chat" in call.params["text"])
+    assert first.params["text"] == "tone 440 hz 40.0 s"
+    assert second.params["text"].startswith("This chat has used its 1 minutes of transcription for today")
+    assert len(world.coze.ws_sessions) == 1  # the long one never reached Coze
+    assert "Today: 0.7 minutes" in usage.params["text"]
+
+
+async def test_a_flood_of_speak_commands_stops_at_the_daily_character_allowance(world: World) -> None:
+    async with running_bot(world, VOICEBRIDGE_DAILY_TTS_CHARACTERS="5000"):
+        chat = Chat.private(ALICE)
+        for _ in range(6):
+            command = await world.telegram.push_text(chat, ALICE, "/speak " + "Read this aloud, please. " * 80)
+            await world.telegram.wait_for(lambda command=command: any(  # a voice note or a refusal
+                replies_to(command)(call) and call.status is not None
+                for method in ("sendVoice", "sendMessage") for call in world.telegram.calls_to(method)), timeout=30)
+    voices = [call for call in world.telegram.calls_to("sendVoice") if call.status == 200]
+    refusals = [call.params["text"] for call in world.telegram.calls_to("sendMessage")]
+    assert len(voices) == 2 and len(refusals) == 4
+    assert all(text.startswith("This chat may have 5000 characters read aloud a day") for text in refusals)
