@@ -184,20 +184,7 @@ class TelegramInstall:
         if message is None or not message.text:
             return
         await self.start()
-        command, _, args = message.text.partition(" ")
-        if "\n" in command:  # "/speak\ntext": the command ends at the first whitespace of any kind
-            command, _, rest = command.partition("\n")
-            args = f"{rest} {args}".strip()
-        replied = message.reply_to_message
-        request = CommandRequest(
-            name=command.lstrip("/").split("@", 1)[0].lower(),
-            args=args.strip(),
-            chat=chat_ref(message),
-            sender=person(message),
-            message_id=str(message.message_id),
-            replied_note=voice_note(replied, context) if replied is not None else None,
-            replied_text=(replied.text or replied.caption) if replied is not None else None,
-        )
+        request = command_request(message, context)
         self.plugin.run_in_background(self.plugin.handle_command(request, TelegramChat(self.application, update, message, delivery_deadline=self.plugin.settings.delivery_deadline_seconds)))
 
     def _hand_off(self, update: Update) -> Callable[[str], Awaitable[None]]:
@@ -325,6 +312,24 @@ def voice_note(message: Message, context: ContextTypes.DEFAULT_TYPE | None = Non
         speaker=speaker(message),
         message=message,
         context=context,
+    )
+
+
+def command_request(message: Message, context: ContextTypes.DEFAULT_TYPE | None = None) -> CommandRequest:
+    """A command message (``/name args``, a CommandHandler's match) as the plugin's request."""
+    command, _, args = (message.text or "").partition(" ")
+    if "\n" in command:  # "/speak\ntext": the command ends at the first whitespace of any kind
+        command, _, rest = command.partition("\n")
+        args = f"{rest} {args}".strip()
+    replied = message.reply_to_message
+    return CommandRequest(
+        name=command.lstrip("/").split("@", 1)[0].lower(),
+        args=args.strip(),
+        chat=chat_ref(message),
+        sender=person(message),
+        message_id=str(message.message_id),
+        replied_note=voice_note(replied, context) if replied is not None else None,
+        replied_text=(replied.text or replied.caption) if replied is not None else None,
     )
 
 

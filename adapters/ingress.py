@@ -1,0 +1,103 @@
+"""``voicebridge ingress``: receives — Telegram by polling or webhook, Discord gateway shards —
+and turns each voice note, command and interaction into a job in PostgreSQL. Nothing slow
+happens here: no download, no speech service, no answer (but Discord's interaction deferral).
+
+Telegram is told an update was received (the next getUpdates offset, or the webhook's 200) only
+after its job is committed; the update id makes a redelivered update the same job. Run several
+ingress processes to split Discord's shards (``DISCORD_SHARD_COUNT`` / ``DISCORD_SHARD_IDS``) or
+to serve a Telegram webhook behind a load balancer; a bot token is polled by one process only.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+from contextlib import AsyncExitStack
+from urllib.parse import urlsplit
+
+from telegram import Update
+from telegram.error import InvalidToken, NetworkError
+from telegram.ext import Updater
+
+from voicebridge.config import RunnerSettings, TelegramSettings
+from voicebridge.jobs import PostgresQueue
+from voicebridge.metrics import Metrics, serve_status
+from voicebridge.postgres import Database, PostgresStore
+from voicebridge.speech.errors import ConfigError
+from voicebridge.voice_notes.plugin import ALL_COMMANDS
+from voicebridge.voice_notes.store import StoreError
+
+from .discord_jobs import DiscordIntake
+from .runner import StartupError, start_discord, telegram_application
+from .telegram_jobs import JobIntake, TelegramJobs
+
+log = logging.getLogger("voicebridge.ingress")
+
+
+async def start_telegram_intake(settings: TelegramSettings, queue: PostgresQueue, cleanup: AsyncExitStack) -> JobIntake:
+    """python-telegram-bot's Updater (polling or webhook) feeding the job queue."""
+    bot = telegram_application(settings).bot
+    intake = JobIntake(queue, bot, TelegramJobs(ALL_COMMANDS))
+    updater = Updater(bot, intake)
+    try:
+        await updater.initialize()  # getMe: checks the token
+    except InvalidToken:
+        raise ConfigError("TELEGRAM_BOT_TOKEN was rejected by Telegram (check it with @BotFather)") from None
+    except NetworkError as error:
+        raise StartupError(f"cannot reach the Telegram Bot API: {error.message}") from None
+    cleanup.push_async_callback(updater.shutdown)
+    if settings.webhook_url:
+        # Telegram sends the secret with every update; PTB refuses requests without it (403).
+        await updater.start_webhook(
+            listen=settings.webhook_listen, port=settings.webhook_port,
+            url_path=urlsplit(settings.webhook_url).path.lstrip("/"), webhook_url=settings.webhook_url,
+            secret_token=settings.webhook_secret or secrets.token_urlsafe(32), allowed_updates=[Update.MESSAGE])
+        log.info("Telegram: @%s, webhook on %s:%d", bot.username, settings.webhook_listen, settings.webhook_port)
+    else:
+        await updater.start_polling(allowed_updates=[Update.MESSAGE])
+        log.info("Telegram: @%s, polling", bot.username)
+    cleanup.push_async_callback(updater.stop)
+    return intake
+
+
+async def serve_ingress(settings: RunnerSettings, stop: asyncio.Event) -> None:
+    """Receive until ``stop`` is set (or the database stays away: then exit with an error)."""
+    if not settings.telegram.token and not settings.discord.token:
+        raise ConfigError("no chat platform configured: set TELEGRAM_BOT_TOKEN and/or DISCORD_BOT_TOKEN")
+    database = Database(settings.plugin.database)
+    metrics = Metrics()
+    serving = False
+    async with AsyncExitStack() as cleanup:
+        cleanup.push_async_callback(database.aclose)
+        try:
+            await database.pool()
+        except StoreError as error:
+            raise StartupError(str(error)) from None
+        queue = PostgresQueue(database)
+        if settings.metrics_port is not None:
+            status = await serve_status(settings.metrics_port, metrics, lambda: serving and not stop.is_set())
+            cleanup.callback(status.close)
+        failed = asyncio.Event()
+        if settings.telegram.token:
+            intake = await start_telegram_intake(settings.telegram, queue, cleanup)
+            failed = intake.failed
+        if settings.discord.token:
+            discord_intake = DiscordIntake(queue, PostgresStore(database), settings.plugin)
+            shards = {} if settings.discord.shard_count is None else {"shard_count": settings.discord.shard_count}
+            if settings.discord.shard_ids is not None:
+                shards["shard_ids"] = list(settings.discord.shard_ids)
+            bot = await start_discord(settings.discord, discord_intake, **shards)  # type: ignore[arg-type]
+            cleanup.push_async_callback(discord_intake.drain, settings.plugin.shutdown_grace_seconds)
+            cleanup.push_async_callback(bot.close)
+            log.info("Discord: shards %s of %s", ",".join(map(str, bot.shard_ids or [])) or "all", bot.shard_count)
+        serving = True
+        log.info("ingress is running; stop with Ctrl+C")
+        waits = [asyncio.create_task(stop.wait()), asyncio.create_task(failed.wait())]
+        await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+        for wait in waits:
+            wait.cancel()
+        log.info("stopping: no new updates")
+    if failed.is_set():
+        raise StartupError("the job queue's database could not be reached; updates were left with Telegram")
+    log.info("stopped")

@@ -1,0 +1,115 @@
+"""Telegram updates as jobs: the ingress side (which updates become jobs, committed before
+Telegram is told they were received) and the worker side (a job answered through the Bot API).
+
+A job carries the update itself; the worker reads the note or command from it with the same
+functions the in-process adapter uses, so both modes behave alike.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Iterable
+from typing import Any
+
+from telegram import Bot, Message, Update
+from telegram.ext import Application, CommandHandler, MessageHandler, filters
+
+from voicebridge.jobs import DeliveryLog, Job, NewJob, PostgresQueue, RecordedChat
+from voicebridge.voice_notes.delivery import send_text
+from voicebridge.voice_notes.messages import text
+from voicebridge.voice_notes.plugin import VoiceNotesPlugin
+from voicebridge.voice_notes.store import StoreError
+
+from .telegram import MEDIA, PLATFORM, TelegramChat, command_request, person, voice_note
+
+log = logging.getLogger(__name__)
+
+ENQUEUE_PATIENCE_SECONDS = 60.0  # the database may be away this long before the ingress gives up
+
+
+async def _ignore(update: object, context: object) -> None:
+    """The handlers below only match updates; nothing runs them."""
+
+
+class TelegramJobs:
+    """Which updates are work: the voice notes and the plugin's commands, matched by the same
+    python-telegram-bot handlers the in-process adapter installs."""
+
+    def __init__(self, commands: Iterable[str]) -> None:
+        self._handlers = (CommandHandler(list(commands), _ignore, filters=filters.UpdateType.MESSAGE),
+                          MessageHandler(filters.UpdateType.MESSAGE & MEDIA, _ignore))
+
+    def job(self, update: Update, bot_id: int) -> NewJob | None:
+        message = update.effective_message
+        if message is None or not any(handler.check_update(update) for handler in self._handlers):
+            return None
+        return NewJob(source=f"{PLATFORM}:{bot_id}:{update.update_id}", chat=f"{PLATFORM}:{message.chat.id}",
+                      payload={"platform": PLATFORM, "update": update.to_dict()})
+
+
+class JobIntake(asyncio.Queue[object]):
+    """python-telegram-bot's update queue for the ingress: :meth:`put` returns once the update's
+    job is committed. The Updater moves the getUpdates offset past an update (confirming it to
+    Telegram), and answers a webhook request, only after ``put`` returned: an update is never
+    confirmed before it is safe. A redelivered update is the same job (its update id)."""
+
+    def __init__(self, queue: PostgresQueue, bot: Bot, jobs: TelegramJobs,
+                 patience: float = ENQUEUE_PATIENCE_SECONDS) -> None:
+        super().__init__()
+        self.queue = queue
+        self.bot = bot
+        self.jobs = jobs
+        self.patience = patience
+        self.failed = asyncio.Event()  # the database stayed away: the ingress must stop, not confirm
+
+    async def put(self, item: object) -> None:
+        if not isinstance(item, Update) or (job := self.jobs.job(item, self.bot.id)) is None:
+            return
+        deadline = time.monotonic() + self.patience
+        pause = 0.5
+        while True:
+            try:
+                if await self.queue.enqueue(job):
+                    log.info("update %d queued", item.update_id)
+                return
+            except StoreError as error:
+                if time.monotonic() + pause > deadline:
+                    log.error("cannot queue Telegram updates: %s; stopping (Telegram keeps them until a restart)", error)
+                    self.failed.set()
+                    raise
+                log.warning("cannot queue update %d yet, trying again: %s", item.update_id, error)
+                await asyncio.sleep(pause)
+                pause = min(pause * 2, 8.0)
+
+
+class TelegramJobRunner:
+    """Answers Telegram jobs through the Bot API, each reply sent at most once across runs."""
+
+    def __init__(self, application: Application[Any, Any, Any, Any, Any, Any], plugin: VoiceNotesPlugin) -> None:
+        self.application = application
+        self.plugin = plugin
+
+    async def run(self, job: Job, deliveries: DeliveryLog) -> None:
+        if (found := self._message(job, deliveries)) is None:
+            return
+        message, chat = found
+        if message.text and message.text.startswith("/"):
+            await self.plugin.handle_command(command_request(message), chat)
+        elif (note := voice_note(message)) is not None:
+            await self.plugin.handle_voice_note(note, chat)
+
+    async def give_up(self, job: Job, deliveries: DeliveryLog) -> None:
+        if (found := self._message(job, deliveries)) is not None:
+            message, chat = found
+            await send_text(chat, text("unexpected_error", person(message).language), str(message.message_id))
+
+    def _message(self, job: Job, deliveries: DeliveryLog) -> tuple[Message, RecordedChat] | None:
+        update = Update.de_json(job.payload["update"], self.application.bot)
+        message = update.effective_message if update is not None else None
+        if update is None or message is None:
+            log.warning("job %d holds no message; dropped", job.id)
+            return None
+        port = TelegramChat(self.application, update, message, delivery_deadline=self.plugin.settings.delivery_deadline_seconds)
+        return message, RecordedChat(port, deliveries, job.id)
