@@ -1,5 +1,6 @@
 """Telegram updates as jobs: the ingress side (which updates become jobs, committed before
-Telegram is told they were received) and the worker side (a job answered through the Bot API).
+Telegram is told they were received), the worker side (a job answered through the Bot API), and
+the embedded mode's receipts (the same jobs, written down in SQLite).
 
 A job carries the update itself; the worker reads the note or command from it with the same
 functions the in-process adapter uses, so both modes behave alike.
@@ -10,15 +11,16 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
 from telegram import Bot, Message, Update
 from telegram.ext import Application, CommandHandler, MessageHandler, filters
 
-from voicebridge.jobs import DeliveryLog, Job, NewJob, PostgresQueue, RecordedChat
+from voicebridge.jobs import MAX_ATTEMPTS, DeliveryLog, Job, NewJob, PostgresQueue, RecordedChat, SQLiteJournal
 from voicebridge.voice_notes.delivery import send_text
 from voicebridge.voice_notes.messages import text
+from voicebridge.voice_notes.model import ChatPort
 from voicebridge.voice_notes.plugin import VoiceNotesPlugin
 from voicebridge.voice_notes.store import StoreError
 
@@ -113,3 +115,56 @@ class TelegramJobRunner:
             return None
         port = TelegramChat(self.application, update, message, delivery_deadline=self.plugin.settings.delivery_deadline_seconds)
         return message, RecordedChat(port, deliveries, job.id)
+
+
+class ReceiptBook:
+    """The embedded mode's ``kill -9`` durability for a Telegram install (``voicebridge run``, or
+    the plugin in a host bot with a SQLite store): each note and command is written down in the
+    store's journal when it is received and crossed out once answered; what a crash left written
+    down is answered at the next start, each reply still sent only once."""
+
+    def __init__(self, journal: SQLiteJournal, application: Application[Any, Any, Any, Any, Any, Any],
+                 plugin: VoiceNotesPlugin, commands: Iterable[str]) -> None:
+        self.journal = journal
+        self.jobs = TelegramJobs(commands)
+        self.runner = TelegramJobRunner(application, plugin)
+
+    async def handle(self, update: Update, chat: ChatPort, answer: Callable[[ChatPort], Awaitable[None]]) -> None:
+        """Write ``update`` down, ``answer`` it through a recorded port, cross it out."""
+        job = self.jobs.job(update, update.get_bot().id)
+        received = None
+        if job is not None:
+            try:
+                received = await self.journal.receive(job)
+                if received is None:
+                    log.info("update %d was received before; not answered again", update.update_id)
+                    return
+            except StoreError as error:
+                log.warning("update %d not written down (no crash recovery for it): %s", update.update_id, error)
+        await answer(RecordedChat(chat, self.journal, received.id) if received is not None else chat)
+        if received is not None:
+            try:
+                await self.journal.answered(received)
+            except StoreError as error:
+                log.warning("update %d not crossed out; it may be answered again after a restart: %s",
+                            update.update_id, error)
+
+    async def recover(self) -> None:
+        """Answer what was received but not answered before the last stop."""
+        try:
+            unanswered = await self.journal.unanswered()
+        except StoreError as error:
+            log.warning("cannot read the notes left unanswered at the last stop: %s", error)
+            return
+        if unanswered:
+            log.info("answering %d notes or commands left unanswered at the last stop", len(unanswered))
+        for job in unanswered:
+            try:
+                if job.attempts > MAX_ATTEMPTS:
+                    log.error("%s made the bot stop %d times; apologising instead", job.source, job.attempts - 1)
+                    await self.runner.give_up(job, self.journal)
+                else:
+                    await self.runner.run(job, self.journal)
+                await self.journal.answered(job)
+            except StoreError as error:
+                log.warning("%s: %s", job.source, error)

@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import sqlite3
 from collections.abc import AsyncIterator, Iterable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
@@ -27,7 +28,7 @@ from typing import Any, Protocol
 
 from .postgres import SCHEMA, Database
 from .voice_notes.model import Activity, ChatPort, VoiceReply
-from .voice_notes.store import StoreError
+from .voice_notes.store import SQLiteStore, StoreError
 
 log = logging.getLogger(__name__)
 
@@ -233,3 +234,60 @@ class RecordedChat:
         except StoreError as error:
             log.warning("delivery of job %d part %d not recorded: %s", self.job_id, part, error)
         return message_id
+
+
+class SQLiteJournal:
+    """The embedded mode's durability: a note (or command) is written down when it is received
+    and crossed out when it has been answered. After a ``kill -9`` and a restart, what is still
+    written down is answered then — or apologised for, if its file can no longer be downloaded —
+    with its delivery records keeping what was already sent from being sent again."""
+
+    def __init__(self, store: SQLiteStore) -> None:
+        self.store = store
+        self._next_sweep = 0.0
+
+    async def receive(self, job: NewJob) -> Job | None:
+        """Write ``job`` down; None when it already was (the same update delivered twice)."""
+        now = self.store.clock()
+
+        def insert(db: sqlite3.Connection) -> int | None:
+            cursor = db.execute("INSERT INTO receipts (source, chat, payload, attempts, received) VALUES (?, ?, ?, 1, ?) "
+                                "ON CONFLICT (source) DO NOTHING", (job.source, job.chat, json.dumps(job.payload), now))
+            return cursor.lastrowid if cursor.rowcount == 1 else None
+
+        row_id = await self.store.run(insert)
+        return Job(row_id, job.source, job.chat, job.payload, 1) if row_id is not None else None
+
+    async def unanswered(self) -> list[Job]:
+        """What was received but not answered, oldest first; each counts as one more attempt."""
+        def take(db: sqlite3.Connection) -> list[tuple[Any, ...]]:
+            db.execute("UPDATE receipts SET attempts = attempts + 1 WHERE answered = 0")
+            return db.execute("SELECT id, source, chat, payload, attempts FROM receipts WHERE answered = 0 "
+                              "ORDER BY id").fetchall()
+
+        return [Job(row[0], row[1], row[2], json.loads(row[3]), row[4]) for row in await self.store.run(take)]
+
+    async def answered(self, job: Job) -> None:
+        """Cross ``job`` out. Its receipt stays for a day without its content, so that the same
+        update delivered again (Telegram had not yet heard it was received) is not answered again."""
+        now = self.store.clock()
+        sweep = now >= self._next_sweep  # old receipts go at most once an hour
+        if sweep:
+            self._next_sweep = now + 3600
+
+        def cross_out(db: sqlite3.Connection) -> None:
+            db.execute("DELETE FROM receipt_deliveries WHERE receipt_id = ?", (job.id,))
+            db.execute("UPDATE receipts SET answered = 1, payload = '{}' WHERE id = ?", (job.id,))
+            if sweep:
+                db.execute("DELETE FROM receipts WHERE answered = 1 AND received < ?", (now - FINISHED_RETENTION_SECONDS,))
+
+        await self.store.run(cross_out)
+
+    async def delivered(self, job_id: int, part: int) -> str | None:
+        row = await self.store.run(lambda db: db.execute(
+            "SELECT message_id FROM receipt_deliveries WHERE receipt_id = ? AND part = ?", (job_id, part)).fetchone())
+        return row[0] if row else None
+
+    async def record_delivery(self, job_id: int, part: int, message_id: str) -> None:
+        await self.store.run(lambda db: db.execute(
+            "INSERT INTO receipt_deliveries VALUES (?, ?, ?) ON CONFLICT DO NOTHING", (job_id, part, message_id)))
