@@ -16,11 +16,13 @@ import secrets
 from contextlib import AsyncExitStack
 from urllib.parse import urlsplit
 
+import discord
+import yarl
 from telegram import Update
 from telegram.error import InvalidToken, NetworkError
 from telegram.ext import Updater
 
-from voicebridge.config import RunnerSettings, TelegramSettings
+from voicebridge.config import DiscordSettings, RunnerSettings, TelegramSettings
 from voicebridge.jobs import PostgresQueue
 from voicebridge.metrics import Metrics, serve_status
 from voicebridge.postgres import Database, PostgresStore
@@ -28,6 +30,7 @@ from voicebridge.speech.errors import ConfigError
 from voicebridge.voice_notes.plugin import ALL_COMMANDS
 from voicebridge.voice_notes.store import StoreError
 
+from .discord import DEFAULT_API_BASE, use_api_base
 from .discord_jobs import DiscordIntake
 from .runner import StartupError, start_discord, telegram_application
 from .telegram_jobs import JobIntake, TelegramJobs
@@ -61,6 +64,21 @@ async def start_telegram_intake(settings: TelegramSettings, queue: PostgresQueue
     return intake
 
 
+async def use_gateway_of(settings: DiscordSettings) -> None:
+    """With a fixed shard count discord.py dials Discord's public gateway instead of asking the
+    API for one; behind another API base, the gateway is the one that API names."""
+    use_api_base(settings.api_base)
+    client = discord.Client(intents=discord.Intents.none())
+    try:
+        await client.login(settings.token or "")
+        _, url, _ = await client.http.get_bot_gateway()
+    except (discord.HTTPException, discord.GatewayNotFound, OSError) as error:
+        raise StartupError(f"cannot reach the Discord API: {error}") from None
+    finally:
+        await client.close()
+    discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY = yarl.URL(url)
+
+
 async def serve_ingress(settings: RunnerSettings, stop: asyncio.Event) -> None:
     """Receive until ``stop`` is set (or the database stays away: then exit with an error)."""
     if not settings.telegram.token and not settings.discord.token:
@@ -87,6 +105,8 @@ async def serve_ingress(settings: RunnerSettings, stop: asyncio.Event) -> None:
             shards = {} if settings.discord.shard_count is None else {"shard_count": settings.discord.shard_count}
             if settings.discord.shard_ids is not None:
                 shards["shard_ids"] = list(settings.discord.shard_ids)
+            if settings.discord.shard_count is not None and settings.discord.api_base != DEFAULT_API_BASE:
+                await use_gateway_of(settings.discord)
             bot = await start_discord(settings.discord, discord_intake, **shards)  # type: ignore[arg-type]
             cleanup.push_async_callback(discord_intake.drain, settings.plugin.shutdown_grace_seconds)
             cleanup.push_async_callback(bot.close)

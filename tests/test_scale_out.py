@@ -1,6 +1,7 @@
 """``voicebridge ingress`` and ``voicebridge worker`` as real processes, sharing a real PostgreSQL,
-against the Telegram, Coze and Feishu fakes: ``kill -9`` of a worker and of the ingress in the
-middle of a load, the Feishu tenant limit across workers, and the commands' refusals."""
+against the Telegram, Discord, Coze and Feishu fakes: ``kill -9`` of a worker and of the ingress
+in the middle of a load, the Feishu tenant limit across workers, Discord shards and deferred
+interactions, and the commands' refusals."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ import pytest
 
 from tests.audio_tools import make_tone
 from tests.fakes.coze import DEFAULT_TOKEN, FakeCoze
+from tests.fakes.discord import FakeDiscord, FakeFile
 from tests.fakes.feishu import DEFAULT_APP_ID, DEFAULT_APP_SECRET, FakeFeishu
 from tests.fakes.telegram import Call, Chat, FakeTelegram, User
 
@@ -233,3 +235,41 @@ async def test_an_unreachable_database_is_one_line_naming_the_variable(tmp_path:
     assert process.returncode == 1
     assert "VOICEBRIDGE_DB" in message and "127.0.0.1:9" in message and "hunter2" not in message
     assert "Traceback" not in message
+
+
+async def test_discord_through_ingress_shards_and_a_worker(postgres_url: str, tmp_path: Path,
+                                                           processes: Callable[[dict[str, str]], Processes]) -> None:
+    async with FakeDiscord(rate_limit_window=0.05) as discord_api, FakeCoze() as coze:
+        env = scale_env(postgres_url, DISCORD_BOT_TOKEN=discord_api.token, DISCORD_API_BASE=discord_api.api_base,
+                        DISCORD_SHARD_COUNT="2", DISCORD_SHARD_IDS="0,1", COZE_API_TOKEN=DEFAULT_TOKEN,
+                        COZE_API_BASE=coze.base_url, COZE_WS_BASE=coze.ws_base_url)
+        group = processes(env)
+        await group.start("ingress")
+        await group.start("worker")
+        await wait_until(lambda: sorted(tuple(connection.identify["shard"]) for connection in discord_api.gateway_connections
+                                        if connection.identify) == [(0, 2), (1, 2)], 60, "both shards", group.logs)
+        await wait_until(lambda: discord_api.command_writes >= 1, 60, "the commands to be registered", group.logs)
+        dm = discord_api.dm_channel(discord_api.user)
+        note = await discord_api.dispatch_voice_message(dm.id, discord_api.user, make_tone("ogg", 300.0, 1.0), 1.0)
+        answer = await discord_api.wait_for_request(
+            "POST", f"/channels/{dm.id}/messages",
+            lambda request: str((request.json.get("message_reference") or {}).get("message_id")) == note["id"], timeout=60)
+        guild_note = await discord_api.dispatch_voice_message(discord_api.text_channel.id, discord_api.user,
+                                                              make_tone("ogg", 500.0, 1.0), 1.0)
+        guild_answer = await discord_api.wait_for_request(
+            "POST", f"/channels/{discord_api.text_channel.id}/messages",
+            lambda request: str((request.json.get("message_reference") or {}).get("message_id")) == guild_note["id"],
+            timeout=60)
+        interaction = await discord_api.dispatch_interaction(
+            "transcribe", user=discord_api.user, channel_id=dm.id,
+            options={"audio": FakeFile(make_tone("m4a", 700.0, 1.0), "clip.m4a")})
+        await wait_until(lambda: len(discord_api.interaction_responses(interaction["id"])) >= 2, 60,
+                         "the deferral and the followup", group.logs)
+        await group.stop_all()
+    assert answer.json["content"] == "tone 300 hz 1.0 s"
+    assert guild_answer.json["content"] == "🎤 alice: tone 500 hz 1.0 s"
+    deferred, followup = discord_api.interaction_responses(interaction["id"])[:2]
+    assert (deferred.kind, deferred.callback_type) == ("callback", 5)  # by the ingress, within Discord's 3 s
+    assert followup.kind == "followup" and followup.message["content"] == "tone 700 hz 1.0 s"  # by the worker
+    logs = group.logs()
+    assert "Traceback" not in logs and discord_api.token not in logs
