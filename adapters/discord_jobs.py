@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from contextlib import AsyncExitStack
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -20,6 +19,7 @@ import discord
 
 from voicebridge.config import DiscordSettings
 from voicebridge.jobs import DeliveryLog, Job, NewJob, PostgresQueue, RecordedChat
+from voicebridge.speech.errors import ConfigError
 from voicebridge.voice_notes.delivery import send_text
 from voicebridge.voice_notes.messages import text
 from voicebridge.voice_notes.model import ChatKind, ChatPort, ChatRef, CommandRequest, DownloadFailed, Person, VoiceNote
@@ -28,6 +28,7 @@ from voicebridge.voice_notes.settings import PluginSettings
 from voicebridge.voice_notes.store import Store, StoreError
 
 from .discord import DEFAULT_API_BASE, PLATFORM, ChannelChat, InteractionChat, use_api_base
+from .runner import StartupError
 
 log = logging.getLogger(__name__)
 
@@ -203,19 +204,14 @@ class DeferredInteraction:
 
 async def discord_job_runner(settings: DiscordSettings, plugin: VoiceNotesPlugin, cleanup: AsyncExitStack) -> DiscordJobRunner:
     """A REST-only client logged in with the bot token (no gateway), closed by ``cleanup``."""
-    from .runner import StartupError
-    from voicebridge.speech.errors import ConfigError
-
     if settings.api_base != DEFAULT_API_BASE:
         use_api_base(settings.api_base)
     client = discord.Client(intents=discord.Intents.none())
     cleanup.push_async_callback(client.close)
-    started = time.monotonic()
     try:
         await client.login(settings.token or "")
     except discord.LoginFailure:
         raise ConfigError("DISCORD_BOT_TOKEN was rejected by Discord (check it in the Developer Portal)") from None
     except (discord.HTTPException, OSError) as error:
         raise StartupError(f"cannot reach the Discord API: {error}") from None
-    log.debug("Discord REST login in %.1fs", time.monotonic() - started)
     return DiscordJobRunner(client, plugin)

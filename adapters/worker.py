@@ -27,6 +27,10 @@ from voicebridge.speech.service import SpeechService
 from voicebridge.voice_notes.plugin import ALL_COMMANDS, MAX_CONCURRENT_NOTES, VoiceNotesPlugin
 from voicebridge.voice_notes.store import StoreError
 
+from .discord_jobs import discord_job_runner
+from .runner import StartupError, telegram_application
+from .telegram_jobs import TelegramJobRunner
+
 log = logging.getLogger("voicebridge.worker")
 
 POLL_INTERVAL = 1.0  # seconds between looks at the queue when no notification came
@@ -177,10 +181,6 @@ def worker_name() -> str:
 
 async def serve_worker(settings: RunnerSettings, stop: asyncio.Event) -> None:
     """Run a worker until ``stop`` is set."""
-    from .discord_jobs import discord_job_runner  # imported here: each platform's framework only when used
-    from .telegram_jobs import TelegramJobRunner
-    from .runner import telegram_application, StartupError
-
     metrics = Metrics()
     database = Database(settings.plugin.database)
     async with AsyncExitStack() as cleanup:

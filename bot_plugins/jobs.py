@@ -21,12 +21,12 @@ import asyncio
 import json
 import logging
 import sqlite3
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from .postgres import SCHEMA, Database
+from .postgres import DRIVER_ERRORS, SCHEMA, Database
 from .voice_notes.model import Activity, ChatPort, VoiceReply
 from .voice_notes.store import SQLiteStore, StoreError
 
@@ -145,7 +145,7 @@ class PostgresQueue:
         pool = await self.database.pool()
         try:
             connection = await pool.acquire(timeout=self.database.timeout)
-        except Exception as error:  # noqa: BLE001 - polling covers it; the reason is logged
+        except DRIVER_ERRORS as error:
             log.warning("no job notifications, polling only: %s", error)
             yield event
             return
@@ -159,8 +159,8 @@ class PostgresQueue:
         finally:
             try:
                 await connection.remove_listener(NOTIFY_CHANNEL, wake)
-            except Exception as error:  # noqa: BLE001 - the connection is being given back anyway
-                log.debug("could not stop listening: %s", error)
+            except DRIVER_ERRORS as error:
+                log.debug("could not stop listening: %s", error)  # the connection is given back anyway
             await pool.release(connection)
 
     # ------------------------------------------------------------------ delivery records
@@ -217,7 +217,7 @@ class RecordedChat:
     async def report_error(self, error: BaseException) -> None:
         await self.chat.report_error(error)
 
-    async def _once(self, send: Any) -> str:
+    async def _once(self, send: Callable[[], Awaitable[str]]) -> str:
         part = self._next_part
         self._next_part += 1
         try:

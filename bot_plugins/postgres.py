@@ -28,6 +28,10 @@ except ImportError:  # pragma: no cover - depends on the install
 
 log = logging.getLogger(__name__)
 
+# What the driver raises when the server is unreachable, refuses, or a statement fails.
+DRIVER_ERRORS: tuple[type[BaseException], ...] = (
+    (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError) if asyncpg is not None else (OSError, TimeoutError))
+
 SCHEMA = "voicebridge"
 # pg_advisory_xact_lock key for migrations: any constant unlikely to be used by the host.
 MIGRATION_LOCK = 0x766F6963_62726467  # b"voicbrdg"
@@ -125,14 +129,14 @@ class Database:
         try:
             pool = await asyncpg.create_pool(self.url, min_size=1, max_size=self.pool_size, timeout=CONNECT_TIMEOUT,
                                              command_timeout=self.timeout)
-        except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError, ValueError) as error:
+        except (*DRIVER_ERRORS, ValueError) as error:
             raise StoreError(f"cannot connect to {self.name} (VOICEBRIDGE_DB): {_describe(error)}") from None
         try:
             async with pool.acquire() as connection:
                 await migrate(connection, self.migrations)
         except BaseException as error:
             await pool.close()
-            if isinstance(error, asyncpg.PostgresError | asyncpg.InterfaceError | OSError | TimeoutError):
+            if isinstance(error, DRIVER_ERRORS):
                 raise StoreError(f"cannot prepare the schema in {self.name}: {_describe(error)}") from None
             raise
         return pool
@@ -144,7 +148,7 @@ class Database:
         try:
             async with pool.acquire(timeout=self.timeout) as connection:
                 yield connection
-        except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError) as error:
+        except DRIVER_ERRORS as error:
             raise StoreError(f"store {self.name}: {_describe(error)}") from error
 
     @asynccontextmanager
@@ -343,7 +347,7 @@ class PostgresSlots:
                     if number is not None:
                         self._held.add(int(number))
                         return True
-            except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError) as error:
+            except DRIVER_ERRORS as error:
                 await self._forget_connection()
                 raise SpeechError(ErrorKind.CONNECTIVITY, f"shared stream slots unavailable ({self.database.name}): "
                                   f"{_describe(error)}", provider=self.provider) from None
@@ -366,7 +370,7 @@ class PostgresSlots:
                 return
             try:
                 await self._connection.execute("SELECT pg_advisory_unlock($1, $2)", STREAM_SLOT_LOCK, number)
-            except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError) as error:
+            except DRIVER_ERRORS as error:
                 log.warning("could not give back stream slot %d: %s", number, _describe(error))
                 await self._forget_connection()
 

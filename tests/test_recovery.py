@@ -56,4 +56,4 @@ async def test_kill_9_then_restart_answers_each_note_exactly_once(tmp_path: Path
     assert [call.params["text"] for call in answers_to(telegram, kept)] == ["tone 300 hz 1.0 s"], output
     assert [call.params["text"] for call in answers_to(telegram, lost)] == [
         "I could not download this file. Please try again."], output
-    assert "Traceback" not in output and telegram.token not in output
+    assert "Traceback" not in output and telegram.token not in output and DEFAULT_TOKEN not in output

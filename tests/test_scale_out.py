@@ -228,13 +228,14 @@ async def test_ingress_and_worker_need_postgresql(tmp_path: Path) -> None:
 async def test_an_unreachable_database_is_one_line_naming_the_variable(tmp_path: Path) -> None:
     env = {"PATH": os.environ["PATH"], "TELEGRAM_BOT_TOKEN": "1:x", "COZE_API_TOKEN": "pat_x",
            "VOICEBRIDGE_DB": "postgresql://voicebridge:hunter2@127.0.0.1:9/voicebridge"}
-    process = await asyncio.create_subprocess_exec(VOICEBRIDGE, "worker", env=env, cwd=tmp_path,
-                                                   stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
-    _, stderr = await asyncio.wait_for(process.communicate(), timeout=60)
-    message = stderr.decode()
-    assert process.returncode == 1
-    assert "VOICEBRIDGE_DB" in message and "127.0.0.1:9" in message and "hunter2" not in message
-    assert "Traceback" not in message
+    for command in ("run", "ingress", "worker"):
+        process = await asyncio.create_subprocess_exec(VOICEBRIDGE, command, env=env, cwd=tmp_path,
+                                                       stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+        _, stderr = await asyncio.wait_for(process.communicate(), timeout=60)
+        message = stderr.decode()
+        assert process.returncode == 1, message
+        assert "VOICEBRIDGE_DB" in message and "127.0.0.1:9" in message and "hunter2" not in message
+        assert "Traceback" not in message
 
 
 async def test_discord_through_ingress_shards_and_a_worker(postgres_url: str, tmp_path: Path,
