@@ -24,7 +24,9 @@ from tests.fakes.feishu import DEFAULT_APP_ID, DEFAULT_APP_SECRET, FakeFeishu
 from tests.fakes.telegram import Call, Chat, FakeTelegram, User
 
 VOICEBRIDGE = str(Path(sys.executable).with_name("voicebridge"))
-LEASE_SECONDS = 3  # short, so a killed worker's job is taken over quickly
+# Short, so a killed worker's jobs are taken over quickly, yet long enough that a live worker's
+# renewals (every third of it) still arrive on a machine loaded with other work.
+LEASE_SECONDS = 8
 
 
 class Processes:
@@ -156,13 +158,13 @@ async def test_kill_9_of_a_worker_and_of_the_ingress_loses_nothing(postgres_url:
     duplicates = 0
     for note, transcript in expected.values():
         texts = [call.params["text"] for call in answers_to(telegram, note)]
-        assert set(texts) == {transcript}, (note["message_id"], texts)  # each note its own transcript
+        assert set(texts) == {transcript}, (note["message_id"], texts, logs)  # each note its own transcript
         duplicates += len(texts) - 1
-    assert duplicates <= 1, f"{duplicates} notes were answered twice; one worker was killed"
+    assert duplicates <= 1, f"{duplicates} notes were answered twice; one worker was killed\n{logs}"
     for user in users:  # each chat's notes answered in the order they were sent
         answered = list(dict.fromkeys(int(call.params["reply_parameters"]["message_id"])
                                       for call in telegram.calls_to("sendMessage") if int(call.params["chat_id"]) == user.id))
-        assert answered == sorted(answered), answered
+        assert answered == sorted(answered), (answered, logs)
     assert recovery < 60
     connection = await asyncpg.connect(postgres_url)
     try:
