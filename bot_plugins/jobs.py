@@ -116,7 +116,9 @@ class PostgresQueue:
 
     async def finish(self, job: Job, *, failed: bool = False) -> None:
         await self.database.execute(
-            f"UPDATE {SCHEMA}.jobs SET state = $3, finished = now(), lease_until = NULL "
+            # The payload (the user's message) goes now; the row stays a day without it, so that a
+            # late redelivery of the same event is still known.
+            f"UPDATE {SCHEMA}.jobs SET state = $3, finished = now(), lease_until = NULL, payload = '{{}}'::jsonb "
             "WHERE id = $1 AND lease_owner = $2 AND state = 'ready'", job.id, self.worker, "failed" if failed else "done")
 
     async def release(self, job: Job) -> None:
