@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import asyncpg
+import httpx
 import pytest
 
 from tests.audio_tools import make_tone
@@ -22,6 +23,7 @@ from tests.fakes.coze import DEFAULT_TOKEN, FakeCoze
 from tests.fakes.discord import FakeDiscord, FakeFile
 from tests.fakes.feishu import DEFAULT_APP_ID, DEFAULT_APP_SECRET, FakeFeishu
 from tests.fakes.telegram import Call, Chat, FakeTelegram, User
+from tests.test_operations import free_port, wait_until_listening
 
 VOICEBRIDGE = str(Path(sys.executable).with_name("voicebridge"))
 # Short, so a killed worker's jobs are taken over quickly, yet long enough that a live worker's
@@ -276,3 +278,40 @@ async def test_discord_through_ingress_shards_and_a_worker(postgres_url: str, tm
     assert followup.kind == "followup" and followup.message["content"] == "tone 700 hz 1.0 s"  # by the worker
     logs = group.logs()
     assert "Traceback" not in logs and discord_api.token not in logs
+
+
+async def test_a_webhook_ingress_answers_200_only_for_a_committed_job(postgres_url: str, tmp_path: Path,
+                                                                      processes: Callable[[dict[str, str]], Processes]) -> None:
+    port = free_port()
+    url = f"http://127.0.0.1:{port}/telegram/hook"
+    secret = {"X-Telegram-Bot-Api-Secret-Token": "s3cret-token_2"}
+    user = User(5001, "Alice")
+    async with FakeTelegram() as telegram, FakeCoze() as coze:
+        env = scale_env(postgres_url, **telegram_env(telegram), COZE_API_TOKEN=DEFAULT_TOKEN, COZE_API_BASE=coze.base_url,
+                        COZE_WS_BASE=coze.ws_base_url, TELEGRAM_WEBHOOK_URL="https://bot.example.org/telegram/hook",
+                        TELEGRAM_WEBHOOK_LISTEN="127.0.0.1", TELEGRAM_WEBHOOK_PORT=str(port),
+                        TELEGRAM_WEBHOOK_SECRET="s3cret-token_2")
+        group = processes(env)
+        await group.start("ingress")
+        await telegram.wait_for_call("setWebhook", timeout=60)
+        await wait_until_listening(port)
+        data, transcript = tone(3)
+        message = await telegram.push_voice(Chat.private(user), user, data, duration=1)
+        update = {"update_id": 700001, "message": message}
+        async with httpx.AsyncClient(timeout=30) as client:
+            refused = await client.post(url, json=update)
+            first = await client.post(url, json=update, headers=secret)
+            connection = await asyncpg.connect(postgres_url)
+            try:  # no worker runs yet: the 200 itself says the job is in the database
+                queued = await connection.fetchval("SELECT count(*) FROM voicebridge.jobs WHERE source LIKE '%:700001'")
+                again = await client.post(url, json=update, headers=secret)  # Telegram retrying: the same job
+                after_retry = await connection.fetchval("SELECT count(*) FROM voicebridge.jobs")
+            finally:
+                await connection.close()
+        await group.start("worker")
+        await wait_until(lambda: answers_to(telegram, message), 60, "the answer", group.logs)
+        await group.stop_all()
+    assert (refused.status_code, first.status_code, again.status_code) == (403, 200, 200)
+    assert (queued, after_retry) == (1, 1)
+    assert [call.params["text"] for call in answers_to(telegram, message)] == [transcript]
+    assert telegram.calls_to("getUpdates") == []
