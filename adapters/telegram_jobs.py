@@ -54,8 +54,8 @@ class TelegramJobs:
 class JobIntake(asyncio.Queue[object]):
     """python-telegram-bot's update queue for the ingress: :meth:`put` returns once the update's
     job is committed. The Updater moves the getUpdates offset past an update (confirming it to
-    Telegram), and answers a webhook request, only after ``put`` returned: an update is never
-    confirmed before it is safe. A redelivered update is the same job (its update id)."""
+    Telegram), and the ingress's webhook server answers 200, only after ``put`` returned: an
+    update is never confirmed before it is safe. A redelivered update is the same job."""
 
     def __init__(self, queue: PostgresQueue, bot: Bot, jobs: TelegramJobs,
                  patience: float = ENQUEUE_PATIENCE_SECONDS) -> None:
