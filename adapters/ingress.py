@@ -24,6 +24,7 @@ from telegram.ext import Updater
 
 from voicebridge.config import DiscordSettings, RunnerSettings, TelegramSettings
 from voicebridge.jobs import PostgresQueue
+from voicebridge.liveness import ConnectionLost, Liveness
 from voicebridge.metrics import Metrics, serve_status
 from voicebridge.postgres import Database, PostgresStore
 from voicebridge.speech.errors import ConfigError
@@ -32,6 +33,7 @@ from voicebridge.voice_notes.store import StoreError
 
 from .discord import DEFAULT_API_BASE, use_api_base
 from .discord_jobs import DiscordIntake
+from .liveness import watch_telegram_polling
 from .runner import StartupError, start_discord, telegram_application
 from .telegram_jobs import JobIntake, TelegramJobs
 from .telegram_webhook import TelegramWebhook
@@ -39,10 +41,11 @@ from .telegram_webhook import TelegramWebhook
 log = logging.getLogger("voicebridge.ingress")
 
 
-async def start_telegram_intake(settings: TelegramSettings, queue: PostgresQueue, cleanup: AsyncExitStack) -> JobIntake:
+async def start_telegram_intake(settings: TelegramSettings, queue: PostgresQueue, liveness: Liveness,
+                                cleanup: AsyncExitStack) -> JobIntake:
     """Telegram updates into the job queue: python-telegram-bot's Updater polling, or the webhook
     server."""
-    bot = telegram_application(settings).bot
+    bot = telegram_application(settings, liveness).bot
     intake = JobIntake(queue, bot, TelegramJobs(ALL_COMMANDS))
     updater = Updater(bot, intake)
     try:
@@ -71,6 +74,7 @@ async def start_telegram_intake(settings: TelegramSettings, queue: PostgresQueue
     else:
         await updater.start_polling(allowed_updates=[Update.MESSAGE])
         cleanup.push_async_callback(updater.stop)
+        watch_telegram_polling(liveness)
         log.info("Telegram: @%s, polling", bot.username)
     return intake
 
@@ -108,8 +112,9 @@ async def serve_ingress(settings: RunnerSettings, stop: asyncio.Event) -> None:
             status = await serve_status(settings.metrics_port, metrics, lambda: serving and not stop.is_set())
             cleanup.callback(status.close)
         failed = asyncio.Event()
+        liveness = Liveness(settings.liveness_timeout)  # a connection down too long: exit, to be restarted
         if settings.telegram.token:
-            intake = await start_telegram_intake(settings.telegram, queue, cleanup)
+            intake = await start_telegram_intake(settings.telegram, queue, liveness, cleanup)
             failed = intake.failed
         if settings.discord.token:
             discord_intake = DiscordIntake(queue, PostgresStore(database), settings.plugin)
@@ -118,17 +123,22 @@ async def serve_ingress(settings: RunnerSettings, stop: asyncio.Event) -> None:
                 shards["shard_ids"] = list(settings.discord.shard_ids)
             if settings.discord.shard_count is not None and settings.discord.api_base != DEFAULT_API_BASE:
                 await use_gateway_of(settings.discord)
-            bot = await start_discord(settings.discord, discord_intake, **shards)  # type: ignore[arg-type]
+            bot = await start_discord(settings.discord, discord_intake, liveness=liveness,  # type: ignore[arg-type]
+                                      **shards)
             cleanup.push_async_callback(discord_intake.drain, settings.plugin.shutdown_grace_seconds)
             cleanup.push_async_callback(bot.close)
             log.info("Discord: shards %s of %s", ",".join(map(str, bot.shard_ids or [])) or "all", bot.shard_count)
         serving = True
         log.info("ingress is running; stop with Ctrl+C")
-        waits = [asyncio.create_task(stop.wait()), asyncio.create_task(failed.wait())]
+        lost = asyncio.create_task(liveness.lost())
+        waits = [asyncio.create_task(stop.wait()), asyncio.create_task(failed.wait()), lost]
         await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
         for wait in waits:
             wait.cancel()
+        liveness.stop_watching()
         log.info("stopping: no new updates")
+    if lost.done() and not lost.cancelled():
+        raise ConnectionLost(lost.result())
     if failed.is_set():
         raise StartupError("the job queue's database could not be reached; updates were left with Telegram")
     log.info("stopped")

@@ -20,6 +20,7 @@ from typing import Protocol
 
 from voicebridge.config import RunnerSettings
 from voicebridge.jobs import MAX_ATTEMPTS, DeliveryLog, Job, PostgresQueue
+from voicebridge.liveness import Liveness
 from voicebridge.metrics import Metrics, serve_status
 from voicebridge.postgres import Database, PostgresSlots, PostgresStore
 from voicebridge.speech.retry import LoggingObserver, Observers, Retrier
@@ -202,7 +203,8 @@ async def serve_worker(settings: RunnerSettings, stop: asyncio.Event) -> None:
         await plugin.start()
         runners: dict[str, JobRunner] = {}
         if settings.telegram.token:
-            application = telegram_application(settings.telegram)
+            # A worker does not poll: the liveness given to getUpdates is never consulted.
+            application = telegram_application(settings.telegram, Liveness(settings.liveness_timeout))
             await application.initialize()
             cleanup.push_async_callback(application.shutdown)
             runners["telegram"] = TelegramJobRunner(application, plugin)
