@@ -17,7 +17,7 @@ from typing import Any
 from telegram import Bot, Message, Update
 from telegram.ext import Application, CommandHandler, MessageHandler, filters
 
-from voicebridge.jobs import MAX_ATTEMPTS, DeliveryLog, Job, NewJob, PostgresQueue, RecordedChat, SQLiteJournal
+from voicebridge.jobs import MAX_ATTEMPTS, RECORD_PATIENCE_SECONDS, DeliveryLog, Job, NewJob, PostgresQueue, RecordedChat, SQLiteJournal
 from voicebridge.voice_notes.delivery import send_text
 from voicebridge.voice_notes.messages import text
 from voicebridge.voice_notes.model import ChatPort
@@ -126,22 +126,35 @@ class ReceiptBook:
     def __init__(self, journal: SQLiteJournal, application: Application[Any, Any, Any, Any, Any, Any],
                  plugin: VoiceNotesPlugin, commands: Iterable[str]) -> None:
         self.journal = journal
+        self.started = journal.store.clock()  # receipts from before this are the last run's
         self.jobs = TelegramJobs(commands)
         self.runner = TelegramJobRunner(application, plugin)
 
     async def handle(self, update: Update, chat: ChatPort, answer: Callable[[ChatPort], Awaitable[None]]) -> None:
         """Write ``update`` down, ``answer`` it through a recorded port, cross it out."""
         job = self.jobs.job(update, update.get_bot().id)
-        received = None
-        if job is not None:
-            try:
-                received = await self.journal.receive(job)
-                if received is None:
-                    log.info("update %d was received before; not answered again", update.update_id)
-                    return
-            except StoreError as error:
-                log.warning("update %d not written down (no crash recovery for it): %s", update.update_id, error)
+        if job is None:
+            await answer(chat)
+            return
+        # A locked store holds the answer up by a second at most: the receipt then lands late
+        # (and is crossed out once it has), or not at all (no crash recovery for this one).
+        writing = asyncio.ensure_future(self.journal.receive(job))
+        try:
+            async with asyncio.timeout(RECORD_PATIENCE_SECONDS):
+                received = await asyncio.shield(writing)
+            if received is None:
+                log.info("update %d was received before; not answered again", update.update_id)
+                return
+        except (StoreError, TimeoutError) as error:
+            log.warning("update %d not written down in time (answered without crash recovery): %s", update.update_id,
+                        error or "the store is slow")
+            received = None
         await answer(RecordedChat(chat, self.journal, received.id) if received is not None else chat)
+        if received is None:
+            try:
+                received = await writing  # a receipt that landed late is crossed out all the same
+            except StoreError:
+                return  # it never landed: nothing to cross out
         if received is not None:
             try:
                 await self.journal.answered(received)
@@ -152,7 +165,7 @@ class ReceiptBook:
     async def recover(self) -> None:
         """Answer what was received but not answered before the last stop."""
         try:
-            unanswered = await self.journal.unanswered()
+            unanswered = await self.journal.unanswered(received_before=self.started)
         except StoreError as error:
             log.warning("cannot read the notes left unanswered at the last stop: %s", error)
             return

@@ -34,6 +34,8 @@ log = logging.getLogger(__name__)
 
 NOTIFY_CHANNEL = "voicebridge_jobs"
 MAX_ATTEMPTS = 3  # a job whose worker died this often is given up (and apologised for)
+# A delivery record or receipt may hold up an answer this long; then the answer goes without it.
+RECORD_PATIENCE_SECONDS = 1.0
 FINISHED_RETENTION_SECONDS = 24 * 3600  # done jobs are kept this long: a late redelivery stays a duplicate
 
 
@@ -182,14 +184,15 @@ class RecordedChat:
 
     Parts are numbered in the order the plugin sends them; the plugin answers a job the same
     way when it runs again (the transcript then comes from the cache), so part n is the same
-    message both times. A record that cannot be read or written costs at most a duplicate,
-    never the answer.
+    message both times. A record that cannot be read or written within ``patience`` seconds (a
+    locked or unreachable store) costs at most a duplicate, never the answer or its time.
     """
 
-    def __init__(self, chat: ChatPort, log_: DeliveryLog, job_id: int) -> None:
+    def __init__(self, chat: ChatPort, log_: DeliveryLog, job_id: int, *, patience: float = RECORD_PATIENCE_SECONDS) -> None:
         self.chat = chat
         self.deliveries = log_
         self.job_id = job_id
+        self.patience = patience
         self._next_part = 0
         self.max_text_length = chat.max_text_length
         self.needs_waveform = chat.needs_waveform
@@ -223,18 +226,20 @@ class RecordedChat:
         part = self._next_part
         self._next_part += 1
         try:
-            already = await self.deliveries.delivered(self.job_id, part)
-        except StoreError as error:
-            log.warning("delivery record of job %d unavailable, sending: %s", self.job_id, error)
+            async with asyncio.timeout(self.patience):
+                already = await self.deliveries.delivered(self.job_id, part)
+        except (StoreError, TimeoutError) as error:
+            log.warning("delivery record of job %d unavailable, sending: %s", self.job_id, error or "too slow")
             already = None
         if already is not None:
             log.info("job %d part %d was delivered before; not sent again", self.job_id, part)
             return already
         message_id: str = await send()
         try:
-            await self.deliveries.record_delivery(self.job_id, part, message_id)
-        except StoreError as error:
-            log.warning("delivery of job %d part %d not recorded: %s", self.job_id, part, error)
+            async with asyncio.timeout(self.patience):
+                await self.deliveries.record_delivery(self.job_id, part, message_id)
+        except (StoreError, TimeoutError) as error:
+            log.warning("delivery of job %d part %d not recorded: %s", self.job_id, part, error or "too slow")
         return message_id
 
 
@@ -260,12 +265,13 @@ class SQLiteJournal:
         row_id = await self.store.run(insert)
         return Job(row_id, job.source, job.chat, job.payload, 1) if row_id is not None else None
 
-    async def unanswered(self) -> list[Job]:
-        """What was received but not answered, oldest first; each counts as one more attempt."""
+    async def unanswered(self, received_before: float) -> list[Job]:
+        """What was received before ``received_before`` (this process's start: what it receives
+        itself, it answers itself) but not answered, oldest first; each counts as one more attempt."""
         def take(db: sqlite3.Connection) -> list[tuple[Any, ...]]:
-            db.execute("UPDATE receipts SET attempts = attempts + 1 WHERE answered = 0")
+            db.execute("UPDATE receipts SET attempts = attempts + 1 WHERE answered = 0 AND received < ?", (received_before,))
             return db.execute("SELECT id, source, chat, payload, attempts FROM receipts WHERE answered = 0 "
-                              "ORDER BY id").fetchall()
+                              "AND received < ? ORDER BY id", (received_before,)).fetchall()
 
         return [Job(row[0], row[1], row[2], json.loads(row[3]), row[4]) for row in await self.store.run(take)]
 

@@ -221,6 +221,9 @@ class SQLiteStore:
                         # transcript cannot be read back from the file's free pages.
                         connection.execute("PRAGMA secure_delete = ON")
                         use_wal(connection, self.timeout)
+                        # With a write-ahead log, NORMAL loses nothing when the process dies (kill -9:
+                        # the receipts' case), only on a power cut; FULL syncs the disk at every commit.
+                        connection.execute("PRAGMA synchronous = NORMAL")
                         migrate_sqlite(connection)
                     except BaseException:
                         connection.close()
