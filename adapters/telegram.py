@@ -20,7 +20,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from contextlib import asynccontextmanager
 from dataclasses import replace
 from datetime import timedelta
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from telegram import Bot, BotCommand, BotCommandScopeDefault, ChatMember, Message, ReplyParameters, Update
 from telegram.constants import ChatAction, ChatType
@@ -30,9 +30,11 @@ from telegram.warnings import PTBDeprecationWarning
 
 from voicebridge.options import Options, build_plugin
 from voicebridge.voice_notes.messages import LANGUAGES
+from voicebridge.jobs import SQLiteJournal
 from voicebridge.voice_notes.model import (
     Activity,
     ChatKind,
+    ChatPort,
     ChatRef,
     CommandRequest,
     DownloadFailed,
@@ -43,6 +45,10 @@ from voicebridge.voice_notes.model import (
     VoiceReply,
 )
 from voicebridge.voice_notes.plugin import VoiceNotesPlugin
+from voicebridge.voice_notes.store import SQLiteStore
+
+if TYPE_CHECKING:
+    from .telegram_jobs import ReceiptBook
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -99,6 +105,7 @@ class TelegramInstall:
             self._handlers.append(MessageHandler(filters.UpdateType.MESSAGE & filters.ChatType.PRIVATE & filters.TEXT
                                                  & ~filters.COMMAND, self._on_text, block=False))
         application.add_handlers(self._handlers, group=options.group)
+        self._receipts: ReceiptBook | None = None  # crash recovery, when the store is SQLite
         self._starting = asyncio.Lock()
         self._started = False
         self._stopped = False
@@ -135,6 +142,12 @@ class TelegramInstall:
             await self.plugin.start()
             self._wrap_hooks()  # in case the host set its own post_stop after install
             await publish_menus(self.application.bot, self.plugin, self.options.menu)
+            if isinstance(self.plugin.store, SQLiteStore):
+                from .telegram_jobs import ReceiptBook  # it builds on this module
+
+                self._receipts = ReceiptBook(SQLiteJournal(self.plugin.store), self.application, self.plugin,
+                                             self.plugin.command_names)
+                self.plugin.run_in_background(self._receipts.recover())
 
     async def stop(self) -> None:
         """Let notes in flight finish (``VOICEBRIDGE_SHUTDOWN_GRACE``), then close everything
@@ -169,7 +182,7 @@ class TelegramInstall:
             note = replace(note, addressed=True)  # a reply to the bot is said to the bot
         if self.options.transcript_as_text:
             note = replace(note, hand_off=self._hand_off(update))
-        self.plugin.run_in_background(self.plugin.handle_voice_note(note, TelegramChat(self.application, update, message, delivery_deadline=self.plugin.settings.delivery_deadline_seconds)))
+        self._run(update, message, lambda chat: self.plugin.handle_voice_note(note, chat))
 
     async def _on_text(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         message = update.effective_message
@@ -184,21 +197,16 @@ class TelegramInstall:
         if message is None or not message.text:
             return
         await self.start()
-        command, _, args = message.text.partition(" ")
-        if "\n" in command:  # "/speak\ntext": the command ends at the first whitespace of any kind
-            command, _, rest = command.partition("\n")
-            args = f"{rest} {args}".strip()
-        replied = message.reply_to_message
-        request = CommandRequest(
-            name=command.lstrip("/").split("@", 1)[0].lower(),
-            args=args.strip(),
-            chat=chat_ref(message),
-            sender=person(message),
-            message_id=str(message.message_id),
-            replied_note=voice_note(replied, context) if replied is not None else None,
-            replied_text=(replied.text or replied.caption) if replied is not None else None,
-        )
-        self.plugin.run_in_background(self.plugin.handle_command(request, TelegramChat(self.application, update, message, delivery_deadline=self.plugin.settings.delivery_deadline_seconds)))
+        request = command_request(message, context)
+        self._run(update, message, lambda chat: self.plugin.handle_command(request, chat))
+
+    def _run(self, update: Update, message: Message, answer: Callable[[ChatPort], Awaitable[None]]) -> None:
+        """``answer`` in the background, written down first when the store keeps receipts."""
+        chat = TelegramChat(self.application, update, message, delivery_deadline=self.plugin.settings.delivery_deadline_seconds)
+        if self._receipts is not None and not self.options.transcript_as_text:
+            self.plugin.run_in_background(self._receipts.handle(update, chat, answer))
+        else:
+            self.plugin.run_in_background(answer(chat))
 
     def _hand_off(self, update: Update) -> Callable[[str], Awaitable[None]]:
         """The transcript as a text message from the same user, processed by the application as
@@ -325,6 +333,24 @@ def voice_note(message: Message, context: ContextTypes.DEFAULT_TYPE | None = Non
         speaker=speaker(message),
         message=message,
         context=context,
+    )
+
+
+def command_request(message: Message, context: ContextTypes.DEFAULT_TYPE | None = None) -> CommandRequest:
+    """A command message (``/name args``, a CommandHandler's match) as the plugin's request."""
+    command, _, args = (message.text or "").partition(" ")
+    if "\n" in command:  # "/speak\ntext": the command ends at the first whitespace of any kind
+        command, _, rest = command.partition("\n")
+        args = f"{rest} {args}".strip()
+    replied = message.reply_to_message
+    return CommandRequest(
+        name=command.lstrip("/").split("@", 1)[0].lower(),
+        args=args.strip(),
+        chat=chat_ref(message),
+        sender=person(message),
+        message_id=str(message.message_id),
+        replied_note=voice_note(replied, context) if replied is not None else None,
+        replied_text=(replied.text or replied.caption) if replied is not None else None,
     )
 
 

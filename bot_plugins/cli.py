@@ -1,4 +1,4 @@
-"""``voicebridge`` command line: transcribe, speak, voices, doctor.
+"""``voicebridge`` command line: transcribe, speak, voices, doctor, and the bot: run, ingress, worker.
 
 Every failure ends as one readable line on stderr and a non-zero exit status; tracebacks are
 logged only at DEBUG level.
@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -27,6 +28,7 @@ from .voice_notes.store import is_postgres_url
 
 log = logging.getLogger("voicebridge")
 
+SERVICES = ("run", "ingress", "worker")  # long-running commands
 EXIT_FAILURE = 1
 EXIT_CONFIG = 2
 OUTPUT_FORMATS = {".ogg": AudioFormat.OGG_OPUS, ".opus": AudioFormat.OGG_OPUS, ".oga": AudioFormat.OGG_OPUS,
@@ -62,6 +64,10 @@ def build_parser() -> argparse.ArgumentParser:
     commands.add_parser("voices", parents=[common], help="list the voices available for speech synthesis")
 
     commands.add_parser("run", parents=[common], help="run the bot until Ctrl+C / SIGTERM")
+    commands.add_parser("ingress", parents=[common],
+                        help="receive updates and queue them as jobs (needs a PostgreSQL VOICEBRIDGE_DB)")
+    commands.add_parser("worker", parents=[common],
+                        help="take queued jobs, transcribe and answer them (needs a PostgreSQL VOICEBRIDGE_DB)")
 
     doctor = commands.add_parser("doctor", parents=[common], help="check ffmpeg, configuration and providers")
     doctor.add_argument("--network", action="store_true", help="also check that the speech services answer")
@@ -73,7 +79,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "doctor":
             return asyncio.run(doctor(args))
-        if args.command == "run":
+        if args.command in SERVICES:
             return run(args)
         settings = RunnerSettings.load(args.config)
         configure_logging(settings.log_level or "WARNING", settings.secrets(), settings.log_format)
@@ -94,18 +100,38 @@ def run(args: argparse.Namespace) -> int:
     # Imported here: the one-shot commands need no chat-platform frameworks.
     from voicebridge.adapters.runner import StartupError, run_bot
 
-    settings, problems = asyncio.run(preflight.startup_problems(load_values(args.config)))
+    values = load_values(args.config)
+    database = (values.get("VOICEBRIDGE_DB") or "").strip()
+    if args.command != "run" and not is_postgres_url(database):
+        raise ConfigError(f"voicebridge {args.command} needs a PostgreSQL VOICEBRIDGE_DB (postgresql://user@host:5432/dbname), "
+                          f"the database ingress and workers share; it is {database or 'unset'!r}. "
+                          "One process with SQLite is `voicebridge run`")
+    settings, problems = asyncio.run(preflight.startup_problems(values))
     if settings is None or problems:
         print(preflight.startup_report(problems), file=sys.stderr)
         return EXIT_CONFIG
     configure_logging(settings.log_level or "INFO", settings.secrets(), settings.log_format)
     try:
-        asyncio.run(run_bot(settings))
+        if args.command == "run":
+            asyncio.run(run_bot(settings))
+        else:
+            asyncio.run(_until_signalled(args.command, settings))
     except StartupError as error:
         raise CliError(str(error)) from error
     except ConnectionLost as error:
         raise CliError(f"stopped: {error}") from error
     return 0
+
+
+async def _until_signalled(command: str, settings: RunnerSettings) -> None:
+    from voicebridge.adapters.ingress import serve_ingress
+    from voicebridge.adapters.worker import serve_worker
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
+    await (serve_ingress if command == "ingress" else serve_worker)(settings, stop)
 
 
 async def run_command(args: argparse.Namespace, settings: RunnerSettings) -> int:

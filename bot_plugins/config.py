@@ -123,13 +123,30 @@ class TelegramSettings:
 class DiscordSettings:
     token: str | None = None
     api_base: str = "https://discord.com/api/v10"
+    shard_count: int | None = None  # None: as many as Discord recommends (GET /gateway/bot)
+    shard_ids: tuple[int, ...] | None = None  # the shards this process runs; None: all of them
 
     @classmethod
     def from_values(cls, values: Mapping[str, str], problems: list[str]) -> DiscordSettings:
         api_base = (values.get("DISCORD_API_BASE") or "").strip().rstrip("/") or cls.api_base
         if urlsplit(api_base).scheme not in ("http", "https"):
             problems.append(problem("DISCORD_API_BASE", "must be an http(s) URL such as https://discord.com/api/v10", api_base))
-        return cls(token=(values.get("DISCORD_BOT_TOKEN") or "").strip() or None, api_base=api_base)
+        count = number(values, "DISCORD_SHARD_COUNT", None, 1, 100_000, problems)
+        shard_count = int(count) if count is not None else None
+        raw_ids = (values.get("DISCORD_SHARD_IDS") or "").strip()
+        shard_ids: tuple[int, ...] | None = None
+        if raw_ids:
+            parts = [part.strip() for part in raw_ids.split(",") if part.strip()]
+            if not all(part.isdigit() for part in parts):
+                problems.append(problem("DISCORD_SHARD_IDS", "must be comma-separated shard numbers such as 0,1", raw_ids))
+            elif shard_count is None:
+                problems.append("DISCORD_SHARD_IDS needs DISCORD_SHARD_COUNT (the total number of shards of the bot)")
+            elif any(int(part) >= shard_count for part in parts):
+                problems.append(problem("DISCORD_SHARD_IDS", f"must be numbers below DISCORD_SHARD_COUNT ({shard_count})", raw_ids))
+            else:
+                shard_ids = tuple(dict.fromkeys(int(part) for part in parts))
+        return cls(token=(values.get("DISCORD_BOT_TOKEN") or "").strip() or None, api_base=api_base,
+                   shard_count=shard_count, shard_ids=shard_ids)
 
 
 @dataclass(frozen=True)
@@ -171,6 +188,7 @@ class RunnerSettings(Settings):
     log_format: str = "text"  # or "json"
     metrics_port: int | None = None  # None: no health / metrics endpoint
     liveness_timeout: float = 60.0  # seconds a chat connection may be down before the runner gives up
+    job_lease_seconds: float = 30.0  # voicebridge worker: a job of a worker that died is taken over after this
 
     @classmethod
     def from_values(cls, values: Mapping[str, str]) -> RunnerSettings:
@@ -195,11 +213,12 @@ class RunnerSettings(Settings):
         log_format = choice(values, "VOICEBRIDGE_LOG_FORMAT", ("text", "json"), problems)
         metrics_port = number(values, "VOICEBRIDGE_METRICS_PORT", None, 1, 65535, problems)
         liveness_timeout = number(values, "VOICEBRIDGE_LIVENESS_TIMEOUT", 60.0, 1, 3600, problems)
+        job_lease = number(values, "VOICEBRIDGE_JOB_LEASE", 30.0, 2, 3600, problems)
         if problems:
             return None, problems
         return cls(speech=speech, plugin=plugin, telegram=telegram, discord=discord, log_level=log_level,
                    log_format=log_format, metrics_port=int(metrics_port) if metrics_port is not None else None,
-                   liveness_timeout=liveness_timeout), []
+                   liveness_timeout=liveness_timeout, job_lease_seconds=job_lease), []
 
     @classmethod
     def load(cls, config_file: Path | None = None, environ: Mapping[str, str] | None = None) -> RunnerSettings:

@@ -18,7 +18,7 @@ from contextlib import asynccontextmanager
 from typing import Any
 from urllib.parse import urlsplit
 
-from .speech.errors import ConfigError
+from .speech.errors import ConfigError, ErrorKind, SpeechError
 from .voice_notes.store import CachedTranscript, StoreError, Usage, today
 
 try:
@@ -28,9 +28,14 @@ except ImportError:  # pragma: no cover - depends on the install
 
 log = logging.getLogger(__name__)
 
+# What the driver raises when the server is unreachable, refuses, or a statement fails.
+DRIVER_ERRORS: tuple[type[BaseException], ...] = (
+    (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError) if asyncpg is not None else (OSError, TimeoutError))
+
 SCHEMA = "voicebridge"
 # pg_advisory_xact_lock key for migrations: any constant unlikely to be used by the host.
 MIGRATION_LOCK = 0x766F6963_62726467  # b"voicbrdg"
+STREAM_SLOT_LOCK = 0x76626673  # advisory lock class of the shared stream slots (b"vbfs")
 CONNECT_TIMEOUT = 10.0
 POOL_SIZE = 10
 
@@ -51,6 +56,38 @@ MIGRATIONS: Sequence[str] = (
         audio_seconds double precision NOT NULL DEFAULT 0, tts_characters bigint NOT NULL DEFAULT 0,
         PRIMARY KEY (platform, chat_id, day));
     CREATE TABLE {SCHEMA}.markers (key text PRIMARY KEY, value text NOT NULL);
+    """,
+    # The durable job queue (voicebridge.jobs) and the records of what each job has sent.
+    f"""
+    CREATE TABLE {SCHEMA}.jobs (
+        id bigserial PRIMARY KEY,
+        source text NOT NULL UNIQUE,
+        chat text NOT NULL,
+        payload jsonb NOT NULL,
+        state text NOT NULL DEFAULT 'ready' CHECK (state IN ('ready', 'done', 'failed')),
+        attempts integer NOT NULL DEFAULT 0,
+        lease_owner text,
+        lease_until timestamptz,
+        created timestamptz NOT NULL DEFAULT now(),
+        finished timestamptz);
+    CREATE INDEX jobs_ready ON {SCHEMA}.jobs (chat, id) WHERE state = 'ready';
+    CREATE INDEX jobs_finished ON {SCHEMA}.jobs (finished) WHERE state <> 'ready';
+    CREATE TABLE {SCHEMA}.deliveries (
+        job_id bigint NOT NULL REFERENCES {SCHEMA}.jobs (id) ON DELETE CASCADE,
+        part integer NOT NULL,
+        message_id text NOT NULL,
+        PRIMARY KEY (job_id, part));
+    CREATE FUNCTION {SCHEMA}.take_slot(lock_key integer, slots integer, held integer[]) RETURNS integer
+        LANGUAGE plpgsql AS $$
+        BEGIN
+            FOR slot IN 0 .. slots - 1 LOOP
+                -- A session's advisory locks stack: slots this session holds are skipped by hand.
+                IF NOT slot = ANY(held) AND pg_try_advisory_lock(lock_key, slot) THEN
+                    RETURN slot;
+                END IF;
+            END LOOP;
+            RETURN NULL;
+        END $$;
     """,
 )
 
@@ -92,14 +129,14 @@ class Database:
         try:
             pool = await asyncpg.create_pool(self.url, min_size=1, max_size=self.pool_size, timeout=CONNECT_TIMEOUT,
                                              command_timeout=self.timeout)
-        except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError, ValueError) as error:
+        except (*DRIVER_ERRORS, ValueError) as error:
             raise StoreError(f"cannot connect to {self.name} (VOICEBRIDGE_DB): {_describe(error)}") from None
         try:
             async with pool.acquire() as connection:
                 await migrate(connection, self.migrations)
         except BaseException as error:
             await pool.close()
-            if isinstance(error, asyncpg.PostgresError | asyncpg.InterfaceError | OSError | TimeoutError):
+            if isinstance(error, DRIVER_ERRORS):
                 raise StoreError(f"cannot prepare the schema in {self.name}: {_describe(error)}") from None
             raise
         return pool
@@ -111,7 +148,7 @@ class Database:
         try:
             async with pool.acquire(timeout=self.timeout) as connection:
                 yield connection
-        except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError) as error:
+        except DRIVER_ERRORS as error:
             raise StoreError(f"store {self.name}: {_describe(error)}") from error
 
     @asynccontextmanager
@@ -282,3 +319,78 @@ class PostgresStore:
 def _row_count(status: str) -> int:
     """The row count of a command status such as ``DELETE 3`` or ``INSERT 0 1``."""
     return int(status.rsplit(" ", 1)[-1])
+
+
+class PostgresSlots:
+    """Stream slots shared by every process that uses the database (``voicebridge.speech.slots``,
+    a semaphore's interface): slot n is the session advisory lock (:data:`STREAM_SLOT_LOCK`, n),
+    held on one connection of this process. A process that dies loses its connection, and
+    PostgreSQL frees its slots at once: no lease to wait out."""
+
+    def __init__(self, database: Database, count: int, *, provider: str = "feishu") -> None:
+        self.database = database
+        self.count = count
+        self.provider = provider
+        self._connection: asyncpg.Connection | None = None
+        self._held: set[int] = set()
+        self._turn = asyncio.Lock()  # one statement at a time on the connection
+        self._releases: set[asyncio.Task[None]] = set()
+
+    async def acquire(self) -> bool:
+        pause = 0.02
+        while True:
+            try:
+                async with self._turn:
+                    connection = await self._connect()
+                    number = await connection.fetchval(f"SELECT {SCHEMA}.take_slot($1, $2, $3::integer[])",
+                                                       STREAM_SLOT_LOCK, self.count, sorted(self._held))
+                    if number is not None:
+                        self._held.add(int(number))
+                        return True
+            except DRIVER_ERRORS as error:
+                await self._forget_connection()
+                raise SpeechError(ErrorKind.CONNECTIVITY, f"shared stream slots unavailable ({self.database.name}): "
+                                  f"{_describe(error)}", provider=self.provider) from None
+            await asyncio.sleep(pause)  # every slot of the tenant is in use: wait for one
+            pause = min(pause * 2, 0.25)
+
+    def release(self) -> None:
+        """Called where a semaphore's would be (not awaited): the unlock follows in a moment. A slot
+        taken again meanwhile by this session stacks on its own lock, so the count stays right."""
+        if not self._held:
+            return  # the connection went, and its locks with it
+        number = self._held.pop()
+        task = asyncio.create_task(self._unlock(number))
+        self._releases.add(task)
+        task.add_done_callback(self._releases.discard)
+
+    async def _unlock(self, number: int) -> None:
+        async with self._turn:
+            if self._connection is None:
+                return
+            try:
+                await self._connection.execute("SELECT pg_advisory_unlock($1, $2)", STREAM_SLOT_LOCK, number)
+            except DRIVER_ERRORS as error:
+                log.warning("could not give back stream slot %d: %s", number, _describe(error))
+                await self._forget_connection()
+
+    async def _connect(self) -> asyncpg.Connection:
+        if self._connection is None or self._connection.is_closed():
+            await self.database.pool()  # the schema (take_slot) is in place
+            self._held.clear()  # a new session holds nothing
+            self._connection = await asyncpg.connect(self.database.url, timeout=CONNECT_TIMEOUT,
+                                                     command_timeout=self.database.timeout)
+        return self._connection
+
+    async def _forget_connection(self) -> None:
+        connection, self._connection = self._connection, None
+        self._held.clear()
+        if connection is not None:
+            connection.terminate()
+
+    async def aclose(self) -> None:
+        await asyncio.gather(*self._releases, return_exceptions=True)
+        async with self._turn:
+            if self._connection is not None:
+                connection, self._connection = self._connection, None
+                await connection.close(timeout=self.database.timeout)

@@ -11,6 +11,7 @@ import tomllib
 from dataclasses import dataclass
 from pathlib import PurePosixPath
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
 import yaml
@@ -170,8 +171,8 @@ def test_dockerfile_installs_the_project_with_the_tested_versions() -> None:
     assert "--no-cache-dir" in install and "-c constraints.txt" in install and " -e " not in install
     extras = re.search(r'"\.\[([a-z,]+)\]"', install)
     assert extras, "expected pip install ... \".[extras]\""
-    assert set(extras.group(1).split(",")) == {"telegram", "discord"}
-    assert {"telegram", "discord"} <= pyproject()["project"]["optional-dependencies"].keys()
+    assert set(extras.group(1).split(",")) == {"telegram", "discord", "postgres"}
+    assert {"telegram", "discord", "postgres"} <= pyproject()["project"]["optional-dependencies"].keys()
 
 
 def test_dockerfile_runs_the_bot_as_an_unprivileged_user() -> None:
@@ -391,3 +392,20 @@ def test_env_example_values_are_all_valid() -> None:
     """Uncommenting any line, as is, is never a configuration error."""
     every = {entry.name: entry.value for entry in env_example_entries()}
     RunnerSettings.from_values(every)
+
+
+def test_compose_scale_out_services_share_postgresql() -> None:
+    services = yaml.safe_load(COMPOSE.read_text(encoding="utf-8"))["services"]
+    single = services["voicebridge"]
+    assert "profiles" not in single, "`docker compose up` keeps starting the single-process bot"
+    for name, command in (("ingress", ["ingress"]), ("worker", ["worker"])):
+        service = services[name]
+        assert service["profiles"] == ["scale"] and service["command"] == command
+        assert service["image"] == single["image"]
+        assert service["environment"]["VOICEBRIDGE_DB"].startswith("postgresql://")
+        assert urlsplit(service["environment"]["VOICEBRIDGE_DB"]).hostname == "postgres"
+        assert service["depends_on"]["postgres"]["condition"] == "service_healthy"
+        assert duration_seconds(service["stop_grace_period"]) > DEFAULT_SHUTDOWN_GRACE
+        assert service["healthcheck"]["test"] == healthcheck_command()
+        assert "ports" not in service and "container_name" not in service  # --scale worker=4 needs neither
+    assert services["postgres"]["profiles"] == ["scale"] and "ports" not in services["postgres"]

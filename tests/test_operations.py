@@ -162,7 +162,9 @@ async def test_health_and_prometheus_metrics(tmp_path: Path) -> None:
                                                  or {}).get("message_id") == m["message_id"], timeout=15)
                 await telegram.push_voice(Chat.private(ALICE), ALICE, b"not audio" * 50, duration=1)
                 await telegram.wait_for_call("sendMessage", count=3, timeout=15)
-                metrics = (await client.get(f"{base}/metrics")).text
+                async with asyncio.timeout(15):  # the last note is done once its reply is sent and recorded
+                    while "voicebridge_in_flight 0" not in (metrics := (await client.get(f"{base}/metrics")).text):
+                        await asyncio.sleep(0.05)
                 missing = await client.get(f"{base}/nothing")
     assert (health.status_code, health.text) == (200, "ok\n")
     assert missing.status_code == 404

@@ -27,6 +27,7 @@ from .feishu_auth import FEISHU_CODE_KINDS, FeishuClient
 from .models import PcmStream, ProviderAudio, TranscribeOptions, TranscriberCapabilities, Transcript
 from .providers import as_dict, last_transcript
 from .retry import Retrier
+from .slots import StreamSlots
 
 log = logging.getLogger(__name__)
 
@@ -64,11 +65,12 @@ class FeishuStreamTranscriber:
     )
 
     def __init__(self, client: FeishuClient, settings: FeishuStreamSettings = FeishuStreamSettings(),
-                 retrier: Retrier | None = None) -> None:
+                 retrier: Retrier | None = None, slots: StreamSlots | None = None) -> None:
+        """``slots``: the tenant's stream limit when it is shared beyond this process."""
         self.client = client
         self.settings = settings
         self.retrier = retrier or Retrier()
-        self._stream_slots = asyncio.Semaphore(settings.max_streams)
+        self._stream_slots: StreamSlots = slots or asyncio.Semaphore(settings.max_streams)
         self._aborts: set[asyncio.Task[None]] = set()
 
     async def transcribe(self, audio: ProviderAudio, options: TranscribeOptions) -> Transcript:

@@ -41,6 +41,7 @@ from .models import (
 )
 from .providers import StreamingTranscriber, Synthesizer, Transcriber
 from .retry import Retrier
+from .slots import StreamSlots
 from .text import split_text
 
 log = logging.getLogger(__name__)
@@ -95,8 +96,9 @@ class SpeechService:
 
     @classmethod
     def from_settings(cls, settings: SpeechSettings, *, retrier: Retrier | None = None,
-                      converter: AudioConverter | None = None) -> SpeechService:
-        """Every provider the credentials allow (so ``--asr`` can pick any), chains from settings."""
+                      converter: AudioConverter | None = None, stream_slots: StreamSlots | None = None) -> SpeechService:
+        """Every provider the credentials allow (so ``--asr`` can pick any), chains from settings.
+        ``stream_slots``: Feishu's tenant stream limit shared with other processes (default: this one's)."""
         retrier = retrier or Retrier()
         transcribers: list[Transcriber] = []
         synthesizers: list[Synthesizer] = []
@@ -117,7 +119,7 @@ class SpeechService:
                                   timeout=timeout, max_connections=settings.feishu_max_streams + 2)
             stream_settings = FeishuStreamSettings(chunk_ms=settings.feishu_chunk_ms, max_streams=settings.feishu_max_streams,
                                                    text_mode=TextMode(settings.feishu_text_mode))
-            transcribers.append(FeishuStreamTranscriber(client, stream_settings, retrier))
+            transcribers.append(FeishuStreamTranscriber(client, stream_settings, retrier, stream_slots))
             variables["feishu"] = "FEISHU_APP_ID / FEISHU_APP_SECRET"
         return cls(
             transcribers=transcribers,

@@ -137,6 +137,13 @@ SQLITE_MIGRATIONS: Sequence[Sequence[str]] = (
         "audio_seconds REAL NOT NULL DEFAULT 0, tts_characters INTEGER NOT NULL DEFAULT 0, PRIMARY KEY (platform, chat_id, day))",
         "CREATE TABLE IF NOT EXISTS markers (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
     ),
+    (  # the embedded mode's receipts (voicebridge.jobs.SQLiteJournal)
+        "CREATE TABLE receipts (id INTEGER PRIMARY KEY, source TEXT NOT NULL UNIQUE, chat TEXT NOT NULL, "
+        "payload TEXT NOT NULL, attempts INTEGER NOT NULL DEFAULT 0, received REAL NOT NULL, "
+        "answered INTEGER NOT NULL DEFAULT 0)",
+        "CREATE TABLE receipt_deliveries (receipt_id INTEGER NOT NULL REFERENCES receipts (id) ON DELETE CASCADE, "
+        "part INTEGER NOT NULL, message_id TEXT NOT NULL, PRIMARY KEY (receipt_id, part))",
+    ),
 )
 
 
@@ -214,6 +221,9 @@ class SQLiteStore:
                         # transcript cannot be read back from the file's free pages.
                         connection.execute("PRAGMA secure_delete = ON")
                         use_wal(connection, self.timeout)
+                        # With a write-ahead log, NORMAL loses nothing when the process dies (kill -9:
+                        # the receipts' case), only on a power cut; FULL syncs the disk at every commit.
+                        connection.execute("PRAGMA synchronous = NORMAL")
                         migrate_sqlite(connection)
                     except BaseException:
                         connection.close()

@@ -898,7 +898,7 @@ class FakeDiscord(FakeServer):
         self._interactions[interaction_id] = _Interaction(
             interaction_id, token, command, channel, user, target, dispatched_at=time.monotonic()
         )
-        await self._broadcast("INTERACTION_CREATE", lambda session: payload)
+        await self._broadcast("INTERACTION_CREATE", lambda session: payload, guild)
         return payload
 
     def register_commands(self, commands: Iterable[Mapping[str, Any]], guild_id: int | None = None) -> None:
@@ -1416,7 +1416,8 @@ class FakeDiscord(FakeServer):
         event = {"id": message["id"], "channel_id": message["channel_id"]}
         if channel.guild_id is not None:
             event["guild_id"] = str(channel.guild_id)
-        await self._broadcast("MESSAGE_DELETE", lambda s: event if s.intents & self._message_intent(channel) else None)
+        await self._broadcast("MESSAGE_DELETE", lambda s: event if s.intents & self._message_intent(channel) else None,
+                              self._guild_of(channel))
         return web.Response(status=204)
 
     # --------------------------------------------------------------------------------------------
@@ -2002,9 +2003,16 @@ class FakeDiscord(FakeServer):
                 except ConnectionResetError:
                     pass  # the client is gone; the frame is replayed if it resumes
 
-    async def _broadcast(self, event: str, build: Callable[[_Session], Any]) -> None:
-        """Send ``event`` to every session; ``build`` gives its data, or None to skip the session."""
+    async def _broadcast(self, event: str, build: Callable[[_Session], Any], guild: FakeGuild | None) -> None:
+        """Send ``event`` to every session that gets ``guild``'s events; ``build`` gives its data,
+        or None to skip the session. A sharded session gets a guild's events only on the guild's
+        shard, ``(guild_id >> 22) % num_shards``, and DMs only on shard 0 (DAPI topics/gateway.md,
+        "Sharding")."""
         for session in list(self._sessions.values()):
+            if session.shard is not None:
+                shard_id, shard_count = session.shard
+                if shard_id != (0 if guild is None else (guild.id >> 22) % shard_count):
+                    continue
             data = build(session)
             if data is not None:
                 await self._send_dispatch(session, event, data)
@@ -2029,7 +2037,7 @@ class FakeDiscord(FakeServer):
             has_intent = bool(session.intents & Intent.MESSAGE_CONTENT)
             return {**self._as_seen(message, channel.guild_id, has_intent), **gateway_extra}
 
-        await self._broadcast(event, build)
+        await self._broadcast(event, build, guild)
 
     def _as_seen(self, message: dict[str, Any], guild_id: int | None, has_content_intent: bool) -> dict[str, Any]:
         """The message as an app sees it: without the message-content intent, guild messages

@@ -348,6 +348,10 @@ class FakeTelegram(FakeServer):
     def file_data(self, file_id: str) -> bytes:
         return self._files[file_id].data
 
+    def expire_file(self, file_id: str) -> None:
+        """The file can no longer be downloaded: ``getFile`` answers "invalid file_id"."""
+        del self._files[file_id]
+
     async def push_update(self, update_type: str, payload: JsonDict) -> JsonDict:
         """Queue ``{"update_id": n, update_type: payload}`` unless allowed_updates excludes it."""
         self._last_update_id += 1

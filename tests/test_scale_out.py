@@ -1,0 +1,317 @@
+"""``voicebridge ingress`` and ``voicebridge worker`` as real processes, sharing a real PostgreSQL,
+against the Telegram, Discord, Coze and Feishu fakes: ``kill -9`` of a worker and of the ingress
+in the middle of a load, the Feishu tenant limit across workers, Discord shards and deferred
+interactions, and the commands' refusals."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import sys
+import time
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import httpx
+import pytest
+
+from tests.audio_tools import make_tone
+from tests.fakes.coze import DEFAULT_TOKEN, FakeCoze
+from tests.fakes.discord import FakeDiscord, FakeFile
+from tests.fakes.feishu import DEFAULT_APP_ID, DEFAULT_APP_SECRET, FakeFeishu
+from tests.fakes.telegram import Call, Chat, FakeTelegram, User
+from tests.test_operations import free_port, wait_until_listening
+
+VOICEBRIDGE = str(Path(sys.executable).with_name("voicebridge"))
+# Short, so a killed worker's jobs are taken over quickly, yet long enough that a live worker's
+# renewals (every third of it) still arrive on a machine loaded with other work.
+LEASE_SECONDS = 8
+
+
+class Processes:
+    """voicebridge processes started by a test; every one still running is killed at the end."""
+
+    def __init__(self, env: dict[str, str], cwd: Path) -> None:
+        self.env = env
+        self.cwd = cwd
+        self.started: list[tuple[asyncio.subprocess.Process, Path]] = []
+
+    async def start(self, command: str, **extra: str) -> asyncio.subprocess.Process:
+        log = self.cwd / f"{command}-{len(self.started)}.log"
+        with log.open("wb") as output:
+            process = await asyncio.create_subprocess_exec(VOICEBRIDGE, command, env={**self.env, **extra}, cwd=self.cwd,
+                                                           stdout=output, stderr=output)
+        self.started.append((process, log))
+        return process
+
+    def logs(self) -> str:
+        return "\n".join(f"--- {path.name}\n{path.read_text(errors='replace')}" for _, path in self.started)
+
+    async def stop_all(self) -> None:
+        for process, _ in self.started:
+            if process.returncode is None:
+                process.send_signal(signal.SIGTERM)
+        for process, _ in self.started:
+            try:
+                await asyncio.wait_for(process.wait(), timeout=30)
+            except TimeoutError:
+                process.kill()
+                await process.wait()
+
+
+def scale_env(database_url: str, **values: str) -> dict[str, str]:
+    base = {key: os.environ[key] for key in ("PATH", "HOME") if key in os.environ}
+    return {**base, "VOICEBRIDGE_DB": database_url, "VOICEBRIDGE_JOB_LEASE": str(LEASE_SECONDS),
+            "VOICEBRIDGE_SHUTDOWN_GRACE": "5", "VOICEBRIDGE_LOG_LEVEL": "INFO", **values}
+
+
+def telegram_env(telegram: FakeTelegram) -> dict[str, str]:
+    return {"TELEGRAM_BOT_TOKEN": telegram.token, "TELEGRAM_BASE_URL": telegram.api_base_url,
+            "TELEGRAM_BASE_FILE_URL": telegram.file_base_url}
+
+
+@pytest.fixture
+async def processes(tmp_path: Path) -> AsyncIterator[Callable[[dict[str, str]], Processes]]:
+    made: list[Processes] = []
+
+    def make(env: dict[str, str]) -> Processes:
+        made.append(Processes(env, tmp_path))
+        return made[-1]
+
+    yield make
+    for group in made:
+        await group.stop_all()
+
+
+def answers_to(telegram: FakeTelegram, note: dict[str, Any]) -> list[Call]:
+    return [call for call in telegram.calls_to("sendMessage")
+            if int(call.params.get("chat_id", 0)) == note["chat"]["id"]
+            and (call.params.get("reply_parameters") or {}).get("message_id") == note["message_id"]]
+
+
+async def wait_until(predicate: Callable[[], Any], timeout: float, what: str, logs: Callable[[], str]) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out waiting for {what}\n{logs()}")
+        await asyncio.sleep(0.1)
+
+
+def tone(index: int) -> tuple[bytes, str]:
+    """A 1 s note with a frequency of its own, and the transcript the fakes hear in it."""
+    frequency = 200 + 20 * index
+    return make_tone("ogg", float(frequency), 1.0), f"tone {frequency} hz 1.0 s"
+
+
+async def test_kill_9_of_a_worker_and_of_the_ingress_loses_nothing(postgres_url: str, tmp_path: Path,
+                                                                    processes: Callable[[dict[str, str]], Processes]) -> None:
+    users = [User(2000 + number, f"User{number}", language_code="en") for number in range(4)]
+    async with FakeTelegram() as telegram, FakeCoze() as coze:
+        env = scale_env(postgres_url, **telegram_env(telegram), COZE_API_TOKEN=DEFAULT_TOKEN,
+                        COZE_API_BASE=coze.base_url, COZE_WS_BASE=coze.ws_base_url)
+        group = processes(env)
+        ingress = await group.start("ingress")
+        doomed = await group.start("worker")
+        await group.start("worker")
+        await wait_until(lambda: telegram.calls_to("getUpdates"), 60, "the ingress to poll", group.logs)
+        coze.delay_next("transcriptions", 0.4, times=1000)  # the provider's latency: jobs overlap the kill
+
+        # Phase 1: 24 notes in 4 chats; kill -9 one worker once some are answered.
+        expected: dict[int, tuple[dict[str, Any], str]] = {}
+        for index in range(24):
+            user = users[index % 4]
+            data, transcript = tone(index)
+            note = await telegram.push_voice(Chat.private(user), user, data, duration=1)
+            expected[len(expected)] = (note, transcript)
+        await wait_until(lambda: sum(bool(answers_to(telegram, note)) for note, _ in expected.values()) >= 4, 60,
+                         "the first answers", group.logs)
+        held = await wait_for_lease(postgres_url, doomed.pid, group.logs)
+        doomed.kill()  # SIGKILL: no chance to hand anything back
+        await doomed.wait()
+        killed_at = time.monotonic()
+        await wait_until(lambda: all(answers_to(telegram, note) for note, _ in expected.values()), 90,
+                         "every note of phase 1 to be answered", group.logs)
+        recovery = time.monotonic() - killed_at
+
+        # Phase 2: kill -9 the ingress while notes arrive, start a new one, send the rest.
+        for index in range(24, 30):
+            user = users[index % 4]
+            data, transcript = tone(index)
+            note = await telegram.push_voice(Chat.private(user), user, data, duration=1)
+            expected[len(expected)] = (note, transcript)
+        ingress.kill()
+        await ingress.wait()
+        for index in range(30, 36):
+            user = users[index % 4]
+            data, transcript = tone(index)
+            note = await telegram.push_voice(Chat.private(user), user, data, duration=1)
+            expected[len(expected)] = (note, transcript)
+        await group.start("ingress")
+        await wait_until(lambda: all(answers_to(telegram, note) for note, _ in expected.values()), 90,
+                         "every note of phase 2 to be answered", group.logs)
+        await group.stop_all()
+
+    logs = group.logs()
+    assert "Traceback" not in logs, logs
+    assert telegram.token not in logs and DEFAULT_TOKEN not in logs
+    duplicates = 0
+    for note, transcript in expected.values():
+        texts = [call.params["text"] for call in answers_to(telegram, note)]
+        assert set(texts) == {transcript}, (note["message_id"], texts, logs)  # each note its own transcript
+        duplicates += len(texts) - 1
+    assert duplicates <= 1, f"{duplicates} notes were answered twice; one worker was killed\n{logs}"
+    for user in users:  # each chat's notes answered in the order they were sent
+        answered = list(dict.fromkeys(int(call.params["reply_parameters"]["message_id"])
+                                      for call in telegram.calls_to("sendMessage") if int(call.params["chat_id"]) == user.id))
+        assert answered == sorted(answered), (answered, logs)
+    assert recovery < 60
+    connection = await asyncpg.connect(postgres_url)
+    try:
+        taken_over = await connection.fetchrow("SELECT state, attempts, lease_owner FROM voicebridge.jobs WHERE id = $1", held)
+    finally:
+        await connection.close()
+    assert taken_over is not None and taken_over["state"] == "done" and taken_over["attempts"] >= 2
+    assert not taken_over["lease_owner"].endswith(f":{doomed.pid}")  # finished by the other worker
+
+
+async def wait_for_lease(database_url: str, pid: int, logs: Callable[[], str]) -> int:
+    """The id of a job the worker with ``pid`` is working on, once there is one."""
+    connection = await asyncpg.connect(database_url)
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            job = await connection.fetchval("SELECT id FROM voicebridge.jobs WHERE state = 'ready' AND lease_owner LIKE $1 "
+                                            "AND lease_until > now() LIMIT 1", f"%:{pid}")
+            if job is not None:
+                return int(job)
+            if time.monotonic() > deadline:
+                pytest.fail(f"worker {pid} never took a job\n{logs()}")
+            await asyncio.sleep(0.05)
+    finally:
+        await connection.close()
+
+
+async def test_the_feishu_tenant_limit_holds_across_workers(postgres_url: str, tmp_path: Path,
+                                                            processes: Callable[[dict[str, str]], Processes]) -> None:
+    users = [User(3000 + number, f"User{number}") for number in range(8)]
+    async with FakeTelegram() as telegram, FakeFeishu(max_open_streams=2, latency_seconds=0.05) as feishu:
+        env = scale_env(postgres_url, **telegram_env(telegram), FEISHU_APP_ID=DEFAULT_APP_ID,
+                        FEISHU_APP_SECRET=DEFAULT_APP_SECRET, FEISHU_BASE_URL=feishu.base_url, FEISHU_MAX_STREAMS="2")
+        group = processes(env)
+        await group.start("ingress")
+        await group.start("worker")
+        await group.start("worker")
+        await wait_until(lambda: telegram.calls_to("getUpdates"), 60, "the ingress to poll", group.logs)
+        notes = []
+        for index, user in enumerate(users):
+            data, transcript = tone(index)
+            notes.append((await telegram.push_voice(Chat.private(user), user, data, duration=1), transcript))
+        await wait_until(lambda: all(answers_to(telegram, note) for note, _ in notes), 120, "every answer", group.logs)
+        await group.stop_all()
+    for note, transcript in notes:
+        assert [call.params["text"] for call in answers_to(telegram, note)] == [transcript]
+    refused = [record for record in feishu.records if record.status == 429]
+    assert refused == [], "a worker opened a stream beyond the tenant's limit"
+    assert feishu.max_open_streams_observed == 2  # both workers' streams overlapped, up to the limit
+
+
+async def test_ingress_and_worker_need_postgresql(tmp_path: Path) -> None:
+    env = {"PATH": os.environ["PATH"], "TELEGRAM_BOT_TOKEN": "1:x", "COZE_API_TOKEN": "pat_x",
+           "VOICEBRIDGE_DB": str(tmp_path / "bot.db")}
+    for command in ("ingress", "worker"):
+        process = await asyncio.create_subprocess_exec(VOICEBRIDGE, command, env=env, cwd=tmp_path,
+                                                       stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+        _, stderr = await asyncio.wait_for(process.communicate(), timeout=30)
+        assert process.returncode == 2
+        assert f"voicebridge {command} needs a PostgreSQL VOICEBRIDGE_DB" in stderr.decode()
+
+
+async def test_an_unreachable_database_is_one_line_naming_the_variable(tmp_path: Path) -> None:
+    env = {"PATH": os.environ["PATH"], "TELEGRAM_BOT_TOKEN": "1:x", "COZE_API_TOKEN": "pat_x",
+           "VOICEBRIDGE_DB": "postgresql://voicebridge:hunter2@127.0.0.1:9/voicebridge"}
+    for command in ("run", "ingress", "worker"):
+        process = await asyncio.create_subprocess_exec(VOICEBRIDGE, command, env=env, cwd=tmp_path,
+                                                       stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+        _, stderr = await asyncio.wait_for(process.communicate(), timeout=60)
+        message = stderr.decode()
+        assert process.returncode == 2, message  # the start-up checks refuse it
+        assert "VOICEBRIDGE_DB" in message and "127.0.0.1:9" in message and "hunter2" not in message
+        assert "Traceback" not in message
+
+
+async def test_discord_through_ingress_shards_and_a_worker(postgres_url: str, tmp_path: Path,
+                                                           processes: Callable[[dict[str, str]], Processes]) -> None:
+    async with FakeDiscord(rate_limit_window=0.05) as discord_api, FakeCoze() as coze:
+        env = scale_env(postgres_url, DISCORD_BOT_TOKEN=discord_api.token, DISCORD_API_BASE=discord_api.api_base,
+                        DISCORD_SHARD_COUNT="2", DISCORD_SHARD_IDS="0,1", COZE_API_TOKEN=DEFAULT_TOKEN,
+                        COZE_API_BASE=coze.base_url, COZE_WS_BASE=coze.ws_base_url)
+        group = processes(env)
+        await group.start("ingress")
+        await group.start("worker")
+        await wait_until(lambda: sorted(tuple(connection.identify["shard"]) for connection in discord_api.gateway_connections
+                                        if connection.identify) == [(0, 2), (1, 2)], 60, "both shards", group.logs)
+        await wait_until(lambda: discord_api.command_writes >= 1, 60, "the commands to be registered", group.logs)
+        dm = discord_api.dm_channel(discord_api.user)
+        note = await discord_api.dispatch_voice_message(dm.id, discord_api.user, make_tone("ogg", 300.0, 1.0), 1.0)
+        answer = await discord_api.wait_for_request(
+            "POST", f"/channels/{dm.id}/messages",
+            lambda request: str((request.json.get("message_reference") or {}).get("message_id")) == note["id"], timeout=60)
+        guild_note = await discord_api.dispatch_voice_message(discord_api.text_channel.id, discord_api.user,
+                                                              make_tone("ogg", 500.0, 1.0), 1.0)
+        guild_answer = await discord_api.wait_for_request(
+            "POST", f"/channels/{discord_api.text_channel.id}/messages",
+            lambda request: str((request.json.get("message_reference") or {}).get("message_id")) == guild_note["id"],
+            timeout=60)
+        interaction = await discord_api.dispatch_interaction(
+            "transcribe", user=discord_api.user, channel_id=dm.id,
+            options={"audio": FakeFile(make_tone("m4a", 700.0, 1.0), "clip.m4a")})
+        await wait_until(lambda: len(discord_api.interaction_responses(interaction["id"])) >= 2, 60,
+                         "the deferral and the followup", group.logs)
+        await group.stop_all()
+    assert answer.json["content"] == "tone 300 hz 1.0 s"
+    assert guild_answer.json["content"] == "🎤 alice: tone 500 hz 1.0 s"
+    deferred, followup = discord_api.interaction_responses(interaction["id"])[:2]
+    assert (deferred.kind, deferred.callback_type) == ("callback", 5)  # by the ingress, within Discord's 3 s
+    assert followup.kind == "followup" and followup.message["content"] == "tone 700 hz 1.0 s"  # by the worker
+    logs = group.logs()
+    assert "Traceback" not in logs and discord_api.token not in logs
+
+
+async def test_a_webhook_ingress_answers_200_only_for_a_committed_job(postgres_url: str, tmp_path: Path,
+                                                                      processes: Callable[[dict[str, str]], Processes]) -> None:
+    port = free_port()
+    url = f"http://127.0.0.1:{port}/telegram/hook"
+    secret = {"X-Telegram-Bot-Api-Secret-Token": "s3cret-token_2"}
+    user = User(5001, "Alice")
+    async with FakeTelegram() as telegram, FakeCoze() as coze:
+        env = scale_env(postgres_url, **telegram_env(telegram), COZE_API_TOKEN=DEFAULT_TOKEN, COZE_API_BASE=coze.base_url,
+                        COZE_WS_BASE=coze.ws_base_url, TELEGRAM_WEBHOOK_URL="https://bot.example.org/telegram/hook",
+                        TELEGRAM_WEBHOOK_LISTEN="127.0.0.1", TELEGRAM_WEBHOOK_PORT=str(port),
+                        TELEGRAM_WEBHOOK_SECRET="s3cret-token_2")
+        group = processes(env)
+        await group.start("ingress")
+        await telegram.wait_for_call("setWebhook", timeout=60)
+        await wait_until_listening(port)
+        data, transcript = tone(3)
+        message = await telegram.push_voice(Chat.private(user), user, data, duration=1)
+        update = {"update_id": 700001, "message": message}
+        async with httpx.AsyncClient(timeout=30) as client:
+            refused = await client.post(url, json=update)
+            first = await client.post(url, json=update, headers=secret)
+            connection = await asyncpg.connect(postgres_url)
+            try:  # no worker runs yet: the 200 itself says the job is in the database
+                queued = await connection.fetchval("SELECT count(*) FROM voicebridge.jobs WHERE source LIKE '%:700001'")
+                again = await client.post(url, json=update, headers=secret)  # Telegram retrying: the same job
+                after_retry = await connection.fetchval("SELECT count(*) FROM voicebridge.jobs")
+            finally:
+                await connection.close()
+        await group.start("worker")
+        await wait_until(lambda: answers_to(telegram, message), 60, "the answer", group.logs)
+        await group.stop_all()
+    assert (refused.status_code, first.status_code, again.status_code) == (403, 200, 200)
+    assert (queued, after_retry) == (1, 1)
+    assert [call.params["text"] for call in answers_to(telegram, message)] == [transcript]
+    assert telegram.calls_to("getUpdates") == []
