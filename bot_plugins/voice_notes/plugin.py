@@ -24,7 +24,7 @@ from . import messages
 from .answers import SPEAK_LIMIT_CHARACTERS, Answerer, Question
 from .conversations import StoredConversation, forget_conversations
 from .delivery import LiveMessage, send_text, send_voice
-from .messages import language_name, text
+from .messages import duration, language_name, text, time_left
 from .model import (
     Activity,
     ChatKind,
@@ -310,8 +310,9 @@ class VoiceNotesPlugin:
             except DailyLimitReached as reached:
                 reason = "daily_limit"
                 message = text("daily_limit_user" if reached.per_user else "daily_limit", lang,
-                               limit=_minutes(reached.limit_seconds),
-                               used=_minutes(reached.used_seconds))
+                               limit=duration(reached.limit_seconds, lang),
+                               used=duration(min(reached.used_seconds, reached.limit_seconds), lang, round_down=True),
+                               reset=time_left(_seconds_to_reset(), lang))
             except AudioError as error:
                 log.info("unusable audio: %s", error)
                 reason, message = f"audio_{error.problem.value}", error.user_message(lang)
@@ -335,7 +336,7 @@ class VoiceNotesPlugin:
         if note.declared_bytes and note.declared_bytes > limit:
             return text("too_big", lang, limit=round(limit / 1_000_000))
         if note.declared_seconds and note.declared_seconds > self.settings.max_duration_seconds:
-            return text("too_long", lang, limit=round(self.settings.max_duration_seconds / 60))
+            return text("too_long", lang, limit=duration(self.settings.max_duration_seconds, lang))
         return None
 
     async def _answer_transcript(self, note: VoiceNote, chat: ChatPort, settings: ChatSettings, transcript: str,
@@ -519,7 +520,8 @@ class VoiceNotesPlugin:
         await send_text(chat, text("start_agent" if self.converses else "start", lang), request.message_id)
 
     async def _help(self, request: CommandRequest, chat: ChatPort, lang: str | None) -> None:
-        help_text = text("help", lang, languages=", ".join(self.service.recognition_languages))
+        languages = ", ".join(language_name(code, lang) for code in self.service.recognition_languages)
+        help_text = text("help", lang, request.chat.platform, languages=languages)
         if self.converses:
             help_text = f"{text('help_agent', lang)}\n\n{help_text}"
         await send_text(chat, help_text, request.message_id)
@@ -548,7 +550,7 @@ class VoiceNotesPlugin:
 
     async def _transcribe_command(self, request: CommandRequest, chat: ChatPort, lang: str | None) -> None:
         if request.replied_note is None:
-            await send_text(chat, text("transcribe_usage", lang), request.message_id)
+            await send_text(chat, text("transcribe_usage", lang, request.chat.platform), request.message_id)
             return
         # Whoever asked reads the answer in their language; the note keeps its own speaker.
         note = replace(request.replied_note, sender=replace(request.replied_note.sender, language=request.sender.language),
@@ -576,7 +578,8 @@ class VoiceNotesPlugin:
                     voice = await self._synthesize(chat, settings, request.chat, words)
             except TtsLimitReached as reached:
                 await send_text(chat, text("tts_limit", lang, limit=reached.limit, used=reached.used,
-                                           requested=reached.requested), request.message_id)
+                                           requested=reached.requested, reset=time_left(_seconds_to_reset(), lang)),
+                                request.message_id)
                 return
             if not await send_voice(chat, voice, request.message_id):
                 await send_text(chat, text("voice_not_allowed", lang), request.message_id)
@@ -598,9 +601,9 @@ class VoiceNotesPlugin:
                             chosen=language_name(settings.unavailable_language, lang))
         await send_text(chat, text(
             "settings", lang,
-            mode=settings.reply_mode.value,
+            mode=text(f"mode.{settings.reply_mode.value}", lang),
             language=language,
-            voice=settings.voice_id or text("default_voice", lang),
+            voice=await self._voice_name(settings.voice_id, lang),
             auto=text("on" if settings.auto_transcribe else "off", lang),
             hot_words=", ".join(settings.hot_words) or text("none", lang),
         ), request.message_id)
@@ -611,7 +614,7 @@ class VoiceNotesPlugin:
             await send_text(chat, text("mode_usage", lang), request.message_id)
             return
         await self.store.set_chat_setting(request.chat.platform, request.chat.id, "reply_mode", choice)
-        await send_text(chat, text("mode_set", lang, mode=choice), request.message_id)
+        await send_text(chat, text("mode_set", lang, mode=text(f"mode.{choice}", lang)), request.message_id)
 
     async def _set_language(self, request: CommandRequest, chat: ChatPort, lang: str | None) -> None:
         """Only a language every provider of the ASR chain honours is taken (a fallback provider
@@ -639,12 +642,26 @@ class VoiceNotesPlugin:
         if not self.service.can_synthesize:
             await send_text(chat, text("no_tts", lang), request.message_id)
             return
-        voices = {voice.id for voice in await self.service.voices()}
-        if choice not in voices:
+        names = {voice.id: voice.name for voice in await self.service.voices()}
+        if choice not in names:
             await send_text(chat, text("voice_unknown", lang, voice=choice), request.message_id)
             return
         await self.store.set_chat_setting(request.chat.platform, request.chat.id, "voice_id", choice)
-        await send_text(chat, text("voice_set", lang, voice=choice), request.message_id)
+        await send_text(chat, text("voice_set", lang, voice=names[choice] or choice), request.message_id)
+
+    async def _voice_name(self, voice_id: str | None, lang: str | None) -> str:
+        """A voice as people know it: its name in the provider's voice list (never a bare id
+        when the list has it); the id itself when the list cannot be had or lacks it."""
+        if voice_id is None:
+            return text("default_voice", lang)
+        if not self.service.can_synthesize:
+            return voice_id
+        try:
+            voices = await self.service.voices()
+        except SpeechError as error:
+            log.info("voice list unavailable, showing the voice id: %s", error)
+            return voice_id
+        return next((voice.name for voice in voices if voice.id == voice_id and voice.name), voice_id)
 
     async def _list_voices(self, request: CommandRequest, chat: ChatPort, lang: str | None) -> None:
         if not self.service.can_synthesize:
@@ -658,12 +675,15 @@ class VoiceNotesPlugin:
         await send_text(chat, text("voices", lang, voices="\n".join(lines)), request.message_id)
 
     async def _set_auto(self, request: CommandRequest, chat: ChatPort, lang: str | None) -> None:
+        if request.chat.kind is ChatKind.PRIVATE:  # every note is answered in private: nothing to change
+            await send_text(chat, text("auto_private", lang), request.message_id)
+            return
         choice = request.args.strip().lower()
         if choice not in ("on", "off"):
             await send_text(chat, text("auto_usage", lang), request.message_id)
             return
         await self.store.set_chat_setting(request.chat.platform, request.chat.id, "auto_transcribe", choice)
-        await send_text(chat, text("auto_set", lang, state=text(choice, lang)), request.message_id)
+        await send_text(chat, text(f"auto_set_{choice}", lang, request.chat.platform), request.message_id)
 
     async def _set_hot_words(self, request: CommandRequest, chat: ChatPort, lang: str | None) -> None:
         argument = request.args.strip()
@@ -684,9 +704,9 @@ class VoiceNotesPlugin:
         limit = self.settings.daily_minutes
         await send_text(chat, text(
             "usage", lang,
-            today_minutes=_minutes(today_usage.audio_seconds), today_characters=today_usage.tts_characters,
-            month_minutes=_minutes(month_usage.audio_seconds), month_characters=month_usage.tts_characters,
-            limit=text("minutes", lang, minutes=_minutes(limit * 60)) if limit is not None else text("no_limit", lang),
+            today_audio=duration(today_usage.audio_seconds, lang), today_characters=today_usage.tts_characters,
+            month_audio=duration(month_usage.audio_seconds, lang), month_characters=month_usage.tts_characters,
+            limit=duration(limit * 60, lang) if limit is not None else text("no_limit", lang),
         ), request.message_id)
 
     async def _privacy(self, request: CommandRequest, chat: ChatPort, lang: str | None) -> None:
@@ -774,8 +794,11 @@ def _answer_language(sender: Person, chat_language: str | None) -> str | None:
     return sender.language or chat_language
 
 
-def _minutes(seconds: float) -> str:
-    return f"{seconds / 60:.1f}".removesuffix(".0")
+def _seconds_to_reset() -> float:
+    """Seconds until the daily limits reset, at the next midnight UTC."""
+    now = datetime.now(UTC)
+    midnight = (now + timedelta(days=1)).replace(hour=0, minute=0, second=0, microsecond=0)
+    return (midnight - now).total_seconds()
 
 
 class _ChatQueue:
