@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Itera
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
+from enum import StrEnum
 from typing import Any, Protocol
 
 from ..logs import new_request_id
@@ -55,6 +56,8 @@ USAGE_RETENTION_DAYS = 31
 STORE_WRITES_AT_CLOSE_SECONDS = 5.0  # store writes still under way get this long when the plugin closes
 SETTINGS_COMMANDS = frozenset({"mode", "language", "voice", "auto", "hotwords"})  # admins only, in groups, to change
 ADMIN_COMMANDS = frozenset({"forget", "usage"})  # admins only, in groups
+# In a group's menu for its admins only: what only they may use, and /voices (the choices for /voice).
+GROUP_ADMIN_MENU = SETTINGS_COMMANDS | ADMIN_COMMANDS | {"voices"}
 # Every command the plugin knows, in menu order.
 ALL_COMMANDS = ("start", "help", "ask", "new", "transcribe", "speak", "settings", "mode", "language", "voice", "voices",
                 "auto", "hotwords", "usage", "privacy", "forget")
@@ -70,6 +73,14 @@ def resolve_commands(names: Iterable[str]) -> tuple[str, ...]:
     if unknown:
         raise ValueError(f"unknown voicebridge command {unknown[0]!r}; the commands are: {', '.join(ALL_COMMANDS)}")
     return resolved
+
+
+class MenuAudience(StrEnum):
+    """Who sees a command menu: a platform publishes one per audience where it can."""
+
+    PRIVATE = "private"
+    GROUP = "group"  # every member of a group
+    GROUP_ADMINS = "group_admins"
 
 
 class AsyncResource(Protocol):
@@ -233,9 +244,21 @@ class VoiceNotesPlugin:
     def command_names(self) -> tuple[str, ...]:
         return tuple(self._commands)
 
-    def command_descriptions(self, language: str) -> list[tuple[str, str]]:
-        """(command, description) pairs for a platform's command menu, in ``language``."""
-        return [(name, messages.COMMAND_DESCRIPTIONS[name][language]) for name in self._commands]
+    def command_descriptions(self, language: str, audience: MenuAudience | None = None) -> list[tuple[str, str]]:
+        """(command, description) pairs for a platform's command menu, in ``language``: the
+        commands that work for ``audience`` (None: all of them)."""
+        return [(name, messages.COMMAND_DESCRIPTIONS[name][language]) for name in self._commands
+                if audience is None or self._offered_to(name, audience)]
+
+    def _offered_to(self, name: str, audience: MenuAudience) -> bool:
+        """Private chats: all but /auto (a group setting). Groups: what every member may use;
+        settings, /usage, /forget (and /speak unless everyone may) for the admins."""
+        if audience is MenuAudience.PRIVATE:
+            return name != "auto"
+        if name == "speak":
+            policy = self.settings.speak_in_groups
+            return policy == "everyone" or (policy == "admins" and audience is MenuAudience.GROUP_ADMINS)
+        return audience is MenuAudience.GROUP_ADMINS or name not in GROUP_ADMIN_MENU
 
     # ------------------------------------------------------------------ voice notes
 
