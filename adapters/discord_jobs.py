@@ -38,12 +38,19 @@ ENQUEUE_ATTEMPTS = 5  # Discord does not deliver an event again: the database ge
 class DiscordIntake:
     """The plugin's stand-in inside the ingress's Cog: every note and command becomes a job."""
 
-    def __init__(self, queue: PostgresQueue, store: Store, settings: PluginSettings) -> None:
+    def __init__(self, queue: PostgresQueue, store: Store, settings: PluginSettings, *,
+                 recognition_languages: tuple[str, ...] = ("auto",)) -> None:
+        """``recognition_languages``: what the workers' ASR chain honours, offered by /language."""
         self.queue = queue
         self.store = store  # the Cog keeps the command-sync state here
         self.settings = settings
         self.command_names = ALL_COMMANDS
+        self.recognition_languages = recognition_languages
         self._tasks: set[asyncio.Task[None]] = set()
+
+    async def voice_choices(self, typed: str, limit: int) -> list[tuple[str, str]]:
+        """None: the ingress has no speech service to ask (/voice still takes a typed id)."""
+        return []
 
     async def start(self) -> None:
         """Nothing to start: the workers run the plugin."""
@@ -68,6 +75,7 @@ class DiscordIntake:
         payload = {
             "platform": PLATFORM, "event": "command",
             "interaction": {"application_id": interaction.application_id, "token": interaction.token,
+                            "ephemeral": chat.ephemeral,
                             "in_guild": interaction.guild_id is not None, "permissions": interaction.permissions.value,
                             "filesize_limit": interaction.filesize_limit},
             "request": {**asdict(request), "replied_note": note_payload(replied, url) if replied is not None else None},
@@ -171,7 +179,7 @@ class DiscordJobRunner:
         followup = discord.Webhook.partial(interaction["application_id"], interaction["token"], client=self.client)
         deferred = DeferredInteraction(followup, interaction["filesize_limit"], interaction["in_guild"] or None,
                                        discord.Permissions(interaction["permissions"]))
-        return InteractionChat(self.client, deferred)  # type: ignore[arg-type]
+        return InteractionChat(self.client, deferred, ephemeral=interaction.get("ephemeral", False))  # type: ignore[arg-type]
 
     def _note(self, data: dict[str, Any]) -> VoiceNote:
         url = data["url"]

@@ -33,6 +33,7 @@ from .model import (
     ChatRef,
     CommandRequest,
     DownloadFailed,
+    NoticePort,
     Person,
     Responder,
     TextMessage,
@@ -243,6 +244,26 @@ class VoiceNotesPlugin:
     @property
     def command_names(self) -> tuple[str, ...]:
         return tuple(self._commands)
+
+    @property
+    def recognition_languages(self) -> tuple[str, ...]:
+        """The language codes /language takes: those every provider of the ASR chain honours."""
+        return self.service.recognition_languages
+
+    async def voice_choices(self, typed: str, limit: int) -> list[tuple[str, str]]:
+        """(id, name) of up to ``limit`` of the provider's voices whose name or id contains
+        ``typed`` (any case), for a platform's autocomplete; none when the list cannot be had."""
+        if not self.service.can_synthesize:
+            return []
+        try:
+            voices = await self.service.voices()
+        except SpeechError as error:
+            log.info("voice list unavailable for autocomplete: %s", error)
+            return []
+        wanted = typed.strip().casefold()
+        matches = [voice for voice in voices if wanted in voice.name.casefold() or wanted in voice.id]
+        return [(voice.id, f"{voice.name} ({voice.language_name})" if voice.language_name else voice.name)
+                for voice in matches[:limit]]
 
     def command_descriptions(self, language: str, audience: MenuAudience | None = None) -> list[tuple[str, str]]:
         """(command, description) pairs for a platform's command menu, in ``language``: the
@@ -527,14 +548,14 @@ class VoiceNotesPlugin:
             changes_settings = request.name in SETTINGS_COMMANDS and request.args.strip()
             if (changes_settings or request.name in ADMIN_COMMANDS) and not await self._may_change_settings(request, chat):
                 refusal = "admins_only" if changes_settings else "admins_only_command"
-                await send_text(chat, text(refusal, lang), request.message_id)
+                await send_notice(chat, text(refusal, lang), request.message_id)
                 return
             await handler(request, chat, lang)
         except SpeechError as error:
-            await send_text(chat, error.user_message(lang), request.message_id)
+            await send_notice(chat, error.user_message(lang), request.message_id)
         except Exception:
             log.exception("/%s in %s/%s failed", request.name, request.chat.platform, request.chat.id)
-            await send_text(chat, text("unexpected_error", lang), request.message_id)
+            await send_notice(chat, text("unexpected_error", lang), request.message_id)
 
     async def _may_change_settings(self, request: CommandRequest, chat: ChatPort) -> bool:
         return request.chat.kind is ChatKind.PRIVATE or await chat.is_admin(request.sender.id)
@@ -565,7 +586,7 @@ class VoiceNotesPlugin:
             async with self._chat_turn(request.chat):
                 await self._answer_note(note, chat, settings, ask=True)
         else:
-            await send_text(chat, text("ask_usage", lang), request.message_id)
+            await send_notice(chat, text("ask_usage", lang), request.message_id)
 
     async def _new_conversation(self, request: CommandRequest, chat: ChatPort, lang: str | None) -> None:
         await StoredConversation(self.store, request.chat, request.sender).set(None)
@@ -573,7 +594,7 @@ class VoiceNotesPlugin:
 
     async def _transcribe_command(self, request: CommandRequest, chat: ChatPort, lang: str | None) -> None:
         if request.replied_note is None:
-            await send_text(chat, text("transcribe_usage", lang, request.chat.platform), request.message_id)
+            await send_notice(chat, text("transcribe_usage", lang, request.chat.platform), request.message_id)
             return
         # Whoever asked reads the answer in their language; the note keeps its own speaker.
         note = replace(request.replied_note, sender=replace(request.replied_note.sender, language=request.sender.language),
@@ -587,25 +608,25 @@ class VoiceNotesPlugin:
         words = request.args.strip() or (request.replied_text or "").strip()
         refusal = await self._speak_refusal(request, chat)
         if refusal:
-            await send_text(chat, text(refusal, lang), request.message_id)
+            await send_notice(chat, text(refusal, lang), request.message_id)
         elif not words:
-            await send_text(chat, text("speak_usage", lang), request.message_id)
+            await send_notice(chat, text("speak_usage", lang), request.message_id)
         elif len(words) > SPEAK_LIMIT_CHARACTERS:
-            await send_text(chat, text("speak_too_long", lang, limit=SPEAK_LIMIT_CHARACTERS), request.message_id)
+            await send_notice(chat, text("speak_too_long", lang, limit=SPEAK_LIMIT_CHARACTERS), request.message_id)
         elif not self.service.can_synthesize:
-            await send_text(chat, text("no_tts", lang), request.message_id)
+            await send_notice(chat, text("no_tts", lang), request.message_id)
         else:
             settings = await self.chat_settings(request.chat)
             try:
                 async with self._chat_turn(request.chat), self._notes, chat.activity(Activity.RECORDING_VOICE):
                     voice = await self._synthesize(chat, settings, request.chat, words)
             except TtsLimitReached as reached:
-                await send_text(chat, text("tts_limit", lang, limit=reached.limit, used=reached.used,
-                                           requested=reached.requested, reset=time_left(_seconds_to_reset(), lang)),
-                                request.message_id)
+                refusal = text("tts_limit", lang, limit=reached.limit, used=reached.used, requested=reached.requested,
+                               reset=time_left(_seconds_to_reset(), lang))
+                await send_notice(chat, refusal, request.message_id)
                 return
             if not await send_voice(chat, voice, request.message_id):
-                await send_text(chat, text("voice_not_allowed", lang), request.message_id)
+                await send_notice(chat, text("voice_not_allowed", lang), request.message_id)
 
     async def _speak_refusal(self, request: CommandRequest, chat: ChatPort) -> str | None:
         """Who may have texts read aloud in a group (VOICEBRIDGE_SPEAK_IN_GROUPS); private chats always may."""
@@ -802,6 +823,15 @@ class VoiceNotesPlugin:
             queue.users -= 1
             if queue.users == 0:
                 del self._chat_queues[key]
+
+
+async def send_notice(chat: ChatPort, notice: str, reply_to: str | None) -> None:
+    """A refusal or an error about a command: only to whoever asked where the port can do that
+    (a Discord interaction: ephemeral), else as any reply."""
+    if isinstance(chat, NoticePort):
+        await chat.send_notice(notice, reply_to)
+    else:
+        await send_text(chat, notice, reply_to)
 
 
 class TtsLimitReached(Exception):
