@@ -176,7 +176,10 @@ class DiscordJobRunner:
             messageable = self.client.get_partial_messageable(channel["id"], guild_id=channel["guild_id"], type=kind)
             return ChannelChat(self.client, messageable)  # type: ignore[arg-type]  # a REST-only client answers
         interaction = payload["interaction"]
-        followup = discord.Webhook.partial(interaction["application_id"], interaction["token"], client=self.client)
+        # An application webhook, as discord.py's Interaction.followup builds it: only those send
+        # ephemeral followups (a partial webhook is an incoming one).
+        followup = discord.Webhook.from_state({"id": interaction["application_id"], "type": 3, "token": interaction["token"]},
+                                              state=self.client._connection)
         deferred = DeferredInteraction(followup, interaction["filesize_limit"], interaction["in_guild"] or None,
                                        discord.Permissions(interaction["permissions"]))
         return InteractionChat(self.client, deferred, ephemeral=interaction.get("ephemeral", False))  # type: ignore[arg-type]

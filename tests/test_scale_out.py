@@ -270,7 +270,17 @@ async def test_discord_through_ingress_shards_and_a_worker(postgres_url: str, tm
             options={"audio": FakeFile(make_tone("m4a", 700.0, 1.0), "clip.m4a")})
         await wait_until(lambda: len(discord_api.interaction_responses(interaction["id"])) >= 2, 60,
                          "the deferral and the followup", group.logs)
+        settings = await discord_api.dispatch_interaction("settings", user=discord_api.user,
+                                                          channel_id=discord_api.text_channel.id, locale="zh-TW")
+        await wait_until(lambda: len(discord_api.interaction_responses(settings["id"])) >= 2, 60,
+                         "the settings", group.logs)
         await group.stop_all()
+    # In a server channel the ingress defers /settings as ephemeral; the worker answers in the user's locale.
+    settings_deferral, settings_answer = discord_api.interaction_responses(settings["id"])[:2]
+    assert settings_deferral.json["data"]["flags"] == 64 and settings_answer.message["flags"] & 64
+    assert settings_answer.message["content"].startswith("這個聊天室的設定：")
+    language = next(command for command in discord_api.commands() if command["name"] == "language")
+    assert [choice["value"] for choice in language["options"][0]["choices"]] == ["auto"]  # Coze file ASR: auto only
     assert answer.json["content"] == "tone 300 hz 1.0 s"
     assert guild_answer.json["content"] == "🎤 alice: tone 500 hz 1.0 s"
     deferred, followup = discord_api.interaction_responses(interaction["id"])[:2]
