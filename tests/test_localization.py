@@ -135,7 +135,7 @@ async def test_auto_in_a_private_chat_explains_and_changes_nothing(language: str
 @pytest.mark.parametrize(("language", "mode_usage", "languages"), [
     ("en", "Use /mode text, /mode voice or /mode both (text, voice message, or both).", "automatic (auto), Chinese (Mandarin) (zh)"),
     ("zh", "请使用 /mode text（文字）、/mode voice（语音）或 /mode both（文字和语音）。", "自动识别 (auto), 普通话 (zh)"),
-    ("zh-hant", "請使用 /mode text（文字）、/mode voice（語音）或 /mode both（文字和語音）。", "自動辨識 (auto), 華語（普通話） (zh)"),
+    ("zh-hant", "請使用 /mode text（文字）、/mode voice（語音）或 /mode both（文字和語音）。", "自動辨識 (auto), 華語 (zh)"),
 ])
 async def test_mode_and_language_without_a_value_list_names(language: str, mode_usage: str, languages: str,
                                                              fast_retrier: Retrier) -> None:

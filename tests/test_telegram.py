@@ -331,3 +331,21 @@ async def test_a_flood_of_speak_commands_stops_at_the_daily_character_allowance(
     refusals = [call.params["text"] for call in world.telegram.calls_to("sendMessage")]
     assert len(voices) == 2 and len(refusals) == 4
     assert all(text.startswith("This chat may have 5000 characters read aloud a day") for text in refusals)
+
+
+@pytest.mark.parametrize("language_code", ["zh-hant", "zh-tw", "zh-HK"])
+async def test_traditional_chinese_users_read_traditional_chinese(world: World, language_code: str) -> None:
+    chen = User(1003, "Chen", language_code=language_code)
+    async with running_bot(world):
+        chat = Chat.private(chen)
+        answers = []
+        for command in ("/mode voice", "/auto off", "/settings"):
+            sent = await world.telegram.push_text(chat, chen, command)
+            answers.append(await world.telegram.wait_for_call("sendMessage", replies_to(sent)))
+    assert [answer.params["text"] for answer in answers[:2]] == [
+        "已設定：之後將以語音回覆。",
+        "/auto 只適用於群組：私人聊天中的每則語音訊息都會轉錄，因此沒有做任何變更。",
+    ]
+    settings = answers[2].params["text"].splitlines()
+    assert settings[:2] == ["這個聊天室的設定：", "回覆方式：語音"]
+    assert settings[3] == f"聲音：{DEFAULT_VOICES[0].name}"  # the voice by its name, not its 19-digit id

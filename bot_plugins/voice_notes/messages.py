@@ -528,7 +528,7 @@ OPTION_DESCRIPTIONS: dict[str, dict[str, str]] = {
 # Recognition languages by neutral code (speech/languages.py), as /language and /settings show them.
 LANGUAGE_NAMES: dict[str, dict[str, str]] = {
     "auto": {"en": "automatic", "zh": "自动识别", "zh-hant": "自動辨識"},
-    "zh": {"en": "Chinese (Mandarin)", "zh": "普通话", "zh-hant": "華語（普通話）"},
+    "zh": {"en": "Chinese (Mandarin)", "zh": "普通话", "zh-hant": "華語"},
     "yue": {"en": "Cantonese", "zh": "粤语", "zh-hant": "粵語"},
     "zh-sichuan": {"en": "Sichuanese", "zh": "四川话", "zh-hant": "四川話"},
     "en": {"en": "English", "zh": "英语", "zh-hant": "英語"},

@@ -621,9 +621,9 @@ class VoiceNotesPlugin:
                 async with self._chat_turn(request.chat), self._notes, chat.activity(Activity.RECORDING_VOICE):
                     voice = await self._synthesize(chat, settings, request.chat, words)
             except TtsLimitReached as reached:
-                refusal = text("tts_limit", lang, limit=reached.limit, used=reached.used, requested=reached.requested,
-                               reset=time_left(_seconds_to_reset(), lang))
-                await send_notice(chat, refusal, request.message_id)
+                over_limit = text("tts_limit", lang, limit=reached.limit, used=reached.used, requested=reached.requested,
+                                  reset=time_left(_seconds_to_reset(), lang))
+                await send_notice(chat, over_limit, request.message_id)
                 return
             if not await send_voice(chat, voice, request.message_id):
                 await send_notice(chat, text("voice_not_allowed", lang), request.message_id)
