@@ -256,10 +256,9 @@ class InteractionChat:
 
     async def send_notice(self, text: str, reply_to: str | None) -> str:
         """A refusal or an error, for the user who asked only. A public "thinking…" response
-        cannot turn ephemeral: it is deleted, and the notice follows as an ephemeral message (a
-        worker, which holds only the followup webhook, fills the public response instead)."""
+        cannot turn ephemeral: it is deleted, and the notice follows as an ephemeral message."""
         in_server = self.interaction.guild is not None
-        if in_server and not self.ephemeral and not self._answered and isinstance(self.interaction, discord.Interaction):
+        if in_server and not self.ephemeral and not self._answered:
             try:
                 await self.interaction.delete_original_response()
             except discord.HTTPException as error:  # then it fills the public response, as before

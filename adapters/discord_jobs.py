@@ -16,6 +16,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 import discord
+from discord.webhook.async_ import async_context
 
 from voicebridge.config import DiscordSettings
 from voicebridge.jobs import DeliveryLog, Job, NewJob, PostgresQueue, RecordedChat
@@ -211,6 +212,13 @@ class DeferredInteraction:
     filesize_limit: int
     guild: bool | None  # None in DMs: there every user may change their own settings
     permissions: discord.Permissions
+
+    async def delete_original_response(self) -> None:
+        """As :meth:`discord.Interaction.delete_original_response`, by the followup webhook's token."""
+        followup = self.followup
+        assert followup.token is not None
+        await async_context.get().delete_original_interaction_response(
+            followup.id, followup.token, session=followup.session, proxy=followup.proxy, proxy_auth=followup.proxy_auth)
 
 
 async def discord_job_runner(settings: DiscordSettings, plugin: VoiceNotesPlugin, cleanup: AsyncExitStack) -> DiscordJobRunner:

@@ -245,6 +245,8 @@ async def test_an_unreachable_database_is_one_line_naming_the_variable(tmp_path:
 async def test_discord_through_ingress_shards_and_a_worker(postgres_url: str, tmp_path: Path,
                                                            processes: Callable[[dict[str, str]], Processes]) -> None:
     async with FakeDiscord(rate_limit_window=0.05) as discord_api, FakeCoze() as coze:
+        bob = discord_api.add_user("bob")  # no admin
+        discord_api.add_member(discord_api.guild, bob)
         env = scale_env(postgres_url, DISCORD_BOT_TOKEN=discord_api.token, DISCORD_API_BASE=discord_api.api_base,
                         DISCORD_SHARD_COUNT="2", DISCORD_SHARD_IDS="0,1", COZE_API_TOKEN=DEFAULT_TOKEN,
                         COZE_API_BASE=coze.base_url, COZE_WS_BASE=coze.ws_base_url)
@@ -274,7 +276,14 @@ async def test_discord_through_ingress_shards_and_a_worker(postgres_url: str, tm
                                                           channel_id=discord_api.text_channel.id, locale="zh-TW")
         await wait_until(lambda: len(discord_api.interaction_responses(settings["id"])) >= 2, 60,
                          "the settings", group.logs)
+        refused = await discord_api.dispatch_interaction("speak", user=bob, channel_id=discord_api.text_channel.id,
+                                                         options={"text": "Hello"})
+        await wait_until(lambda: len(discord_api.interaction_responses(refused["id"])) >= 3, 60,
+                         "the refusal", group.logs)
         await group.stop_all()
+    # A refusal of a public command: the worker removes the public "thinking…" and tells bob alone.
+    assert [reply.kind for reply in discord_api.interaction_responses(refused["id"])] == ["callback", "delete", "followup"]
+    assert discord_api.interaction_responses(refused["id"])[2].message["flags"] & 64
     # In a server channel the ingress defers /settings as ephemeral; the worker answers in the user's locale.
     settings_deferral, settings_answer = discord_api.interaction_responses(settings["id"])[:2]
     assert settings_deferral.json["data"]["flags"] == 64 and settings_answer.message["flags"] & 64
