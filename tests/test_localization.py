@@ -68,7 +68,8 @@ def test_speech_errors_speak_all_three_languages() -> None:
 
 
 @pytest.mark.parametrize(("seconds", "round_down", "english", "traditional"), [
-    (6, False, "6 seconds", "6 秒"), (59.6, True, "59 seconds", "59 秒"), (60, False, "1 minute", "1 分鐘"),
+    (6, False, "6 seconds", "6 秒"), (59.6, True, "59 seconds", "59 秒"), (59.6, False, "1 minute", "1 分鐘"),
+    (60, False, "1 minute", "1 分鐘"),
     (90, False, "1.5 minutes", "1.5 分鐘"), (119.9, True, "1.9 minutes", "1.9 分鐘"), (1800, False, "30 minutes", "30 分鐘"),
 ])
 def test_durations_have_units_and_an_amount_used_never_rounds_up_to_the_limit(

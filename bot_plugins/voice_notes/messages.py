@@ -572,8 +572,9 @@ def duration(seconds: float, lang: str | None, *, round_down: bool = False) -> s
     """``45 seconds``, ``1 minute``, ``2.5 minutes``: a limit or an amount used, in the user's
     language. ``round_down`` for an amount used, so that it never shows as the whole limit (or
     more) while some of it is left."""
-    if seconds < 60:
-        return text("seconds", lang, count=int(seconds) if round_down else round(seconds))
+    whole_seconds = int(seconds) if round_down else round(seconds)
+    if whole_seconds < 60:
+        return text("seconds", lang, count=whole_seconds)
     tenths = int(seconds / 6) if round_down else round(seconds / 6)  # minutes, to one decimal
     if tenths == 10:
         return text("minute", lang)
