@@ -21,15 +21,14 @@ import logging
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import replace
-from typing import Any, Literal
+from typing import Any
 
 import discord
 from discord import app_commands
 from discord.ext import commands
 
 from voicebridge.options import Options, build_plugin
-from voicebridge.speech.errors import pick_language
-from voicebridge.voice_notes.messages import COMMAND_DESCRIPTIONS
+from voicebridge.voice_notes.messages import TABLES
 from voicebridge.voice_notes.model import (
     Activity,
     ChatKind,
@@ -57,6 +56,13 @@ COMMANDS_MARKER = "discord:commands:{application_id}"  # sync="all": digest of t
 OWN_COMMANDS_MARKER = "discord:own-commands:{application_id}"  # sync="own": id and digest of each of ours
 TRANSCRIPT_EVENT = "voice_transcript"  # on_voice_transcript(message, transcript)
 _PERMISSION_CODES = {50001, 50013, 50173}  # missing access / permissions; voice messages not allowed here
+# Answered only to whoever asked (ephemeral) in server channels: settings, their refusals, usage,
+# privacy, help. Transcripts, spoken texts and an agent's answers stay in the channel.
+PRIVATE_ANSWERS = frozenset({"help", "settings", "mode", "language", "voice", "voices", "auto", "hotwords", "usage",
+                             "privacy", "forget"})
+MAX_CHOICES = 25  # Discord: choices and autocomplete results per option
+# Discord's Chinese locales and the catalogue language each reads.
+CHINESE_LOCALES = {discord.Locale.chinese: "zh", discord.Locale.taiwan_chinese: "zh-hant"}
 
 
 def use_api_base(api_base: str) -> None:
@@ -225,23 +231,42 @@ class InteractionChat:
     """The plugin's port for an app command: answers are followups to a deferred interaction.
 
     Native voice messages are not sent as interaction responses (Discord once ignored their
-    metadata there), so a spoken answer arrives as an audio file.
+    metadata there), so a spoken answer arrives as an audio file. ``ephemeral``: the interaction
+    was deferred as one only its user sees, and so is every followup.
     """
 
     max_text_length = 2000
     needs_waveform = False
     min_edit_interval = MIN_EDIT_INTERVAL
 
-    def __init__(self, bot: AnyBot, interaction: discord.Interaction) -> None:
+    def __init__(self, bot: AnyBot, interaction: discord.Interaction, *, ephemeral: bool = False) -> None:
         self.bot = bot
         self.interaction = interaction
+        self.ephemeral = ephemeral
+        self._answered = False  # a followup has filled the deferred "thinking…" response
 
     @staticmethod
     def text_length(text: str) -> int:
         return len(text)
 
     async def send_text(self, text: str, reply_to: str | None) -> str:
-        message = await self.interaction.followup.send(text, allowed_mentions=NO_PINGS, wait=True)
+        message = await self.interaction.followup.send(text, allowed_mentions=NO_PINGS, wait=True, ephemeral=self.ephemeral)
+        self._answered = True
+        return str(message.id)
+
+    async def send_notice(self, text: str, reply_to: str | None) -> str:
+        """A refusal or an error, for the user who asked only. A public "thinking…" response
+        cannot turn ephemeral: it is deleted, and the notice follows as an ephemeral message."""
+        in_server = self.interaction.guild is not None
+        if in_server and not self.ephemeral and not self._answered:
+            try:
+                await self.interaction.delete_original_response()
+            except discord.HTTPException as error:  # then it fills the public response, as before
+                log.debug("could not delete the deferred response: %s", error)
+                return await self.send_text(text, reply_to)
+            self._answered = True  # the next followup is a message of its own
+        message = await self.interaction.followup.send(text, allowed_mentions=NO_PINGS, wait=True, ephemeral=in_server)
+        self._answered = True
         return str(message.id)
 
     async def edit_text(self, message_id: str, text: str) -> None:
@@ -253,7 +278,8 @@ class InteractionChat:
     async def send_audio(self, voice: VoiceReply, reply_to: str | None) -> str:
         with _refusals(voice, self.interaction.filesize_limit):
             message = await self.interaction.followup.send(file=discord.File(io.BytesIO(voice.data), filename="reply.ogg"),
-                                                           allowed_mentions=NO_PINGS, wait=True)
+                                                           allowed_mentions=NO_PINGS, wait=True, ephemeral=self.ephemeral)
+        self._answered = True
         return str(message.id)
 
     @asynccontextmanager
@@ -277,18 +303,43 @@ async def report_to_host(bot: AnyBot, error: BaseException) -> None:
 
 
 class CommandTranslator(app_commands.Translator):
-    """Chinese command descriptions for Chinese Discord clients, from the plugin's catalogue."""
+    """Simplified (zh-CN) and Traditional (zh-TW) Chinese for Discord's Chinese clients: command
+    and option descriptions, choice and context-menu names, from the plugin's catalogues. A
+    string names its table and key in its extras (see :func:`_localized`)."""
 
     async def translate(self, string: app_commands.locale_str, locale: discord.Locale,
                         context: app_commands.TranslationContextTypes) -> str | None:
+        table = TABLES.get(string.extras.get("table", "commands"))
         key = string.extras.get("key")
-        if key in COMMAND_DESCRIPTIONS and pick_language(str(locale)) == "zh":
-            return COMMAND_DESCRIPTIONS[key]["zh"]
-        return None
+        language = CHINESE_LOCALES.get(locale)
+        if table is None or language is None or key not in table:
+            return None
+        return table[key][language]
+
+
+def _localized(table: str, key: str) -> app_commands.locale_str:
+    """A command's text in English, translated by :class:`CommandTranslator` from ``TABLES[table][key]``."""
+    return app_commands.locale_str(TABLES[table][key]["en"], table=table, key=key)
 
 
 def _described(name: str) -> app_commands.locale_str:
-    return app_commands.locale_str(COMMAND_DESCRIPTIONS[name]["en"], key=name)
+    return _localized("commands", name)
+
+
+def _option(command: str, option: str) -> app_commands.locale_str:
+    return _localized("options", f"{command}.{option}")
+
+
+def _choice(table: str, key: str, value: str) -> app_commands.Choice[str]:
+    return app_commands.Choice(name=_localized(table, key), value=value)
+
+
+def _with_language_choices(command: app_commands.Command[Any, ..., Any], codes: tuple[str, ...]) -> None:
+    """/language offers the languages this bot's speech service recognises, by name. The
+    parameter is replaced, not changed: the class's command shares it with every Cog."""
+    parameter = command._params["code"]
+    choices = [_choice("languages", code, code) for code in codes if code in TABLES["languages"]][:MAX_CHOICES]
+    command._params["code"] = replace(parameter, choices=choices)
 
 
 class VoiceNotesCog(commands.Cog, name="VoiceNotes"):
@@ -305,13 +356,16 @@ class VoiceNotesCog(commands.Cog, name="VoiceNotes"):
         self.plugin = plugin
         self.sync = sync
         self.owns_plugin = owns_plugin
-        self.transcribe_menu = app_commands.ContextMenu(name="Transcribe", callback=self._transcribe_message)
-        self.ask_menu = app_commands.ContextMenu(name="Ask", callback=self._ask_about_message)
+        self.transcribe_menu = app_commands.ContextMenu(name=_localized("menus", "transcribe"), callback=self._transcribe_message)
+        self.ask_menu = app_commands.ContextMenu(name=_localized("menus", "ask"), callback=self._ask_about_message)
         self.commands_synced = asyncio.Event()  # set once the app commands are registered (or failed to be)
         self._own_translator: CommandTranslator | None = None
         self._sync_task: asyncio.Task[None] | None = None
         offered = set(plugin.command_names)
         self.__cog_app_commands__ = [command for command in self.__cog_app_commands__ if command.name in offered]
+        for command in self.__cog_app_commands__:
+            if command.name == "language" and isinstance(command, app_commands.Command):
+                _with_language_choices(command, plugin.recognition_languages)
         self._menus = [menu for name, menu in (("transcribe", self.transcribe_menu), ("ask", self.ask_menu)) if name in offered]
 
     async def cog_load(self) -> None:
@@ -408,8 +462,10 @@ class VoiceNotesCog(commands.Cog, name="VoiceNotes"):
         return lambda transcript: self.bot.dispatch(TRANSCRIPT_EVENT, message, transcript)
 
     async def _run(self, interaction: discord.Interaction, name: str, args: str = "", note: VoiceNote | None = None) -> None:
-        """Acknowledge at once (Discord allows 3 s), then let the plugin answer by followups."""
-        await interaction.response.defer(thinking=True)
+        """Acknowledge at once (Discord allows 3 s), then let the plugin answer by followups;
+        in server channels, answers about settings and the like only to whoever asked."""
+        ephemeral = interaction.guild_id is not None and name in PRIVATE_ANSWERS
+        await interaction.response.defer(thinking=True, ephemeral=ephemeral)
         user = interaction.user
         guild = interaction.guild
         request = CommandRequest(
@@ -421,7 +477,8 @@ class VoiceNotesCog(commands.Cog, name="VoiceNotes"):
             replied_note=note,
             chat_language=_language(guild.preferred_locale) if guild is not None else None,
         )
-        self.plugin.run_in_background(self.plugin.handle_command(request, InteractionChat(self.bot, interaction)))
+        self.plugin.run_in_background(self.plugin.handle_command(request, InteractionChat(self.bot, interaction,
+                                                                                         ephemeral=ephemeral)))
 
     async def _transcribe_message(self, interaction: discord.Interaction, message: discord.Message) -> None:
         note = voice_note(message)
@@ -433,8 +490,12 @@ class VoiceNotesCog(commands.Cog, name="VoiceNotes"):
         note = voice_note(message)
         await self._run(interaction, "ask", "" if note is not None else message.content, note=note)
 
+    @app_commands.command(name="help", description=_described("help"))
+    async def help_command(self, interaction: discord.Interaction) -> None:
+        await self._run(interaction, "help")
+
     @app_commands.command(name="ask", description=_described("ask"))
-    @app_commands.describe(question="What to ask", audio="Or a voice message or audio file")
+    @app_commands.describe(question=_option("ask", "question"), audio=_option("ask", "audio"))
     async def ask(self, interaction: discord.Interaction, question: str | None = None,
                   audio: discord.Attachment | None = None) -> None:
         note = None
@@ -447,7 +508,7 @@ class VoiceNotesCog(commands.Cog, name="VoiceNotes"):
         await self._run(interaction, "new")
 
     @app_commands.command(name="transcribe", description=_described("transcribe"))
-    @app_commands.describe(audio="A voice message or audio file")
+    @app_commands.describe(audio=_option("transcribe", "audio"))
     async def transcribe(self, interaction: discord.Interaction, audio: discord.Attachment) -> None:
         note = None
         if is_audio(audio):
@@ -455,6 +516,7 @@ class VoiceNotesCog(commands.Cog, name="VoiceNotes"):
         await self._run(interaction, "transcribe", note=note)
 
     @app_commands.command(name="speak", description=_described("speak"))
+    @app_commands.describe(text=_option("speak", "text"))
     async def speak(self, interaction: discord.Interaction, text: str) -> None:
         await self._run(interaction, "speak", text)
 
@@ -463,26 +525,40 @@ class VoiceNotesCog(commands.Cog, name="VoiceNotes"):
         await self._run(interaction, "settings")
 
     @app_commands.command(name="mode", description=_described("mode"))
-    async def mode(self, interaction: discord.Interaction, mode: Literal["text", "voice", "both"]) -> None:
+    @app_commands.describe(mode=_option("mode", "mode"))
+    @app_commands.choices(mode=[_choice("catalogue", f"mode.{value}", value) for value in ("text", "voice", "both")])
+    async def mode(self, interaction: discord.Interaction, mode: str) -> None:
         await self._run(interaction, "mode", mode)
 
     @app_commands.command(name="language", description=_described("language"))
+    @app_commands.describe(code=_option("language", "code"))
     async def language(self, interaction: discord.Interaction, code: str) -> None:
+        """Its choices are set per Cog: the languages of the bot's speech service."""
         await self._run(interaction, "language", code)
 
     @app_commands.command(name="voice", description=_described("voice"))
+    @app_commands.describe(voice_id=_option("voice", "voice_id"))
     async def voice(self, interaction: discord.Interaction, voice_id: str) -> None:
         await self._run(interaction, "voice", voice_id)
+
+    @voice.autocomplete("voice_id")
+    async def _voice_choices(self, interaction: discord.Interaction, typed: str) -> list[app_commands.Choice[str]]:
+        """The provider's voices whose name or id contains what the user has typed so far."""
+        voices = await self.plugin.voice_choices(typed, MAX_CHOICES)
+        return [app_commands.Choice(name=name[:100], value=voice_id) for voice_id, name in voices]
 
     @app_commands.command(name="voices", description=_described("voices"))
     async def voices(self, interaction: discord.Interaction) -> None:
         await self._run(interaction, "voices")
 
     @app_commands.command(name="auto", description=_described("auto"))
-    async def auto(self, interaction: discord.Interaction, state: Literal["on", "off"]) -> None:
+    @app_commands.describe(state=_option("auto", "state"))
+    @app_commands.choices(state=[_choice("catalogue", value, value) for value in ("on", "off")])
+    async def auto(self, interaction: discord.Interaction, state: str) -> None:
         await self._run(interaction, "auto", state)
 
     @app_commands.command(name="hotwords", description=_described("hotwords"))
+    @app_commands.describe(words=_option("hotwords", "words"))
     async def hotwords(self, interaction: discord.Interaction, words: str | None = None) -> None:
         await self._run(interaction, "hotwords", words or "")
 

@@ -16,6 +16,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 import discord
+from discord.webhook.async_ import async_context
 
 from voicebridge.config import DiscordSettings
 from voicebridge.jobs import DeliveryLog, Job, NewJob, PostgresQueue, RecordedChat
@@ -38,12 +39,19 @@ ENQUEUE_ATTEMPTS = 5  # Discord does not deliver an event again: the database ge
 class DiscordIntake:
     """The plugin's stand-in inside the ingress's Cog: every note and command becomes a job."""
 
-    def __init__(self, queue: PostgresQueue, store: Store, settings: PluginSettings) -> None:
+    def __init__(self, queue: PostgresQueue, store: Store, settings: PluginSettings, *,
+                 recognition_languages: tuple[str, ...] = ("auto",)) -> None:
+        """``recognition_languages``: what the workers' ASR chain honours, offered by /language."""
         self.queue = queue
         self.store = store  # the Cog keeps the command-sync state here
         self.settings = settings
         self.command_names = ALL_COMMANDS
+        self.recognition_languages = recognition_languages
         self._tasks: set[asyncio.Task[None]] = set()
+
+    async def voice_choices(self, typed: str, limit: int) -> list[tuple[str, str]]:
+        """None: the ingress has no speech service to ask (/voice still takes a typed id)."""
+        return []
 
     async def start(self) -> None:
         """Nothing to start: the workers run the plugin."""
@@ -68,6 +76,7 @@ class DiscordIntake:
         payload = {
             "platform": PLATFORM, "event": "command",
             "interaction": {"application_id": interaction.application_id, "token": interaction.token,
+                            "ephemeral": chat.ephemeral,
                             "in_guild": interaction.guild_id is not None, "permissions": interaction.permissions.value,
                             "filesize_limit": interaction.filesize_limit},
             "request": {**asdict(request), "replied_note": note_payload(replied, url) if replied is not None else None},
@@ -168,10 +177,13 @@ class DiscordJobRunner:
             messageable = self.client.get_partial_messageable(channel["id"], guild_id=channel["guild_id"], type=kind)
             return ChannelChat(self.client, messageable)  # type: ignore[arg-type]  # a REST-only client answers
         interaction = payload["interaction"]
-        followup = discord.Webhook.partial(interaction["application_id"], interaction["token"], client=self.client)
+        # An application webhook, as discord.py's Interaction.followup builds it: only those send
+        # ephemeral followups (a partial webhook is an incoming one).
+        followup = discord.Webhook.from_state({"id": interaction["application_id"], "type": 3, "token": interaction["token"]},
+                                              state=self.client._connection)
         deferred = DeferredInteraction(followup, interaction["filesize_limit"], interaction["in_guild"] or None,
                                        discord.Permissions(interaction["permissions"]))
-        return InteractionChat(self.client, deferred)  # type: ignore[arg-type]
+        return InteractionChat(self.client, deferred, ephemeral=interaction.get("ephemeral", False))  # type: ignore[arg-type]
 
     def _note(self, data: dict[str, Any]) -> VoiceNote:
         url = data["url"]
@@ -200,6 +212,13 @@ class DeferredInteraction:
     filesize_limit: int
     guild: bool | None  # None in DMs: there every user may change their own settings
     permissions: discord.Permissions
+
+    async def delete_original_response(self) -> None:
+        """As :meth:`discord.Interaction.delete_original_response`, by the followup webhook's token."""
+        followup = self.followup
+        assert followup.token is not None
+        await async_context.get().delete_original_interaction_response(
+            followup.id, followup.token, session=followup.session, proxy=followup.proxy, proxy_auth=followup.proxy_auth)
 
 
 async def discord_job_runner(settings: DiscordSettings, plugin: VoiceNotesPlugin, cleanup: AsyncExitStack) -> DiscordJobRunner:

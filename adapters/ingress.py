@@ -28,6 +28,8 @@ from voicebridge.liveness import ConnectionLost, Liveness
 from voicebridge.metrics import Metrics, serve_status
 from voicebridge.postgres import Database, PostgresStore
 from voicebridge.speech.errors import ConfigError
+from voicebridge.speech.languages import honoured_by_all
+from voicebridge.speech.registry import chain_languages
 from voicebridge.voice_notes.plugin import ALL_COMMANDS
 from voicebridge.voice_notes.store import StoreError
 
@@ -117,7 +119,8 @@ async def serve_ingress(settings: RunnerSettings, stop: asyncio.Event) -> None:
             intake = await start_telegram_intake(settings.telegram, queue, liveness, cleanup)
             failed = intake.failed
         if settings.discord.token:
-            discord_intake = DiscordIntake(queue, PostgresStore(database), settings.plugin)
+            discord_intake = DiscordIntake(queue, PostgresStore(database), settings.plugin,
+                                           recognition_languages=honoured_by_all(chain_languages(settings.speech.asr_chain)))
             shards = {} if settings.discord.shard_count is None else {"shard_count": settings.discord.shard_count}
             if settings.discord.shard_ids is not None:
                 shards["shard_ids"] = list(settings.discord.shard_ids)

@@ -22,14 +22,26 @@ from dataclasses import replace
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from telegram import Bot, BotCommand, BotCommandScopeDefault, ChatMember, Message, ReplyParameters, Update
+from telegram import (
+    Bot,
+    BotCommand,
+    BotCommandScope,
+    BotCommandScopeAllChatAdministrators,
+    BotCommandScopeAllGroupChats,
+    BotCommandScopeAllPrivateChats,
+    BotCommandScopeDefault,
+    ChatMember,
+    Message,
+    ReplyParameters,
+    Update,
+)
 from telegram.constants import ChatAction, ChatType
 from telegram.error import BadRequest, Forbidden, NetworkError, RetryAfter, TelegramError
 from telegram.ext import Application, BaseHandler, CommandHandler, ContextTypes, MessageHandler, filters
 from telegram.warnings import PTBDeprecationWarning
 
 from voicebridge.options import Options, build_plugin
-from voicebridge.voice_notes.messages import LANGUAGES
+from voicebridge.voice_notes.messages import COMMAND_DESCRIPTIONS
 from voicebridge.jobs import SQLiteJournal
 from voicebridge.voice_notes.model import (
     Activity,
@@ -44,7 +56,7 @@ from voicebridge.voice_notes.model import (
     VoiceNote,
     VoiceReply,
 )
-from voicebridge.voice_notes.plugin import VoiceNotesPlugin
+from voicebridge.voice_notes.plugin import MenuAudience, VoiceNotesPlugin
 from voicebridge.voice_notes.store import SQLiteStore
 
 if TYPE_CHECKING:
@@ -237,42 +249,87 @@ def _chained(host: Hook | None, ours: Hook, *, host_first: bool) -> Hook:
     return hook
 
 
-async def publish_menus(bot: Bot, plugin: VoiceNotesPlugin, menu: str) -> None:
-    """The plugin's commands in the command menu, in English and Chinese.
+# Telegram's menu languages are two-letter ISO 639-1 codes (setMyCommands language_code), so all
+# Chinese users share the "zh" menu, in Simplified Chinese; English is the menu without a language.
+MENU_LANGUAGES = ("en", "zh")
+_DEFAULT_SCOPE = BotCommandScopeDefault()
+_SCOPES: dict[MenuAudience, BotCommandScope] = {
+    MenuAudience.PRIVATE: BotCommandScopeAllPrivateChats(),
+    MenuAudience.GROUP: BotCommandScopeAllGroupChats(),
+    MenuAudience.GROUP_ADMINS: BotCommandScopeAllChatAdministrators(),
+}
+# Where Telegram looks next when a scope has no menu for a user (the Bot API's order of scopes).
+_BROADER: dict[MenuAudience, tuple[BotCommandScope, ...]] = {
+    MenuAudience.PRIVATE: (_DEFAULT_SCOPE,),
+    MenuAudience.GROUP: (_DEFAULT_SCOPE,),
+    MenuAudience.GROUP_ADMINS: (_SCOPES[MenuAudience.GROUP], _DEFAULT_SCOPE),
+}
+MenuKey = tuple[str, str]  # (scope type, language code: "" for the menu without a language)
 
-    ``merge`` keeps every command the host has put there and adds the plugin's missing ones;
-    where the host has no Chinese menu, the Chinese menu is the host's default menu plus the
-    plugin's commands in Chinese. ``replace`` publishes the plugin's alone; ``none`` does nothing.
+
+async def publish_menus(bot: Bot, plugin: VoiceNotesPlugin, menu: str) -> None:
+    """The plugin's commands in the command menus, per audience (private chats; all group
+    members; group admins) and language (English, Chinese).
+
+    ``merge`` keeps every command the host has put in each menu and adds the plugin's missing
+    ones; where the host has no menu of its own for a scope or a language, the menu the user
+    would otherwise see (Telegram's fallback: the language-neutral menu, then the broader scope)
+    is the base. ``replace`` publishes the plugin's alone; ``none`` does nothing.
     """
     if menu == "none":
         return
-    scope = BotCommandScopeDefault()
-    try:
-        current = {language: [] if menu == "replace" else list(await bot.get_my_commands(scope=scope, language_code=_code(language)))
-                   for language in LANGUAGES}
-    except TelegramError as error:
-        log.warning("could not read the command menus, left as they are: %s", error)
-        return
-    # The host's default menu, without the plugin's commands (there from an earlier start).
-    host_default = [command for command in current["en"] if command.command not in plugin.command_names]
-    for language in LANGUAGES:
-        base = current[language] or host_default
-        present = {command.command for command in base}
-        ours = [BotCommand(name, description) for name, description in plugin.command_descriptions(language) if name not in present]
-        commands = [*base, *ours]
-        if len(commands) > MAX_MENU_COMMANDS:
-            log.warning("the %s command menu would have %d commands; Telegram takes %d", language, len(commands), MAX_MENU_COMMANDS)
-            commands = commands[:MAX_MENU_COMMANDS]
-        if not ours and current[language]:
-            continue  # nothing to add
+    current: dict[MenuKey, list[BotCommand]] = {}
+    if menu == "merge":
         try:
-            await bot.set_my_commands(commands, scope=scope, language_code=_code(language))
+            for scope in (_DEFAULT_SCOPE, *_SCOPES.values()):
+                for language in MENU_LANGUAGES:
+                    found = await bot.get_my_commands(scope=scope, language_code=_code(language))
+                    current[(scope.type, _code(language) or "")] = list(found)
         except TelegramError as error:
-            log.warning("could not publish the %s command menu: %s", language, error)
+            log.warning("could not read the command menus, left as they are: %s", error)
+            return
+
+    def hosts(audience: MenuAudience, language: str) -> list[BotCommand]:
+        """The host's commands that users of this audience and language see today."""
+        for scope in (_SCOPES[audience], *_BROADER[audience]):
+            for code in dict.fromkeys((_code(language) or "", "")):
+                commands = current.get((scope.type, code), [])
+                if commands:
+                    return [command for command in commands if not _is_ours(command, plugin)]
+        return []
+
+    for audience, scope in _SCOPES.items():
+        for language in MENU_LANGUAGES:
+            base = hosts(audience, language)
+            present = {command.command for command in base}
+            ours = [BotCommand(name, description) for name, description in plugin.command_descriptions(language, audience)
+                    if name not in present]
+            commands = [*base, *ours]
+            if len(commands) > MAX_MENU_COMMANDS:
+                log.warning("the %s %s command menu would have %d commands; Telegram takes %d", audience, language,
+                            len(commands), MAX_MENU_COMMANDS)
+                commands = commands[:MAX_MENU_COMMANDS]
+            if menu == "merge" and _same(commands, current[(scope.type, _code(language) or "")]):
+                continue  # already as it should be
+            try:
+                await bot.set_my_commands(commands, scope=scope, language_code=_code(language))
+            except TelegramError as error:
+                log.warning("could not publish the %s %s command menu: %s", audience, language, error)
+
+
+def _is_ours(command: BotCommand, plugin: VoiceNotesPlugin) -> bool:
+    """A menu entry the plugin published (at an earlier start): one of its names with one of its
+    descriptions. A host's command of the same name keeps its own description, and stays."""
+    descriptions = COMMAND_DESCRIPTIONS.get(command.command)
+    return command.command in plugin.command_names and descriptions is not None and command.description in descriptions.values()
+
+
+def _same(commands: list[BotCommand], published: list[BotCommand]) -> bool:
+    return [(c.command, c.description) for c in commands] == [(c.command, c.description) for c in published]
 
 
 def _code(language: str) -> str | None:
-    return None if language == "en" else language  # English is the default menu
+    return None if language == "en" else language  # English is the menu without a language
 
 
 def chat_ref(message: Message) -> ChatRef:

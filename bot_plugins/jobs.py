@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from .postgres import DRIVER_ERRORS, SCHEMA, Database
-from .voice_notes.model import Activity, ChatPort, VoiceReply
+from .voice_notes.model import Activity, ChatPort, NoticePort, VoiceReply
 from .voice_notes.store import SQLiteStore, StoreError
 
 log = logging.getLogger(__name__)
@@ -206,6 +206,13 @@ class RecordedChat:
 
     async def edit_text(self, message_id: str, text: str) -> None:
         await self.chat.edit_text(message_id, text)
+
+    async def send_notice(self, text: str, reply_to: str | None) -> str:
+        """Only to whoever asked where the chat can do that, else as any text; a part like the others."""
+        chat = self.chat
+        if isinstance(chat, NoticePort):
+            return await self._once(lambda: chat.send_notice(text, reply_to))
+        return await self._once(lambda: chat.send_text(text, reply_to))
 
     async def send_voice(self, voice: VoiceReply, reply_to: str | None) -> str:
         return await self._once(lambda: self.chat.send_voice(voice, reply_to))

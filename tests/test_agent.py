@@ -138,7 +138,7 @@ async def test_private_voice_notes_and_texts_are_one_conversation_until_new(worl
         await answered(world, new, "Done: the next message starts a new conversation.")
         fresh = await world.telegram.push_text(chat, ALICE, "Hello again")
         await answered(world, fresh, "You said: Hello again. This is message 1 of our conversation.")
-        menu = {command["command"] for command in world.telegram.commands()}
+        menu = {command["command"] for command in world.telegram.commands({"type": "all_private_chats"})}
         privacy = await world.telegram.push_text(chat, ALICE, "/privacy")
         await world.telegram.wait_for(lambda: answers_to(world, privacy), timeout=15)
     assert answers_to(world, start)[0].startswith("Hi! Talk to me")

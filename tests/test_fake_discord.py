@@ -779,3 +779,33 @@ async def test_followup_before_any_response_is_an_unknown_webhook(
             url = f"{fake.api_base}/webhooks/{fake.application_id}/{interaction['token']}"
             async with session.post(url, json={"content": "too early"}) as response:
                 assert response.status == 404 and (await response.json())["code"] == 10015
+
+
+VALID_OPTION = {"name": "mode", "description": "How to answer", "type": 3, "required": True,
+                "choices": [{"name": "text", "value": "text", "name_localizations": {"zh-CN": "文字"}}]}
+
+
+@pytest.mark.parametrize(("broken", "problem"), [
+    ({"description": "x" * 101}, "description"),
+    ({"description_localizations": {"zh": "中文"}}, "LOCALE_INVALID"),  # Discord's locale is zh-CN
+    ({"description_localizations": {"zh-TW": ""}}, "description_localizations"),
+    ({"options": [{**VALID_OPTION, "description": ""}]}, "options"),
+    ({"options": [{**VALID_OPTION, "name": "Mode"}]}, "APPLICATION_COMMAND_INVALID_NAME"),
+    ({"options": [{**VALID_OPTION, "choices": [{"name": str(n), "value": str(n)} for n in range(26)]}]}, "choices"),
+    ({"options": [{**VALID_OPTION, "autocomplete": True}]}, "AUTOCOMPLETE"),
+    ({"options": [{**VALID_OPTION, "required": False}, VALID_OPTION | {"name": "other"}]}, "REQUIRED"),
+])
+def test_command_payloads_are_held_to_discords_rules(broken: dict[str, Any], problem: str) -> None:
+    fake = FakeDiscord()
+    command = {"name": "mode", "description": "Answer with text, voice or both", "type": 1, "options": [VALID_OPTION],
+               "description_localizations": {"zh-CN": "设置回复方式", "zh-TW": "設定回覆方式"}}
+    fake.register_commands([command])  # the valid one is taken
+    with pytest.raises(ValueError, match=problem):
+        fake.register_commands([{**command, **broken}])
+
+
+def test_context_menu_names_are_localized_within_32_characters() -> None:
+    fake = FakeDiscord()
+    fake.register_commands([{"name": "Transcribe", "type": 3, "name_localizations": {"zh-CN": "转写", "zh-TW": "轉錄"}}])
+    with pytest.raises(ValueError, match="name_localizations"):
+        fake.register_commands([{"name": "Transcribe", "type": 3, "name_localizations": {"zh-TW": "轉" * 33}}])

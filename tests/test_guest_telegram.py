@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from telegram import BotCommand, Message, Update
+from telegram import BotCommand, BotCommandScopeAllGroupChats, Message, Update
 from telegram.constants import ParseMode
 from telegram.ext import (
     Application,
@@ -164,8 +164,19 @@ def answered(predicate: Callable[[Call], bool]) -> Callable[[Call], bool]:
     return lambda call: call.status is not None and predicate(call)
 
 
-def menu(world: World, language_code: str = "") -> dict[str, str]:
-    return {command["command"]: command["description"] for command in world.telegram.commands(language_code=language_code)}
+PRIVATE_CHATS = {"type": "all_private_chats"}
+GROUP_CHATS = {"type": "all_group_chats"}
+GROUP_ADMINS = {"type": "all_chat_administrators"}
+# The plugin's commands per menu audience, in its order (speak: admins only in groups by default).
+PRIVATE_MENU = [name for name in PLUGIN_COMMANDS if name != "auto"]
+GROUP_MENU = ["transcribe", "settings", "privacy"]
+ADMIN_MENU = [name for name in PLUGIN_COMMANDS]
+
+
+def menu(world: World, language_code: str = "", scope: dict[str, str] | None = None) -> dict[str, str]:
+    """The menu stored for ``scope`` (the default scope if None) and ``language_code``."""
+    return {command["command"]: command["description"]
+            for command in world.telegram.commands(scope, language_code=language_code)}
 
 
 async def test_host_commands_are_answered_once_by_the_host_and_its_menu_is_kept(world: World) -> None:
@@ -179,13 +190,20 @@ async def test_host_commands_are_answered_once_by_the_host_and_its_menu_is_kept(
             await wait_for_texts(world, ALICE.id, count)
         note = await world.telegram.push_voice(chat, ALICE, TONE, duration=2)
         await world.telegram.wait_for_call("sendMessage", replies_to(note))
-        english, chinese = menu(world), menu(world, "zh")
+        english, chinese = menu(world, scope=PRIVATE_CHATS), menu(world, "zh", PRIVATE_CHATS)
+        menus = {(str(scope), code): list(menu(world, code, scope)) for scope in (GROUP_CHATS, GROUP_ADMINS) for code in ("", "zh")}
+        host_default = menu(world)
     assert host.answered == ["start", "help"]
     assert texts_to(world, ALICE.id) == ["Welcome to Pizza Bot!", "/order — order a pizza", "Large <b>&amp; crispy</b>"]
-    assert list(english) == ["start", "help", "order", *PLUGIN_COMMANDS]
+    assert list(english) == ["start", "help", "order", *PRIVATE_MENU]
     assert english["order"] == "Order a pizza" and english["speak"] == "Read a text aloud"
     # No Chinese menu of the host's: the host's default menu plus the plugin's commands in Chinese.
     assert list(chinese) == list(english) and chinese["order"] == "Order a pizza" and chinese["speak"] == "朗读文本"
+    # Groups: every member sees the host's menu and what they may use; settings are in the admins' menu.
+    for code in ("", "zh"):
+        assert menus[(str(GROUP_CHATS), code)] == ["start", "help", "order", *GROUP_MENU]
+        assert menus[(str(GROUP_ADMINS), code)] == ["start", "help", "order", *ADMIN_MENU]
+    assert host_default == {command.command: command.description for command in HOST_MENU}  # untouched
     assert handle.plugin.command_names == tuple(PLUGIN_COMMANDS)
     assert host.errors == []
 
@@ -202,10 +220,38 @@ async def test_a_menu_set_in_post_init_after_install_is_merged_too(world: World)
     async with running_like_run_polling(host.application):
         note = await world.telegram.push_voice(Chat.private(ALICE), ALICE, TONE, duration=2)
         await world.telegram.wait_for_call("sendMessage", replies_to(note))
-        english, chinese = menu(world), menu(world, "zh")
-    assert list(english) == ["start", "help", "order", *PLUGIN_COMMANDS]
-    assert list(chinese) == ["start", *PLUGIN_COMMANDS] and chinese["start"] == "欢迎"
+        english, chinese = menu(world, scope=PRIVATE_CHATS), menu(world, "zh", PRIVATE_CHATS)
+        admins_chinese = menu(world, "zh", GROUP_ADMINS)
+    assert list(english) == ["start", "help", "order", *PRIVATE_MENU]
+    assert list(chinese) == ["start", *PRIVATE_MENU] and chinese["start"] == "欢迎"
+    assert list(admins_chinese) == ["start", *ADMIN_MENU] and admins_chinese["mode"] == "设置回复方式：文字、语音或两者"
     assert handle.plugin.store._connection is None  # type: ignore[attr-defined]  # closed at shutdown
+
+
+async def test_merge_keeps_the_hosts_scoped_menus_and_a_restart_changes_nothing(world: World) -> None:
+    """The host's own group menu is kept in the groups' and (Telegram's fallback) the admins'
+    menus; at a second start only the menu the host published again (its group menu, without
+    the plugin's commands) is written."""
+    host_group_menu = [BotCommand("order", "Order a pizza"), BotCommand("menu", "See the menu")]
+
+    async def host_post_init(application: AnyApplication) -> None:
+        await publish_host_menu(application)
+        await application.bot.set_my_commands(host_group_menu, scope=BotCommandScopeAllGroupChats())
+
+    for run in range(2):
+        host = host_bot(world.telegram, world.tmp)
+        host.application.post_init = host_post_init
+        voicebridge.telegram.install(host.application, settings=world.settings(), store=":memory:")
+        writes_before = len(world.telegram.calls_to("setMyCommands"))
+        async with running_like_run_polling(host.application):
+            pass
+        plugin_writes = len(world.telegram.calls_to("setMyCommands")) - writes_before - 2  # less the host's two
+        assert plugin_writes == (6 if run == 0 else 1)
+        for code in ("", "zh"):
+            assert list(menu(world, code, GROUP_CHATS)) == ["order", "menu", *GROUP_MENU]
+            assert list(menu(world, code, GROUP_ADMINS)) == ["order", "menu", *ADMIN_MENU]
+            assert list(menu(world, code, PRIVATE_CHATS)) == ["start", "help", "order", *PRIVATE_MENU]
+        assert menu(world, "zh", GROUP_ADMINS)["usage"] == "查看用量" and menu(world, "", GROUP_ADMINS)["menu"] == "See the menu"
 
 
 @pytest.mark.parametrize("menu_option", ["replace", "none"])
@@ -215,10 +261,12 @@ async def test_menu_replace_and_none(world: World, menu_option: str) -> None:
     voicebridge.telegram.install(host.application, settings=world.settings(), store=":memory:", menu=menu_option)
     async with running_like_run_polling(host.application):
         pass
-    expected = PLUGIN_COMMANDS if menu_option == "replace" else ["start", "help", "order"]
-    assert list(menu(world)) == expected
+    expected = PRIVATE_MENU if menu_option == "replace" else []
+    assert list(menu(world, scope=PRIVATE_CHATS)) == list(menu(world, "zh", PRIVATE_CHATS)) == expected
+    assert list(menu(world)) == ["start", "help", "order"]  # the host's default menu stays
     set_calls = world.telegram.calls_to("setMyCommands")
-    assert len(set_calls) == (3 if menu_option == "replace" else 1)  # the host's own, and the plugin's two menus
+    # The host's own, and the plugin's three audiences in two languages.
+    assert len(set_calls) == (7 if menu_option == "replace" else 1)
 
 
 async def test_html_defaults_never_garble_a_transcript_and_failures_reach_the_host(world: World) -> None:
@@ -377,7 +425,7 @@ async def test_the_example_host_bot_runs_answers_by_voice_and_shuts_down_clean(w
             await wait_for_texts(world, ALICE.id, count)
         await world.telegram.push_voice(chat, ALICE, TONE, duration=2)
         await wait_for_texts(world, ALICE.id, 3)
-        english = menu(world)
+        english = menu(world, scope=PRIVATE_CHATS)
     finally:
         process.send_signal(signal.SIGINT)
         stdout, stderr = await asyncio.to_thread(process.communicate, timeout=60)
@@ -385,7 +433,7 @@ async def test_the_example_host_bot_runs_answers_by_voice_and_shuts_down_clean(w
     assert process.returncode == 0, log
     assert texts_to(world, ALICE.id) == ["Welcome to Pizza Bot! Send /order, by text or by voice.",
                                          "What size? (small, medium, large)", "Ordered: one large pizza."]
-    assert list(english) == ["start", "help", "order", *PLUGIN_COMMANDS]
+    assert list(english) == ["start", "help", "order", *PRIVATE_MENU]
     for trouble in ("ResourceWarning", "Task was destroyed", "Traceback", "never awaited"):
         assert trouble not in log, log
 

@@ -60,9 +60,9 @@ def test_values_of_older_versions_map_to_the_neutral_codes(old: str, new: str | 
         assert Settings.from_values(values).plugin.language == new
 
 
-def test_every_code_has_a_name_in_english_and_chinese() -> None:
+def test_every_code_has_a_name_in_english_and_both_chinese_scripts() -> None:
     assert set(LANGUAGE_NAMES) == set(LANGUAGE_CODES)
-    assert all(set(names) == {"en", "zh"} and all(names.values()) for names in LANGUAGE_NAMES.values())
+    assert all(set(names) == {"en", "zh", "zh-hant"} and all(names.values()) for names in LANGUAGE_NAMES.values())
 
 
 async def test_the_neutral_code_reaches_coze_as_its_own_parameter(fast_retrier: Retrier) -> None:
@@ -112,7 +112,7 @@ async def test_language_names_follow_the_reader_and_are_sent_in_the_providers_te
         await plugin.handle_voice_note(harness.note(TONE), chat)
         await plugin.aclose()
         await plugin.service.aclose()
-    assert chat.texts()[0] == "已设置：识别语言为 粤语 (yue)。"
+    assert chat.texts()[0] == "已设置：识别语言为粤语 (yue)。"
     assert "识别语言：粤语 (yue)" in chat.texts()[1].splitlines()
     (session,) = fake.sessions_to("ws_transcriptions")
     assert session.asr_config is not None and session.asr_config["user_language"] == "cant"

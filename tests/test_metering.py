@@ -228,6 +228,6 @@ async def test_a_note_beyond_the_rest_of_the_days_allowance_is_refused_unheard(c
     await plugin.service.aclose()
     first, second = chat.visible_texts()
     assert first == "tone 440 hz 50.0 s"
-    assert second.startswith("This chat has used its 1 minutes")
+    assert second.startswith("Daily transcription limit: this chat has used 50 seconds of its 1 minute today")
     assert len(coze.ws_sessions) == 1
     assert usage.audio_seconds == pytest.approx(50.0, abs=0.1)

@@ -4,6 +4,7 @@ service against the local Coze fake."""
 from __future__ import annotations
 
 import asyncio
+import re
 import itertools
 import time
 from collections.abc import AsyncIterator
@@ -507,6 +508,8 @@ async def test_settings_commands_and_their_persistence(fast_retrier: Retrier, tm
         for name, args in (("mode", "both"), ("language", "zh"), ("voice", jay.voice_id), ("hotwords", "扣子，voicebridge, 扣子"),
                            ("auto", "off"), ("mode", "loud"), ("language", "xx"), ("voice", "nope")):
             await plugin.handle_command(harness.command(name, args), chat)
+        # /auto is a group setting: in private it changes nothing, and says so.
+        await plugin.handle_command(harness.command("auto", "on"), chat)
         await plugin.aclose()
         await plugin.service.aclose()
 
@@ -516,12 +519,19 @@ async def test_settings_commands_and_their_persistence(fast_retrier: Retrier, tm
         await restarted.aclose()
         await restarted.service.aclose()
     assert (settings.reply_mode.value, settings.language, settings.voice_id, settings.auto_transcribe, settings.hot_words) == (
-        "both", "zh", jay.voice_id, False, ("扣子", "voicebridge"))
-    assert chat.texts()[5:8] == ["Use /mode text, /mode voice or /mode both.",
+        "both", "zh", jay.voice_id, True, ("扣子", "voicebridge"))
+    assert chat.texts()[:3] == ["Done: I will now answer with text and voice message.",
+                                "Done: recognition language is now Chinese (Mandarin) (zh).",
+                                f"Done: spoken answers will use the voice {jay.name}."]
+    assert chat.texts()[4] == chat.texts()[8] == ("/auto applies to groups: in a private chat every voice message is always "
+                                                  "transcribed, so nothing was changed.")
+    assert chat.texts()[5:8] == ["Use /mode text, /mode voice or /mode both (text, voice message, or both).",
                                  chat.texts()[6], "There is no voice with the id nope. Send /voices to see the available voices."]
     assert chat.texts()[6].startswith("Use /language CODE with one of: automatic (auto), Chinese (Mandarin) (zh), ")
-    assert chat.texts()[-1].splitlines()[1:] == ["Reply mode: both", "Language: Chinese (Mandarin) (zh)", f"Voice: {jay.voice_id}",
-                                                 "Transcribe every voice message in groups: off", "Hot words: 扣子, voicebridge"]
+    # The voice by its name from the provider's list, never its id.
+    assert chat.texts()[-1].splitlines()[1:] == ["Reply mode: text and voice message", "Language: Chinese (Mandarin) (zh)",
+                                                 f"Voice: {jay.name}", "Transcribe every voice message in groups: on",
+                                                 "Hot words: 扣子, voicebridge"]
 
 
 async def test_hot_words_reach_the_streaming_provider(fast_retrier: Retrier) -> None:
@@ -564,7 +574,9 @@ async def test_help_and_start_follow_the_users_language(harness: Harness) -> Non
     await harness.plugin.handle_command(harness.command("start", sender=BOB), chat)
     await harness.plugin.handle_command(harness.command("help"), chat)
     assert chat.texts()[0].startswith("你好") and "/transcribe" in chat.texts()[1]
-    assert "/language CODE — recognition language (auto)\n" in chat.texts()[1]  # Coze file ASR takes no language
+    assert "/language — recognition language: automatic (auto)\n" in chat.texts()[1]  # Coze file ASR takes no language
+    # Telegram has no message menu to pick Transcribe from: its help says to reply with /transcribe.
+    assert "Apps → Transcribe" not in chat.texts()[1]
 
 
 async def test_privacy_names_the_providers_and_the_retention(harness: Harness) -> None:
@@ -624,12 +636,15 @@ async def test_daily_limit_refuses_before_any_provider_call(fast_retrier: Retrie
         await plugin.service.aclose()
     assert chat.texts()[:4] == [
         "tone 440 hz 40.0 s",
-        "This chat has used its 1 minutes of transcription for today (0.7 minutes). The limit resets at midnight UTC.",
+        chat.texts()[1],
         "tone 440 hz 40.0 s",
         "tone 440 hz 15.0 s",
     ]
+    assert re.fullmatch(r"Daily transcription limit: this chat has used 40 seconds of its 1 minute today, and this "
+                        r"recording does not fit in what is left\. The limit resets at 00:00 UTC \(in \d+ h \d+ min\)\.",
+                        chat.texts()[1])
     assert harness.fetches == ["7", "10"]
-    assert "Daily limit: 1 minutes" in chat.texts()[-1] and "Today: 0.9 minutes" in chat.texts()[-1]
+    assert "Daily limit: 1 minute" in chat.texts()[-1] and "Today: 55 seconds of audio" in chat.texts()[-1]
 
 
 async def test_a_failed_transcription_keeps_only_the_audio_really_sent(fast_retrier: Retrier) -> None:
@@ -671,8 +686,8 @@ async def test_text_to_speech_is_limited_per_chat_per_day(fast_retrier: Retrier)
         await plugin.aclose()
         await plugin.service.aclose()
     assert chat.kinds().count("voice") == 3
-    assert chat.texts()[0] == ("This chat may have 5000 characters read aloud a day; 3982 are used today, and this text has "
-                               "1991. The limit resets at midnight UTC.")
+    assert re.fullmatch(r"This chat may have 5000 characters read aloud a day; 3982 are used today, and this text has "
+                        r"1991\. The limit resets at 00:00 UTC \(in \d+ h \d+ min\)\.", chat.texts()[0])
     assert chat.texts()[1].startswith("This chat may have 5000 characters read aloud a day; 5000 are used today")
     assert chat.texts()[-1] == ("tone 440 hz 2.0 s\n\n(No voice reply: this chat has used its 5000 characters read aloud "
                                 "for today.)")
@@ -753,11 +768,8 @@ async def test_each_member_of_a_group_has_a_daily_allowance_of_their_own(fast_re
         group_usage = await plugin.store.usage("test", GROUP.id, "2000-01-01")
         await plugin.aclose()
         await plugin.service.aclose()
-    assert chat.texts() == [
-        "🎤 Alice: tone 440 hz 40.0 s",
-        "You have used your 1 minutes of transcription in this group for today (0.7 minutes). "
-        "The limit resets at midnight UTC.",
-        "🎤 Bob：tone 550 hz 30.0 s",
-    ]
+    assert chat.texts() == ["🎤 Alice: tone 440 hz 40.0 s", chat.texts()[1], "🎤 Bob：tone 550 hz 30.0 s"]
+    assert chat.texts()[1].startswith("Daily transcription limit: you have used 40 seconds of your 1 minute in this group "
+                                      "today, and this recording does not fit in what is left.")
     assert harness.fetches == ["7", "9", "10"] and private.texts() == ["tone 600 hz 90.0 s"]
     assert group_usage.audio_seconds == pytest.approx(70.0, abs=0.2)

@@ -245,6 +245,8 @@ async def test_an_unreachable_database_is_one_line_naming_the_variable(tmp_path:
 async def test_discord_through_ingress_shards_and_a_worker(postgres_url: str, tmp_path: Path,
                                                            processes: Callable[[dict[str, str]], Processes]) -> None:
     async with FakeDiscord(rate_limit_window=0.05) as discord_api, FakeCoze() as coze:
+        bob = discord_api.add_user("bob")  # no admin
+        discord_api.add_member(discord_api.guild, bob)
         env = scale_env(postgres_url, DISCORD_BOT_TOKEN=discord_api.token, DISCORD_API_BASE=discord_api.api_base,
                         DISCORD_SHARD_COUNT="2", DISCORD_SHARD_IDS="0,1", COZE_API_TOKEN=DEFAULT_TOKEN,
                         COZE_API_BASE=coze.base_url, COZE_WS_BASE=coze.ws_base_url)
@@ -270,7 +272,24 @@ async def test_discord_through_ingress_shards_and_a_worker(postgres_url: str, tm
             options={"audio": FakeFile(make_tone("m4a", 700.0, 1.0), "clip.m4a")})
         await wait_until(lambda: len(discord_api.interaction_responses(interaction["id"])) >= 2, 60,
                          "the deferral and the followup", group.logs)
+        settings = await discord_api.dispatch_interaction("settings", user=discord_api.user,
+                                                          channel_id=discord_api.text_channel.id, locale="zh-TW")
+        await wait_until(lambda: len(discord_api.interaction_responses(settings["id"])) >= 2, 60,
+                         "the settings", group.logs)
+        refused = await discord_api.dispatch_interaction("speak", user=bob, channel_id=discord_api.text_channel.id,
+                                                         options={"text": "Hello"})
+        await wait_until(lambda: len(discord_api.interaction_responses(refused["id"])) >= 3, 60,
+                         "the refusal", group.logs)
         await group.stop_all()
+    # A refusal of a public command: the worker removes the public "thinking…" and tells bob alone.
+    assert [reply.kind for reply in discord_api.interaction_responses(refused["id"])] == ["callback", "delete", "followup"]
+    assert discord_api.interaction_responses(refused["id"])[2].message["flags"] & 64
+    # In a server channel the ingress defers /settings as ephemeral; the worker answers in the user's locale.
+    settings_deferral, settings_answer = discord_api.interaction_responses(settings["id"])[:2]
+    assert settings_deferral.json["data"]["flags"] == 64 and settings_answer.message["flags"] & 64
+    assert settings_answer.message["content"].startswith("這個聊天室的設定：")
+    language = next(command for command in discord_api.commands() if command["name"] == "language")
+    assert [choice["value"] for choice in language["options"][0]["choices"]] == ["auto"]  # Coze file ASR: auto only
     assert answer.json["content"] == "tone 300 hz 1.0 s"
     assert guild_answer.json["content"] == "🎤 alice: tone 500 hz 1.0 s"
     deferred, followup = discord_api.interaction_responses(interaction["id"])[:2]

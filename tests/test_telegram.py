@@ -62,14 +62,25 @@ async def test_private_voice_note_gets_its_transcript(world: World) -> None:
     assert actions and actions[0].params["action"] == "typing"
 
 
-async def test_commands_are_published_in_english_and_chinese(world: World) -> None:
+async def test_commands_are_published_per_audience_in_english_and_chinese(world: World) -> None:
+    """Telegram menus take two-letter language codes only: Traditional Chinese users see the zh menu."""
+    def published(scope: str, language_code: str = "") -> dict[str, str]:
+        return {command["command"]: command["description"]
+                for command in world.telegram.commands({"type": scope}, language_code=language_code)}
+
     async with running_bot(world):
-        english = {command["command"]: command["description"] for command in world.telegram.commands()}
-        chinese = {command["command"]: command["description"] for command in world.telegram.commands(language_code="zh")}
-    expected = {"start", "help", "transcribe", "speak", "settings", "mode", "language", "voice", "voices", "auto", "hotwords",
-                "usage", "privacy", "forget"}
-    assert set(english) == set(chinese) == expected
-    assert english["speak"] == "Read a text aloud" and chinese["speak"] == "朗读文本"
+        menus = {(scope, code): published(scope, code) for scope in ("all_private_chats", "all_group_chats",
+                                                                     "all_chat_administrators") for code in ("", "zh")}
+    everything = ["start", "help", "transcribe", "speak", "settings", "mode", "language", "voice", "voices", "auto",
+                  "hotwords", "usage", "privacy", "forget"]
+    for code in ("", "zh"):
+        assert list(menus[("all_private_chats", code)]) == [name for name in everything if name != "auto"]
+        assert list(menus[("all_group_chats", code)]) == ["start", "help", "transcribe", "settings", "privacy"]
+        assert list(menus[("all_chat_administrators", code)]) == everything
+    assert menus[("all_private_chats", "")]["speak"] == "Read a text aloud"
+    assert menus[("all_private_chats", "zh")]["speak"] == "朗读文本"
+    assert menus[("all_chat_administrators", "zh")]["auto"] == "群组中自动转写语音消息"
+    assert world.telegram.commands() == []  # the default scope is left to the host
 
 
 async def test_voice_mode_replies_with_an_ogg_opus_voice_note(world: World) -> None:
@@ -154,7 +165,7 @@ async def test_transcribe_in_a_group_with_auto_off(world: World) -> None:
         await world.telegram.push_text(GROUP, BOB, "/auto off")
         await world.telegram.wait_for_call("sendMessage", lambda call: "管理员" in call.params["text"])  # Bob is no admin
         await world.telegram.push_text(GROUP, ALICE, "/auto@voicebridge_test_bot off")
-        await world.telegram.wait_for_call("sendMessage", lambda call: "automatic transcription" in call.params["text"])
+        await world.telegram.wait_for_call("sendMessage", lambda call: "only on /transcribe" in call.params["text"])
         note = await world.telegram.push_voice(GROUP, BOB, TONE, duration=2)
         command = await world.telegram.push_text(GROUP, ALICE, "/transcribe", reply_to=note["message_id"])
         reply = await world.telegram.wait_for_call("sendMessage", replies_to(note))
@@ -242,7 +253,7 @@ async def test_limits_answer_without_downloading(world: World) -> None:
         long = await world.telegram.push_voice(Chat.private(ALICE), ALICE, TONE, duration=61)
         too_big = await world.telegram.wait_for_call("sendMessage", replies_to(big))
         too_long = await world.telegram.wait_for_call("sendMessage", replies_to(long))
-    assert "20 MB" in too_big.params["text"] and "1 minutes" in too_long.params["text"]
+    assert "20 MB" in too_big.params["text"] and "(limit: 1 minute)" in too_long.params["text"]
     assert world.telegram.calls_to("getFile") == []
 
 
@@ -303,9 +314,9 @@ async def test_a_document_that_states_no_duration_is_billed_for_what_it_holds(wo
         await world.telegram.push_text(chat, ALICE, "/usage")
         usage = await world.telegram.wait_for_call("sendMessage", lambda call: "Usage in this chat" in call.params["text"])
     assert first.params["text"] == "tone 440 hz 40.0 s"
-    assert second.params["text"].startswith("This chat has used its 1 minutes of transcription for today")
+    assert second.params["text"].startswith("Daily transcription limit: this chat has used 40 seconds of its 1 minute today")
     assert len(world.coze.ws_sessions) == 1  # the long one never reached Coze
-    assert "Today: 0.7 minutes" in usage.params["text"]
+    assert "Today: 40 seconds of audio" in usage.params["text"]
 
 
 async def test_a_flood_of_speak_commands_stops_at_the_daily_character_allowance(world: World) -> None:
@@ -320,3 +331,21 @@ async def test_a_flood_of_speak_commands_stops_at_the_daily_character_allowance(
     refusals = [call.params["text"] for call in world.telegram.calls_to("sendMessage")]
     assert len(voices) == 2 and len(refusals) == 4
     assert all(text.startswith("This chat may have 5000 characters read aloud a day") for text in refusals)
+
+
+@pytest.mark.parametrize("language_code", ["zh-hant", "zh-tw", "zh-HK"])
+async def test_traditional_chinese_users_read_traditional_chinese(world: World, language_code: str) -> None:
+    chen = User(1003, "Chen", language_code=language_code)
+    async with running_bot(world):
+        chat = Chat.private(chen)
+        answers = []
+        for command in ("/mode voice", "/auto off", "/settings"):
+            sent = await world.telegram.push_text(chat, chen, command)
+            answers.append(await world.telegram.wait_for_call("sendMessage", replies_to(sent)))
+    assert [answer.params["text"] for answer in answers[:2]] == [
+        "已設定：之後將以語音回覆。",
+        "/auto 只適用於群組：私人聊天中的每則語音訊息都會轉錄，因此沒有做任何變更。",
+    ]
+    settings = answers[2].params["text"].splitlines()
+    assert settings[:2] == ["這個聊天室的設定：", "回覆方式：語音"]
+    assert settings[3] == f"聲音：{DEFAULT_VOICES[0].name}"  # the voice by its name, not its 19-digit id

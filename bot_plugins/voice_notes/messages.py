@@ -1,7 +1,9 @@
-"""Every text the plugin shows to chat users, in English and Chinese.
+"""Every text the plugin shows to chat users, in English, Simplified and Traditional Chinese.
 
 Texts are plain (no markup): adapters send them with no parse mode, stated explicitly so that
-a host bot's defaults never apply.
+a host bot's defaults never apply. Every table here has the three catalogue languages
+(:data:`LANGUAGES`) for every key, with the same format placeholders in each (tests check it).
+A key ``name.platform`` (``help.discord``) is that platform's own version of ``name``.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ _CATALOGUE: dict[str, dict[str, str]] = {
     "start": {
         "en": "Hi! Send me a voice message and I will reply with what it says.\nSend /help to see what else I can do.",
         "zh": "你好！给我发送语音消息，我会回复其中的文字内容。\n发送 /help 查看更多功能。",
+        "zh-hant": "你好！傳送語音訊息給我，我會回覆其中的文字內容。\n傳送 /help 查看更多功能。",
     },
     "help": {
         "en": (
@@ -19,9 +22,9 @@ _CATALOGUE: dict[str, dict[str, str]] = {
             "/transcribe — reply with it to a voice message to transcribe that message\n"
             "/speak TEXT — read a text aloud (or reply with it to a text message)\n"
             "/settings — show this chat's settings\n"
-            "/mode text|voice|both — answer with text, a voice message, or both\n"
-            "/language CODE — recognition language ({languages})\n"
-            "/voice ID — voice for spoken answers (see /voices)\n"
+            "/mode — answer with text, a voice message, or both\n"
+            "/language — recognition language: {languages}\n"
+            "/voice — voice for spoken answers (see /voices)\n"
             "/auto on|off — in groups, transcribe every voice message or only on /transcribe\n"
             "/hotwords a, b, c — words to favour when recognising (names, terms)\n"
             "/usage — audio minutes and characters used by this chat\n"
@@ -34,9 +37,9 @@ _CATALOGUE: dict[str, dict[str, str]] = {
             "/transcribe — 回复某条语音消息，转写该消息\n"
             "/speak 文本 — 朗读文本（也可回复某条文字消息）\n"
             "/settings — 查看本聊天的设置\n"
-            "/mode text|voice|both — 以文字、语音或两者回复\n"
-            "/language 代码 — 识别语言（{languages}）\n"
-            "/voice ID — 语音回复使用的音色（见 /voices）\n"
+            "/mode — 以文字、语音或两者回复\n"
+            "/language — 识别语言：{languages}\n"
+            "/voice — 语音回复使用的音色（见 /voices）\n"
             "/auto on|off — 群组中自动转写所有语音，或仅在 /transcribe 时转写\n"
             "/hotwords a, b, c — 识别时优先考虑的词语（人名、术语）\n"
             "/usage — 查看本聊天的音频时长和字符用量\n"
@@ -44,63 +47,142 @@ _CATALOGUE: dict[str, dict[str, str]] = {
             "/forget — 删除本聊天的转写文本和设置\n\n"
             "在群组中，只有管理员可以修改设置或使用 /usage 和 /forget。"
         ),
+        "zh-hant": (
+            "傳送語音訊息、影片訊息或音訊檔案，我會把它轉錄成文字。\n\n"
+            "/transcribe — 回覆某則語音訊息，轉錄該訊息\n"
+            "/speak 文字 — 朗讀文字（也可以回覆某則文字訊息）\n"
+            "/settings — 查看這個聊天室的設定\n"
+            "/mode — 以文字、語音或兩者回覆\n"
+            "/language — 辨識語言：{languages}\n"
+            "/voice — 語音回覆使用的聲音（見 /voices）\n"
+            "/auto on|off — 在群組中自動轉錄所有語音，或只在 /transcribe 時轉錄\n"
+            "/hotwords a, b, c — 辨識時優先採用的詞語（人名、術語）\n"
+            "/usage — 查看這個聊天室的音訊時長和字元用量\n"
+            "/privacy — 誰會聽到你的音訊，保存哪些內容\n"
+            "/forget — 刪除這個聊天室的轉錄文字和設定\n\n"
+            "在群組中，只有管理員可以變更設定或使用 /usage 和 /forget。"
+        ),
+    },
+    "help.discord": {
+        "en": (
+            "Send a voice message or audio file and I will transcribe it.\n\n"
+            "To transcribe a message already sent: open its menu (right-click, or long-press on mobile), "
+            "then Apps → Transcribe; or use /transcribe with an audio file.\n"
+            "/speak — read a text aloud\n"
+            "/settings — show this channel's settings\n"
+            "/mode — answer with text, a voice message, or both\n"
+            "/language — recognition language: {languages}\n"
+            "/voice — voice for spoken answers (see /voices)\n"
+            "/auto — in server channels, transcribe every voice message or only on request\n"
+            "/hotwords — words to favour when recognising (names, terms)\n"
+            "/usage — audio minutes and characters used in this channel\n"
+            "/privacy — who hears your audio and what is kept\n"
+            "/forget — delete this channel's transcripts and settings\n\n"
+            "In servers, only members who can manage the server can change settings or use /usage and /forget."
+        ),
+        "zh": (
+            "发送语音消息或音频文件，我会将其转写为文字。\n\n"
+            "转写已发送的消息：打开该消息的菜单（右键单击，手机上长按），选择 应用 → 转写；"
+            "或使用 /transcribe 并附上音频文件。\n"
+            "/speak — 朗读文本\n"
+            "/settings — 查看本频道的设置\n"
+            "/mode — 以文字、语音或两者回复\n"
+            "/language — 识别语言：{languages}\n"
+            "/voice — 语音回复使用的音色（见 /voices）\n"
+            "/auto — 在服务器频道中自动转写所有语音，或仅在请求时转写\n"
+            "/hotwords — 识别时优先考虑的词语（人名、术语）\n"
+            "/usage — 查看本频道的音频时长和字符用量\n"
+            "/privacy — 谁会听到你的音频，保存哪些内容\n"
+            "/forget — 删除本频道的转写文本和设置\n\n"
+            "在服务器中，只有拥有“管理服务器”权限的成员可以修改设置或使用 /usage 和 /forget。"
+        ),
+        "zh-hant": (
+            "傳送語音訊息或音訊檔案，我會把它轉錄成文字。\n\n"
+            "轉錄已傳送的訊息：開啟該訊息的選單（按右鍵，手機上長按），選擇 應用程式 → 轉錄；"
+            "或使用 /transcribe 並附上音訊檔案。\n"
+            "/speak — 朗讀文字\n"
+            "/settings — 查看這個頻道的設定\n"
+            "/mode — 以文字、語音或兩者回覆\n"
+            "/language — 辨識語言：{languages}\n"
+            "/voice — 語音回覆使用的聲音（見 /voices）\n"
+            "/auto — 在伺服器頻道中自動轉錄所有語音，或只在要求時轉錄\n"
+            "/hotwords — 辨識時優先採用的詞語（人名、術語）\n"
+            "/usage — 查看這個頻道的音訊時長和字元用量\n"
+            "/privacy — 誰會聽到你的音訊，保存哪些內容\n"
+            "/forget — 刪除這個頻道的轉錄文字和設定\n\n"
+            "在伺服器中，只有擁有「管理伺服器」權限的成員可以變更設定或使用 /usage 和 /forget。"
+        ),
     },
     "not_allowed": {
         "en": "Sorry, this bot is not available in this chat.",
         "zh": "抱歉，此聊天无法使用本机器人。",
+        "zh-hant": "抱歉，這個聊天室無法使用本機器人。",
     },
     "too_big": {
         "en": "This file is too large for me to download (limit: {limit} MB).",
         "zh": "文件太大，无法下载（上限：{limit} MB）。",
+        "zh-hant": "檔案太大，無法下載（上限：{limit} MB）。",
     },
     "too_long": {
-        "en": "This recording is too long for me (limit: {limit} minutes).",
-        "zh": "录音太长，无法处理（上限：{limit} 分钟）。",
+        "en": "This recording is too long for me (limit: {limit}).",
+        "zh": "录音太长，无法处理（上限：{limit}）。",
+        "zh-hant": "錄音太長，無法處理（上限：{limit}）。",
     },
     "nothing_heard": {
         "en": "I could not make out any words in this recording.",
         "zh": "未能从这段录音中识别出任何文字。",
+        "zh-hant": "無法從這段錄音中辨識出任何文字。",
     },
     "speaker": {
         "en": "🎤 {name}: {text}",
         "zh": "🎤 {name}：{text}",
+        "zh-hant": "🎤 {name}：{text}",
     },
     # An answer's failure, then (for a voice note) "heard", so that the user's words are never lost.
     "responder_timeout": {
         "en": "Sorry, the answer is taking too long.",
         "zh": "抱歉，回答耗时过长。",
+        "zh-hant": "抱歉，回答花費的時間太長。",
     },
     "responder_failed": {
         "en": "Sorry, I could not answer that.",
         "zh": "抱歉，我无法回答。",
+        "zh-hant": "抱歉，我無法回答。",
     },
     "heard": {
         "en": " I heard: {transcript}",
         "zh": "我听到的是：{transcript}",
+        "zh-hant": "我聽到的是：{transcript}",
     },
     "agent_failed": {
         "en": "Sorry, the agent could not answer this time. Please try again.",
         "zh": "抱歉，智能体这次没能回答，请重试。",
+        "zh-hant": "抱歉，智慧代理這次沒能回答，請再試一次。",
     },
     "agent_needs_tool": {
         "en": "Sorry, the agent wanted to use a tool that this bot cannot run, so there is no answer.",
         "zh": "抱歉，智能体需要使用本机器人无法运行的工具，因此无法回答。",
+        "zh-hant": "抱歉，智慧代理需要使用本機器人無法執行的工具，因此無法回答。",
     },
     "agent_busy": {
         "en": "The agent is busy right now. Please try again in a minute.",
         "zh": "智能体当前繁忙，请稍后再试。",
+        "zh-hant": "智慧代理目前忙碌中，請稍後再試。",
     },
     "agent_unreachable": {
         "en": "The agent cannot be reached right now. Please try again later.",
         "zh": "暂时无法连接智能体，请稍后再试。",
+        "zh-hant": "暫時無法連線到智慧代理，請稍後再試。",
     },
     "agent_not_set_up": {
         "en": "The agent is not set up correctly. The bot owner needs to check its Coze settings.",
         "zh": "智能体配置有误，请机器人管理员检查扣子（Coze）的相关设置。",
+        "zh-hant": "智慧代理的設定有誤，請機器人管理員檢查扣子（Coze）的相關設定。",
     },
     "start_agent": {
         "en": "Hi! Talk to me: send a voice message or write, and I will answer.\nSend /new to start a new conversation, /help to see what else I can do.",
         "zh": "你好！发送语音消息或文字和我聊天吧，我会回答你。\n发送 /new 开始新的对话，发送 /help 查看更多功能。",
+        "zh-hant": "你好！傳送語音訊息或文字和我聊天吧，我會回答你。\n傳送 /new 開始新的對話，傳送 /help 查看更多功能。",
     },
     "help_agent": {
         "en": (
@@ -114,153 +196,232 @@ _CATALOGUE: dict[str, dict[str, str]] = {
             "/ask 问题 — 向我提问（也可回复某条语音消息）\n"
             "/new — 开始新的对话"
         ),
+        "zh-hant": (
+            "傳送語音訊息或文字和我聊天，我會回答（在群組中：用語音訊息回覆我的訊息，或使用 /ask）。\n"
+            "/ask 問題 — 向我提問（也可以回覆某則語音訊息）\n"
+            "/new — 開始新的對話"
+        ),
     },
     "ask_usage": {
         "en": "Use /ask QUESTION, or reply to a voice message with /ask.",
         "zh": "请使用 /ask 问题，或回复一条语音消息并发送 /ask。",
+        "zh-hant": "請使用 /ask 問題，或回覆一則語音訊息並傳送 /ask。",
     },
     "new_conversation": {
         "en": "Done: the next message starts a new conversation.",
         "zh": "好的：下一条消息将开始新的对话。",
+        "zh-hant": "好的：下一則訊息將開始新的對話。",
     },
     "download_failed": {
         "en": "I could not download this file. Please try again.",
         "zh": "无法下载这个文件，请重试。",
+        "zh-hant": "無法下載這個檔案，請再試一次。",
     },
     "unexpected_error": {
         "en": "Something went wrong while handling this message. Please try again.",
         "zh": "处理这条消息时出错了，请重试。",
+        "zh-hant": "處理這則訊息時發生錯誤，請再試一次。",
     },
     "settings": {
         "en": "Settings for this chat:\nReply mode: {mode}\nLanguage: {language}\nVoice: {voice}\n"
               "Transcribe every voice message in groups: {auto}\nHot words: {hot_words}",
         "zh": "本聊天的设置：\n回复方式：{mode}\n识别语言：{language}\n音色：{voice}\n"
               "群组中自动转写：{auto}\n热词：{hot_words}",
+        "zh-hant": "這個聊天室的設定：\n回覆方式：{mode}\n辨識語言：{language}\n聲音：{voice}\n"
+                   "群組中自動轉錄：{auto}\n熱詞：{hot_words}",
     },
-    "default_voice": {"en": "default", "zh": "默认"},
-    "none": {"en": "none", "zh": "无"},
-    "on": {"en": "on", "zh": "开"},
-    "off": {"en": "off", "zh": "关"},
+    "default_voice": {"en": "default", "zh": "默认", "zh-hant": "預設"},
+    "none": {"en": "none", "zh": "无", "zh-hant": "無"},
+    "on": {"en": "on", "zh": "开启", "zh-hant": "開啟"},
+    "off": {"en": "off", "zh": "关闭", "zh-hant": "關閉"},
+    # Reply modes by their value (settings.ReplyMode), as /mode, /settings and Discord's choices name them.
+    "mode.text": {"en": "text", "zh": "文字", "zh-hant": "文字"},
+    "mode.voice": {"en": "voice message", "zh": "语音", "zh-hant": "語音"},
+    "mode.both": {"en": "text and voice message", "zh": "文字和语音", "zh-hant": "文字和語音"},
     "mode_set": {
         "en": "Done: I will now answer with {mode}.",
-        "zh": "已设置：之后将以 {mode} 方式回复。",
+        "zh": "已设置：之后将以{mode}回复。",
+        "zh-hant": "已設定：之後將以{mode}回覆。",
     },
     "mode_usage": {
-        "en": "Use /mode text, /mode voice or /mode both.",
-        "zh": "请使用 /mode text、/mode voice 或 /mode both。",
+        "en": "Use /mode text, /mode voice or /mode both (text, voice message, or both).",
+        "zh": "请使用 /mode text（文字）、/mode voice（语音）或 /mode both（文字和语音）。",
+        "zh-hant": "請使用 /mode text（文字）、/mode voice（語音）或 /mode both（文字和語音）。",
     },
     "language_set": {
         "en": "Done: recognition language is now {language}.",
-        "zh": "已设置：识别语言为 {language}。",
+        "zh": "已设置：识别语言为{language}。",
+        "zh-hant": "已設定：辨識語言為{language}。",
     },
     "language_usage": {
         "en": "Use /language CODE with one of: {languages}.",
         "zh": "请使用 /language 代码，可选：{languages}。",
+        "zh-hant": "請使用 /language 代碼，可選：{languages}。",
     },
     "language_refused": {
         "en": "{language} is not available here: the speech service {provider} recognises only {honoured}. "
               "Choose one of: {languages}.",
         "zh": "这里无法使用{language}：语音服务 {provider} 只能识别{honoured}。可选：{languages}。",
+        "zh-hant": "這裡無法使用{language}：語音服務 {provider} 只能辨識{honoured}。可選：{languages}。",
     },
     "language_unavailable": {
         "en": "{language} (this chat chose {chosen}, which the current speech service cannot recognise)",
         "zh": "{language}（本聊天选择的{chosen}当前的语音服务无法识别）",
+        "zh-hant": "{language}（這個聊天室選擇的{chosen}目前的語音服務無法辨識）",
     },
     "voice_set": {
-        "en": "Done: spoken answers will use voice {voice}.",
-        "zh": "已设置：语音回复将使用音色 {voice}。",
+        "en": "Done: spoken answers will use the voice {voice}.",
+        "zh": "已设置：语音回复将使用音色“{voice}”。",
+        "zh-hant": "已設定：語音回覆將使用聲音「{voice}」。",
     },
     "voice_usage": {
         "en": "Use /voice ID; send /voices to see the available voices.",
         "zh": "请使用 /voice ID；发送 /voices 查看可用音色。",
+        "zh-hant": "請使用 /voice ID；傳送 /voices 查看可用的聲音。",
     },
     "voice_unknown": {
         "en": "There is no voice with the id {voice}. Send /voices to see the available voices.",
         "zh": "没有 ID 为 {voice} 的音色。发送 /voices 查看可用音色。",
+        "zh-hant": "沒有 ID 為 {voice} 的聲音。傳送 /voices 查看可用的聲音。",
     },
     "voices": {
         "en": "Available voices (use /voice ID):\n{voices}",
         "zh": "可用音色（使用 /voice ID 选择）：\n{voices}",
+        "zh-hant": "可用的聲音（使用 /voice ID 選擇）：\n{voices}",
     },
     "voices_more": {
         "en": "… and {count} more.",
         "zh": "……还有 {count} 个。",
+        "zh-hant": "……還有 {count} 個。",
     },
-    "auto_set": {
-        "en": "Done: automatic transcription in this chat is now {state}.",
-        "zh": "已设置：本聊天的自动转写已{state}。",
+    "auto_set_on": {
+        "en": "Done: every voice message in this chat will now be transcribed automatically.",
+        "zh": "已开启：本聊天的每条语音消息都会自动转写。",
+        "zh-hant": "已開啟：這個聊天室的每則語音訊息都會自動轉錄。",
+    },
+    "auto_set_off": {
+        "en": "Done: voice messages in this chat will now be transcribed only on /transcribe.",
+        "zh": "已关闭自动转写：本聊天的语音消息只在使用 /transcribe 时转写。",
+        "zh-hant": "已關閉自動轉錄：這個聊天室的語音訊息只在使用 /transcribe 時轉錄。",
+    },
+    "auto_set_off.discord": {
+        "en": "Done: voice messages in this channel will now be transcribed only on request (Transcribe in a "
+              "message's Apps menu, or /transcribe).",
+        "zh": "已关闭自动转写：本频道的语音消息只在请求时转写（消息菜单中的 应用 → 转写，或 /transcribe）。",
+        "zh-hant": "已關閉自動轉錄：這個頻道的語音訊息只在要求時轉錄（訊息選單中的 應用程式 → 轉錄，或 /transcribe）。",
+    },
+    "auto_private": {
+        "en": "/auto applies to groups: in a private chat every voice message is always transcribed, so nothing "
+              "was changed.",
+        "zh": "/auto 只适用于群组：私聊中的每条语音消息都会转写，因此没有做任何更改。",
+        "zh-hant": "/auto 只適用於群組：私人聊天中的每則語音訊息都會轉錄，因此沒有做任何變更。",
     },
     "auto_usage": {
         "en": "Use /auto on or /auto off.",
-        "zh": "请使用 /auto on 或 /auto off。",
+        "zh": "请使用 /auto on（开启）或 /auto off（关闭）。",
+        "zh-hant": "請使用 /auto on（開啟）或 /auto off（關閉）。",
     },
     "hot_words_set": {
         "en": "Done: hot words are now {hot_words}.",
         "zh": "已设置：热词为 {hot_words}。",
+        "zh-hant": "已設定：熱詞為 {hot_words}。",
     },
     "hot_words_cleared": {
         "en": "Done: hot words cleared.",
         "zh": "已清除热词。",
+        "zh-hant": "已清除熱詞。",
     },
     "hot_words_current": {
         "en": "Hot words: {hot_words}. Use /hotwords a, b, c to change them or /hotwords off to clear them.",
         "zh": "当前热词：{hot_words}。使用 /hotwords a, b, c 修改，或 /hotwords off 清除。",
+        "zh-hant": "目前的熱詞：{hot_words}。使用 /hotwords a, b, c 修改，或 /hotwords off 清除。",
     },
     "admins_only": {
         "en": "Only the chat's admins can change settings here.",
         "zh": "在本群组中只有管理员可以修改设置。",
+        "zh-hant": "在這個群組中只有管理員可以變更設定。",
     },
     "transcribe_usage": {
-        "en": "Use /transcribe on a voice message: reply to it with /transcribe, or pick Transcribe from its menu.",
-        "zh": "请对语音消息使用转写：回复该消息并发送 /transcribe，或在其菜单中选择 Transcribe。",
+        "en": "Use /transcribe on a voice message: reply to it with /transcribe.",
+        "zh": "请对语音消息使用转写：回复该消息并发送 /transcribe。",
+        "zh-hant": "請對語音訊息使用轉錄：回覆該訊息並傳送 /transcribe。",
+    },
+    "transcribe_usage.discord": {
+        "en": "Pick Transcribe from a voice message's menu (Apps → Transcribe), or use /transcribe with an audio file.",
+        "zh": "请在语音消息的菜单中选择 应用 → 转写，或使用 /transcribe 并附上音频文件。",
+        "zh-hant": "請在語音訊息的選單中選擇 應用程式 → 轉錄，或使用 /transcribe 並附上音訊檔案。",
     },
     "speak_usage": {
         "en": "Use /speak TEXT, or reply to a text message with /speak.",
         "zh": "请使用 /speak 文本，或回复一条文字消息并发送 /speak。",
+        "zh-hant": "請使用 /speak 文字，或回覆一則文字訊息並傳送 /speak。",
     },
     "speak_too_long": {
         "en": "That is too long to read aloud (limit: {limit} characters).",
         "zh": "文本太长，无法朗读（上限：{limit} 个字符）。",
+        "zh-hant": "文字太長，無法朗讀（上限：{limit} 個字元）。",
     },
     "tts_limit": {
         "en": "This chat may have {limit} characters read aloud a day; {used} are used today, and this text has "
-              "{requested}. The limit resets at midnight UTC.",
-        "zh": "本聊天每天可朗读 {limit} 个字符；今天已用 {used} 个，这段文字有 {requested} 个。额度将在 UTC 零点重置。",
+              "{requested}. The limit resets at 00:00 UTC (in {reset}).",
+        "zh": "本聊天每天可朗读 {limit} 个字符；今天已用 {used} 个，这段文字有 {requested} 个。"
+              "额度将在 UTC 0 点（{reset}后）重置。",
+        "zh-hant": "這個聊天室每天可朗讀 {limit} 個字元；今天已用 {used} 個，這段文字有 {requested} 個。"
+                   "額度將在 UTC 0 點（{reset}後）重設。",
     },
     "voice_reply_over_limit": {
         "en": "(No voice reply: this chat has used its {limit} characters read aloud for today.)",
         "zh": "（未发送语音回复：本聊天今天的朗读额度 {limit} 个字符已用完。）",
+        "zh-hant": "（未傳送語音回覆：這個聊天室今天的朗讀額度 {limit} 個字元已用完。）",
     },
     "speak_admins_only": {
         "en": "In this group, only admins can have texts read aloud.",
         "zh": "在本群组中，只有管理员可以使用朗读功能。",
+        "zh-hant": "在這個群組中，只有管理員可以使用朗讀功能。",
     },
     "speak_off": {
         "en": "Reading texts aloud is turned off in groups on this bot.",
         "zh": "本机器人在群组中不提供朗读功能。",
+        "zh-hant": "本機器人在群組中不提供朗讀功能。",
     },
     "no_tts": {
         "en": "Spoken answers are not set up on this bot.",
         "zh": "本机器人未配置语音回复功能。",
+        "zh-hant": "本機器人未設定語音回覆功能。",
     },
+    # The used amount and the limit are durations (see "seconds"/"minutes"); a note that does not
+    # fit in what is left is refused even before the limit is used up, so the text says both.
     "daily_limit": {
-        "en": "This chat has used its {limit} minutes of transcription for today ({used} minutes). "
-              "The limit resets at midnight UTC.",
-        "zh": "本聊天今天的转写额度（{limit} 分钟）已用完（已用 {used} 分钟），额度将在 UTC 零点重置。",
+        "en": "Daily transcription limit: this chat has used {used} of its {limit} today, and this recording "
+              "does not fit in what is left. The limit resets at 00:00 UTC (in {reset}).",
+        "zh": "每日转写额度：本聊天今天已用 {used}（共 {limit}），剩余额度不足以转写这段录音。"
+              "额度将在 UTC 0 点（{reset}后）重置。",
+        "zh-hant": "每日轉錄額度：這個聊天室今天已用 {used}（共 {limit}），剩餘額度不足以轉錄這段錄音。"
+                   "額度將在 UTC 0 點（{reset}後）重設。",
     },
     "daily_limit_user": {
-        "en": "You have used your {limit} minutes of transcription in this group for today ({used} minutes). "
-              "The limit resets at midnight UTC.",
-        "zh": "你今天在本群组的转写额度（{limit} 分钟）已用完（已用 {used} 分钟），额度将在 UTC 零点重置。",
+        "en": "Daily transcription limit: you have used {used} of your {limit} in this group today, and this "
+              "recording does not fit in what is left. The limit resets at 00:00 UTC (in {reset}).",
+        "zh": "每日转写额度：你今天在本群组已用 {used}（共 {limit}），剩余额度不足以转写这段录音。"
+              "额度将在 UTC 0 点（{reset}后）重置。",
+        "zh-hant": "每日轉錄額度：你今天在這個群組已用 {used}（共 {limit}），剩餘額度不足以轉錄這段錄音。"
+                   "額度將在 UTC 0 點（{reset}後）重設。",
     },
     "usage": {
-        "en": "Usage in this chat:\nToday: {today_minutes} minutes of audio transcribed, {today_characters} characters read aloud\n"
-              "This month: {month_minutes} minutes, {month_characters} characters\nDaily limit: {limit}",
-        "zh": "本聊天的用量：\n今天：转写音频 {today_minutes} 分钟，朗读 {today_characters} 个字符\n"
-              "本月：{month_minutes} 分钟，{month_characters} 个字符\n每日额度：{limit}",
+        "en": "Usage in this chat:\nToday: {today_audio} of audio transcribed, {today_characters} characters read aloud\n"
+              "This month: {month_audio}, {month_characters} characters\nDaily limit: {limit}",
+        "zh": "本聊天的用量：\n今天：转写音频 {today_audio}，朗读 {today_characters} 个字符\n"
+              "本月：{month_audio}，{month_characters} 个字符\n每日额度：{limit}",
+        "zh-hant": "這個聊天室的用量：\n今天：轉錄音訊 {today_audio}，朗讀 {today_characters} 個字元\n"
+                   "本月：{month_audio}，{month_characters} 個字元\n每日額度：{limit}",
     },
-    "no_limit": {"en": "none", "zh": "不限"},
-    "minutes": {"en": "{minutes} minutes", "zh": "{minutes} 分钟"},
+    "no_limit": {"en": "none", "zh": "不限", "zh-hant": "不限"},
+    # Durations, from messages.duration().
+    "seconds": {"en": "{count} seconds", "zh": "{count} 秒", "zh-hant": "{count} 秒"},
+    "minute": {"en": "1 minute", "zh": "1 分钟", "zh-hant": "1 分鐘"},
+    "minutes": {"en": "{count} minutes", "zh": "{count} 分钟", "zh-hant": "{count} 分鐘"},
+    "hours_minutes": {"en": "{hours} h {minutes} min", "zh": "{hours} 小时 {minutes} 分钟",
+                      "zh-hant": "{hours} 小時 {minutes} 分鐘"},
     "privacy": {
         "en": "Voice messages sent here are transcribed by {asr}; spoken answers are made by {tts}.\n"
               "What this bot keeps:\n"
@@ -281,6 +442,15 @@ _CATALOGUE: dict[str, dict[str, str]] = {
               "/forget 不会删除它们，否则额度会被重置。\n"
               "• 平台提供的你的应用语言：用于以该语言回复你。\n"
               "/forget 会立即删除本聊天的转写文本和设置，数据库文件中不留痕迹。",
+        "zh-hant": "傳送到這裡的語音訊息由 {asr} 轉錄；語音回覆由 {tts} 產生。\n"
+                   "本機器人保存的內容：\n"
+                   "• 不保存任何音訊。\n"
+                   "• 轉錄文字：保留 {hours} 小時，用來直接回覆重複的訊息而不必再次傳送音訊，之後刪除。\n"
+                   "• 這個聊天室的設定：保留到使用 /forget 為止。\n"
+                   "• 每個聊天室每天的用量統計（音訊秒數、朗讀字元數，不含內容）：保留 {usage_days} 天，用於每日額度和 /usage。"
+                   "/forget 不會刪除它們，否則額度會被重設。\n"
+                   "• 平台提供的你的應用程式語言：用來以該語言回覆你。\n"
+                   "/forget 會立即刪除這個聊天室的轉錄文字和設定，資料庫檔案中不留痕跡。",
     },
     "privacy_agent": {
         "en": "Answers come from an agent on {service}: what you say to it (the transcript of a voice message, or "
@@ -288,63 +458,100 @@ _CATALOGUE: dict[str, dict[str, str]] = {
               "conversation's id, until /new or /forget; the history on {service} stays.",
         "zh": "回答来自 {service} 上的智能体：你对它说的话（语音消息的转写文本或你的文字）会发送到那里，对话记录也保存在那里。"
               "本机器人只保存对话的 ID，直到使用 /new 或 /forget；{service} 上的对话记录会保留。",
+        "zh-hant": "回答來自 {service} 上的智慧代理：你對它說的話（語音訊息的轉錄文字或你的文字）會傳送到那裡，對話紀錄也保存在那裡。"
+                   "本機器人只保存對話的 ID，直到使用 /new 或 /forget；{service} 上的對話紀錄會保留。",
     },
-    "no_speech_synthesis": {"en": "nobody (not set up)", "zh": "无（未配置）"},
+    "no_speech_synthesis": {"en": "nobody (not set up)", "zh": "无（未配置）", "zh-hant": "無（未設定）"},
     "forgotten": {
         "en": "Done: {count} stored transcripts and this chat's settings were deleted.",
         "zh": "已删除：{count} 条转写文本及本聊天的设置。",
+        "zh-hant": "已刪除：{count} 則轉錄文字及這個聊天室的設定。",
     },
     "admins_only_command": {
         "en": "Only the chat's admins can use this command here.",
         "zh": "在本群组中只有管理员可以使用此命令。",
+        "zh-hant": "在這個群組中只有管理員可以使用這個指令。",
     },
     "voice_not_allowed": {
         "en": "I am not allowed to send voice or audio messages here.",
         "zh": "我无法在这里发送语音或音频消息。",
+        "zh-hant": "我無法在這裡傳送語音或音訊訊息。",
     },
 }
 
-# Command descriptions for the platforms' command menus.
+# Command descriptions for the platforms' command menus (Telegram: up to 256 characters; Discord: 100).
 COMMAND_DESCRIPTIONS: dict[str, dict[str, str]] = {
-    "start": {"en": "Introduction", "zh": "介绍"},
-    "help": {"en": "What this bot can do", "zh": "查看功能说明"},
-    "ask": {"en": "Ask the agent", "zh": "向智能体提问"},
-    "new": {"en": "Start a new conversation", "zh": "开始新的对话"},
-    "transcribe": {"en": "Transcribe the voice message you reply to", "zh": "转写所回复的语音消息"},
-    "speak": {"en": "Read a text aloud", "zh": "朗读文本"},
-    "settings": {"en": "Show this chat's settings", "zh": "查看本聊天的设置"},
-    "mode": {"en": "Answer with text, voice or both", "zh": "设置回复方式：文字、语音或两者"},
-    "language": {"en": "Set the recognition language", "zh": "设置识别语言"},
-    "voice": {"en": "Choose the voice for spoken answers", "zh": "选择语音回复的音色"},
-    "voices": {"en": "List the available voices", "zh": "列出可用音色"},
-    "auto": {"en": "Transcribe every voice message in groups", "zh": "群组中自动转写语音消息"},
-    "hotwords": {"en": "Words to favour when recognising", "zh": "设置识别热词"},
-    "usage": {"en": "Audio minutes and characters used", "zh": "查看用量"},
-    "privacy": {"en": "Who hears your audio, what is kept", "zh": "隐私说明"},
-    "forget": {"en": "Delete this chat's transcripts and settings", "zh": "删除本聊天的转写和设置"},
+    "start": {"en": "Introduction", "zh": "介绍", "zh-hant": "介紹"},
+    "help": {"en": "What this bot can do", "zh": "查看功能说明", "zh-hant": "查看功能說明"},
+    "ask": {"en": "Ask the agent", "zh": "向智能体提问", "zh-hant": "向智慧代理提問"},
+    "new": {"en": "Start a new conversation", "zh": "开始新的对话", "zh-hant": "開始新的對話"},
+    "transcribe": {"en": "Transcribe the voice message you reply to", "zh": "转写所回复的语音消息",
+                   "zh-hant": "轉錄所回覆的語音訊息"},
+    "speak": {"en": "Read a text aloud", "zh": "朗读文本", "zh-hant": "朗讀文字"},
+    "settings": {"en": "Show this chat's settings", "zh": "查看本聊天的设置", "zh-hant": "查看這個聊天室的設定"},
+    "mode": {"en": "Answer with text, voice or both", "zh": "设置回复方式：文字、语音或两者",
+             "zh-hant": "設定回覆方式：文字、語音或兩者"},
+    "language": {"en": "Set the recognition language", "zh": "设置识别语言", "zh-hant": "設定辨識語言"},
+    "voice": {"en": "Choose the voice for spoken answers", "zh": "选择语音回复的音色", "zh-hant": "選擇語音回覆的聲音"},
+    "voices": {"en": "List the available voices", "zh": "列出可用音色", "zh-hant": "列出可用的聲音"},
+    "auto": {"en": "Transcribe every voice message in groups", "zh": "群组中自动转写语音消息",
+             "zh-hant": "在群組中自動轉錄語音訊息"},
+    "hotwords": {"en": "Words to favour when recognising", "zh": "设置识别热词", "zh-hant": "設定辨識熱詞"},
+    "usage": {"en": "Audio minutes and characters used", "zh": "查看用量", "zh-hant": "查看用量"},
+    "privacy": {"en": "Who hears your audio, what is kept", "zh": "隐私说明", "zh-hant": "隱私權說明"},
+    "forget": {"en": "Delete this chat's transcripts and settings", "zh": "删除本聊天的转写和设置",
+               "zh-hant": "刪除這個聊天室的轉錄和設定"},
+}
+
+# Discord: the message context menus' names (shown in a message's Apps menu), and the slash
+# commands' options, by "command.option".
+MENU_NAMES: dict[str, dict[str, str]] = {
+    "transcribe": {"en": "Transcribe", "zh": "转写", "zh-hant": "轉錄"},
+    "ask": {"en": "Ask", "zh": "提问", "zh-hant": "提問"},
+}
+OPTION_DESCRIPTIONS: dict[str, dict[str, str]] = {
+    "ask.question": {"en": "What to ask", "zh": "要问的问题", "zh-hant": "要問的問題"},
+    "ask.audio": {"en": "Or a voice message or audio file", "zh": "或一条语音消息、一个音频文件",
+                  "zh-hant": "或一則語音訊息、一個音訊檔案"},
+    "transcribe.audio": {"en": "A voice message or audio file", "zh": "语音消息或音频文件", "zh-hant": "語音訊息或音訊檔案"},
+    "speak.text": {"en": "The text to read aloud", "zh": "要朗读的文本", "zh-hant": "要朗讀的文字"},
+    "mode.mode": {"en": "How to answer", "zh": "回复方式", "zh-hant": "回覆方式"},
+    "language.code": {"en": "The language to recognise", "zh": "要识别的语言", "zh-hant": "要辨識的語言"},
+    "voice.voice_id": {"en": "The voice (start typing its name)", "zh": "音色（输入名称查找）",
+                       "zh-hant": "聲音（輸入名稱搜尋）"},
+    "auto.state": {"en": "Transcribe every voice message here, or not", "zh": "是否自动转写这里的每条语音消息",
+                   "zh-hant": "是否自動轉錄這裡的每則語音訊息"},
+    "hotwords.words": {"en": "Comma-separated words; off to clear them", "zh": "用逗号分隔的词语；off 清除",
+                       "zh-hant": "用逗號分隔的詞語；off 清除"},
 }
 
 # Recognition languages by neutral code (speech/languages.py), as /language and /settings show them.
 LANGUAGE_NAMES: dict[str, dict[str, str]] = {
-    "auto": {"en": "automatic", "zh": "自动识别"},
-    "zh": {"en": "Chinese (Mandarin)", "zh": "普通话"},
-    "yue": {"en": "Cantonese", "zh": "粤语"},
-    "zh-sichuan": {"en": "Sichuanese", "zh": "四川话"},
-    "en": {"en": "English", "zh": "英语"},
-    "ja": {"en": "Japanese", "zh": "日语"},
-    "ko": {"en": "Korean", "zh": "韩语"},
-    "fr": {"en": "French", "zh": "法语"},
-    "es": {"en": "Spanish", "zh": "西班牙语"},
-    "pt": {"en": "Portuguese", "zh": "葡萄牙语"},
-    "ru": {"en": "Russian", "zh": "俄语"},
-    "id": {"en": "Indonesian", "zh": "印尼语"},
-    "ms": {"en": "Malay", "zh": "马来语"},
+    "auto": {"en": "automatic", "zh": "自动识别", "zh-hant": "自動辨識"},
+    "zh": {"en": "Chinese (Mandarin)", "zh": "普通话", "zh-hant": "華語"},
+    "yue": {"en": "Cantonese", "zh": "粤语", "zh-hant": "粵語"},
+    "zh-sichuan": {"en": "Sichuanese", "zh": "四川话", "zh-hant": "四川話"},
+    "en": {"en": "English", "zh": "英语", "zh-hant": "英語"},
+    "ja": {"en": "Japanese", "zh": "日语", "zh-hant": "日語"},
+    "ko": {"en": "Korean", "zh": "韩语", "zh-hant": "韓語"},
+    "fr": {"en": "French", "zh": "法语", "zh-hant": "法語"},
+    "es": {"en": "Spanish", "zh": "西班牙语", "zh-hant": "西班牙語"},
+    "pt": {"en": "Portuguese", "zh": "葡萄牙语", "zh-hant": "葡萄牙語"},
+    "ru": {"en": "Russian", "zh": "俄语", "zh-hant": "俄語"},
+    "id": {"en": "Indonesian", "zh": "印尼语", "zh-hant": "印尼語"},
+    "ms": {"en": "Malay", "zh": "马来语", "zh-hant": "馬來語"},
+}
+
+# Every table of user-facing texts, for the tests that hold each to the three languages.
+TABLES: dict[str, dict[str, dict[str, str]]] = {
+    "catalogue": _CATALOGUE, "commands": COMMAND_DESCRIPTIONS, "menus": MENU_NAMES, "options": OPTION_DESCRIPTIONS,
+    "languages": LANGUAGE_NAMES,
 }
 
 # Who hears the audio, by provider name, for /privacy.
 PROVIDER_NAMES = {"coze": "Coze (扣子)", "coze-stream": "Coze (扣子)", "feishu": "Feishu / Lark (飞书)"}
 
-LANGUAGES = ("en", "zh")
+LANGUAGES = ("en", "zh", "zh-hant")  # the catalogue languages, as speech.errors.pick_language returns them
 
 
 def language_name(code: str, lang: str | None) -> str:
@@ -353,7 +560,28 @@ def language_name(code: str, lang: str | None) -> str:
     return f"{names[pick_language(lang)]} ({code})" if names else code
 
 
-def text(key: str, lang: str | None, **values: object) -> str:
-    """The catalogue text for ``key`` in the user's language (Chinese for zh-*, else English)."""
-    template = _CATALOGUE[key][pick_language(lang)]
+def text(key: str, lang: str | None, platform: str | None = None, **values: object) -> str:
+    """The catalogue text for ``key`` in the user's language (:func:`pick_language`), in
+    ``platform``'s own version when it has one."""
+    entry = _CATALOGUE.get(f"{key}.{platform}") if platform else None
+    template = (entry or _CATALOGUE[key])[pick_language(lang)]
     return template.format(**values) if values else template
+
+
+def duration(seconds: float, lang: str | None, *, round_down: bool = False) -> str:
+    """``45 seconds``, ``1 minute``, ``2.5 minutes``: a limit or an amount used, in the user's
+    language. ``round_down`` for an amount used, so that it never shows as the whole limit (or
+    more) while some of it is left."""
+    whole_seconds = int(seconds) if round_down else round(seconds)
+    if whole_seconds < 60:
+        return text("seconds", lang, count=whole_seconds)
+    tenths = int(seconds / 6) if round_down else round(seconds / 6)  # minutes, to one decimal
+    if tenths == 10:
+        return text("minute", lang)
+    return text("minutes", lang, count=f"{tenths / 10:.1f}".removesuffix(".0"))
+
+
+def time_left(seconds: float, lang: str | None) -> str:
+    """``5 h 12 min``: time until a reset, rounded up to the minute."""
+    minutes = max(1, -int(-seconds // 60))
+    return text("hours_minutes", lang, hours=minutes // 60, minutes=minutes % 60)

@@ -11,7 +11,7 @@ from collections.abc import AsyncIterable, Awaitable, Callable
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 
 class ChatKind(StrEnum):
@@ -148,6 +148,15 @@ class ChatPort(Protocol):
         """A reply could not be delivered even after waiting and retrying: tell the host's own
         error handling (PTB error handlers, discord.py ``on_error``). Called inside the ``except``
         block that caught ``error``."""
+        ...
+
+
+@runtime_checkable
+class NoticePort(Protocol):
+    """A port that can show a text to the user who asked only (Discord: an ephemeral followup)."""
+
+    async def send_notice(self, text: str, reply_to: str | None) -> str:
+        """A refusal or an error about a command: for whoever asked, not the whole chat."""
         ...
 
 

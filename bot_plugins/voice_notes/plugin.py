@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Itera
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
+from enum import StrEnum
 from typing import Any, Protocol
 
 from ..logs import new_request_id
@@ -24,7 +25,7 @@ from . import messages
 from .answers import SPEAK_LIMIT_CHARACTERS, Answerer, Question
 from .conversations import StoredConversation, forget_conversations
 from .delivery import LiveMessage, send_text, send_voice
-from .messages import language_name, text
+from .messages import duration, language_name, text, time_left
 from .model import (
     Activity,
     ChatKind,
@@ -32,6 +33,7 @@ from .model import (
     ChatRef,
     CommandRequest,
     DownloadFailed,
+    NoticePort,
     Person,
     Responder,
     TextMessage,
@@ -55,6 +57,8 @@ USAGE_RETENTION_DAYS = 31
 STORE_WRITES_AT_CLOSE_SECONDS = 5.0  # store writes still under way get this long when the plugin closes
 SETTINGS_COMMANDS = frozenset({"mode", "language", "voice", "auto", "hotwords"})  # admins only, in groups, to change
 ADMIN_COMMANDS = frozenset({"forget", "usage"})  # admins only, in groups
+# In a group's menu for its admins only: what only they may use, and /voices (the choices for /voice).
+GROUP_ADMIN_MENU = SETTINGS_COMMANDS | ADMIN_COMMANDS | {"voices"}
 # Every command the plugin knows, in menu order.
 ALL_COMMANDS = ("start", "help", "ask", "new", "transcribe", "speak", "settings", "mode", "language", "voice", "voices",
                 "auto", "hotwords", "usage", "privacy", "forget")
@@ -70,6 +74,14 @@ def resolve_commands(names: Iterable[str]) -> tuple[str, ...]:
     if unknown:
         raise ValueError(f"unknown voicebridge command {unknown[0]!r}; the commands are: {', '.join(ALL_COMMANDS)}")
     return resolved
+
+
+class MenuAudience(StrEnum):
+    """Who sees a command menu: a platform publishes one per audience where it can."""
+
+    PRIVATE = "private"
+    GROUP = "group"  # every member of a group
+    GROUP_ADMINS = "group_admins"
 
 
 class AsyncResource(Protocol):
@@ -233,9 +245,41 @@ class VoiceNotesPlugin:
     def command_names(self) -> tuple[str, ...]:
         return tuple(self._commands)
 
-    def command_descriptions(self, language: str) -> list[tuple[str, str]]:
-        """(command, description) pairs for a platform's command menu, in ``language``."""
-        return [(name, messages.COMMAND_DESCRIPTIONS[name][language]) for name in self._commands]
+    @property
+    def recognition_languages(self) -> tuple[str, ...]:
+        """The language codes /language takes: those every provider of the ASR chain honours."""
+        return self.service.recognition_languages
+
+    async def voice_choices(self, typed: str, limit: int) -> list[tuple[str, str]]:
+        """(id, name) of up to ``limit`` of the provider's voices whose name or id contains
+        ``typed`` (any case), for a platform's autocomplete; none when the list cannot be had."""
+        if not self.service.can_synthesize:
+            return []
+        try:
+            voices = await self.service.voices()
+        except SpeechError as error:
+            log.info("voice list unavailable for autocomplete: %s", error)
+            return []
+        wanted = typed.strip().casefold()
+        matches = [voice for voice in voices if wanted in voice.name.casefold() or wanted in voice.id]
+        return [(voice.id, f"{voice.name} ({voice.language_name})" if voice.language_name else voice.name)
+                for voice in matches[:limit]]
+
+    def command_descriptions(self, language: str, audience: MenuAudience | None = None) -> list[tuple[str, str]]:
+        """(command, description) pairs for a platform's command menu, in ``language``: the
+        commands that work for ``audience`` (None: all of them)."""
+        return [(name, messages.COMMAND_DESCRIPTIONS[name][language]) for name in self._commands
+                if audience is None or self._offered_to(name, audience)]
+
+    def _offered_to(self, name: str, audience: MenuAudience) -> bool:
+        """Private chats: all but /auto (a group setting). Groups: what every member may use;
+        settings, /usage, /forget (and /speak unless everyone may) for the admins."""
+        if audience is MenuAudience.PRIVATE:
+            return name != "auto"
+        if name == "speak":
+            policy = self.settings.speak_in_groups
+            return policy == "everyone" or (policy == "admins" and audience is MenuAudience.GROUP_ADMINS)
+        return audience is MenuAudience.GROUP_ADMINS or name not in GROUP_ADMIN_MENU
 
     # ------------------------------------------------------------------ voice notes
 
@@ -310,8 +354,9 @@ class VoiceNotesPlugin:
             except DailyLimitReached as reached:
                 reason = "daily_limit"
                 message = text("daily_limit_user" if reached.per_user else "daily_limit", lang,
-                               limit=_minutes(reached.limit_seconds),
-                               used=_minutes(reached.used_seconds))
+                               limit=duration(reached.limit_seconds, lang),
+                               used=duration(min(reached.used_seconds, reached.limit_seconds), lang, round_down=True),
+                               reset=time_left(_seconds_to_reset(), lang))
             except AudioError as error:
                 log.info("unusable audio: %s", error)
                 reason, message = f"audio_{error.problem.value}", error.user_message(lang)
@@ -335,7 +380,7 @@ class VoiceNotesPlugin:
         if note.declared_bytes and note.declared_bytes > limit:
             return text("too_big", lang, limit=round(limit / 1_000_000))
         if note.declared_seconds and note.declared_seconds > self.settings.max_duration_seconds:
-            return text("too_long", lang, limit=round(self.settings.max_duration_seconds / 60))
+            return text("too_long", lang, limit=duration(self.settings.max_duration_seconds, lang))
         return None
 
     async def _answer_transcript(self, note: VoiceNote, chat: ChatPort, settings: ChatSettings, transcript: str,
@@ -503,14 +548,14 @@ class VoiceNotesPlugin:
             changes_settings = request.name in SETTINGS_COMMANDS and request.args.strip()
             if (changes_settings or request.name in ADMIN_COMMANDS) and not await self._may_change_settings(request, chat):
                 refusal = "admins_only" if changes_settings else "admins_only_command"
-                await send_text(chat, text(refusal, lang), request.message_id)
+                await send_notice(chat, text(refusal, lang), request.message_id)
                 return
             await handler(request, chat, lang)
         except SpeechError as error:
-            await send_text(chat, error.user_message(lang), request.message_id)
+            await send_notice(chat, error.user_message(lang), request.message_id)
         except Exception:
             log.exception("/%s in %s/%s failed", request.name, request.chat.platform, request.chat.id)
-            await send_text(chat, text("unexpected_error", lang), request.message_id)
+            await send_notice(chat, text("unexpected_error", lang), request.message_id)
 
     async def _may_change_settings(self, request: CommandRequest, chat: ChatPort) -> bool:
         return request.chat.kind is ChatKind.PRIVATE or await chat.is_admin(request.sender.id)
@@ -519,7 +564,8 @@ class VoiceNotesPlugin:
         await send_text(chat, text("start_agent" if self.converses else "start", lang), request.message_id)
 
     async def _help(self, request: CommandRequest, chat: ChatPort, lang: str | None) -> None:
-        help_text = text("help", lang, languages=", ".join(self.service.recognition_languages))
+        languages = ", ".join(language_name(code, lang) for code in self.service.recognition_languages)
+        help_text = text("help", lang, request.chat.platform, languages=languages)
         if self.converses:
             help_text = f"{text('help_agent', lang)}\n\n{help_text}"
         await send_text(chat, help_text, request.message_id)
@@ -540,7 +586,7 @@ class VoiceNotesPlugin:
             async with self._chat_turn(request.chat):
                 await self._answer_note(note, chat, settings, ask=True)
         else:
-            await send_text(chat, text("ask_usage", lang), request.message_id)
+            await send_notice(chat, text("ask_usage", lang), request.message_id)
 
     async def _new_conversation(self, request: CommandRequest, chat: ChatPort, lang: str | None) -> None:
         await StoredConversation(self.store, request.chat, request.sender).set(None)
@@ -548,7 +594,7 @@ class VoiceNotesPlugin:
 
     async def _transcribe_command(self, request: CommandRequest, chat: ChatPort, lang: str | None) -> None:
         if request.replied_note is None:
-            await send_text(chat, text("transcribe_usage", lang), request.message_id)
+            await send_notice(chat, text("transcribe_usage", lang, request.chat.platform), request.message_id)
             return
         # Whoever asked reads the answer in their language; the note keeps its own speaker.
         note = replace(request.replied_note, sender=replace(request.replied_note.sender, language=request.sender.language),
@@ -562,24 +608,25 @@ class VoiceNotesPlugin:
         words = request.args.strip() or (request.replied_text or "").strip()
         refusal = await self._speak_refusal(request, chat)
         if refusal:
-            await send_text(chat, text(refusal, lang), request.message_id)
+            await send_notice(chat, text(refusal, lang), request.message_id)
         elif not words:
-            await send_text(chat, text("speak_usage", lang), request.message_id)
+            await send_notice(chat, text("speak_usage", lang), request.message_id)
         elif len(words) > SPEAK_LIMIT_CHARACTERS:
-            await send_text(chat, text("speak_too_long", lang, limit=SPEAK_LIMIT_CHARACTERS), request.message_id)
+            await send_notice(chat, text("speak_too_long", lang, limit=SPEAK_LIMIT_CHARACTERS), request.message_id)
         elif not self.service.can_synthesize:
-            await send_text(chat, text("no_tts", lang), request.message_id)
+            await send_notice(chat, text("no_tts", lang), request.message_id)
         else:
             settings = await self.chat_settings(request.chat)
             try:
                 async with self._chat_turn(request.chat), self._notes, chat.activity(Activity.RECORDING_VOICE):
                     voice = await self._synthesize(chat, settings, request.chat, words)
             except TtsLimitReached as reached:
-                await send_text(chat, text("tts_limit", lang, limit=reached.limit, used=reached.used,
-                                           requested=reached.requested), request.message_id)
+                over_limit = text("tts_limit", lang, limit=reached.limit, used=reached.used, requested=reached.requested,
+                                  reset=time_left(_seconds_to_reset(), lang))
+                await send_notice(chat, over_limit, request.message_id)
                 return
             if not await send_voice(chat, voice, request.message_id):
-                await send_text(chat, text("voice_not_allowed", lang), request.message_id)
+                await send_notice(chat, text("voice_not_allowed", lang), request.message_id)
 
     async def _speak_refusal(self, request: CommandRequest, chat: ChatPort) -> str | None:
         """Who may have texts read aloud in a group (VOICEBRIDGE_SPEAK_IN_GROUPS); private chats always may."""
@@ -598,9 +645,9 @@ class VoiceNotesPlugin:
                             chosen=language_name(settings.unavailable_language, lang))
         await send_text(chat, text(
             "settings", lang,
-            mode=settings.reply_mode.value,
+            mode=text(f"mode.{settings.reply_mode.value}", lang),
             language=language,
-            voice=settings.voice_id or text("default_voice", lang),
+            voice=await self._voice_name(settings.voice_id, lang),
             auto=text("on" if settings.auto_transcribe else "off", lang),
             hot_words=", ".join(settings.hot_words) or text("none", lang),
         ), request.message_id)
@@ -611,7 +658,7 @@ class VoiceNotesPlugin:
             await send_text(chat, text("mode_usage", lang), request.message_id)
             return
         await self.store.set_chat_setting(request.chat.platform, request.chat.id, "reply_mode", choice)
-        await send_text(chat, text("mode_set", lang, mode=choice), request.message_id)
+        await send_text(chat, text("mode_set", lang, mode=text(f"mode.{choice}", lang)), request.message_id)
 
     async def _set_language(self, request: CommandRequest, chat: ChatPort, lang: str | None) -> None:
         """Only a language every provider of the ASR chain honours is taken (a fallback provider
@@ -639,12 +686,26 @@ class VoiceNotesPlugin:
         if not self.service.can_synthesize:
             await send_text(chat, text("no_tts", lang), request.message_id)
             return
-        voices = {voice.id for voice in await self.service.voices()}
-        if choice not in voices:
+        names = {voice.id: voice.name for voice in await self.service.voices()}
+        if choice not in names:
             await send_text(chat, text("voice_unknown", lang, voice=choice), request.message_id)
             return
         await self.store.set_chat_setting(request.chat.platform, request.chat.id, "voice_id", choice)
-        await send_text(chat, text("voice_set", lang, voice=choice), request.message_id)
+        await send_text(chat, text("voice_set", lang, voice=names[choice] or choice), request.message_id)
+
+    async def _voice_name(self, voice_id: str | None, lang: str | None) -> str:
+        """A voice as people know it: its name in the provider's voice list (never a bare id
+        when the list has it); the id itself when the list cannot be had or lacks it."""
+        if voice_id is None:
+            return text("default_voice", lang)
+        if not self.service.can_synthesize:
+            return voice_id
+        try:
+            voices = await self.service.voices()
+        except SpeechError as error:
+            log.info("voice list unavailable, showing the voice id: %s", error)
+            return voice_id
+        return next((voice.name for voice in voices if voice.id == voice_id and voice.name), voice_id)
 
     async def _list_voices(self, request: CommandRequest, chat: ChatPort, lang: str | None) -> None:
         if not self.service.can_synthesize:
@@ -658,12 +719,15 @@ class VoiceNotesPlugin:
         await send_text(chat, text("voices", lang, voices="\n".join(lines)), request.message_id)
 
     async def _set_auto(self, request: CommandRequest, chat: ChatPort, lang: str | None) -> None:
+        if request.chat.kind is ChatKind.PRIVATE:  # every note is answered in private: nothing to change
+            await send_text(chat, text("auto_private", lang), request.message_id)
+            return
         choice = request.args.strip().lower()
         if choice not in ("on", "off"):
             await send_text(chat, text("auto_usage", lang), request.message_id)
             return
         await self.store.set_chat_setting(request.chat.platform, request.chat.id, "auto_transcribe", choice)
-        await send_text(chat, text("auto_set", lang, state=text(choice, lang)), request.message_id)
+        await send_text(chat, text(f"auto_set_{choice}", lang, request.chat.platform), request.message_id)
 
     async def _set_hot_words(self, request: CommandRequest, chat: ChatPort, lang: str | None) -> None:
         argument = request.args.strip()
@@ -684,9 +748,9 @@ class VoiceNotesPlugin:
         limit = self.settings.daily_minutes
         await send_text(chat, text(
             "usage", lang,
-            today_minutes=_minutes(today_usage.audio_seconds), today_characters=today_usage.tts_characters,
-            month_minutes=_minutes(month_usage.audio_seconds), month_characters=month_usage.tts_characters,
-            limit=text("minutes", lang, minutes=_minutes(limit * 60)) if limit is not None else text("no_limit", lang),
+            today_audio=duration(today_usage.audio_seconds, lang), today_characters=today_usage.tts_characters,
+            month_audio=duration(month_usage.audio_seconds, lang), month_characters=month_usage.tts_characters,
+            limit=duration(limit * 60, lang) if limit is not None else text("no_limit", lang),
         ), request.message_id)
 
     async def _privacy(self, request: CommandRequest, chat: ChatPort, lang: str | None) -> None:
@@ -761,6 +825,15 @@ class VoiceNotesPlugin:
                 del self._chat_queues[key]
 
 
+async def send_notice(chat: ChatPort, notice: str, reply_to: str | None) -> None:
+    """A refusal or an error about a command: only to whoever asked where the port can do that
+    (a Discord interaction: ephemeral), else as any reply."""
+    if isinstance(chat, NoticePort):
+        await chat.send_notice(notice, reply_to)
+    else:
+        await send_text(chat, notice, reply_to)
+
+
 class TtsLimitReached(Exception):
     def __init__(self, used: int, limit: int, requested: int) -> None:
         super().__init__(f"{used} of {limit} characters read aloud today; {requested} more asked for")
@@ -774,8 +847,11 @@ def _answer_language(sender: Person, chat_language: str | None) -> str | None:
     return sender.language or chat_language
 
 
-def _minutes(seconds: float) -> str:
-    return f"{seconds / 60:.1f}".removesuffix(".0")
+def _seconds_to_reset() -> float:
+    """Seconds until the daily limits reset, at the next midnight UTC."""
+    now = datetime.now(UTC)
+    midnight = (now + timedelta(days=1)).replace(hour=0, minute=0, second=0, microsecond=0)
+    return (midnight - now).total_seconds()
 
 
 class _ChatQueue:

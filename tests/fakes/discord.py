@@ -82,6 +82,21 @@ class OptionType(IntEnum):
 class CallbackType(IntEnum):
     CHANNEL_MESSAGE_WITH_SOURCE = 4
     DEFERRED_CHANNEL_MESSAGE_WITH_SOURCE = 5
+    APPLICATION_COMMAND_AUTOCOMPLETE_RESULT = 8
+
+
+class InteractionType(IntEnum):
+    APPLICATION_COMMAND = 2
+    APPLICATION_COMMAND_AUTOCOMPLETE = 4
+
+
+# Discord's locales (Reference: Locales): the keys name_localizations / description_localizations take.
+LOCALES = frozenset({
+    "id", "da", "de", "en-GB", "en-US", "es-ES", "es-419", "fr", "hr", "it", "lt", "hu", "nl", "no", "pl", "pt-BR", "ro",
+    "fi", "sv-SE", "vi", "tr", "cs", "el", "bg", "ru", "uk", "hi", "th", "zh-CN", "ja", "zh-TW", "ko",
+})
+MAX_OPTIONS = 25
+MAX_CHOICES = 25
 
 
 class MessageType(IntEnum):
@@ -269,6 +284,60 @@ def _form_error(path: str, error_code: str, message: str) -> web.Response:
     for key in reversed(path.split(".")):
         errors = {key: errors}
     return _error(400, 50035, errors=errors)
+
+
+def _localization_error(at: str, localizations: Any, valid: Callable[[str], bool], rule: str) -> web.Response | None:
+    """A ``*_localizations`` object: Discord locales as keys, each value held to the field's own rule."""
+    if localizations is None:
+        return None
+    if not isinstance(localizations, dict):
+        return _form_error(at, "DICT_TYPE_CONVERT", "Only dictionaries may be used in a DictType")
+    for locale, value in localizations.items():
+        if locale not in LOCALES:
+            return _form_error(f"{at}.{locale}", "LOCALE_INVALID", f"Invalid locale {locale!r}")
+        if not isinstance(value, str) or not valid(value):
+            return _form_error(f"{at}.{locale}", "BASE_TYPE_BAD_LENGTH", rule)
+    return None
+
+
+def _describes(value: str) -> bool:
+    return 1 <= len(value) <= 100
+
+
+def _option_errors(at: str, options: Any) -> web.Response | None:
+    """Chat-input options: names as command names, descriptions of 1-100 characters, at most 25
+    options and 25 choices of 1-100 characters each, required ones first, autocomplete or choices."""
+    if not isinstance(options, list) or len(options) > MAX_OPTIONS:
+        return _form_error(f"{at}options", "BASE_TYPE_MAX_LENGTH", f"Must be {MAX_OPTIONS} or fewer in length.")
+    optional_seen = False
+    for index, option in enumerate(options):
+        here = f"{at}options.{index}."
+        if not _is_valid_chat_input_name(option.get("name", "")):
+            return _form_error(f"{here}name", "APPLICATION_COMMAND_INVALID_NAME", "Command name is invalid")
+        if not _describes(option.get("description", "")):
+            return _form_error(f"{here}description", "BASE_TYPE_BAD_LENGTH", "Must be between 1 and 100 in length.")
+        for field_name, valid in (("name_localizations", _is_valid_chat_input_name), ("description_localizations", _describes)):
+            if error := _localization_error(f"{here}{field_name}", option.get(field_name), valid, "Invalid value"):
+                return error
+        if option.get("required"):
+            if optional_seen:
+                return _form_error(f"{here}required", "APPLICATION_COMMAND_OPTIONS_REQUIRED_INVALID",
+                                   "Required options must be placed before non-required options")
+        else:
+            optional_seen = True
+        choices = option.get("choices") or []
+        if len(choices) > MAX_CHOICES:
+            return _form_error(f"{here}choices", "BASE_TYPE_MAX_LENGTH", f"Must be {MAX_CHOICES} or fewer in length.")
+        if choices and option.get("autocomplete"):
+            return _form_error(f"{here}autocomplete", "APPLICATION_COMMAND_OPTION_CHOICES_AUTOCOMPLETE",
+                               "Autocomplete and choices cannot both be set")
+        for number, choice in enumerate(choices):
+            if not _describes(choice.get("name", "")):
+                return _form_error(f"{here}choices.{number}.name", "BASE_TYPE_BAD_LENGTH", "Must be between 1 and 100 in length.")
+            if error := _localization_error(f"{here}choices.{number}.name_localizations", choice.get("name_localizations"),
+                                            _describes, "Must be between 1 and 100 in length."):
+                return error
+    return None
 
 
 def _is_valid_chat_input_name(name: str) -> bool:
@@ -477,11 +546,11 @@ class RecordedRequest:
 class InteractionReply:
     """An accepted response to an interaction (rejected ones are only in ``FakeDiscord.requests``)."""
 
-    kind: Literal["callback", "followup", "edit"]
+    kind: Literal["callback", "followup", "edit", "delete"]
     callback_type: int | None  # for kind == "callback"
     json: Any
     files: list[RecordedFile]
-    message: dict[str, Any]  # the message created or edited
+    message: dict[str, Any] | None  # the message created, edited or deleted (None for an autocomplete result)
 
 
 @dataclass
@@ -518,6 +587,7 @@ class _Interaction:
     message_ids: list[int] = field(default_factory=list)  # original response first
     loading: bool = False  # deferred, and the "thinking" message is not filled yet
     replies: list[InteractionReply] = field(default_factory=list)
+    kind: InteractionType = InteractionType.APPLICATION_COMMAND
 
 
 @dataclass
@@ -835,6 +905,7 @@ class FakeDiscord(FakeServer):
         options: Mapping[str, Any] | None = None,
         target_message_id: int | str | None = None,
         locale: str = "en-US",
+        focused: str | None = None,
     ) -> dict[str, Any]:
         """A user invokes a registered application command; sent as INTERACTION_CREATE.
 
@@ -842,7 +913,9 @@ class FakeDiscord(FakeServer):
         otherwise a chat-input (slash) command with ``options`` by name (an ATTACHMENT option
         takes a ``FakeFile``). Discord only offers registered commands, so the command must have
         been synced (or seeded with ``register_commands``). Returns the interaction payload; its
-        ``id`` keys ``interaction_responses``.
+        ``id`` keys ``interaction_responses``. With ``focused`` (an option's name) it is an
+        autocomplete interaction (type 4) while that option is being typed: ``options`` hold the
+        values so far, and the app answers with a callback of type 8 and its choices.
         """
         self._require_session()
         channel = self._channels[channel_id]
@@ -863,8 +936,17 @@ class FakeDiscord(FakeServer):
             resolved["messages"] = {target["id"]: target}
         if options:
             data["options"] = self._command_options(command, options, channel, resolved)
+        if focused is not None:
+            option = next((option for option in command.get("options", []) if option["name"] == focused), None)
+            if option is None or not option.get("autocomplete"):
+                raise ValueError(f"option {focused!r} of {command_name!r} has no autocomplete")
+            data["options"] = [{**value, "focused": True} if value["name"] == focused else value
+                               for value in data.get("options", [])]
+            if not any(value.get("focused") for value in data["options"]):
+                data["options"].append({"name": focused, "type": option["type"], "value": "", "focused": True})
         if resolved:
             data["resolved"] = resolved
+        kind = InteractionType.APPLICATION_COMMAND if focused is None else InteractionType.APPLICATION_COMMAND_AUTOCOMPLETE
 
         interaction_id = self._new_id()
         token = "aW50ZXJhY3Rpb246" + secrets.token_urlsafe(48)
@@ -872,7 +954,7 @@ class FakeDiscord(FakeServer):
         payload: dict[str, Any] = {
             "id": str(interaction_id),
             "application_id": str(self.application_id),
-            "type": 2,  # APPLICATION_COMMAND
+            "type": int(kind),
             "data": data,
             "token": token,
             "version": 1,
@@ -896,7 +978,7 @@ class FakeDiscord(FakeServer):
             payload.update(user=user.payload(), context=1)  # BOT_DM
         payload["authorizing_integration_owners"] = self._integration_owners(channel)
         self._interactions[interaction_id] = _Interaction(
-            interaction_id, token, command, channel, user, target, dispatched_at=time.monotonic()
+            interaction_id, token, command, channel, user, target, dispatched_at=time.monotonic(), kind=kind
         )
         await self._broadcast("INTERACTION_CREATE", lambda session: payload, guild)
         return payload
@@ -949,6 +1031,7 @@ class FakeDiscord(FakeServer):
             ("POST", "/webhooks/{webhook_id}/{webhook_token}", self._create_followup),
             ("GET", "/webhooks/{webhook_id}/{webhook_token}/messages/@original", self._webhook_message),
             ("PATCH", "/webhooks/{webhook_id}/{webhook_token}/messages/@original", self._webhook_message),
+            ("DELETE", "/webhooks/{webhook_id}/{webhook_token}/messages/@original", self._delete_original),
             ("GET", "/webhooks/{webhook_id}/{webhook_token}/messages/{message_id}", self._webhook_message),
             ("PATCH", "/webhooks/{webhook_id}/{webhook_token}/messages/{message_id}", self._webhook_message),
         ]
@@ -1234,8 +1317,23 @@ class FakeDiscord(FakeServer):
                 if not 1 <= len(command.get("description", "")) <= 100:
                     return _form_error(f"{at}description", "BASE_TYPE_BAD_LENGTH",
                                        "Must be between 1 and 100 in length.")
-            elif not 1 <= len(name) <= 32:
-                return _form_error(f"{at}name", "BASE_TYPE_BAD_LENGTH", "Must be between 1 and 32 in length.")
+                if error := _localization_error(f"{at}name_localizations", command.get("name_localizations"),
+                                                _is_valid_chat_input_name, "Command name is invalid"):
+                    return error
+                if error := _localization_error(f"{at}description_localizations", command.get("description_localizations"),
+                                                _describes, "Must be between 1 and 100 in length."):
+                    return error
+                if error := _option_errors(at, command.get("options") or []):
+                    return error
+            else:
+                if not 1 <= len(name) <= 32:
+                    return _form_error(f"{at}name", "BASE_TYPE_BAD_LENGTH", "Must be between 1 and 32 in length.")
+                if error := _localization_error(f"{at}name_localizations", command.get("name_localizations"),
+                                                lambda value: 1 <= len(value) <= 32, "Must be between 1 and 32 in length."):
+                    return error
+                if command.get("description") or command.get("options"):
+                    return _form_error(f"{at}description", "APPLICATION_COMMAND_INVALID_FIELD",
+                                       "Context menu commands take no description or options")
             if (command_type, name) in seen:
                 return _form_error(f"{at}name", "APPLICATION_COMMANDS_DUPLICATE_NAME",
                                    "Application command names must be unique")
@@ -1413,12 +1511,16 @@ class FakeDiscord(FakeServer):
         if not own and not self._permissions(channel, self.bot_user.id) & Permission.MANAGE_MESSAGES:
             return _error(403, 50013)
         self._messages[channel.id].remove(message)
+        await self._broadcast_message_delete(message)
+        return web.Response(status=204)
+
+    async def _broadcast_message_delete(self, message: Mapping[str, Any]) -> None:
+        channel = self._channels[int(message["channel_id"])]
         event = {"id": message["id"], "channel_id": message["channel_id"]}
         if channel.guild_id is not None:
             event["guild_id"] = str(channel.guild_id)
         await self._broadcast("MESSAGE_DELETE", lambda s: event if s.intents & self._message_intent(channel) else None,
                               self._guild_of(channel))
-        return web.Response(status=204)
 
     # --------------------------------------------------------------------------------------------
     # REST: interactions
@@ -1435,6 +1537,8 @@ class FakeDiscord(FakeServer):
         callback_type = payload.get("type")
         data = payload.get("data") or {}
         ephemeral = data.get("flags", 0) & MessageFlag.EPHEMERAL
+        if interaction.kind == InteractionType.APPLICATION_COMMAND_AUTOCOMPLETE:
+            return self._autocomplete_result(interaction, payload)
         if callback_type == CallbackType.DEFERRED_CHANNEL_MESSAGE_WITH_SOURCE:
             # The user sees a "thinking" message until the first followup or edit fills it.
             message = self._interaction_message(interaction, {"flags": ephemeral}, [], loading=True)
@@ -1465,6 +1569,37 @@ class FakeDiscord(FakeServer):
             },
             "resource": resource,
         })
+
+    def _autocomplete_result(self, interaction: _Interaction, payload: Mapping[str, Any]) -> web.Response:
+        """An autocomplete interaction takes only a type 8 callback: up to 25 choices."""
+        if payload.get("type") != CallbackType.APPLICATION_COMMAND_AUTOCOMPLETE_RESULT:
+            return _form_error("type", "INTERACTION_APPLICATION_COMMAND_AUTOCOMPLETE_INVALID",
+                               "Autocomplete interactions take only an autocomplete result")
+        choices = (payload.get("data") or {}).get("choices")
+        if not isinstance(choices, list) or len(choices) > MAX_CHOICES:
+            return _form_error("data.choices", "BASE_TYPE_MAX_LENGTH", f"Must be {MAX_CHOICES} or fewer in length.")
+        for index, choice in enumerate(choices):
+            if not _describes(str(choice.get("name", ""))) or "value" not in choice:
+                return _form_error(f"data.choices.{index}.name", "BASE_TYPE_BAD_LENGTH", "Must be between 1 and 100 in length.")
+        interaction.response_type = CallbackType.APPLICATION_COMMAND_AUTOCOMPLETE_RESULT
+        interaction.replies.append(InteractionReply("callback", interaction.response_type, dict(payload), [], None))
+        return web.Response(status=204)
+
+    async def _delete_original(self, request: web.Request) -> web.Response:
+        """Delete Original Interaction Response: the "thinking" message goes; a later followup
+        is a message of its own."""
+        interaction = self._webhook_interaction(request)
+        if isinstance(interaction, web.Response):
+            return interaction
+        message = self._find_message(interaction.channel.id, interaction.message_ids[0])
+        if message is None:
+            return _error(404, 10008)
+        self._messages[interaction.channel.id].remove(message)
+        interaction.loading = False
+        interaction.replies.append(InteractionReply("delete", None, {}, [], message))
+        if not message["flags"] & MessageFlag.EPHEMERAL:
+            await self._broadcast_message_delete(message)
+        return web.Response(status=204)
 
     def _webhook_interaction(self, request: web.Request) -> _Interaction | web.Response:
         """The interaction behind an interaction webhook (application id + interaction token)."""

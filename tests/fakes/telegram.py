@@ -763,6 +763,7 @@ class FakeTelegram(FakeServer):
     # ---------------------------------------------------------------- methods: commands
 
     async def _set_my_commands(self, params: JsonDict, uploads: dict[str, _Upload]) -> bool:
+        self._check_menu_key(params)
         commands = params.get("commands")
         if not isinstance(commands, list) or len(commands) > 100 or not all(isinstance(c, dict) for c in commands):
             raise _bad_request("can't parse commands JSON object")
@@ -775,10 +776,24 @@ class FakeTelegram(FakeServer):
         self._commands[key] = [{"command": c["command"], "description": c["description"]} for c in commands]
         return True
 
+    @staticmethod
+    def _check_menu_key(params: JsonDict) -> None:
+        """Menus are kept per scope and per two-letter ISO 639-1 language code (or none)."""
+        scope = params.get("scope") or {"type": "default"}
+        if not isinstance(scope, dict) or scope.get("type") not in _COMMAND_SCOPES:
+            raise _bad_request("can't parse BotCommandScope JSON object")
+        if _COMMAND_SCOPES[scope["type"]] - set(scope):
+            raise _bad_request("can't parse BotCommandScope JSON object")
+        language_code = params.get("language_code", "")
+        if language_code and not re.fullmatch(r"[a-z]{2}", str(language_code)):
+            raise _bad_request("LANGUAGE_CODE_INVALID")
+
     async def _get_my_commands(self, params: JsonDict, uploads: dict[str, _Upload]) -> list[JsonDict]:
+        self._check_menu_key(params)
         return self.commands(params.get("scope"), params.get("language_code", ""))
 
     async def _delete_my_commands(self, params: JsonDict, uploads: dict[str, _Upload]) -> bool:
+        self._check_menu_key(params)
         self._commands.pop(_commands_key(params.get("scope"), params.get("language_code", "")), None)
         return True
 
@@ -985,6 +1000,13 @@ def _sent_file_details(kind: str, params: JsonDict) -> JsonDict:
     if kind == "audio":
         details.update(performer=params.get("performer"), title=params.get("title"))
     return details
+
+
+# Bot API BotCommandScope types, with the fields each needs besides "type".
+_COMMAND_SCOPES: dict[str, set[str]] = {
+    "default": set(), "all_private_chats": set(), "all_group_chats": set(), "all_chat_administrators": set(),
+    "chat": {"chat_id"}, "chat_administrators": {"chat_id"}, "chat_member": {"chat_id", "user_id"},
+}
 
 
 def _commands_key(scope: JsonDict | None, language_code: str) -> tuple[str, str]:
