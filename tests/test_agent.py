@@ -241,7 +241,7 @@ async def test_in_groups_the_agent_answers_what_is_said_to_the_bot_and_transcrib
      f"Sorry, the agent could not answer this time. Please try again. I heard: {HEARD}"),
     ({"ending": "requires_action"}, ALICE,
      f"Sorry, the agent wanted to use a tool that this bot cannot run, so there is no answer. I heard: {HEARD}"),
-    ({"ending": "error", "code": 4009}, BOB, f"智能体当前繁忙，请稍后再试。我听到的是：{HEARD}"),
+    ({"ending": "error", "code": 4009}, BOB, f"智能体当前繁忙，请过一分钟再试。我听到的是：{HEARD}"),
     ({"ending": "hang"}, ALICE, f"Sorry, the answer is taking too long. I heard: {HEARD}"),
 ])
 async def test_a_failed_answer_is_one_short_message_that_keeps_the_transcript(world: World, script: dict[str, Any],

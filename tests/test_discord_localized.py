@@ -98,7 +98,7 @@ async def test_answers_about_settings_are_ephemeral_in_server_channels_and_publi
         deferral, answer = responses[name][:2]
         assert deferral.json["data"]["flags"] & EPHEMERAL, name
         assert answer.message["flags"] & EPHEMERAL, name
-    assert responses["refused"][1].message["content"] == "在這個群組中只有管理員可以變更設定。"
+    assert responses["refused"][1].message["content"] == "只有管理員可以在這裡變更設定。"
     assert not responses["dm"][0].json.get("data", {}).get("flags", 0) & EPHEMERAL  # a DM is private anyway
     assert "Apps → Transcribe" in responses["help"][1].message["content"]
     # /speak is answered in the channel; its refusal goes to bob alone, the public "thinking…" is removed.

@@ -100,10 +100,10 @@ EXPECTED_SETTINGS = {
            "Settings for this chat:\nReply mode: voice message\nLanguage: Cantonese (yue)\nVoice: Jay\n"
            "Transcribe every voice message in groups: on\nHot words: none"],
     "zh": ["已设置：之后将以语音回复。", "已设置：识别语言为粤语 (yue)。", "已设置：语音回复将使用音色“Jay”。",
-           "已开启：本聊天的每条语音消息都会自动转写。",
-           "本聊天的设置：\n回复方式：语音\n识别语言：粤语 (yue)\n音色：Jay\n群组中自动转写：开启\n热词：无"],
+           "已开启：当前聊天的每条语音消息都将自动转写。",
+           "当前聊天的设置：\n回复方式：语音\n识别语言：粤语 (yue)\n音色：Jay\n群组中自动转写：开启\n热词：无"],
     "zh-hant": ["已設定：之後將以語音回覆。", "已設定：辨識語言為粵語 (yue)。", "已設定：語音回覆將使用聲音「Jay」。",
-                "已開啟：這個聊天室的每則語音訊息都會自動轉錄。",
+                "已開啟：這個聊天室的每則語音訊息都將自動轉錄。",
                 "這個聊天室的設定：\n回覆方式：語音\n辨識語言：粵語 (yue)\n聲音：Jay\n群組中自動轉錄：開啟\n熱詞：無"],
 }
 
@@ -119,8 +119,8 @@ async def test_settings_confirmations_name_the_value_in_the_readers_language(lan
 
 @pytest.mark.parametrize(("language", "expected"), [
     ("en", "/auto applies to groups: in a private chat every voice message is always transcribed, so nothing was changed."),
-    ("zh", "/auto 只适用于群组：私聊中的每条语音消息都会转写，因此没有做任何更改。"),
-    ("zh-hant", "/auto 只適用於群組：私人聊天中的每則語音訊息都會轉錄，因此沒有做任何變更。"),
+    ("zh", "/auto 只适用于群组：私聊中的每条语音消息始终都会转写，因此没有做任何更改。"),
+    ("zh-hant", "/auto 只適用於群組：私人聊天中的每則語音訊息一律會轉錄，因此沒有做任何變更。"),
 ])
 async def test_auto_in_a_private_chat_explains_and_changes_nothing(language: str, expected: str, fast_retrier: Retrier) -> None:
     async with FakeCoze() as fake:
@@ -160,8 +160,8 @@ async def test_daily_limit_refusal_states_used_limit_and_reset_consistently(lang
     expected = {
         "en": r"Daily transcription limit: this chat has used 0 seconds of its 6 seconds today, and this recording does "
               r"not fit in what is left\. The limit resets at 00:00 UTC \(in \d+ h \d+ min\)\.",
-        "zh": r"每日转写额度：本聊天今天已用 0 秒（共 6 秒），剩余额度不足以转写这段录音。额度将在 UTC 0 点（\d+ 小时 \d+ 分钟后）重置。",
-        "zh-hant": r"每日轉錄額度：這個聊天室今天已用 0 秒（共 6 秒），剩餘額度不足以轉錄這段錄音。額度將在 UTC 0 點（\d+ 小時 \d+ 分鐘後）重設。",
+        "zh": r"每日转写额度：当前聊天今天已用 0 秒（共 6 秒），剩余额度不足以转写这段录音。额度将在 UTC 00:00（\d+ 小时 \d+ 分钟后）重置。",
+        "zh-hant": r"每日轉錄額度：這個聊天室今天已用 0 秒（共 6 秒），剩餘額度不足以轉錄這段錄音。額度將在 UTC 00:00（\d+ 小時 \d+ 分鐘後）重設。",
     }
     assert len(chat.texts()) == 1 and re.fullmatch(expected[language], chat.texts()[0]), chat.texts()
     assert harness.fetches == []  # refused on the declared length

@@ -598,7 +598,7 @@ async def test_forget_deletes_the_chats_transcripts_and_settings(harness: Harnes
     await harness.plugin.handle_command(harness.command("forget", chat=GROUP, sender=ALICE), chat)
     assert chat.texts()[-1] == "Only the chat's admins can use this command here."
     await harness.plugin.handle_command(harness.command("forget", chat=GROUP, sender=BOB), chat)
-    assert chat.texts()[-1] == "已删除：1 条转写文本及本聊天的设置。"
+    assert chat.texts()[-1] == "已删除 1 条保存的转写文本及当前聊天的设置。"
     assert (await harness.plugin.chat_settings(GROUP)).reply_mode.value == "text"
     await harness.plugin.handle_voice_note(harness.note(TONE, chat=GROUP, sender=ALICE, message_id="9"), chat)
     assert len(harness.fake.calls_to("transcriptions")) == 3  # transcribed again: the cached text was gone
@@ -712,7 +712,7 @@ async def test_who_may_speak_in_groups(fast_retrier: Retrier, policy: str, membe
     assert group.kinds().count("voice") == int(member_may) + int(admin_may)
     assert private.kinds() == ["voice"]  # private chats can always /speak
     refusals = {"admins": ["在本群组中，只有管理员可以使用朗读功能。"],  # to Bob, in his language
-                "off": ["本机器人在群组中不提供朗读功能。", "Reading texts aloud is turned off in groups on this bot."],
+                "off": ["本机器人已关闭群组中的朗读功能。", "Reading texts aloud is turned off in groups on this bot."],
                 "everyone": []}
     assert group.texts() == refusals[policy]
 

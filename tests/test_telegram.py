@@ -192,7 +192,7 @@ async def test_allowlist(world: World) -> None:
         refusal = await world.telegram.wait_for_call("sendMessage", replies_to(stranger))
         friend = await world.telegram.push_voice(Chat.private(ALICE), ALICE, TONE, duration=2)
         await world.telegram.wait_for_call("sendMessage", replies_to(friend))
-    assert refusal.params["text"] == "抱歉，此聊天无法使用本机器人。"
+    assert refusal.params["text"] == "抱歉，当前聊天无法使用本机器人。"
     assert len(world.telegram.calls_to("getFile")) == 1 and len(world.coze.calls_to("transcriptions")) == 1
 
 
@@ -344,7 +344,7 @@ async def test_traditional_chinese_users_read_traditional_chinese(world: World, 
             answers.append(await world.telegram.wait_for_call("sendMessage", replies_to(sent)))
     assert [answer.params["text"] for answer in answers[:2]] == [
         "已設定：之後將以語音回覆。",
-        "/auto 只適用於群組：私人聊天中的每則語音訊息都會轉錄，因此沒有做任何變更。",
+        "/auto 只適用於群組：私人聊天中的每則語音訊息一律會轉錄，因此沒有做任何變更。",
     ]
     settings = answers[2].params["text"].splitlines()
     assert settings[:2] == ["這個聊天室的設定：", "回覆方式：語音"]

@@ -28,13 +28,13 @@ RETRYABLE_KINDS = frozenset({ErrorKind.RATE_LIMITED, ErrorKind.SERVER, ErrorKind
 _USER_MESSAGES: dict[ErrorKind, dict[str, str]] = {
     ErrorKind.AUTH: {
         "en": "The speech service rejected the bot's credentials. The bot owner needs to check its token.",
-        "zh": "语音服务拒绝了机器人的凭证，请机器人管理员检查令牌配置。",
-        "zh-hant": "語音服務拒絕了機器人的憑證，請機器人管理員檢查權杖設定。",
+        "zh": "语音服务拒绝了机器人的凭证，请机器人所有者检查令牌。",
+        "zh-hant": "語音服務拒絕了機器人的憑證，請機器人擁有者檢查權杖。",
     },
     ErrorKind.PERMISSION: {
         "en": "The bot is not allowed to use this speech feature. The bot owner needs to check its permissions.",
-        "zh": "机器人没有使用该语音功能的权限，请机器人管理员检查权限配置。",
-        "zh-hant": "機器人沒有使用這項語音功能的權限，請機器人管理員檢查權限設定。",
+        "zh": "机器人没有使用该语音功能的权限，请机器人所有者检查权限配置。",
+        "zh-hant": "機器人沒有使用這項語音功能的權限，請機器人擁有者檢查權限設定。",
     },
     ErrorKind.INVALID_INPUT: {
         "en": "The speech service could not process this request.",
@@ -43,18 +43,18 @@ _USER_MESSAGES: dict[ErrorKind, dict[str, str]] = {
     },
     ErrorKind.TOO_LARGE: {
         "en": "This is too long for the speech service. Please send something shorter.",
-        "zh": "内容太长，语音服务无法处理，请发送更短的内容。",
+        "zh": "内容太长，语音服务无法处理，请发送短一些的内容。",
         "zh-hant": "內容太長，語音服務無法處理，請傳送較短的內容。",
     },
     ErrorKind.RATE_LIMITED: {
         "en": "The speech service is busy right now. Please try again in a minute.",
-        "zh": "语音服务当前繁忙，请稍后再试。",
-        "zh-hant": "語音服務目前忙碌中，請稍後再試。",
+        "zh": "语音服务当前繁忙，请过一分钟再试。",
+        "zh-hant": "語音服務目前忙碌中，請過一分鐘再試。",
     },
     ErrorKind.QUOTA: {
         "en": "The speech service quota is used up for now. Please try again later.",
-        "zh": "语音服务额度已用完，请稍后再试。",
-        "zh-hant": "語音服務的額度已用完，請稍後再試。",
+        "zh": "语音服务的额度暂时已用完，请稍后再试。",
+        "zh-hant": "語音服務的額度暫時已用完，請稍後再試。",
     },
     ErrorKind.SERVER: {
         "en": "The speech service had a problem. Please try again later.",
@@ -151,13 +151,13 @@ _AUDIO_MESSAGES: dict[AudioProblem, dict[str, str]] = {
     },
     AudioProblem.SILENT: {
         "en": "I could not hear anything in this audio: it is silent.",
-        "zh": "这段音频里没有声音，无法识别。",
-        "zh-hant": "這段音訊裡沒有聲音，無法辨識。",
+        "zh": "这段音频里没有任何声音，无法识别。",
+        "zh-hant": "這段音訊裡沒有任何聲音，無法辨識。",
     },
     AudioProblem.TOO_LONG: {
         "en": "This recording is longer than I accept.",
-        "zh": "这段录音超过了允许的时长。",
-        "zh-hant": "這段錄音超過了允許的長度。",
+        "zh": "这段录音超过了允许的最长时长。",
+        "zh-hant": "這段錄音超過了允許的最大長度。",
     },
 }
 

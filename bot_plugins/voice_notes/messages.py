@@ -13,8 +13,8 @@ from ..speech.errors import pick_language
 _CATALOGUE: dict[str, dict[str, str]] = {
     "start": {
         "en": "Hi! Send me a voice message and I will reply with what it says.\nSend /help to see what else I can do.",
-        "zh": "你好！给我发送语音消息，我会回复其中的文字内容。\n发送 /help 查看更多功能。",
-        "zh-hant": "你好！傳送語音訊息給我，我會回覆其中的文字內容。\n傳送 /help 查看更多功能。",
+        "zh": "你好！给我发送语音消息，我会把内容转写成文字回复你。\n发送 /help 查看更多功能。",
+        "zh-hant": "你好！傳送語音訊息給我，我會把內容轉錄成文字回覆你。\n傳送 /help 查看更多功能。",
     },
     "help": {
         "en": (
@@ -34,31 +34,31 @@ _CATALOGUE: dict[str, dict[str, str]] = {
         ),
         "zh": (
             "发送语音消息、视频消息或音频文件，我会将其转写为文字。\n\n"
-            "/transcribe — 回复某条语音消息，转写该消息\n"
-            "/speak 文本 — 朗读文本（也可回复某条文字消息）\n"
-            "/settings — 查看本聊天的设置\n"
-            "/mode — 以文字、语音或两者回复\n"
+            "/transcribe — 用此命令回复一条语音消息，即可转写该消息\n"
+            "/speak 文本 — 朗读文本（也可用此命令回复一条文字消息）\n"
+            "/settings — 查看当前聊天的设置\n"
+            "/mode — 选择回复方式：文字、语音消息或两者\n"
             "/language — 识别语言：{languages}\n"
             "/voice — 语音回复使用的音色（见 /voices）\n"
-            "/auto on|off — 群组中自动转写所有语音，或仅在 /transcribe 时转写\n"
-            "/hotwords a, b, c — 识别时优先考虑的词语（人名、术语）\n"
-            "/usage — 查看本聊天的音频时长和字符用量\n"
-            "/privacy — 谁会听到你的音频，保存哪些内容\n"
-            "/forget — 删除本聊天的转写文本和设置\n\n"
+            "/auto on|off — 在群组中自动转写每条语音消息，或仅在使用 /transcribe 时转写\n"
+            "/hotwords a, b, c — 识别时优先识别的词语（如人名、术语）\n"
+            "/usage — 当前聊天已转写的音频时长和已朗读的字符数\n"
+            "/privacy — 谁会听到你的音频，以及会保存哪些内容\n"
+            "/forget — 删除当前聊天的转写文本和设置\n\n"
             "在群组中，只有管理员可以修改设置或使用 /usage 和 /forget。"
         ),
         "zh-hant": (
             "傳送語音訊息、影片訊息或音訊檔案，我會把它轉錄成文字。\n\n"
-            "/transcribe — 回覆某則語音訊息，轉錄該訊息\n"
-            "/speak 文字 — 朗讀文字（也可以回覆某則文字訊息）\n"
+            "/transcribe — 用這個指令回覆一則語音訊息，即可轉錄該訊息\n"
+            "/speak 文字 — 朗讀文字（也可以用這個指令回覆一則文字訊息）\n"
             "/settings — 查看這個聊天室的設定\n"
-            "/mode — 以文字、語音或兩者回覆\n"
+            "/mode — 選擇回覆方式：文字、語音訊息或兩者\n"
             "/language — 辨識語言：{languages}\n"
             "/voice — 語音回覆使用的聲音（見 /voices）\n"
-            "/auto on|off — 在群組中自動轉錄所有語音，或只在 /transcribe 時轉錄\n"
-            "/hotwords a, b, c — 辨識時優先採用的詞語（人名、術語）\n"
-            "/usage — 查看這個聊天室的音訊時長和字元用量\n"
-            "/privacy — 誰會聽到你的音訊，保存哪些內容\n"
+            "/auto on|off — 在群組中自動轉錄每則語音訊息，或只在使用 /transcribe 時轉錄\n"
+            "/hotwords a, b, c — 辨識時優先辨識的詞語（如人名、術語）\n"
+            "/usage — 這個聊天室已轉錄的音訊時長和已朗讀的字元數\n"
+            "/privacy — 誰會聽到你的音訊，以及會保留哪些資料\n"
             "/forget — 刪除這個聊天室的轉錄文字和設定\n\n"
             "在群組中，只有管理員可以變更設定或使用 /usage 和 /forget。"
         ),
@@ -82,40 +82,40 @@ _CATALOGUE: dict[str, dict[str, str]] = {
         ),
         "zh": (
             "发送语音消息或音频文件，我会将其转写为文字。\n\n"
-            "转写已发送的消息：打开该消息的菜单（右键单击，手机上长按），选择 应用 → 转写；"
+            "转写已发送的消息：打开该消息的菜单（电脑上右键单击，手机上长按），选择 应用 → 转写；"
             "或使用 /transcribe 并附上音频文件。\n"
             "/speak — 朗读文本\n"
             "/settings — 查看本频道的设置\n"
-            "/mode — 以文字、语音或两者回复\n"
+            "/mode — 选择回复方式：文字、语音消息或两者\n"
             "/language — 识别语言：{languages}\n"
             "/voice — 语音回复使用的音色（见 /voices）\n"
-            "/auto — 在服务器频道中自动转写所有语音，或仅在请求时转写\n"
-            "/hotwords — 识别时优先考虑的词语（人名、术语）\n"
-            "/usage — 查看本频道的音频时长和字符用量\n"
-            "/privacy — 谁会听到你的音频，保存哪些内容\n"
+            "/auto — 在服务器频道中自动转写每条语音消息，或仅在有人请求时转写\n"
+            "/hotwords — 识别时优先识别的词语（如人名、术语）\n"
+            "/usage — 本频道已转写的音频时长和已朗读的字符数\n"
+            "/privacy — 谁会听到你的音频，以及会保存哪些内容\n"
             "/forget — 删除本频道的转写文本和设置\n\n"
             "在服务器中，只有拥有“管理服务器”权限的成员可以修改设置或使用 /usage 和 /forget。"
         ),
         "zh-hant": (
             "傳送語音訊息或音訊檔案，我會把它轉錄成文字。\n\n"
-            "轉錄已傳送的訊息：開啟該訊息的選單（按右鍵，手機上長按），選擇 應用程式 → 轉錄；"
+            "轉錄已傳送的訊息：開啟該訊息的選單（電腦上按右鍵，手機上長按），選擇 應用程式 → 轉錄；"
             "或使用 /transcribe 並附上音訊檔案。\n"
             "/speak — 朗讀文字\n"
             "/settings — 查看這個頻道的設定\n"
-            "/mode — 以文字、語音或兩者回覆\n"
+            "/mode — 選擇回覆方式：文字、語音訊息或兩者\n"
             "/language — 辨識語言：{languages}\n"
             "/voice — 語音回覆使用的聲音（見 /voices）\n"
-            "/auto — 在伺服器頻道中自動轉錄所有語音，或只在要求時轉錄\n"
-            "/hotwords — 辨識時優先採用的詞語（人名、術語）\n"
-            "/usage — 查看這個頻道的音訊時長和字元用量\n"
-            "/privacy — 誰會聽到你的音訊，保存哪些內容\n"
+            "/auto — 在伺服器頻道中自動轉錄每則語音訊息，或只在有人要求時轉錄\n"
+            "/hotwords — 辨識時優先辨識的詞語（如人名、術語）\n"
+            "/usage — 這個頻道已轉錄的音訊時長和已朗讀的字元數\n"
+            "/privacy — 誰會聽到你的音訊，以及會保留哪些資料\n"
             "/forget — 刪除這個頻道的轉錄文字和設定\n\n"
             "在伺服器中，只有擁有「管理伺服器」權限的成員可以變更設定或使用 /usage 和 /forget。"
         ),
     },
     "not_allowed": {
         "en": "Sorry, this bot is not available in this chat.",
-        "zh": "抱歉，此聊天无法使用本机器人。",
+        "zh": "抱歉，当前聊天无法使用本机器人。",
         "zh-hant": "抱歉，這個聊天室無法使用本機器人。",
     },
     "too_big": {
@@ -125,8 +125,8 @@ _CATALOGUE: dict[str, dict[str, str]] = {
     },
     "too_long": {
         "en": "This recording is too long for me (limit: {limit}).",
-        "zh": "录音太长，无法处理（上限：{limit}）。",
-        "zh-hant": "錄音太長，無法處理（上限：{limit}）。",
+        "zh": "这段录音太长，无法处理（上限：{limit}）。",
+        "zh-hant": "這段錄音太長，無法處理（上限：{limit}）。",
     },
     "nothing_heard": {
         "en": "I could not make out any words in this recording.",
@@ -141,13 +141,13 @@ _CATALOGUE: dict[str, dict[str, str]] = {
     # An answer's failure, then (for a voice note) "heard", so that the user's words are never lost.
     "responder_timeout": {
         "en": "Sorry, the answer is taking too long.",
-        "zh": "抱歉，回答耗时过长。",
-        "zh-hant": "抱歉，回答花費的時間太長。",
+        "zh": "抱歉，回答用时太长。",
+        "zh-hant": "抱歉，回答花了太長的時間。",
     },
     "responder_failed": {
         "en": "Sorry, I could not answer that.",
-        "zh": "抱歉，我无法回答。",
-        "zh-hant": "抱歉，我無法回答。",
+        "zh": "抱歉，我无法回答这个问题。",
+        "zh-hant": "抱歉，我無法回答這個問題。",
     },
     "heard": {
         "en": " I heard: {transcript}",
@@ -166,8 +166,8 @@ _CATALOGUE: dict[str, dict[str, str]] = {
     },
     "agent_busy": {
         "en": "The agent is busy right now. Please try again in a minute.",
-        "zh": "智能体当前繁忙，请稍后再试。",
-        "zh-hant": "智慧代理目前忙碌中，請稍後再試。",
+        "zh": "智能体当前繁忙，请过一分钟再试。",
+        "zh-hant": "智慧代理目前忙碌中，請過一分鐘再試。",
     },
     "agent_unreachable": {
         "en": "The agent cannot be reached right now. Please try again later.",
@@ -176,8 +176,8 @@ _CATALOGUE: dict[str, dict[str, str]] = {
     },
     "agent_not_set_up": {
         "en": "The agent is not set up correctly. The bot owner needs to check its Coze settings.",
-        "zh": "智能体配置有误，请机器人管理员检查扣子（Coze）的相关设置。",
-        "zh-hant": "智慧代理的設定有誤，請機器人管理員檢查扣子（Coze）的相關設定。",
+        "zh": "智能体配置有误，请机器人所有者检查扣子（Coze）设置。",
+        "zh-hant": "智慧代理的設定有誤，請機器人擁有者檢查 Coze 的設定。",
     },
     "start_agent": {
         "en": "Hi! Talk to me: send a voice message or write, and I will answer.\nSend /new to start a new conversation, /help to see what else I can do.",
@@ -193,24 +193,24 @@ _CATALOGUE: dict[str, dict[str, str]] = {
         ),
         "zh": (
             "发送语音消息或文字和我聊天，我会回答（在群组中：用语音消息回复我的消息，或使用 /ask）。\n"
-            "/ask 问题 — 向我提问（也可回复某条语音消息）\n"
+            "/ask 问题 — 向我提问（也可用此命令回复一条语音消息）\n"
             "/new — 开始新的对话"
         ),
         "zh-hant": (
             "傳送語音訊息或文字和我聊天，我會回答（在群組中：用語音訊息回覆我的訊息，或使用 /ask）。\n"
-            "/ask 問題 — 向我提問（也可以回覆某則語音訊息）\n"
+            "/ask 問題 — 向我提問（也可以用這個指令回覆一則語音訊息）\n"
             "/new — 開始新的對話"
         ),
     },
     "ask_usage": {
         "en": "Use /ask QUESTION, or reply to a voice message with /ask.",
-        "zh": "请使用 /ask 问题，或回复一条语音消息并发送 /ask。",
-        "zh-hant": "請使用 /ask 問題，或回覆一則語音訊息並傳送 /ask。",
+        "zh": "请使用 /ask 问题，或用 /ask 回复一条语音消息。",
+        "zh-hant": "請使用 /ask 問題，或用 /ask 回覆一則語音訊息。",
     },
     "new_conversation": {
         "en": "Done: the next message starts a new conversation.",
-        "zh": "好的：下一条消息将开始新的对话。",
-        "zh-hant": "好的：下一則訊息將開始新的對話。",
+        "zh": "好的，下一条消息将开始新的对话。",
+        "zh-hant": "好的，下一則訊息將開始新的對話。",
     },
     "download_failed": {
         "en": "I could not download this file. Please try again.",
@@ -225,7 +225,7 @@ _CATALOGUE: dict[str, dict[str, str]] = {
     "settings": {
         "en": "Settings for this chat:\nReply mode: {mode}\nLanguage: {language}\nVoice: {voice}\n"
               "Transcribe every voice message in groups: {auto}\nHot words: {hot_words}",
-        "zh": "本聊天的设置：\n回复方式：{mode}\n识别语言：{language}\n音色：{voice}\n"
+        "zh": "当前聊天的设置：\n回复方式：{mode}\n识别语言：{language}\n音色：{voice}\n"
               "群组中自动转写：{auto}\n热词：{hot_words}",
         "zh-hant": "這個聊天室的設定：\n回覆方式：{mode}\n辨識語言：{language}\n聲音：{voice}\n"
                    "群組中自動轉錄：{auto}\n熱詞：{hot_words}",
@@ -255,8 +255,8 @@ _CATALOGUE: dict[str, dict[str, str]] = {
     },
     "language_usage": {
         "en": "Use /language CODE with one of: {languages}.",
-        "zh": "请使用 /language 代码，可选：{languages}。",
-        "zh-hant": "請使用 /language 代碼，可選：{languages}。",
+        "zh": "请使用 /language 语言代码，可选：{languages}。",
+        "zh-hant": "請使用 /language 語言代碼，可選：{languages}。",
     },
     "language_refused": {
         "en": "{language} is not available here: the speech service {provider} recognises only {honoured}. "
@@ -266,8 +266,8 @@ _CATALOGUE: dict[str, dict[str, str]] = {
     },
     "language_unavailable": {
         "en": "{language} (this chat chose {chosen}, which the current speech service cannot recognise)",
-        "zh": "{language}（本聊天选择的{chosen}当前的语音服务无法识别）",
-        "zh-hant": "{language}（這個聊天室選擇的{chosen}目前的語音服務無法辨識）",
+        "zh": "{language}（当前聊天选择的是{chosen}，但现在的语音服务无法识别）",
+        "zh-hant": "{language}（這個聊天室選擇的是{chosen}，但目前的語音服務無法辨識）",
     },
     "voice_set": {
         "en": "Done: spoken answers will use the voice {voice}.",
@@ -296,25 +296,25 @@ _CATALOGUE: dict[str, dict[str, str]] = {
     },
     "auto_set_on": {
         "en": "Done: every voice message in this chat will now be transcribed automatically.",
-        "zh": "已开启：本聊天的每条语音消息都会自动转写。",
-        "zh-hant": "已開啟：這個聊天室的每則語音訊息都會自動轉錄。",
+        "zh": "已开启：当前聊天的每条语音消息都将自动转写。",
+        "zh-hant": "已開啟：這個聊天室的每則語音訊息都將自動轉錄。",
     },
     "auto_set_off": {
         "en": "Done: voice messages in this chat will now be transcribed only on /transcribe.",
-        "zh": "已关闭自动转写：本聊天的语音消息只在使用 /transcribe 时转写。",
+        "zh": "已关闭自动转写：当前聊天的语音消息仅在使用 /transcribe 时转写。",
         "zh-hant": "已關閉自動轉錄：這個聊天室的語音訊息只在使用 /transcribe 時轉錄。",
     },
     "auto_set_off.discord": {
         "en": "Done: voice messages in this channel will now be transcribed only on request (Transcribe in a "
               "message's Apps menu, or /transcribe).",
-        "zh": "已关闭自动转写：本频道的语音消息只在请求时转写（消息菜单中的 应用 → 转写，或 /transcribe）。",
-        "zh-hant": "已關閉自動轉錄：這個頻道的語音訊息只在要求時轉錄（訊息選單中的 應用程式 → 轉錄，或 /transcribe）。",
+        "zh": "已关闭自动转写：本频道的语音消息仅在有人请求时转写（消息菜单中的 应用 → 转写，或 /transcribe）。",
+        "zh-hant": "已關閉自動轉錄：這個頻道的語音訊息只在有人要求時轉錄（訊息選單中的 應用程式 → 轉錄，或 /transcribe）。",
     },
     "auto_private": {
         "en": "/auto applies to groups: in a private chat every voice message is always transcribed, so nothing "
               "was changed.",
-        "zh": "/auto 只适用于群组：私聊中的每条语音消息都会转写，因此没有做任何更改。",
-        "zh-hant": "/auto 只適用於群組：私人聊天中的每則語音訊息都會轉錄，因此沒有做任何變更。",
+        "zh": "/auto 只适用于群组：私聊中的每条语音消息始终都会转写，因此没有做任何更改。",
+        "zh-hant": "/auto 只適用於群組：私人聊天中的每則語音訊息一律會轉錄，因此沒有做任何變更。",
     },
     "auto_usage": {
         "en": "Use /auto on or /auto off.",
@@ -338,13 +338,13 @@ _CATALOGUE: dict[str, dict[str, str]] = {
     },
     "admins_only": {
         "en": "Only the chat's admins can change settings here.",
-        "zh": "在本群组中只有管理员可以修改设置。",
-        "zh-hant": "在這個群組中只有管理員可以變更設定。",
+        "zh": "只有管理员可以在这里修改设置。",
+        "zh-hant": "只有管理員可以在這裡變更設定。",
     },
     "transcribe_usage": {
         "en": "Use /transcribe on a voice message: reply to it with /transcribe.",
-        "zh": "请对语音消息使用转写：回复该消息并发送 /transcribe。",
-        "zh-hant": "請對語音訊息使用轉錄：回覆該訊息並傳送 /transcribe。",
+        "zh": "请用 /transcribe 回复一条语音消息来转写它。",
+        "zh-hant": "請用 /transcribe 回覆一則語音訊息來轉錄它。",
     },
     "transcribe_usage.discord": {
         "en": "Pick Transcribe from a voice message's menu (Apps → Transcribe), or use /transcribe with an audio file.",
@@ -353,8 +353,8 @@ _CATALOGUE: dict[str, dict[str, str]] = {
     },
     "speak_usage": {
         "en": "Use /speak TEXT, or reply to a text message with /speak.",
-        "zh": "请使用 /speak 文本，或回复一条文字消息并发送 /speak。",
-        "zh-hant": "請使用 /speak 文字，或回覆一則文字訊息並傳送 /speak。",
+        "zh": "请使用 /speak 文本，或用 /speak 回复一条文字消息。",
+        "zh-hant": "請使用 /speak 文字，或用 /speak 回覆一則文字訊息。",
     },
     "speak_too_long": {
         "en": "That is too long to read aloud (limit: {limit} characters).",
@@ -364,14 +364,14 @@ _CATALOGUE: dict[str, dict[str, str]] = {
     "tts_limit": {
         "en": "This chat may have {limit} characters read aloud a day; {used} are used today, and this text has "
               "{requested}. The limit resets at 00:00 UTC (in {reset}).",
-        "zh": "本聊天每天可朗读 {limit} 个字符；今天已用 {used} 个，这段文字有 {requested} 个。"
-              "额度将在 UTC 0 点（{reset}后）重置。",
+        "zh": "当前聊天每天可朗读 {limit} 个字符；今天已用 {used} 个，这段文字有 {requested} 个。"
+              "额度将在 UTC 00:00（{reset}后）重置。",
         "zh-hant": "這個聊天室每天可朗讀 {limit} 個字元；今天已用 {used} 個，這段文字有 {requested} 個。"
-                   "額度將在 UTC 0 點（{reset}後）重設。",
+                   "額度將在 UTC 00:00（{reset}後）重設。",
     },
     "voice_reply_over_limit": {
         "en": "(No voice reply: this chat has used its {limit} characters read aloud for today.)",
-        "zh": "（未发送语音回复：本聊天今天的朗读额度 {limit} 个字符已用完。）",
+        "zh": "（未发送语音回复：当前聊天今天的朗读额度 {limit} 个字符已用完。）",
         "zh-hant": "（未傳送語音回覆：這個聊天室今天的朗讀額度 {limit} 個字元已用完。）",
     },
     "speak_admins_only": {
@@ -381,8 +381,8 @@ _CATALOGUE: dict[str, dict[str, str]] = {
     },
     "speak_off": {
         "en": "Reading texts aloud is turned off in groups on this bot.",
-        "zh": "本机器人在群组中不提供朗读功能。",
-        "zh-hant": "本機器人在群組中不提供朗讀功能。",
+        "zh": "本机器人已关闭群组中的朗读功能。",
+        "zh-hant": "本機器人已關閉群組中的朗讀功能。",
     },
     "no_tts": {
         "en": "Spoken answers are not set up on this bot.",
@@ -394,26 +394,26 @@ _CATALOGUE: dict[str, dict[str, str]] = {
     "daily_limit": {
         "en": "Daily transcription limit: this chat has used {used} of its {limit} today, and this recording "
               "does not fit in what is left. The limit resets at 00:00 UTC (in {reset}).",
-        "zh": "每日转写额度：本聊天今天已用 {used}（共 {limit}），剩余额度不足以转写这段录音。"
-              "额度将在 UTC 0 点（{reset}后）重置。",
+        "zh": "每日转写额度：当前聊天今天已用 {used}（共 {limit}），剩余额度不足以转写这段录音。"
+              "额度将在 UTC 00:00（{reset}后）重置。",
         "zh-hant": "每日轉錄額度：這個聊天室今天已用 {used}（共 {limit}），剩餘額度不足以轉錄這段錄音。"
-                   "額度將在 UTC 0 點（{reset}後）重設。",
+                   "額度將在 UTC 00:00（{reset}後）重設。",
     },
     "daily_limit_user": {
         "en": "Daily transcription limit: you have used {used} of your {limit} in this group today, and this "
               "recording does not fit in what is left. The limit resets at 00:00 UTC (in {reset}).",
         "zh": "每日转写额度：你今天在本群组已用 {used}（共 {limit}），剩余额度不足以转写这段录音。"
-              "额度将在 UTC 0 点（{reset}后）重置。",
+              "额度将在 UTC 00:00（{reset}后）重置。",
         "zh-hant": "每日轉錄額度：你今天在這個群組已用 {used}（共 {limit}），剩餘額度不足以轉錄這段錄音。"
-                   "額度將在 UTC 0 點（{reset}後）重設。",
+                   "額度將在 UTC 00:00（{reset}後）重設。",
     },
     "usage": {
         "en": "Usage in this chat:\nToday: {today_audio} of audio transcribed, {today_characters} characters read aloud\n"
               "This month: {month_audio}, {month_characters} characters\nDaily limit: {limit}",
-        "zh": "本聊天的用量：\n今天：转写音频 {today_audio}，朗读 {today_characters} 个字符\n"
-              "本月：{month_audio}，{month_characters} 个字符\n每日额度：{limit}",
+        "zh": "当前聊天的用量：\n今天：转写音频 {today_audio}，朗读 {today_characters} 个字符\n"
+              "本月：转写音频 {month_audio}，朗读 {month_characters} 个字符\n每日额度：{limit}",
         "zh-hant": "這個聊天室的用量：\n今天：轉錄音訊 {today_audio}，朗讀 {today_characters} 個字元\n"
-                   "本月：{month_audio}，{month_characters} 個字元\n每日額度：{limit}",
+                   "本月：轉錄音訊 {month_audio}，朗讀 {month_characters} 個字元\n每日額度：{limit}",
     },
     "no_limit": {"en": "none", "zh": "不限", "zh-hant": "不限"},
     # Durations, from messages.duration().
@@ -436,20 +436,20 @@ _CATALOGUE: dict[str, dict[str, str]] = {
         "zh": "发送到这里的语音消息由 {asr} 转写；语音回复由 {tts} 生成。\n"
               "本机器人保存的内容：\n"
               "• 不保存任何音频。\n"
-              "• 转写文本：保留 {hours} 小时，用于直接回复重复的消息而无需再次发送音频，之后删除。\n"
-              "• 本聊天的设置：保留到使用 /forget。\n"
+              "• 转写文本：保留 {hours} 小时，这样同一条消息再次出现时可直接回复，无需重新发送音频进行转写；之后删除。\n"
+              "• 当前聊天的设置：保留至使用 /forget 为止。\n"
               "• 每个聊天每天的用量统计（音频秒数、朗读字符数，不含内容）：保留 {usage_days} 天，用于每日额度和 /usage。"
               "/forget 不会删除它们，否则额度会被重置。\n"
-              "• 平台提供的你的应用语言：用于以该语言回复你。\n"
-              "/forget 会立即删除本聊天的转写文本和设置，数据库文件中不留痕迹。",
+              "• 你的应用语言（如果平台提供）：用于以该语言回复你。\n"
+              "/forget 会立即删除当前聊天的转写文本和设置，数据库文件中不留痕迹。",
         "zh-hant": "傳送到這裡的語音訊息由 {asr} 轉錄；語音回覆由 {tts} 產生。\n"
-                   "本機器人保存的內容：\n"
-                   "• 不保存任何音訊。\n"
-                   "• 轉錄文字：保留 {hours} 小時，用來直接回覆重複的訊息而不必再次傳送音訊，之後刪除。\n"
+                   "本機器人會保留的資料：\n"
+                   "• 一律不保留任何音訊。\n"
+                   "• 轉錄文字：保留 {hours} 小時，這樣同一則訊息再次出現時可以直接回覆，不必重新傳送音訊進行轉錄；之後刪除。\n"
                    "• 這個聊天室的設定：保留到使用 /forget 為止。\n"
                    "• 每個聊天室每天的用量統計（音訊秒數、朗讀字元數，不含內容）：保留 {usage_days} 天，用於每日額度和 /usage。"
                    "/forget 不會刪除它們，否則額度會被重設。\n"
-                   "• 平台提供的你的應用程式語言：用來以該語言回覆你。\n"
+                   "• 你的應用程式語言（如果平台有提供）：用來以該語言回覆你。\n"
                    "/forget 會立即刪除這個聊天室的轉錄文字和設定，資料庫檔案中不留痕跡。",
     },
     "privacy_agent": {
@@ -457,25 +457,25 @@ _CATALOGUE: dict[str, dict[str, str]] = {
               "your text) is sent there, and the conversation's history is kept there. This bot keeps only the "
               "conversation's id, until /new or /forget; the history on {service} stays.",
         "zh": "回答来自 {service} 上的智能体：你对它说的话（语音消息的转写文本或你的文字）会发送到那里，对话记录也保存在那里。"
-              "本机器人只保存对话的 ID，直到使用 /new 或 /forget；{service} 上的对话记录会保留。",
+              "本机器人只保存对话的 ID，直到使用 /new 或 /forget 为止；{service} 上的对话记录仍会保留。",
         "zh-hant": "回答來自 {service} 上的智慧代理：你對它說的話（語音訊息的轉錄文字或你的文字）會傳送到那裡，對話紀錄也保存在那裡。"
-                   "本機器人只保存對話的 ID，直到使用 /new 或 /forget；{service} 上的對話紀錄會保留。",
+                   "本機器人只保留對話的 ID，直到使用 /new 或 /forget 為止；{service} 上的對話紀錄仍會保留。",
     },
     "no_speech_synthesis": {"en": "nobody (not set up)", "zh": "无（未配置）", "zh-hant": "無（未設定）"},
     "forgotten": {
         "en": "Done: {count} stored transcripts and this chat's settings were deleted.",
-        "zh": "已删除：{count} 条转写文本及本聊天的设置。",
-        "zh-hant": "已刪除：{count} 則轉錄文字及這個聊天室的設定。",
+        "zh": "已删除 {count} 条保存的转写文本及当前聊天的设置。",
+        "zh-hant": "已刪除 {count} 筆儲存的轉錄文字及這個聊天室的設定。",
     },
     "admins_only_command": {
         "en": "Only the chat's admins can use this command here.",
-        "zh": "在本群组中只有管理员可以使用此命令。",
-        "zh-hant": "在這個群組中只有管理員可以使用這個指令。",
+        "zh": "只有管理员可以在这里使用此命令。",
+        "zh-hant": "只有管理員可以在這裡使用這個指令。",
     },
     "voice_not_allowed": {
         "en": "I am not allowed to send voice or audio messages here.",
-        "zh": "我无法在这里发送语音或音频消息。",
-        "zh-hant": "我無法在這裡傳送語音或音訊訊息。",
+        "zh": "我没有在这里发送语音或音频消息的权限。",
+        "zh-hant": "我沒有在這裡傳送語音或音訊訊息的權限。",
     },
 }
 
@@ -488,7 +488,7 @@ COMMAND_DESCRIPTIONS: dict[str, dict[str, str]] = {
     "transcribe": {"en": "Transcribe the voice message you reply to", "zh": "转写所回复的语音消息",
                    "zh-hant": "轉錄所回覆的語音訊息"},
     "speak": {"en": "Read a text aloud", "zh": "朗读文本", "zh-hant": "朗讀文字"},
-    "settings": {"en": "Show this chat's settings", "zh": "查看本聊天的设置", "zh-hant": "查看這個聊天室的設定"},
+    "settings": {"en": "Show this chat's settings", "zh": "查看当前聊天的设置", "zh-hant": "查看這個聊天室的設定"},
     "mode": {"en": "Answer with text, voice or both", "zh": "设置回复方式：文字、语音或两者",
              "zh-hant": "設定回覆方式：文字、語音或兩者"},
     "language": {"en": "Set the recognition language", "zh": "设置识别语言", "zh-hant": "設定辨識語言"},
@@ -499,8 +499,8 @@ COMMAND_DESCRIPTIONS: dict[str, dict[str, str]] = {
     "hotwords": {"en": "Words to favour when recognising", "zh": "设置识别热词", "zh-hant": "設定辨識熱詞"},
     "usage": {"en": "Audio minutes and characters used", "zh": "查看用量", "zh-hant": "查看用量"},
     "privacy": {"en": "Who hears your audio, what is kept", "zh": "隐私说明", "zh-hant": "隱私權說明"},
-    "forget": {"en": "Delete this chat's transcripts and settings", "zh": "删除本聊天的转写和设置",
-               "zh-hant": "刪除這個聊天室的轉錄和設定"},
+    "forget": {"en": "Delete this chat's transcripts and settings", "zh": "删除当前聊天的转写文本和设置",
+               "zh-hant": "刪除這個聊天室的轉錄文字和設定"},
 }
 
 # Discord: the message context menus' names (shown in a message's Apps menu), and the slash
@@ -511,8 +511,8 @@ MENU_NAMES: dict[str, dict[str, str]] = {
 }
 OPTION_DESCRIPTIONS: dict[str, dict[str, str]] = {
     "ask.question": {"en": "What to ask", "zh": "要问的问题", "zh-hant": "要問的問題"},
-    "ask.audio": {"en": "Or a voice message or audio file", "zh": "或一条语音消息、一个音频文件",
-                  "zh-hant": "或一則語音訊息、一個音訊檔案"},
+    "ask.audio": {"en": "Or a voice message or audio file", "zh": "或者上传语音消息或音频文件",
+                  "zh-hant": "或者上傳語音訊息或音訊檔案"},
     "transcribe.audio": {"en": "A voice message or audio file", "zh": "语音消息或音频文件", "zh-hant": "語音訊息或音訊檔案"},
     "speak.text": {"en": "The text to read aloud", "zh": "要朗读的文本", "zh-hant": "要朗讀的文字"},
     "mode.mode": {"en": "How to answer", "zh": "回复方式", "zh-hant": "回覆方式"},
@@ -521,8 +521,8 @@ OPTION_DESCRIPTIONS: dict[str, dict[str, str]] = {
                        "zh-hant": "聲音（輸入名稱搜尋）"},
     "auto.state": {"en": "Transcribe every voice message here, or not", "zh": "是否自动转写这里的每条语音消息",
                    "zh-hant": "是否自動轉錄這裡的每則語音訊息"},
-    "hotwords.words": {"en": "Comma-separated words; off to clear them", "zh": "用逗号分隔的词语；off 清除",
-                       "zh-hant": "用逗號分隔的詞語；off 清除"},
+    "hotwords.words": {"en": "Comma-separated words; off to clear them", "zh": "用逗号分隔的词语；输入 off 清除",
+                       "zh-hant": "用逗號分隔的詞語；輸入 off 清除"},
 }
 
 # Recognition languages by neutral code (speech/languages.py), as /language and /settings show them.
