@@ -507,7 +507,7 @@ class VoiceNotesCog(commands.Cog, name="VoiceNotes"):
     async def new(self, interaction: discord.Interaction) -> None:
         await self._run(interaction, "new")
 
-    @app_commands.command(name="transcribe", description=_described("transcribe"))
+    @app_commands.command(name="transcribe", description=_described("transcribe.discord"))
     @app_commands.describe(audio=_option("transcribe", "audio"))
     async def transcribe(self, interaction: discord.Interaction, audio: discord.Attachment) -> None:
         note = None

@@ -105,7 +105,7 @@ async def test_answers_about_settings_are_ephemeral_in_server_channels_and_publi
     deferral, deleted, refusal = spoken_responses
     assert not deferral.json.get("data", {}).get("flags", 0) & EPHEMERAL
     assert deleted.kind == "delete"
-    assert refusal.message["flags"] & EPHEMERAL and refusal.message["content"] == "In this group, only admins can have texts read aloud."
+    assert refusal.message["flags"] & EPHEMERAL and refusal.message["content"] == "Here, only admins can have texts read aloud."
 
 
 async def test_a_locale_seen_in_a_server_interaction_is_remembered_for_dms(world: World) -> None:

@@ -711,7 +711,7 @@ async def test_who_may_speak_in_groups(fast_retrier: Retrier, policy: str, membe
     assert member_voices == int(member_may)
     assert group.kinds().count("voice") == int(member_may) + int(admin_may)
     assert private.kinds() == ["voice"]  # private chats can always /speak
-    refusals = {"admins": ["在本群组中，只有管理员可以使用朗读功能。"],  # to Bob, in his language
+    refusals = {"admins": ["在这里只有管理员可以使用朗读功能。"],  # to Bob, in his language
                 "off": ["本机器人已关闭群组中的朗读功能。", "Reading texts aloud is turned off in groups on this bot."],
                 "everyone": []}
     assert group.texts() == refusals[policy]

@@ -375,9 +375,9 @@ _CATALOGUE: dict[str, dict[str, str]] = {
         "zh-hant": "（未傳送語音回覆：這個聊天室今天的朗讀額度 {limit} 個字元已用完。）",
     },
     "speak_admins_only": {
-        "en": "In this group, only admins can have texts read aloud.",
-        "zh": "在本群组中，只有管理员可以使用朗读功能。",
-        "zh-hant": "在這個群組中，只有管理員可以使用朗讀功能。",
+        "en": "Here, only admins can have texts read aloud.",
+        "zh": "在这里只有管理员可以使用朗读功能。",
+        "zh-hant": "在這裡只有管理員可以使用朗讀功能。",
     },
     "speak_off": {
         "en": "Reading texts aloud is turned off in groups on this bot.",
@@ -487,6 +487,9 @@ COMMAND_DESCRIPTIONS: dict[str, dict[str, str]] = {
     "new": {"en": "Start a new conversation", "zh": "开始新的对话", "zh-hant": "開始新的對話"},
     "transcribe": {"en": "Transcribe the voice message you reply to", "zh": "转写所回复的语音消息",
                    "zh-hant": "轉錄所回覆的語音訊息"},
+    # Discord's /transcribe takes an attachment; replies are Telegram's way (and the Transcribe menu's).
+    "transcribe.discord": {"en": "Transcribe an audio file or voice message you attach", "zh": "转写你附上的音频文件或语音消息",
+                           "zh-hant": "轉錄你附加的音訊檔案或語音訊息"},
     "speak": {"en": "Read a text aloud", "zh": "朗读文本", "zh-hant": "朗讀文字"},
     "settings": {"en": "Show this chat's settings", "zh": "查看当前聊天的设置", "zh-hant": "查看這個聊天室的設定"},
     "mode": {"en": "Answer with text, voice or both", "zh": "设置回复方式：文字、语音或两者",
