@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -19,6 +19,7 @@ from voicebridge.speech.service import SpeechService
 from voicebridge.voice_notes.delivery import LiveMessage
 from voicebridge.voice_notes.model import (
     Activity,
+    Button,
     ChatKind,
     ChatRef,
     CommandRequest,
@@ -47,6 +48,7 @@ class Sent:
     reply_to: str | None = None
     message_id: str = ""
     voice: VoiceReply | None = None
+    buttons: tuple[Button, ...] = ()
     at: float = field(default_factory=time.monotonic)
 
 
@@ -70,15 +72,15 @@ class MemoryChat:
     def text_length(self, text: str) -> int:
         return len(text)
 
-    async def send_text(self, text: str, reply_to: str | None) -> str:
+    async def send_text(self, text: str, reply_to: str | None, buttons: Sequence[Button] = ()) -> str:
         assert 0 < len(text) <= self.max_text_length
         message_id = str(next(self.ids))
-        self.sent.append(Sent("text", text, reply_to, message_id))
+        self.sent.append(Sent("text", text, reply_to, message_id, buttons=tuple(buttons)))
         return message_id
 
-    async def edit_text(self, message_id: str, text: str) -> None:
+    async def edit_text(self, message_id: str, text: str, buttons: Sequence[Button] = ()) -> None:
         assert 0 < len(text) <= self.max_text_length
-        self.sent.append(Sent("edit", text, None, message_id))
+        self.sent.append(Sent("edit", text, None, message_id, buttons=tuple(buttons)))
 
     async def send_voice(self, voice: VoiceReply, reply_to: str | None) -> str:
         if self.refuse_voice:
@@ -278,14 +280,14 @@ class FloodedChat(MemoryChat):
     edits_waiting: int = 0
     most_edits_waiting: int = 0
 
-    async def edit_text(self, message_id: str, text: str) -> None:
+    async def edit_text(self, message_id: str, text: str, buttons: Sequence[Button] = ()) -> None:
         self.edits_waiting += 1
         self.most_edits_waiting = max(self.most_edits_waiting, self.edits_waiting)
         try:
             await self.released.wait()
         finally:  # a cancelled edit (overtaken by the final text) is no longer on its way
             self.edits_waiting -= 1
-        await super().edit_text(message_id, text)
+        await super().edit_text(message_id, text, buttons)
 
 
 @dataclass

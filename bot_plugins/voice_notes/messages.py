@@ -302,6 +302,56 @@ _CATALOGUE: dict[str, dict[str, str]] = {
         "en": "I am not allowed to send voice or audio messages here.",
         "zh": "我无法在这里发送语音或音频消息。",
     },
+    # Feedback while a note is transcribed, transcript buttons and choice keyboards (issue 15, part A).
+    "transcribing": {
+        "en": "🎙 Transcribing… {length}",
+        "zh": "🎙 正在转写… {length}",
+        "zh-hant": "🎙 正在轉寫… {length}",
+    },
+    "transcribing_share": {
+        "en": "🎙 Transcribing… {length} · {percent}% heard",
+        "zh": "🎙 正在转写… {length} · 已识别 {percent}%",
+        "zh-hant": "🎙 正在轉寫… {length} · 已辨識 {percent}%",
+    },
+    "transcribing_elapsed": {
+        "en": "🎙 Transcribing… {length} · {elapsed} so far",
+        "zh": "🎙 正在转写… {length} · 已用时 {elapsed}",
+        "zh-hant": "🎙 正在轉寫… {length} · 已用時 {elapsed}",
+    },
+    "heard_placeholder": {
+        "en": "🎙 {transcript}",
+        "zh": "🎙 {transcript}",
+        "zh-hant": "🎙 {transcript}",
+    },
+    "button_speak": {"en": "🔊 Speak", "zh": "🔊 朗读", "zh-hant": "🔊 朗讀"},
+    "button_recognise": {
+        "en": "Recognise as {language}",
+        "zh": "按{language}重新识别",
+        "zh-hant": "按{language}重新辨識",
+    },
+    "button_expired": {
+        "en": "This button no longer works.",
+        "zh": "此按钮已失效。",
+        "zh-hant": "此按鈕已失效。",
+    },
+    "button_mode_text": {"en": "📝 Text", "zh": "📝 文字", "zh-hant": "📝 文字"},
+    "button_mode_voice": {"en": "🔊 Voice", "zh": "🔊 语音", "zh-hant": "🔊 語音"},
+    "button_mode_both": {"en": "📝+🔊 Both", "zh": "📝+🔊 两者", "zh-hant": "📝+🔊 兩者"},
+    "mode_choose": {
+        "en": "How should I answer here? Now: {mode}",
+        "zh": "在这里以什么方式回复？当前：{mode}",
+        "zh-hant": "在這裡以什麼方式回覆？目前：{mode}",
+    },
+    "language_choose": {
+        "en": "Which language should I recognise? Now: {language}",
+        "zh": "识别哪种语言？当前：{language}",
+        "zh-hant": "辨識哪種語言？目前：{language}",
+    },
+    "voice_choose": {
+        "en": "Which voice should I speak with? Now: {voice}",
+        "zh": "使用哪个音色朗读？当前：{voice}",
+        "zh-hant": "使用哪個音色朗讀？目前：{voice}",
+    },
 }
 
 # Command descriptions for the platforms' command menus.
