@@ -111,7 +111,9 @@ class MemoryChat:
         self.reported.append(error)
 
     def texts(self) -> list[str]:
-        return [item.text for item in self.sent if item.kind == "text"]
+        """What the chat shows now: each text message with its last edit applied (a placeholder
+        shows as what it became)."""
+        return self.visible_texts()
 
     def visible_texts(self) -> list[str]:
         """What the chat shows now: each text message with its last edit applied."""
@@ -168,7 +170,10 @@ TONE = make_tone("ogg", 440.0, 2.0)
 async def test_private_note_is_answered_with_its_transcript(harness: Harness) -> None:
     chat = MemoryChat()
     await harness.plugin.handle_voice_note(harness.note(TONE), chat)
-    assert [(item.kind, item.text, item.reply_to) for item in chat.sent] == [("text", "tone 440 hz 2.0 s", "7")]
+    # A placeholder at once, replying to the note, then edited into the transcript.
+    assert [(item.kind, item.text, item.reply_to) for item in chat.sent] == [("text", "🎙 Transcribing…", "7"),
+                                                                          ("edit", "tone 440 hz 2.0 s", None)]
+    assert chat.sent[1].message_id == chat.sent[0].message_id
     assert chat.activities == [Activity.TYPING]
 
 
@@ -186,7 +191,7 @@ async def test_group_transcripts_name_the_speaker_and_auto_can_be_switched_off(h
     request = harness.command("transcribe", chat=GROUP, sender=ALICE, replied_note=harness.note(TONE, chat=GROUP, sender=BOB,
                                                                                                   message_id="8", key="other"))
     await harness.plugin.handle_command(request, chat)
-    assert chat.sent[-1].text == "🎤 Bob: tone 440 hz 2.0 s" and chat.sent[-1].reply_to == "8"
+    assert chat.texts()[-1] == "🎤 Bob: tone 440 hz 2.0 s" and chat.sent[-2].reply_to == "8"
 
 
 async def test_only_admins_change_group_settings(harness: Harness) -> None:
@@ -199,7 +204,7 @@ async def test_only_admins_change_group_settings(harness: Harness) -> None:
     assert (await harness.plugin.chat_settings(GROUP)).reply_mode.value == "voice"
 
 
-@pytest.mark.parametrize(("mode", "kinds"), [("text", ["text"]), ("voice", ["voice"]), ("both", ["text", "voice"])])
+@pytest.mark.parametrize(("mode", "kinds"), [("text", ["text", "edit"]), ("voice", ["voice"]), ("both", ["text", "edit", "voice"])])
 async def test_reply_modes(harness: Harness, mode: str, kinds: list[str]) -> None:
     chat = MemoryChat()
     await harness.plugin.handle_command(harness.command("mode", mode), chat)
@@ -334,10 +339,10 @@ async def test_the_final_text_is_not_held_back_by_the_edit_interval() -> None:
     now = 5.0
     live.show("partial")
     await asyncio.wait_for(live.finish("partial and the rest"), timeout=1.0)  # was: waited out the 5 s
-    assert [(item.kind, item.text) for item in chat.sent] == [("text", "partial"), ("edit", "partial and the rest")]
+    assert [(item.kind, item.text) for item in chat.sent] == [("text", "partial…"), ("edit", "partial and the rest")]
 
 
-async def test_a_note_recognised_within_the_interval_gets_one_message_and_no_edit(fast_retrier: Retrier) -> None:
+async def test_a_note_recognised_within_the_interval_gets_its_placeholder_and_one_edit(fast_retrier: Retrier) -> None:
     async with FakeCoze(transcript="quick note", partial_every_seconds=0.25) as fake:
         plugin = make_plugin(fake, fast_retrier, VOICEBRIDGE_ASR="coze-stream")
         plugin.edit_interval = 5.0
@@ -345,7 +350,7 @@ async def test_a_note_recognised_within_the_interval_gets_one_message_and_no_edi
         await plugin.handle_voice_note(Harness(fake, plugin).note(TONE), chat)
         await plugin.aclose()
         await plugin.service.aclose()
-    assert [(item.kind, item.text) for item in chat.sent] == [("text", "quick note")]
+    assert [(item.kind, item.text) for item in chat.sent] == [("text", "🎙 Transcribing…"), ("edit", "quick note")]
 
 
 async def test_typing_shows_while_a_note_waits_for_a_free_slot(fast_retrier: Retrier) -> None:
@@ -376,7 +381,7 @@ async def test_notes_queued_in_one_chat_share_one_typing_status(harness: Harness
     await asyncio.gather(*(harness.plugin.handle_voice_note(note, chat) for note in notes))
     # Each note shows typing once its turn in the chat has come, never two at once.
     assert chat.activities == [Activity.TYPING] * 5 and chat.most_open_activities == 1
-    assert [item.reply_to for item in chat.sent] == [str(index) for index in range(5)]
+    assert [item.reply_to for item in chat.sent if item.kind == "text"] == [str(index) for index in range(5)]
 
 
 async def test_long_transcripts_are_split_at_word_boundaries(fast_retrier: Retrier) -> None:
@@ -388,9 +393,11 @@ async def test_long_transcripts_are_split_at_word_boundaries(fast_retrier: Retri
         await plugin.aclose()
         await plugin.service.aclose()
     pieces = chat.texts()
-    assert len(pieces) == 8 and all(len(piece) <= 100 for piece in pieces)
-    assert " ".join(pieces) == script
-    assert {item.reply_to for item in chat.sent} == {"7"}
+    assert len(pieces) >= 8 and all(len(piece) <= 100 for piece in pieces)
+    count = len(pieces)
+    assert all(piece.endswith(f" ({number}/{count})") for number, piece in enumerate(pieces, 1))
+    assert " ".join(piece.rsplit(" (", 1)[0] for piece in pieces) == script
+    assert {item.reply_to for item in chat.sent if item.kind == "text"} == {"7"}
 
 
 async def test_conversation_mode_answers_with_the_hosts_reply(fast_retrier: Retrier) -> None:
@@ -409,7 +416,8 @@ async def test_conversation_mode_answers_with_the_hosts_reply(fast_retrier: Retr
         await plugin.handle_voice_note(harness.note(make_tone("ogg", 300.0, 1.0), message_id="8", key="b"), chat)
         await plugin.aclose()
         await plugin.service.aclose()
-    assert chat.texts() == ["You said 17 characters."]
+    # The answer replaces the note's placeholder; with no answer, the placeholder shows what was heard.
+    assert chat.texts() == ["You said 17 characters.", "🎙 tone 300 hz 1.0 s"]
     assert heard[0][0] == "tone 440 hz 2.0 s" and heard[0][1].sender == ALICE and heard[0][1].message_id == "7"
 
 
@@ -496,7 +504,8 @@ async def test_notes_of_one_chat_are_answered_in_order(harness: Harness) -> None
     await asyncio.sleep(0)
     await harness.plugin.handle_voice_note(short_note, chat)
     await first
-    assert [(item.reply_to, item.text) for item in chat.sent] == [("1", "tone 300 hz 8.0 s"), ("2", "tone 600 hz 0.5 s")]
+    assert [item.reply_to for item in chat.sent if item.kind == "text"] == ["1", "2"]
+    assert chat.texts() == ["tone 300 hz 8.0 s", "tone 600 hz 0.5 s"]
 
 
 async def test_settings_commands_and_their_persistence(fast_retrier: Retrier, tmp_path: Path) -> None:

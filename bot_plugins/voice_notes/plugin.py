@@ -371,12 +371,9 @@ class VoiceNotesPlugin:
             await self._deliver(chat, settings, note.chat, note.message_id, transcript, transcript, live, lang,
                                 header=self._header(note), buttons=buttons)
             return
-        if live is not None:
-            # The placeholder shows what was heard; the responder's answer follows as its own reply.
-            await live.finish(text("heard_placeholder", lang, transcript=transcript), header=self._header(note))
         question = Question(transcript, note.chat, note.sender, note.message_id, spoken=True, chat_language=note.chat_language,
                             message=note.message, context=note.context, duration=seconds)
-        await self._answerer().answer(question, chat, settings)
+        await self._answerer().answer(question, chat, settings, live)  # the answer replaces the placeholder
 
     async def _transcript(self, note: VoiceNote, settings: ChatSettings, live: LiveMessage | None,
                           lang: str | None) -> tuple[str, float, str]:
