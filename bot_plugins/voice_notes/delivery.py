@@ -100,7 +100,7 @@ class LiveMessage:
     async def opened(self) -> str | None:
         """The placeholder's message id, once it is out (None: it could not be sent)."""
         if self._update is not None and self.message_id is None:
-            await asyncio.gather(self._update, return_exceptions=True)
+            await asyncio.wait([self._update])  # not gather: a waiter cancelled must not cancel the placeholder
         return self.message_id
 
     def show(self, text: str, *, partial: bool = True) -> None:
