@@ -80,3 +80,17 @@ async def transcript_reply(telegram: FakeTelegram, note: dict[str, Any], timeout
         return None
 
     return await telegram.wait_for(settled, timeout)  # type: ignore[no-any-return]
+
+
+async def discord_transcript(fake: Any, note: dict[str, Any], timeout: float = 30.0) -> dict[str, Any]:
+    """The bot's message answering ``note`` in a FakeDiscord channel as it shows now, once it is
+    no longer the "Transcribing…" placeholder."""
+
+    def settled() -> dict[str, Any] | None:
+        for message in fake.messages_in(int(note["channel_id"])):
+            replied = str((message.get("message_reference") or {}).get("message_id"))
+            if replied == str(note["id"]) and message.get("content") and not is_placeholder(message["content"]):
+                return message  # type: ignore[no-any-return]
+        return None
+
+    return await fake.wait_for(settled, timeout)  # type: ignore[no-any-return]
