@@ -772,3 +772,79 @@ async def test_each_member_of_a_group_has_a_daily_allowance_of_their_own(fast_re
     ]
     assert harness.fetches == ["7", "9", "10"] and private.texts() == ["tone 600 hz 90.0 s"]
     assert group_usage.audio_seconds == pytest.approx(70.0, abs=0.2)
+
+
+# ------------------------------------------------------------------ placeholder, progress, split parts
+
+
+async def test_file_recognition_that_takes_long_shows_the_time_spent(harness: Harness) -> None:
+    harness.plugin.progress_after = 0.3  # as 5 s in production, compressed
+    harness.fake.delay_next("transcriptions", 2.0)  # a slow file recognition
+    chat = MemoryChat(min_edit_interval=0.5)
+    await harness.plugin.handle_voice_note(harness.note(TONE, seconds=2), chat)
+    placeholder, *progress, final = chat.sent
+    assert (placeholder.kind, placeholder.text, placeholder.reply_to) == ("text", "🎙 Transcribing… 0:02", "7")
+    assert progress and all(item.kind == "edit" and item.message_id == placeholder.message_id for item in progress)
+    assert all(item.text.startswith("🎙 Transcribing… 0:02 · 0:0") and item.text.endswith(" so far") for item in progress)
+    assert progress[0].at - placeholder.at < 0.3 + 1.0  # the first progress soon after the threshold
+    assert all(later.at - earlier.at >= 0.49 for earlier, later in itertools.pairwise([placeholder, *progress]))
+    assert (final.kind, final.text, final.message_id) == ("edit", "tone 440 hz 2.0 s", placeholder.message_id)
+
+
+async def test_streaming_recognition_that_takes_long_shows_the_share_heard(fast_retrier: Retrier) -> None:
+    async with FakeCoze(partial_every_seconds=None, recognition_speed=2.0) as fake:  # 6 s of audio: 3 s
+        plugin = make_plugin(fake, fast_retrier, VOICEBRIDGE_ASR="coze-stream")
+        plugin.progress_after = 0.3
+        chat = MemoryChat()
+        await plugin.handle_voice_note(Harness(fake, plugin).note(make_tone("ogg", 440.0, 6.0), seconds=6), chat)
+        await plugin.aclose()
+        await plugin.service.aclose()
+    progress = [item.text for item in chat.sent[1:] if "% heard" in item.text]
+    shares = [int(text.split(" · ")[1].split("%")[0]) for text in progress]
+    assert len(progress) >= 2 and all(text.startswith("🎙 Transcribing… 0:06 · ") for text in progress)
+    assert shares == sorted(shares) and 0 < shares[-1] < 100
+    assert len(set(progress)) == len(progress)  # each edit says something new (the time goes on)
+    assert chat.texts() == ["tone 440 hz 6.0 s"] and not chat.texts()[0].endswith("…")
+
+
+async def test_partials_end_with_an_ellipsis_and_the_final_text_does_not(fast_retrier: Retrier) -> None:
+    script = " ".join(f"word{index}" for index in range(24))
+    async with FakeCoze(transcript=script, seconds_per_word=0.25, partial_every_seconds=0.25, recognition_speed=4.0) as fake:
+        plugin = make_plugin(fake, fast_retrier, VOICEBRIDGE_ASR="coze-stream")
+        chat = MemoryChat()
+        await plugin.handle_voice_note(Harness(fake, plugin).note(make_tone("ogg", 440.0, 6.0)), chat)
+        await plugin.aclose()
+        await plugin.service.aclose()
+    partials = [item.text for item in chat.sent[1:-1]]
+    assert partials and all(text.endswith("…") and script.startswith(text[:-1]) for text in partials)
+    assert chat.sent[-1].text == script
+
+
+async def test_a_failure_turns_the_placeholder_into_the_error(harness: Harness) -> None:
+    harness.fake.fail_next("transcriptions", code=5000, times=3)  # every attempt
+    chat = MemoryChat()
+    await harness.plugin.handle_voice_note(harness.note(TONE, seconds=2), chat)
+    assert [item.kind for item in chat.sent] == ["text", "edit"]
+    assert chat.sent[0].text == "🎙 Transcribing… 0:02" and chat.sent[1].message_id == chat.sent[0].message_id
+    assert chat.texts() == ["The speech service had a problem. Please try again later."]
+
+
+async def test_a_long_group_transcript_keeps_the_speaker_with_the_first_part(fast_retrier: Retrier) -> None:
+    script = " ".join(["supercalifragilistic"] * 30)
+    async with FakeCoze(transcript=script) as fake:
+        plugin = make_plugin(fake, fast_retrier)
+        chat = MemoryChat(max_text_length=100)
+        await plugin.handle_voice_note(Harness(fake, plugin).note(TONE, chat=GROUP, speaker="Bob Jones"), chat)
+        await plugin.aclose()
+        await plugin.service.aclose()
+    parts = chat.texts()
+    count = len(parts)
+    assert count > 1 and all(len(part) <= 100 for part in parts)
+    assert parts[0].startswith("🎤 Bob Jones: supercalifragilistic")  # never a part with the name alone
+    assert all(part.endswith(f" ({number}/{count})") for number, part in enumerate(parts, 1))
+    assert all("supercalifragilistic" in part for part in parts)
+    words = " ".join(part.removeprefix("🎤 Bob Jones: ").rsplit(" (", 1)[0] for part in parts)
+    assert words == script
+    # The buttons go under the last part.
+    assert [bool(item.buttons) for item in chat.sent if item.kind == "text"][-1] and not any(
+        item.buttons for item in chat.sent[:-1] if item.kind == "text")

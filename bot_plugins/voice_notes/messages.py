@@ -309,9 +309,9 @@ _CATALOGUE: dict[str, dict[str, str]] = {
         "zh-hant": "🎙 正在轉寫… {length}",
     },
     "transcribing_share": {
-        "en": "🎙 Transcribing… {length} · {percent}% heard",
-        "zh": "🎙 正在转写… {length} · 已识别 {percent}%",
-        "zh-hant": "🎙 正在轉寫… {length} · 已辨識 {percent}%",
+        "en": "🎙 Transcribing… {length} · {percent}% heard · {elapsed}",
+        "zh": "🎙 正在转写… {length} · 已识别 {percent}% · {elapsed}",
+        "zh-hant": "🎙 正在轉寫… {length} · 已辨識 {percent}% · {elapsed}",
     },
     "transcribing_elapsed": {
         "en": "🎙 Transcribing… {length} · {elapsed} so far",

@@ -428,11 +428,13 @@ class VoiceNotesPlugin:
         await asyncio.sleep(self.progress_after)
         length = _clock(note.declared_seconds)
         while not live.partial_shown:
+            elapsed = _clock(asyncio.get_running_loop().time() - started)
             if self.service.streams_partials and note.declared_seconds:
+                # The share handed to the recogniser, which recognises as it hears (the time spent
+                # too: a provider may take the last of the audio before it has recognised it).
                 share = min(99, round(100 * usage.seconds / note.declared_seconds))
-                progress = text("transcribing_share", lang, length=length, percent=share)
+                progress = text("transcribing_share", lang, length=length, percent=share, elapsed=elapsed)
             else:
-                elapsed = _clock(asyncio.get_running_loop().time() - started)
                 progress = text("transcribing_elapsed", lang, length=length, elapsed=elapsed)
             live.show(progress.strip(), partial=False)
             await asyncio.sleep(live.interval)
