@@ -327,3 +327,59 @@ async def test_a_forged_voice_message_fingerprint_gets_no_one_elses_transcript(w
     assert first_reply["content"].endswith("tone 440 hz 2.0 s")
     assert second_reply["content"] == "tone 880 hz 2.0 s"
     assert len(world.coze.calls_to("transcriptions")) == 2
+
+
+def discord_buttons(message: dict[str, Any]) -> dict[str, str]:
+    """label → custom_id of a message's buttons."""
+    return {button["label"]: button["custom_id"] for row in message.get("components") or [] for button in row["components"]}
+
+
+async def test_transcript_buttons_are_components_that_work_after_a_restart(world: World) -> None:
+    db = str(world.tmp / "bot.db")
+    dm = world.discord.dm_channel(world.discord.user)
+    async with running_bot(world, db=db, VOICEBRIDGE_ASR="coze-stream"):
+        await world.discord.dispatch_voice_message(dm.id, world.discord.user, TONE, 2.0)
+        await world.discord.wait_for(lambda: discord_buttons(world.discord.messages_in(dm.id)[-1]), timeout=30)
+        transcript = world.discord.messages_in(dm.id)[-1]
+    buttons = discord_buttons(transcript)
+    assert transcript["content"] == "tone 440 hz 2.0 s"
+    assert list(buttons) == ["🔊 Speak", "Recognise as 中文", "Recognise as English"]
+    assert all(custom_id.startswith("vb:") for custom_id in buttons.values())
+
+    async with running_bot(world, db=db, VOICEBRIDGE_ASR="coze-stream") as plugin:  # restarted, same database
+        speak = await world.discord.dispatch_component(user=world.discord.user, channel_id=dm.id,
+                                                       message_id=transcript["id"], custom_id=buttons["🔊 Speak"])
+        voice = await reply_to(world, transcript)
+        english = await world.discord.dispatch_component(user=world.discord.user, channel_id=dm.id,
+                                                         message_id=transcript["id"], custom_id=buttons["Recognise as English"])
+        await world.discord.wait_for(lambda: len([message for message in world.discord.messages_in(dm.id)
+                                                  if message["content"] == "tone 440 hz 2.0 s"]) == 2, timeout=30)
+        await plugin.buttons.forget_chat("discord", str(dm.id))  # as /forget does
+        stale = await world.discord.dispatch_component(user=world.discord.user, channel_id=dm.id,
+                                                       message_id=transcript["id"], custom_id=buttons["🔊 Speak"])
+        await world.discord.wait_for(lambda: world.discord.interaction_responses(stale["id"]), timeout=30)
+    assert voice.json["flags"] == 8192  # a native voice message, replying to the transcript
+    assert [reply.callback_type for reply in world.discord.interaction_responses(speak["id"])] == [6]
+    assert [reply.callback_type for reply in world.discord.interaction_responses(english["id"])] == [6]
+    (refusal,) = world.discord.interaction_responses(stale["id"])
+    assert refusal.callback_type == 4 and refusal.json["data"]["flags"] & 64  # ephemeral: for the presser alone
+    assert refusal.json["data"]["content"] == "This button no longer works."
+    assert world.coze.ws_sessions[-1].asr_config["user_language"] == "en"  # type: ignore[index]
+
+
+async def test_a_hosts_own_components_are_left_to_the_host(world: World) -> None:
+    async with running_bot(world):
+        dm = world.discord.dm_channel(world.discord.user)
+        # A message of the host bot's with a button of its own (the fake stores it as the bot's).
+        host_button = {"type": 1, "components": [{"type": 2, "style": 1, "label": "Order", "custom_id": "host:order"}]}
+        host_message = world.discord._new_message(dm, world.discord.bot_user, content="Pizza?", extra={"components": [host_button]})
+        hosts = await world.discord.dispatch_component(user=world.discord.user, channel_id=dm.id,
+                                                       message_id=host_message["id"], custom_id="host:order")
+        # A stale button of the plugin's on the same message, pressed after it: answered.
+        host_message["components"].append({"type": 1, "components": [
+            {"type": 2, "style": 2, "label": "Speak", "custom_id": "vb:AAAAAAAAAAAA:0"}]})
+        ours = await world.discord.dispatch_component(user=world.discord.user, channel_id=dm.id,
+                                                      message_id=host_message["id"], custom_id="vb:AAAAAAAAAAAA:0")
+        await world.discord.wait_for(lambda: world.discord.interaction_responses(ours["id"]), timeout=30)
+    assert world.discord.interaction_responses(hosts["id"]) == []  # the host's to answer, not the plugin's
+    assert world.discord.interaction_responses(ours["id"])[0].json["data"]["content"] == "This button no longer works."
