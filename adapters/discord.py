@@ -324,6 +324,7 @@ def button_press(bot: AnyBot, interaction: discord.Interaction) -> tuple[Channel
         acknowledge=acknowledge,
         note=note,
         chat_language=_language(guild.preferred_locale) if guild is not None else None,
+        origin=interaction,
     )
     return ChannelChat(bot, interaction.channel), press  # type: ignore[arg-type]
 

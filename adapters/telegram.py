@@ -384,7 +384,8 @@ def button_press(application: AnyApplication, update: Update, delivery_deadline:
         return voice_note(replied, context) if replied is not None else None
 
     chat = TelegramChat(application, update, message, delivery_deadline=delivery_deadline)
-    return chat, ButtonPress(chat_ref(message), sender, query.data or "", str(message.message_id), acknowledge, note)
+    return chat, ButtonPress(chat_ref(message), sender, query.data or "", str(message.message_id), acknowledge, note,
+                             origin=query)
 
 
 async def _no_note() -> VoiceNote | None:

@@ -127,6 +127,7 @@ class ButtonPress:
     # The voice note that message answers, found again on the platform (None: it is gone).
     note: Callable[[], Awaitable[VoiceNote | None]]
     chat_language: str | None = None
+    origin: Any = None  # the platform's own object of the press: the PTB CallbackQuery or the discord.Interaction
 
 
 class VoiceNotAllowed(Exception):

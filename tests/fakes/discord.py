@@ -1545,7 +1545,14 @@ class FakeDiscord(FakeServer):
                 await self._broadcast_message("MESSAGE_UPDATE", edited)
             interaction.response_type = callback_type
             interaction.replies.append(InteractionReply("callback", callback_type, payload, _files(), message))
-            return web.Response(status=204)
+            if request.query.get("with_response", "").lower() not in ("1", "true"):
+                return web.Response(status=204)
+            resource = {"type": callback_type, **({"message": message} if callback_type == CallbackType.UPDATE_MESSAGE else {})}
+            return _json({
+                "interaction": {"id": str(interaction.id), "type": 3, "response_message_id": message["id"],
+                                "response_message_loading": False, "response_message_ephemeral": False},
+                "resource": resource,
+            })
         if (invalid := _component_errors(data.get("components"))) is not None:
             return invalid
         if callback_type == CallbackType.DEFERRED_CHANNEL_MESSAGE_WITH_SOURCE:
