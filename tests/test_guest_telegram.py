@@ -315,13 +315,16 @@ async def test_a_responder_that_is_too_slow_gets_the_user_a_short_answer_with_th
 async def test_replies_in_a_forum_topic_stay_in_that_topic(world: World) -> None:
     forum = Chat.forum(-1009876543210, "Pizza lovers")
     host = host_bot(world.telegram, world.tmp)
-    voicebridge.telegram.install(host.application, settings=world.settings(), store=":memory:")
+    voicebridge.telegram.install(host.application, settings=world.settings(VOICEBRIDGE_SPEAK_IN_GROUPS="everyone"),
+                                 store=":memory:")
     async with running_like_run_polling(host.application):
         topic = await world.telegram.open_topic(forum, ALICE, "Orders")
         note = await world.telegram.push_voice(forum, ALICE, TONE, duration=2, thread_id=topic)
         reply = await world.telegram.wait_for_call("sendMessage", answered(replies_to(note)))
         general_note = await world.telegram.push_voice(forum, ALICE, make_tone("ogg", 520.0, 2.0), duration=2)
         general_reply = await world.telegram.wait_for_call("sendMessage", answered(replies_to(general_note)))
+        speak = await world.telegram.push_text(forum, ALICE, "/speak Pizza", thread_id=topic)  # "recording voice…" too
+        await world.telegram.wait_for_call("sendVoice", replies_to(speak))
     sent = {message["message_id"]: message for message in world.telegram.messages_sent(forum.id)}
     assert sent[reply.response["result"]["message_id"]]["message_thread_id"] == topic  # type: ignore[index]
     assert "message_thread_id" not in sent[general_reply.response["result"]["message_id"]]  # type: ignore[index]

@@ -174,7 +174,7 @@ async def test_private_note_is_answered_with_its_transcript(harness: Harness) ->
     assert [(item.kind, item.text, item.reply_to) for item in chat.sent] == [("text", "🎙 Transcribing…", "7"),
                                                                           ("edit", "tone 440 hz 2.0 s", None)]
     assert chat.sent[1].message_id == chat.sent[0].message_id
-    assert chat.activities == [Activity.TYPING]
+    assert chat.activities == []  # the placeholder is the chat's status: no "typing…" beside it
 
 
 async def test_group_transcripts_name_the_speaker_and_auto_can_be_switched_off(harness: Harness) -> None:
@@ -353,7 +353,7 @@ async def test_a_note_recognised_within_the_interval_gets_its_placeholder_and_on
     assert [(item.kind, item.text) for item in chat.sent] == [("text", "🎙 Transcribing…"), ("edit", "quick note")]
 
 
-async def test_typing_shows_while_a_note_waits_for_a_free_slot(fast_retrier: Retrier) -> None:
+async def test_the_placeholder_shows_while_a_note_waits_for_a_free_slot(fast_retrier: Retrier) -> None:
     async with FakeCoze() as fake:
         settings = Settings.from_values({"COZE_API_TOKEN": DEFAULT_TOKEN, "COZE_API_BASE": fake.base_url,
                                          "COZE_WS_BASE": fake.ws_base_url})
@@ -363,24 +363,25 @@ async def test_typing_shows_while_a_note_waits_for_a_free_slot(fast_retrier: Ret
         harness = Harness(fake, plugin)
         first_chat, second_chat = MemoryChat(), MemoryChat()
         first = asyncio.create_task(plugin.handle_voice_note(harness.note(make_tone("ogg", 300.0, 6.0), key="a"), first_chat))
-        await harness.fake.wait_for(lambda: first_chat.activities == [Activity.TYPING], timeout=10)
+        await harness.fake.wait_for(lambda: first_chat.kinds() == ["text"], timeout=10)
         other = replace(PRIVATE, id="2")
         second = asyncio.create_task(plugin.handle_voice_note(harness.note(TONE, chat=other, key="b"), second_chat))
-        await harness.fake.wait_for(lambda: second_chat.activities == [Activity.TYPING], timeout=10)
-        assert not first.done() and not second.done()  # the second chat shows typing before its note has a slot
+        await harness.fake.wait_for(lambda: second_chat.kinds() == ["text"], timeout=10)
+        assert not first.done() and not second.done()  # the second chat sees its placeholder before its note has a slot
+        assert second_chat.sent[0].text == "🎙 Transcribing…"
         await asyncio.gather(first, second)
         await plugin.aclose()
         await plugin.service.aclose()
     assert first_chat.texts() and second_chat.texts()
 
 
-async def test_notes_queued_in_one_chat_share_one_typing_status(harness: Harness) -> None:
+async def test_notes_queued_in_one_chat_get_their_placeholders_in_order(harness: Harness) -> None:
     chat = MemoryChat()
     notes = [harness.note(make_tone("ogg", 300.0 + 50 * index, 2.0), key=f"n{index}", message_id=str(index))
              for index in range(5)]
     await asyncio.gather(*(harness.plugin.handle_voice_note(note, chat) for note in notes))
-    # Each note shows typing once its turn in the chat has come, never two at once.
-    assert chat.activities == [Activity.TYPING] * 5 and chat.most_open_activities == 1
+    # Each note's placeholder is its status, sent when its turn in the chat has come.
+    assert chat.activities == []
     assert [item.reply_to for item in chat.sent if item.kind == "text"] == [str(index) for index in range(5)]
 
 

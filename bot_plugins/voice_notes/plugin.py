@@ -307,18 +307,20 @@ class VoiceNotesPlugin:
             self.observer.note_failed(platform, "limits")
             await send_text(chat, refusal, note.message_id)
             return
-        # "Typing…" shows from the note's turn on, also while it waits for a free slot. Notes queued
-        # behind it show nothing of their own: one status per chat, not one per note.
+        # The placeholder (or "typing…") shows from the note's turn on, also while it waits for a
+        # free slot. Notes queued behind it in the same chat show theirs when their turn comes.
         live = None
-        if note.hand_off is None and settings.reply_mode.has_text:
-            # The placeholder goes out at once, before the note waits for a slot or its file:
-            # the user sees at once that it was heard; the transcript (or the error) replaces it.
-            # It is sent before "typing…": under a burst, a rate limiter (PTB's AIORateLimiter
-            # in `voicebridge run`) lets requests through in the order they came.
-            live = LiveMessage(chat, note.message_id, max(self.edit_interval, chat.min_edit_interval))
-            live.open(text("transcribing", lang, length=_clock(note.declared_seconds)).strip())
         async with AsyncExitStack() as typing:
-            await typing.enter_async_context(chat.activity(Activity.TYPING))
+            if note.hand_off is None and settings.reply_mode.has_text:
+                # The placeholder goes out at once, before the note waits for a slot or its file:
+                # the user sees at once that it was heard; the transcript (or the error) replaces
+                # it. It is the chat's status too: no "typing…" beside it (a message clears that
+                # status anyway), which halves the requests a burst of notes queues up behind a
+                # rate limiter (PTB's AIORateLimiter in `voicebridge run`: docs/performance.md §11).
+                live = LiveMessage(chat, note.message_id, max(self.edit_interval, chat.min_edit_interval))
+                live.open(text("transcribing", lang, length=_clock(note.declared_seconds)).strip())
+            else:
+                await typing.enter_async_context(chat.activity(Activity.TYPING))
             try:
                 async with self._notes:  # a slot for the speech work only, never for a host's answer
                     transcript, seconds, cache_key = await self._transcript(note, settings, live, lang)
