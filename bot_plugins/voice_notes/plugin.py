@@ -55,7 +55,7 @@ VOICES_LISTED = 30
 SWEEP_INTERVAL_SECONDS = 3600.0
 # Usage totals are kept for the daily limits and /usage ("this month"), then deleted.
 USAGE_RETENTION_DAYS = 31
-# A placeholder that has shown nothing new for this long starts showing progress.
+# Recognition that takes longer than this shows its progress in the placeholder.
 PROGRESS_AFTER_SECONDS = 5.0
 # The languages a transcript's buttons offer to recognise it again in, named in their own language.
 RETRY_LANGUAGES = {"zh": "中文", "en": "English"}
