@@ -261,52 +261,16 @@ class VoiceNotesPlugin:
             log.info("shutting down: note not taken")
             return
         self.observer.note_received(note.chat.platform)
-        # A note behind others in its chat shows its placeholder now, not when its turn comes.
-        early = asyncio.create_task(self._early_placeholder(note, chat)) if self._turn_taken(note.chat) else None
-        try:
-            # The chat's turn is taken before anything else is awaited: answers keep the notes' order.
-            async with self._busy(), self._chat_turn(note.chat):
-                if early is not None and (decided := await early) is not None:
-                    live, note, settings, ask = decided  # decided on arrival: the placeholder promised an answer
-                    await self._answer_note(note, chat, settings, ask=ask, live=live)
-                    return
-                if not await self._admitted(note.chat, note.sender, chat, note.message_id):
-                    return
-                note = replace(note, sender=await self._with_known_language(note.chat.platform, note.sender))
-                settings = await self.chat_settings(note.chat)
-                ask = self._asks_responder(note)
-                if note.chat.kind is ChatKind.GROUP and not settings.auto_transcribe and not (ask and self.converses):
-                    return
-                await self._answer_note(note, chat, settings, ask=ask)
-        finally:
-            if early is not None and not early.done():
-                early.cancel()  # stopped while waiting for its turn
-
-    def _turn_taken(self, where: ChatRef) -> bool:
-        queue = self._chat_queues.get((where.platform, where.id))
-        return queue is not None and queue.lock.locked()
-
-    async def _early_placeholder(self, note: VoiceNote, chat: ChatPort
-                                 ) -> tuple[LiveMessage, VoiceNote, ChatSettings, bool] | None:
-        """For a note that waits for its chat's turn: when it will be transcribed into a text
-        reply, its placeholder now, with what was decided. None (nothing sent): its turn decides,
-        and says what it must (a refusal, a limit) in the chat's order."""
-        allowed = self.settings.allowed_chats
-        if (allowed and note.chat.id not in allowed) or note.hand_off is not None:
-            return None
-        note = replace(note, sender=await self._with_known_language(note.chat.platform, note.sender))
-        settings = await self.chat_settings(note.chat)
-        ask = self._asks_responder(note)
-        lang = _answer_language(note.sender, note.chat_language)
-        skipped = note.chat.kind is ChatKind.GROUP and not settings.auto_transcribe and not (ask and self.converses)
-        if skipped or not settings.reply_mode.has_text or self._limit_refusal(note, lang):
-            return None
-        return self._placeholder(note, chat, lang), note, settings, ask
-
-    def _placeholder(self, note: VoiceNote, chat: ChatPort, lang: str | None) -> LiveMessage:
-        live = LiveMessage(chat, note.message_id, max(self.edit_interval, chat.min_edit_interval))
-        live.open(text("transcribing", lang, length=_clock(note.declared_seconds)).strip())
-        return live
+        # The chat's turn is taken before anything else is awaited: answers keep the notes' order.
+        async with self._busy(), self._chat_turn(note.chat):
+            if not await self._admitted(note.chat, note.sender, chat, note.message_id):
+                return
+            note = replace(note, sender=await self._with_known_language(note.chat.platform, note.sender))
+            settings = await self.chat_settings(note.chat)
+            ask = self._asks_responder(note)
+            if note.chat.kind is ChatKind.GROUP and not settings.auto_transcribe and not (ask and self.converses):
+                return
+            await self._answer_note(note, chat, settings, ask=ask)
 
     def _asks_responder(self, note: VoiceNote) -> bool:
         """Whether the responder answers this note. An agent in a group answers only what is
@@ -334,28 +298,28 @@ class VoiceNotesPlugin:
         return Answerer(self.responder, self.service, self.store, self.settings, self._deliver, self._speech_allowed,
                         self.edit_interval)
 
-    async def _answer_note(self, note: VoiceNote, chat: ChatPort, settings: ChatSettings, *, ask: bool,
-                           live: LiveMessage | None = None) -> None:
+    async def _answer_note(self, note: VoiceNote, chat: ChatPort, settings: ChatSettings, *, ask: bool) -> None:
         """Transcribe and answer (``ask``: the responder answers the transcript), in the chat's
-        turn (the caller holds it); every failure ends as one message in the user's language.
-        ``live``: the note's placeholder, when it was sent already."""
+        turn (the caller holds it); every failure ends as one message in the user's language."""
         lang = _answer_language(note.sender, note.chat_language)
         platform = note.chat.platform
         if refusal := self._limit_refusal(note, lang):
             self.observer.note_failed(platform, "limits")
             await send_text(chat, refusal, note.message_id)
             return
-        # The placeholder (or "typing…") shows from the note's turn on (or from its arrival, when
-        # other notes of the chat were ahead of it), also while it waits for a free slot.
+        # The placeholder (or "typing…") shows from the note's turn on, also while it waits for a
+        # free slot. Notes queued behind it in the same chat show theirs when their turn comes.
+        live = None
         async with AsyncExitStack() as typing:
-            if live is None and note.hand_off is None and settings.reply_mode.has_text:
+            if note.hand_off is None and settings.reply_mode.has_text:
                 # The placeholder goes out at once, before the note waits for a slot or its file:
                 # the user sees at once that it was heard; the transcript (or the error) replaces
                 # it. It is the chat's status too: no "typing…" beside it (a message clears that
                 # status anyway), which halves the requests a burst of notes queues up behind a
                 # rate limiter (PTB's AIORateLimiter in `voicebridge run`: docs/performance.md §11).
-                live = self._placeholder(note, chat, lang)
-            elif live is None:
+                live = LiveMessage(chat, note.message_id, max(self.edit_interval, chat.min_edit_interval))
+                live.open(text("transcribing", lang, length=_clock(note.declared_seconds)).strip())
+            else:
                 await typing.enter_async_context(chat.activity(Activity.TYPING))
             try:
                 async with self._notes:  # a slot for the speech work only, never for a host's answer
