@@ -849,3 +849,19 @@ async def test_a_long_group_transcript_keeps_the_speaker_with_the_first_part(fas
     # The buttons go under the last part.
     assert [bool(item.buttons) for item in chat.sent if item.kind == "text"][-1] and not any(
         item.buttons for item in chat.sent[:-1] if item.kind == "text")
+
+
+async def test_a_note_behind_another_in_its_chat_shows_its_placeholder_at_once(harness: Harness) -> None:
+    harness.fake.delay_next("transcriptions", 2.0)  # the first note takes a while
+    chat = MemoryChat()
+    first = asyncio.create_task(harness.plugin.handle_voice_note(harness.note(TONE, message_id="1", key="a"), chat))
+    await harness.fake.wait_for(lambda: harness.fake.calls_to("transcriptions"), timeout=10)
+    second = asyncio.create_task(harness.plugin.handle_voice_note(
+        harness.note(make_tone("ogg", 600.0, 1.0), message_id="2", key="b", seconds=1), chat))
+    await harness.fake.wait_for(lambda: [item.reply_to for item in chat.sent if item.kind == "text"] == ["1", "2"], timeout=10)
+    assert not first.done()  # the second placeholder came while the first note was still being recognised
+    await asyncio.gather(first, second)
+    assert chat.sent[1].text == "🎙 Transcribing… 0:01"
+    assert chat.texts() == ["tone 440 hz 2.0 s", "tone 600 hz 1.0 s"]  # each placeholder became its own transcript
+    edits = [item.message_id for item in chat.sent if item.kind == "edit"]
+    assert edits == [chat.sent[0].message_id, chat.sent[1].message_id]  # answered in the notes' order

@@ -261,16 +261,67 @@ class VoiceNotesPlugin:
             log.info("shutting down: note not taken")
             return
         self.observer.note_received(note.chat.platform)
-        # The chat's turn is taken before anything else is awaited: answers keep the notes' order.
-        async with self._busy(), self._chat_turn(note.chat):
-            if not await self._admitted(note.chat, note.sender, chat, note.message_id):
-                return
-            note = replace(note, sender=await self._with_known_language(note.chat.platform, note.sender))
-            settings = await self.chat_settings(note.chat)
-            ask = self._asks_responder(note)
-            if note.chat.kind is ChatKind.GROUP and not settings.auto_transcribe and not (ask and self.converses):
-                return
-            await self._answer_note(note, chat, settings, ask=ask)
+        # A note behind others in its chat shows its placeholder now, not when its turn comes;
+        # placeholders go out one after the other, in the order the notes came.
+        queue = self._chat_queues.setdefault((note.chat.platform, note.chat.id), _ChatQueue())
+        ahead, shown = queue.placeholder_shown, asyncio.get_running_loop().create_future()
+        queue.placeholder_shown = shown
+        early = asyncio.create_task(self._early_placeholder(note, chat, ahead, shown)) if queue.lock.locked() else None
+        try:
+            # The chat's turn is taken before anything else is awaited: answers keep the notes' order.
+            async with self._busy(), self._chat_turn(note.chat):
+                if early is not None:
+                    decided = await early
+                    if decided is not None:
+                        live, note, settings, ask = decided  # decided on arrival: the placeholder promised an answer
+                        await self._answer_note(note, chat, settings, ask=ask, live=live)
+                        return
+                if not await self._admitted(note.chat, note.sender, chat, note.message_id):
+                    return
+                note = replace(note, sender=await self._with_known_language(note.chat.platform, note.sender))
+                settings = await self.chat_settings(note.chat)
+                ask = self._asks_responder(note)
+                if note.chat.kind is ChatKind.GROUP and not settings.auto_transcribe and not (ask and self.converses):
+                    return
+                await self._answer_note(note, chat, settings, ask=ask, shown=shown)
+        finally:
+            _settle(shown)
+            if early is not None and not early.done():
+                early.cancel()  # stopped while waiting for its turn
+
+    async def _early_placeholder(self, note: VoiceNote, chat: ChatPort, ahead: asyncio.Future[None] | None,
+                                 shown: asyncio.Future[None]) -> tuple[LiveMessage, VoiceNote, ChatSettings, bool] | None:
+        """For a note that waits for its chat's turn: when it will be transcribed into a text
+        reply, its placeholder, sent once the note ahead has shown its own (``ahead``), with what
+        was decided; ``shown`` is settled then. None (nothing sent): its turn decides, and says
+        what it must (a refusal, a limit) in the chat's order."""
+        try:
+            return await self._decide_early(note, chat, ahead)
+        finally:
+            _settle(shown)
+
+    async def _decide_early(self, note: VoiceNote, chat: ChatPort, ahead: asyncio.Future[None] | None
+                            ) -> tuple[LiveMessage, VoiceNote, ChatSettings, bool] | None:
+        allowed = self.settings.allowed_chats
+        if (allowed and note.chat.id not in allowed) or note.hand_off is not None:
+            return None
+        note = replace(note, sender=await self._with_known_language(note.chat.platform, note.sender))
+        settings = await self.chat_settings(note.chat)
+        ask = self._asks_responder(note)
+        lang = _answer_language(note.sender, note.chat_language)
+        skipped = note.chat.kind is ChatKind.GROUP and not settings.auto_transcribe and not (ask and self.converses)
+        if skipped or not settings.reply_mode.has_text or self._limit_refusal(note, lang):
+            return None
+        if ahead is not None:
+            await ahead
+        live = self._placeholder(note, chat, lang)
+        await live.opened()
+        return live, note, settings, ask
+
+    def _placeholder(self, note: VoiceNote, chat: ChatPort, lang: str | None) -> LiveMessage:
+        live = LiveMessage(chat, note.message_id, max(self.edit_interval, chat.min_edit_interval))
+        live.open(text("transcribing", lang, length=_clock(note.declared_seconds)).strip())
+        return live
 
     def _asks_responder(self, note: VoiceNote) -> bool:
         """Whether the responder answers this note. An agent in a group answers only what is
@@ -298,28 +349,31 @@ class VoiceNotesPlugin:
         return Answerer(self.responder, self.service, self.store, self.settings, self._deliver, self._speech_allowed,
                         self.edit_interval)
 
-    async def _answer_note(self, note: VoiceNote, chat: ChatPort, settings: ChatSettings, *, ask: bool) -> None:
+    async def _answer_note(self, note: VoiceNote, chat: ChatPort, settings: ChatSettings, *, ask: bool,
+                           live: LiveMessage | None = None, shown: asyncio.Future[None] | None = None) -> None:
         """Transcribe and answer (``ask``: the responder answers the transcript), in the chat's
-        turn (the caller holds it); every failure ends as one message in the user's language."""
+        turn (the caller holds it); every failure ends as one message in the user's language.
+        ``live``: the note's placeholder, when it was sent already; ``shown`` is settled once
+        this note's placeholder is out (the next note's may follow)."""
         lang = _answer_language(note.sender, note.chat_language)
         platform = note.chat.platform
         if refusal := self._limit_refusal(note, lang):
             self.observer.note_failed(platform, "limits")
             await send_text(chat, refusal, note.message_id)
             return
-        # The placeholder (or "typing…") shows from the note's turn on, also while it waits for a
-        # free slot. Notes queued behind it in the same chat show theirs when their turn comes.
-        live = None
+        # The placeholder (or "typing…") shows from the note's turn on (or from its arrival, when
+        # other notes of the chat were ahead of it), also while it waits for a free slot.
         async with AsyncExitStack() as typing:
-            if note.hand_off is None and settings.reply_mode.has_text:
+            if live is None and note.hand_off is None and settings.reply_mode.has_text:
                 # The placeholder goes out at once, before the note waits for a slot or its file:
                 # the user sees at once that it was heard; the transcript (or the error) replaces
                 # it. It is the chat's status too: no "typing…" beside it (a message clears that
                 # status anyway), which halves the requests a burst of notes queues up behind a
                 # rate limiter (PTB's AIORateLimiter in `voicebridge run`: docs/performance.md §11).
-                live = LiveMessage(chat, note.message_id, max(self.edit_interval, chat.min_edit_interval))
-                live.open(text("transcribing", lang, length=_clock(note.declared_seconds)).strip())
-            else:
+                live = self._placeholder(note, chat, lang)
+                if shown is not None:
+                    self.run_in_background(_settle_when_opened(live, shown))
+            elif live is None:
                 await typing.enter_async_context(chat.activity(Activity.TYPING))
             try:
                 async with self._notes:  # a slot for the speech work only, never for a host's answer
@@ -1005,4 +1059,16 @@ class _ChatQueue:
     def __init__(self) -> None:
         self.lock = asyncio.Lock()
         self.users = 0
+        # Settled once the last note to arrive has shown its placeholder (or will show none).
+        self.placeholder_shown: asyncio.Future[None] | None = None
+
+
+def _settle(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
+
+
+async def _settle_when_opened(live: LiveMessage, shown: asyncio.Future[None]) -> None:
+    await live.opened()
+    _settle(shown)
 
