@@ -18,7 +18,7 @@ import hashlib
 import io
 import json
 import logging
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import replace
 from typing import Any
@@ -28,9 +28,12 @@ from discord import app_commands
 from discord.ext import commands
 
 from voicebridge.options import Options, build_plugin
+from voicebridge.voice_notes.buttons import BUTTON_PREFIX
 from voicebridge.voice_notes.messages import TABLES
 from voicebridge.voice_notes.model import (
     Activity,
+    Button,
+    ButtonPress,
     ChatKind,
     ChatRef,
     CommandRequest,
@@ -138,6 +141,19 @@ class VoiceMessageFile(discord.File):
         return payload
 
 
+def components(buttons: Sequence[Button]) -> discord.ui.View | None:
+    """The buttons as message components. The view is stopped before it is sent: discord.py
+    then keeps no state for it (presses are read from their custom_id, by the Cog, from the
+    store), and edits with no buttons remove them (``None``)."""
+    if not buttons:
+        return None
+    view = discord.ui.View(timeout=None)
+    for button in buttons:
+        view.add_item(discord.ui.Button(label=button.label, custom_id=button.data, style=discord.ButtonStyle.secondary))
+    view.stop()
+    return view
+
+
 def _manages_server(permissions: discord.Permissions) -> bool:
     return permissions.manage_guild or permissions.administrator
 
@@ -183,13 +199,16 @@ class ChannelChat:
         guild = getattr(self.channel, "guild", None)
         return guild.filesize_limit if guild is not None else discord.utils.DEFAULT_FILE_SIZE_LIMIT_BYTES
 
-    async def send_text(self, text: str, reply_to: str | None) -> str:
-        message = await self.channel.send(text, reference=self._reference(reply_to),  # type: ignore[arg-type]
-                                           allowed_mentions=NO_PINGS, mention_author=False)
+    async def send_text(self, text: str, reply_to: str | None, buttons: Sequence[Button] = ()) -> str:
+        view = components(buttons)
+        message = await self.channel.send(text, reference=self._reference(reply_to),  # type: ignore[arg-type, call-overload]
+                                           allowed_mentions=NO_PINGS, mention_author=False,
+                                           **({"view": view} if view is not None else {}))
         return str(message.id)
 
-    async def edit_text(self, message_id: str, text: str) -> None:
-        await self.channel.get_partial_message(int(message_id)).edit(content=text, allowed_mentions=NO_PINGS)  # type: ignore[attr-defined]
+    async def edit_text(self, message_id: str, text: str, buttons: Sequence[Button] = ()) -> None:
+        await self.channel.get_partial_message(int(message_id)).edit(  # type: ignore[attr-defined]
+            content=text, allowed_mentions=NO_PINGS, view=components(buttons))
 
     async def send_voice(self, voice: VoiceReply, reply_to: str | None) -> str:
         reference = self._reference(reply_to)
@@ -249,8 +268,10 @@ class InteractionChat:
     def text_length(text: str) -> int:
         return len(text)
 
-    async def send_text(self, text: str, reply_to: str | None) -> str:
-        message = await self.interaction.followup.send(text, allowed_mentions=NO_PINGS, wait=True, ephemeral=self.ephemeral)
+    async def send_text(self, text: str, reply_to: str | None, buttons: Sequence[Button] = ()) -> str:
+        view = components(buttons)
+        message = await self.interaction.followup.send(text, allowed_mentions=NO_PINGS, wait=True, ephemeral=self.ephemeral,
+                                                       **({"view": view} if view is not None else {}))
         self._answered = True
         return str(message.id)
 
@@ -269,8 +290,9 @@ class InteractionChat:
         self._answered = True
         return str(message.id)
 
-    async def edit_text(self, message_id: str, text: str) -> None:
-        await self.interaction.followup.edit_message(int(message_id), content=text, allowed_mentions=NO_PINGS)
+    async def edit_text(self, message_id: str, text: str, buttons: Sequence[Button] = ()) -> None:
+        await self.interaction.followup.edit_message(int(message_id), content=text, allowed_mentions=NO_PINGS,
+                                                     view=components(buttons))
 
     async def send_voice(self, voice: VoiceReply, reply_to: str | None) -> str:
         raise VoiceNotAllowed("interaction responses carry voice as an audio file")
@@ -291,6 +313,46 @@ class InteractionChat:
 
     async def report_error(self, error: BaseException) -> None:
         await report_to_host(self.bot, error)
+
+
+def button_press(bot: AnyBot, interaction: discord.Interaction) -> tuple[ChannelChat, ButtonPress]:
+    """A component interaction on one of the plugin's messages, and the channel to answer in."""
+    message = interaction.message
+    user = interaction.user
+    guild = interaction.guild
+
+    async def acknowledge(text: str | None) -> None:
+        if interaction.response.is_done():
+            return
+        if text is None:
+            await interaction.response.defer()  # "deferred update": the message stays as it is
+        else:
+            await interaction.response.send_message(text, ephemeral=True)
+
+    async def note() -> VoiceNote | None:
+        reference = message.reference if message is not None else None
+        if reference is None or reference.message_id is None:
+            return None
+        try:
+            replied = reference.resolved if isinstance(reference.resolved, discord.Message) else \
+                await interaction.channel.fetch_message(reference.message_id)  # type: ignore[union-attr]
+        except discord.HTTPException as error:
+            log.info("the note a button was for is gone: %s", error)
+            return None
+        return voice_note(replied, sender_language=_language(interaction.locale))
+
+    press = ButtonPress(
+        # The channel may be only partly known (a DM's PartialMessageable): no guild means private.
+        chat=ChatRef(PLATFORM, str(interaction.channel_id), ChatKind.PRIVATE if guild is None else ChatKind.GROUP),
+        sender=Person(str(user.id), user.display_name, _language(interaction.locale)),
+        data=str((interaction.data or {}).get("custom_id", "")),
+        message_id=str(message.id) if message is not None else "",
+        acknowledge=acknowledge,
+        note=note,
+        chat_language=_language(guild.preferred_locale) if guild is not None else None,
+        origin=interaction,
+    )
+    return ChannelChat(bot, interaction.channel), press  # type: ignore[arg-type]
 
 
 async def report_to_host(bot: AnyBot, error: BaseException) -> None:
@@ -452,6 +514,16 @@ class VoiceNotesCog(commands.Cog, name="VoiceNotes"):
             typed = TextMessage(chat_ref(message.channel), str(message.id),
                                 Person(str(message.author.id), message.author.display_name), message.content, message)
             self.plugin.run_in_background(self.plugin.handle_text(typed, ChannelChat(self.bot, message.channel)))
+
+    @commands.Cog.listener()
+    async def on_interaction(self, interaction: discord.Interaction) -> None:
+        """Presses of the plugin's buttons (custom_id with its prefix); every other component,
+        the host's, is left to the host."""
+        data = interaction.data or {}
+        if interaction.type is not discord.InteractionType.component or not str(data.get("custom_id", "")).startswith(BUTTON_PREFIX):
+            return
+        chat, press = button_press(self.bot, interaction)
+        self.plugin.run_in_background(self.plugin.handle_button(press, chat))
 
     def _replies_to_us(self, message: discord.Message) -> bool:
         """A reply to one of the bot's own messages: said to the bot."""

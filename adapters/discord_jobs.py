@@ -23,7 +23,16 @@ from voicebridge.jobs import DeliveryLog, Job, NewJob, PostgresQueue, RecordedCh
 from voicebridge.speech.errors import ConfigError
 from voicebridge.voice_notes.delivery import send_text
 from voicebridge.voice_notes.messages import text
-from voicebridge.voice_notes.model import ChatKind, ChatPort, ChatRef, CommandRequest, DownloadFailed, Person, VoiceNote
+from voicebridge.voice_notes.model import (
+    ButtonPress,
+    ChatKind,
+    ChatPort,
+    ChatRef,
+    CommandRequest,
+    DownloadFailed,
+    Person,
+    VoiceNote,
+)
 from voicebridge.voice_notes.plugin import ALL_COMMANDS, VoiceNotesPlugin
 from voicebridge.voice_notes.settings import PluginSettings
 from voicebridge.voice_notes.store import Store, StoreError
@@ -82,6 +91,24 @@ class DiscordIntake:
             "request": {**asdict(request), "replied_note": note_payload(replied, url) if replied is not None else None},
         }
         await self._enqueue(NewJob(f"{PLATFORM}:interaction:{interaction.id}", f"{PLATFORM}:{request.chat.id}", payload))
+
+    async def handle_button(self, press: ButtonPress, chat: ChatPort) -> None:
+        """A press of one of the plugin's buttons: acknowledged here, within Discord's 3 s (a
+        short answer for the presser, if any, comes from the worker as an ephemeral followup)."""
+        assert isinstance(chat, ChannelChat)
+        await press.acknowledge(None)
+        note = await press.note()  # the note the pressed transcript answers, while the gateway side can see it
+        url = _attachment_url(note.cache_key, note.message.attachments) if note is not None and note.message else None
+        interaction = press.origin if isinstance(press.origin, discord.Interaction) else None
+        payload = {
+            "platform": PLATFORM, "event": "button", "channel": _channel(chat.channel),
+            "press": {"chat": asdict(press.chat), "sender": asdict(press.sender), "data": press.data,
+                      "message_id": press.message_id, "chat_language": press.chat_language},
+            "interaction": {"application_id": interaction.application_id, "token": interaction.token} if interaction else None,
+            "note": note_payload(note, url) if note is not None else None,
+        }
+        source = f"{PLATFORM}:interaction:{interaction.id if interaction else press.message_id + ':' + press.data}"
+        await self._enqueue(NewJob(source, f"{PLATFORM}:{press.chat.id}", payload))
 
     async def _enqueue(self, job: NewJob) -> None:
         for attempt in range(1, ENQUEUE_ATTEMPTS + 1):
@@ -153,6 +180,8 @@ class DiscordJobRunner:
         chat = RecordedChat(self._port(payload), deliveries, job.id)
         if payload["event"] == "note":
             await self.plugin.handle_voice_note(self._note(payload["note"]), chat)
+        elif payload["event"] == "button":
+            await self.plugin.handle_button(self._press(payload), chat)
         else:
             data = payload["request"]
             request = CommandRequest(
@@ -163,6 +192,8 @@ class DiscordJobRunner:
 
     async def give_up(self, job: Job, deliveries: DeliveryLog) -> None:
         payload = job.payload
+        if payload["event"] == "button":
+            return  # a press that keeps failing is let go: its button can be pressed again
         chat = RecordedChat(self._port(payload), deliveries, job.id)
         if payload["event"] == "note":
             note = payload["note"]
@@ -170,8 +201,27 @@ class DiscordJobRunner:
         else:
             await send_text(chat, text("unexpected_error", payload["request"]["sender"]["language"]), None)
 
+    def _press(self, payload: dict[str, Any]) -> ButtonPress:
+        """The press as the ingress saw it; it was acknowledged there, so what is left to say to
+        the presser goes as an ephemeral followup."""
+        data = payload["press"]
+        interaction = payload["interaction"]
+        note = self._note(payload["note"]) if payload["note"] else None
+
+        async def acknowledge(message: str | None) -> None:
+            if message is not None and interaction is not None:
+                followup = discord.Webhook.partial(interaction["application_id"], interaction["token"], client=self.client)
+                await followup.send(message, ephemeral=True)
+
+        async def replied_note() -> VoiceNote | None:
+            return note
+
+        return ButtonPress(chat=_chat_ref(data["chat"]), sender=Person(**data["sender"]), data=data["data"],
+                           message_id=data["message_id"], acknowledge=acknowledge, note=replied_note,
+                           chat_language=data["chat_language"])
+
     def _port(self, payload: dict[str, Any]) -> ChatPort:
-        if payload["event"] == "note":
+        if payload["event"] in ("note", "button"):
             channel = payload["channel"]
             kind = discord.ChannelType.private if channel["private"] else discord.ChannelType.text
             messageable = self.client.get_partial_messageable(channel["id"], guild_id=channel["guild_id"], type=kind)

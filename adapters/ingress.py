@@ -36,7 +36,7 @@ from voicebridge.voice_notes.store import StoreError
 from .discord import DEFAULT_API_BASE, use_api_base
 from .discord_jobs import DiscordIntake
 from .liveness import watch_telegram_polling
-from .runner import StartupError, start_discord, telegram_application
+from .runner import TELEGRAM_UPDATES, StartupError, start_discord, telegram_application
 from .telegram_jobs import JobIntake, TelegramJobs
 from .telegram_webhook import TelegramWebhook
 
@@ -71,10 +71,10 @@ async def start_telegram_intake(settings: TelegramSettings, queue: PostgresQueue
                                   settings.webhook_secret, commit)
         webhook.start()
         cleanup.push_async_callback(webhook.stop)
-        await bot.set_webhook(settings.webhook_url, secret_token=settings.webhook_secret, allowed_updates=[Update.MESSAGE])
+        await bot.set_webhook(settings.webhook_url, secret_token=settings.webhook_secret, allowed_updates=TELEGRAM_UPDATES)
         log.info("Telegram: @%s, webhook on %s:%d", bot.username, settings.webhook_listen, settings.webhook_port)
     else:
-        await updater.start_polling(allowed_updates=[Update.MESSAGE])
+        await updater.start_polling(allowed_updates=TELEGRAM_UPDATES)
         cleanup.push_async_callback(updater.stop)
         watch_telegram_polling(liveness)
         log.info("Telegram: @%s, polling", bot.username)

@@ -34,6 +34,8 @@ from .telegram import TelegramInstall
 from .telegram_webhook import TelegramWebhook
 
 log = logging.getLogger("voicebridge.runner")
+# Messages (notes, commands) and presses of the plugin's buttons.
+TELEGRAM_UPDATES = [Update.MESSAGE, Update.CALLBACK_QUERY]
 # The runner owns its bots: its menu and command registry are voicebridge's alone.
 RUNNER_OPTIONS = Options(commands=ALL_COMMANDS, menu="replace", sync="all")
 DISCORD_READY_TIMEOUT = 60.0
@@ -97,13 +99,13 @@ class TelegramRunner:
                                            self._queue_update)
             self.webhook.start()
             await self.application.bot.set_webhook(self.settings.webhook_url, secret_token=self.settings.webhook_secret,
-                                                   allowed_updates=[Update.MESSAGE])
+                                                   allowed_updates=TELEGRAM_UPDATES)
             self._webhook_watch = asyncio.create_task(watch_telegram_webhook(
                 self.liveness, self.application, self.settings.webhook_url, min(30.0, self.liveness.timeout / 2)))
             log.info("Telegram: running as @%s, webhook on %s:%d", self.application.bot.username,
                      self.settings.webhook_listen, self.settings.webhook_port)
         else:
-            await updater.start_polling(allowed_updates=[Update.MESSAGE])
+            await updater.start_polling(allowed_updates=TELEGRAM_UPDATES)
             watch_telegram_polling(self.liveness)
             log.info("Telegram: running as @%s, polling", self.application.bot.username)
 

@@ -16,7 +16,7 @@ import asyncio
 import logging
 import time
 import warnings
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import replace
 from datetime import timedelta
@@ -30,21 +30,27 @@ from telegram import (
     BotCommandScopeAllGroupChats,
     BotCommandScopeAllPrivateChats,
     BotCommandScopeDefault,
+    CallbackQuery,
     ChatMember,
+    InlineKeyboardButton,
+    InlineKeyboardMarkup,
     Message,
     ReplyParameters,
     Update,
 )
 from telegram.constants import ChatAction, ChatType
 from telegram.error import BadRequest, Forbidden, NetworkError, RetryAfter, TelegramError
-from telegram.ext import Application, BaseHandler, CommandHandler, ContextTypes, MessageHandler, filters
+from telegram.ext import Application, BaseHandler, CallbackQueryHandler, CommandHandler, ContextTypes, MessageHandler, filters
 from telegram.warnings import PTBDeprecationWarning
 
 from voicebridge.options import Options, build_plugin
 from voicebridge.voice_notes.messages import COMMAND_DESCRIPTIONS
 from voicebridge.jobs import SQLiteJournal
+from voicebridge.voice_notes.buttons import BUTTON_PREFIX
 from voicebridge.voice_notes.model import (
     Activity,
+    Button,
+    ButtonPress,
     ChatKind,
     ChatPort,
     ChatRef,
@@ -76,6 +82,9 @@ NETWORK_ATTEMPTS = 3  # a Bot API call that fails on the network is tried this o
 PRIVATE_EDIT_INTERVAL = 1.0
 GROUP_EDIT_INTERVAL = 3.0
 MAX_MENU_COMMANDS = 100  # Bot API: setMyCommands takes at most 100 commands
+BUTTONS_PER_ROW = 3
+# Only the plugin's own buttons: a host's callback queries never reach it (and go on to the host's handlers).
+BUTTON_PATTERN = "^" + BUTTON_PREFIX
 AUDIO_EXTENSIONS = ("ogg", "oga", "opus", "mp3", "m4a", "wav", "flac", "aac", "amr", "webm", "weba", "mka")
 MEDIA = (
     filters.VOICE
@@ -112,6 +121,7 @@ class TelegramInstall:
         self._handlers: list[BaseHandler[Any, Any, Any]] = [
             CommandHandler(list(plugin.command_names), self._on_command, filters=filters.UpdateType.MESSAGE, block=False),
             MessageHandler(filters.UpdateType.MESSAGE & MEDIA, self._on_media, block=False),
+            CallbackQueryHandler(self._on_button, pattern=BUTTON_PATTERN, block=False),
         ]
         if plugin.converses:  # an agent also answers what is typed to it in private
             self._handlers.append(MessageHandler(filters.UpdateType.MESSAGE & filters.ChatType.PRIVATE & filters.TEXT
@@ -211,6 +221,15 @@ class TelegramInstall:
         await self.start()
         request = command_request(message, context)
         self._run(update, message, lambda chat: self.plugin.handle_command(request, chat))
+
+    async def _on_button(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        query = update.callback_query
+        if query is None:
+            return
+        await self.start()
+        chat, press = button_press(self.application, update, self.plugin.settings.delivery_deadline_seconds, context)
+        self.plugin.run_in_background(self.plugin.handle_button(press, chat) if chat is not None
+                                      else press.acknowledge(None))
 
     def _run(self, update: Update, message: Message, answer: Callable[[ChatPort], Awaitable[None]]) -> None:
         """``answer`` in the background, written down first when the store keeps receipts."""
@@ -393,6 +412,35 @@ def voice_note(message: Message, context: ContextTypes.DEFAULT_TYPE | None = Non
     )
 
 
+def button_press(application: AnyApplication, update: Update, delivery_deadline: float,
+                 context: ContextTypes.DEFAULT_TYPE | None = None) -> tuple[TelegramChat | None, ButtonPress]:
+    """A press of one of the plugin's buttons (``update`` carries its callback query), and the
+    chat to answer in (None when the message it was under is no longer accessible: then the
+    press is only acknowledged)."""
+    query: CallbackQuery = update.callback_query  # type: ignore[assignment]
+
+    async def acknowledge(text: str | None) -> None:
+        await query.answer(text)
+
+    message = query.message if isinstance(query.message, Message) else None
+    user = query.from_user
+    sender = Person(str(user.id), user.full_name, user.language_code)
+    if message is None:
+        return None, ButtonPress(ChatRef(PLATFORM, "", ChatKind.PRIVATE), sender, query.data or "", "", acknowledge, _no_note)
+    replied = message.reply_to_message
+
+    async def note() -> VoiceNote | None:
+        return voice_note(replied, context) if replied is not None else None
+
+    chat = TelegramChat(application, update, message, delivery_deadline=delivery_deadline)
+    return chat, ButtonPress(chat_ref(message), sender, query.data or "", str(message.message_id), acknowledge, note,
+                             origin=query)
+
+
+async def _no_note() -> VoiceNote | None:
+    return None
+
+
 def command_request(message: Message, context: ContextTypes.DEFAULT_TYPE | None = None) -> CommandRequest:
     """A command message (``/name args``, a CommandHandler's match) as the plugin's request."""
     command, _, args = (message.text or "").partition(" ")
@@ -427,6 +475,14 @@ def _seconds(source: object, attribute: str) -> float | None:
     return float(value) if value is not None else None
 
 
+def _keyboard(buttons: Sequence[Button]) -> InlineKeyboardMarkup | None:
+    if not buttons:
+        return None
+    rows = [buttons[start:start + BUTTONS_PER_ROW] for start in range(0, len(buttons), BUTTONS_PER_ROW)]
+    return InlineKeyboardMarkup([[InlineKeyboardButton(button.label, callback_data=button.data) for button in row]
+                                 for row in rows])
+
+
 class TelegramChat:
     """The plugin's :class:`ChatPort` for one Telegram chat (and forum topic).
 
@@ -456,15 +512,16 @@ class TelegramChat:
         # If the note was deleted meanwhile, the answer still goes out, just without the quote.
         return ReplyParameters(int(reply_to), allow_sending_without_reply=True) if reply_to else None
 
-    async def send_text(self, text: str, reply_to: str | None) -> str:
+    async def send_text(self, text: str, reply_to: str | None, buttons: Sequence[Button] = ()) -> str:
         message = await self._call(lambda: self.bot.send_message(
-            self.chat_id, text, parse_mode=None, reply_parameters=self._reply(reply_to), message_thread_id=self.thread_id))
+            self.chat_id, text, parse_mode=None, reply_parameters=self._reply(reply_to), message_thread_id=self.thread_id,
+            reply_markup=_keyboard(buttons)))
         return str(message.message_id)
 
-    async def edit_text(self, message_id: str, text: str) -> None:
+    async def edit_text(self, message_id: str, text: str, buttons: Sequence[Button] = ()) -> None:
         try:
             await self._call(lambda: self.bot.edit_message_text(text, chat_id=self.chat_id, message_id=int(message_id),
-                                                                parse_mode=None))
+                                                                parse_mode=None, reply_markup=_keyboard(buttons)))
         except BadRequest as error:
             if "not modified" not in error.message.lower():
                 raise

@@ -15,7 +15,7 @@ from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
 from telegram import Bot, Message, Update
-from telegram.ext import Application, CommandHandler, MessageHandler, filters
+from telegram.ext import Application, CallbackQueryHandler, CommandHandler, MessageHandler, filters
 
 from voicebridge.jobs import MAX_ATTEMPTS, RECORD_PATIENCE_SECONDS, DeliveryLog, Job, NewJob, PostgresQueue, RecordedChat, SQLiteJournal
 from voicebridge.voice_notes.delivery import send_text
@@ -24,7 +24,7 @@ from voicebridge.voice_notes.model import ChatPort
 from voicebridge.voice_notes.plugin import VoiceNotesPlugin
 from voicebridge.voice_notes.store import StoreError
 
-from .telegram import MEDIA, PLATFORM, TelegramChat, command_request, person, voice_note
+from .telegram import BUTTON_PATTERN, MEDIA, PLATFORM, TelegramChat, button_press, command_request, person, voice_note
 
 log = logging.getLogger(__name__)
 
@@ -36,12 +36,13 @@ async def _ignore(update: object, context: object) -> None:
 
 
 class TelegramJobs:
-    """Which updates are work: the voice notes and the plugin's commands, matched by the same
-    python-telegram-bot handlers the in-process adapter installs."""
+    """Which updates are work: the voice notes, the plugin's commands and presses of its buttons,
+    matched by the same python-telegram-bot handlers the in-process adapter installs."""
 
     def __init__(self, commands: Iterable[str]) -> None:
         self._handlers = (CommandHandler(list(commands), _ignore, filters=filters.UpdateType.MESSAGE),
-                          MessageHandler(filters.UpdateType.MESSAGE & MEDIA, _ignore))
+                          MessageHandler(filters.UpdateType.MESSAGE & MEDIA, _ignore),
+                          CallbackQueryHandler(_ignore, pattern=BUTTON_PATTERN))
 
     def job(self, update: Update, bot_id: int) -> NewJob | None:
         message = update.effective_message
@@ -96,25 +97,29 @@ class TelegramJobRunner:
     async def run(self, job: Job, deliveries: DeliveryLog) -> None:
         if (found := self._message(job, deliveries)) is None:
             return
-        message, chat = found
-        if message.text and message.text.startswith("/"):
+        update, message, chat = found
+        if update.callback_query is not None:  # a button pressed under the bot's message
+            _, press = button_press(self.application, update, self.plugin.settings.delivery_deadline_seconds)
+            await self.plugin.handle_button(press, chat)
+        elif message.text and message.text.startswith("/"):
             await self.plugin.handle_command(command_request(message), chat)
         elif (note := voice_note(message)) is not None:
             await self.plugin.handle_voice_note(note, chat)
 
     async def give_up(self, job: Job, deliveries: DeliveryLog) -> None:
-        if (found := self._message(job, deliveries)) is not None:
-            message, chat = found
+        # A press that keeps failing is let go: its button can be pressed again.
+        if (found := self._message(job, deliveries)) is not None and found[0].callback_query is None:
+            _, message, chat = found
             await send_text(chat, text("unexpected_error", person(message).language), str(message.message_id))
 
-    def _message(self, job: Job, deliveries: DeliveryLog) -> tuple[Message, RecordedChat] | None:
+    def _message(self, job: Job, deliveries: DeliveryLog) -> tuple[Update, Message, RecordedChat] | None:
         update = Update.de_json(job.payload["update"], self.application.bot)
         message = update.effective_message if update is not None else None
         if update is None or message is None:
             log.warning("job %d holds no message; dropped", job.id)
             return None
         port = TelegramChat(self.application, update, message, delivery_deadline=self.plugin.settings.delivery_deadline_seconds)
-        return message, RecordedChat(port, deliveries, job.id)
+        return update, message, RecordedChat(port, deliveries, job.id)
 
 
 class ReceiptBook:

@@ -152,6 +152,7 @@ class NoteTimeline:
     message_id: int
     arrival: float | None  # getUpdates handed the update to the bot
     feedback: float | None  # first chat action in the chat, or first reply to the note, after arrival
+    first_message: float | None  # the first message replying to the note (the "Transcribing…" placeholder)
     reply: float | None  # the last sendMessage / editMessageText of the note's reply: its final text
     text: str  # that final text
     text_calls: int  # sendMessage + editMessageText calls of the note's reply
@@ -207,7 +208,8 @@ class TimedFakeTelegram(FakeTelegram):
         feedback = min((call.timestamp for call in chat_calls
                         if arrival is not None and call.timestamp >= arrival
                         and (call.method == "sendChatAction" or call in replies)), default=None)
-        return NoteTimeline(chat, message_id, arrival, feedback, final.timestamp if final else None,
+        first_message = min((call.timestamp for call in replies), default=None)
+        return NoteTimeline(chat, message_id, arrival, feedback, first_message, final.timestamp if final else None,
                             str(final.params.get("text", "")) if final else "", len(text_calls))
 
     def reset(self) -> None:

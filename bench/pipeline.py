@@ -27,6 +27,9 @@ Measurements (``--measure``), per provider (``--providers``: coze = file ASR, co
 * ``throughput``: 200 notes of 10 s from 20 chats at once, against 200 ffmpeg decodes 2 at a time.
 * ``memory``: peak RSS of the bot with 100 notes of 60 s really in flight: the bot runs with its
   note cap lifted to 100 for this (target <= 250 MB).
+* ``placeholder``: 40 notes of 5 s one at a time, each from a chat of its own: time from the
+  update's arrival to the first visible message, the "Transcribing…" placeholder (target p95
+  <= 300 ms); with ``burst`` also measured for the burst's 40 chats at once.
 * ``long-note``: one 60-minute note (16 kbps OGG/Opus, 8 MB: under Telegram's 20 MB download
   cap) sent as an audio document; RSS growth (target <= 60 MB).
 
@@ -73,7 +76,7 @@ from tests.fakes.feishu import DEFAULT_APP_ID, DEFAULT_APP_SECRET
 
 BOT_SERVER_SCRIPT = Path(__file__).resolve().parent / "bot_server.py"
 PROVIDERS = ("coze", "coze-stream", "feishu")
-MEASUREMENTS = ("overhead", "burst", "peer", "throughput", "memory", "long-note")
+MEASUREMENTS = ("overhead", "burst", "peer", "throughput", "memory", "long-note", "placeholder")
 DEFAULT_MEASUREMENTS = ("overhead", "burst", "peer", "memory", "long-note")
 # The fakes describe what they heard ("tone 450 hz 10.0 s"): anything else is an error message.
 TRANSCRIPT = re.compile(r"^(tone \d+ hz [\d.]+ s ?)+$")
@@ -89,10 +92,13 @@ BURST_NOTES, BURST_SECONDS, BURST_LAG_TARGET, BURST_FEEDBACK_TARGET = 40, 10, 0.
 PEER_CPU_TARGET, PEER_LATENCY_TARGET = 0.25, 0.5
 THROUGHPUT_NOTES, THROUGHPUT_CHATS, THROUGHPUT_SECONDS, CEILING_PROCESSES = 200, 20, 10, 2
 THROUGHPUT_TARGET, LAG_TARGET, FEEDBACK_TARGET = 0.70, 0.050, 0.300
+# The first visible message (the "Transcribing…" placeholder) after the update arrived: notes one
+# at a time from chats of their own, as users send them, and in the burst.
+PLACEHOLDER_NOTES, PLACEHOLDER_SECONDS, PLACEHOLDER_TARGET = 40, 5, 0.300
 MEMORY_NOTES, MEMORY_SECONDS, MEMORY_TARGET_MB = 100, 60, 250.0
 LONG_NOTE_SECONDS, LONG_NOTE_KBPS, LONG_NOTE_TARGET_MB = 3600, 16, 60.0
 # Chat ids per scenario (private chats: each user is a chat), so scenarios never share a queue.
-OVERHEAD_CHAT, THROUGHPUT_CHAT, MEMORY_CHAT, LONG_NOTE_CHAT, BURST_CHAT = 100, 1000, 2000, 3000, 4000
+OVERHEAD_CHAT, THROUGHPUT_CHAT, MEMORY_CHAT, LONG_NOTE_CHAT, BURST_CHAT, PLACEHOLDER_CHAT = 100, 1000, 2000, 3000, 4000, 5000
 
 
 @dataclass(frozen=True)
@@ -101,6 +107,7 @@ class Note:
 
     arrival: float
     feedback: float  # never later than the reply, which is feedback too
+    first_message: float  # the first message replying to the note: its placeholder
     reply: float
     text: str
     text_calls: int
@@ -112,6 +119,10 @@ class Note:
     @property
     def feedback_delay(self) -> float:
         return self.feedback - self.arrival
+
+    @property
+    def first_message_delay(self) -> float:
+        return self.first_message - self.arrival
 
 
 @dataclass(frozen=True)
@@ -166,7 +177,7 @@ class Stack:
         await self.bot.command("wait_done", notes=len(notes), timeout=DONE_TIMEOUT_SECONDS)
         cpu = {"bot": await self.bot_cpu() - bot_before, **{name: process.cpu() - cpu_before[name] for name, process in fakes.items()}}
         timeline = (await self.telegram.command("timeline"))["notes"]
-        answered = [Note(row["arrival"], row["feedback"], row["reply"], row["text"], row["text_calls"])
+        answered = [Note(row["arrival"], row["feedback"], row["first_message"], row["reply"], row["text"], row["text_calls"])
                     for row in timeline if row["arrival"] is not None and row["reply"] is not None]
         wrong = [note.text for note in answered if not TRANSCRIPT.match(note.text)]
         if len(answered) != len(notes) or wrong:
@@ -321,6 +332,43 @@ class BurstRow:
     def feedback(self, fraction: float) -> float:
         return percentile([note.feedback_delay for note in self.batch.notes], fraction)
 
+    def first_message(self, fraction: float) -> float:
+        return percentile([note.first_message_delay for note in self.batch.notes], fraction)
+
+
+@dataclass(frozen=True)
+class PlaceholderRow:
+    provider: str
+    delays: list[float]  # update arrival → first visible message, per note
+
+    def first_message(self, fraction: float) -> float:
+        return percentile(self.delays, fraction)
+
+
+async def measure_placeholder(stack: Stack) -> PlaceholderRow:
+    """Notes one at a time, each from a chat of its own: how soon the placeholder shows."""
+    delays = []
+    for index, path in enumerate(stack.fresh_notes(PLACEHOLDER_SECONDS, PLACEHOLDER_NOTES)):
+        batch = await stack.send([(PLACEHOLDER_CHAT + index, path, PLACEHOLDER_SECONDS)], sample_lag=False)
+        delays.append(batch.notes[0].first_message_delay)
+    row = PlaceholderRow(stack.provider, delays)
+    print(f"  placeholder: first message p50 {row.first_message(0.5) * 1000:.0f} ms, p95 "
+          f"{row.first_message(0.95) * 1000:.0f} ms", flush=True)
+    return row
+
+
+def print_placeholder(rows: list[PlaceholderRow], bursts: list[BurstRow]) -> None:
+    print_table(f"First visible message (the placeholder) after the update arrived (target p95 <= "
+                f"{PLACEHOLDER_TARGET * 1000:.0f} ms): {PLACEHOLDER_NOTES} notes of {PLACEHOLDER_SECONDS} s one at a time, "
+                f"and in the burst of {BURST_NOTES} chats at once",
+                ["provider", "one at a time p50 ms", "p95 ms", "max ms", "target", "burst p50 ms", "burst p95 ms",
+                 "burst target"],
+                [[row.provider, f"{row.first_message(0.5) * 1000:.0f}", f"{row.first_message(0.95) * 1000:.0f}",
+                  f"{max(row.delays) * 1000:.0f}", verdict(row.first_message(0.95), PLACEHOLDER_TARGET),
+                  *next(([f"{burst.first_message(0.5) * 1000:.0f}", f"{burst.first_message(0.95) * 1000:.0f}",
+                          verdict(burst.first_message(0.95), PLACEHOLDER_TARGET)]
+                         for burst in bursts if burst.label == row.provider), ["-", "-", "-"])] for row in rows])
+
 
 async def measure_burst(stack: Stack, label: str | None = None) -> BurstRow:
     paths = stack.fresh_notes(BURST_SECONDS, BURST_NOTES)
@@ -329,7 +377,7 @@ async def measure_burst(stack: Stack, label: str | None = None) -> BurstRow:
     row = BurstRow(label or stack.provider, batch, floor)
     print(f"  burst: CPU {row.cpu_per_note * 1000:.1f} ms per note = {row.cpu_ratio:.2f}x ffmpeg; median latency "
           f"{row.median_latency * 1000:.0f} ms; lag p99 {batch.bot['lag']['p99'] * 1000:.1f} ms; feedback p95 "
-          f"{row.feedback(0.95) * 1000:.0f} ms", flush=True)
+          f"{row.feedback(0.95) * 1000:.0f} ms; first message p95 {row.first_message(0.95) * 1000:.0f} ms", flush=True)
     return row
 
 
@@ -510,11 +558,14 @@ async def measure(providers: Sequence[str], measurements: Sequence[str], lengths
     bursts: list[BurstRow] = []
     throughput: list[ThroughputRow] = []
     memory: list[MemoryRow] = []
+    placeholders: list[PlaceholderRow] = []
     for provider in providers:
         profile_path = workdir / f"{provider}.prof" if profile else None
         async with running_stack(provider, workdir, edit_interval, feishu_latency, profile_path, ["--decoder", decoder]) as stack:
             if "overhead" in measurements:
                 overhead += await measure_overhead(stack, lengths)
+            if "placeholder" in measurements:
+                placeholders.append(await measure_placeholder(stack))
             if "burst" in measurements or ("peer" in measurements and provider == "coze"):
                 bursts.append(await measure_burst(stack))
             if "throughput" in measurements:
@@ -546,6 +597,8 @@ async def measure(providers: Sequence[str], measurements: Sequence[str], lengths
         print_throughput(throughput)
     if memory:
         print_memory(memory)
+    if placeholders:
+        print_placeholder(placeholders, bursts)
 
 
 def main() -> None:

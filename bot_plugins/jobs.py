@@ -21,13 +21,13 @@ import asyncio
 import json
 import logging
 import sqlite3
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 from .postgres import DRIVER_ERRORS, SCHEMA, Database
-from .voice_notes.model import Activity, ChatPort, NoticePort, VoiceReply
+from .voice_notes.model import Activity, Button, ChatPort, NoticePort, VoiceReply
 from .voice_notes.store import SQLiteStore, StoreError
 
 log = logging.getLogger(__name__)
@@ -201,11 +201,11 @@ class RecordedChat:
     def text_length(self, text: str) -> int:
         return self.chat.text_length(text)
 
-    async def send_text(self, text: str, reply_to: str | None) -> str:
-        return await self._once(lambda: self.chat.send_text(text, reply_to))
+    async def send_text(self, text: str, reply_to: str | None, buttons: Sequence[Button] = ()) -> str:
+        return await self._once(lambda: self.chat.send_text(text, reply_to, buttons))
 
-    async def edit_text(self, message_id: str, text: str) -> None:
-        await self.chat.edit_text(message_id, text)
+    async def edit_text(self, message_id: str, text: str, buttons: Sequence[Button] = ()) -> None:
+        await self.chat.edit_text(message_id, text, buttons)
 
     async def send_notice(self, text: str, reply_to: str | None) -> str:
         """Only to whoever asked where the chat can do that, else as any text; a part like the others."""

@@ -59,3 +59,38 @@ def replies_to(message: dict[str, Any]) -> Callable[[Call], bool]:
     """Matches a call that answers ``message`` (message ids are per chat)."""
     return lambda call: (int(call.params.get("chat_id", 0)) == message["chat"]["id"]
                          and (call.params.get("reply_parameters") or {}).get("message_id") == message["message_id"])
+
+
+PLACEHOLDER_STARTS = ("🎙 Transcribing…", "🎙 正在转写…", "🎙 正在轉錄…")
+
+
+def is_placeholder(text: str) -> bool:
+    return text.startswith(PLACEHOLDER_STARTS)
+
+
+async def transcript_reply(telegram: FakeTelegram, note: dict[str, Any], timeout: float = 30.0) -> dict[str, Any]:
+    """The bot's reply to ``note`` as the chat shows it, once it is no longer the
+    "Transcribing…" placeholder (the transcript, or an error, edited into it)."""
+
+    def settled() -> dict[str, Any] | None:
+        for message in telegram.messages_sent(note["chat"]["id"]):
+            replied = (message.get("reply_to_message") or {}).get("message_id")
+            if replied == note["message_id"] and "text" in message and not is_placeholder(message["text"]):
+                return message
+        return None
+
+    return await telegram.wait_for(settled, timeout)  # type: ignore[no-any-return]
+
+
+async def discord_transcript(fake: Any, note: dict[str, Any], timeout: float = 30.0) -> dict[str, Any]:
+    """The bot's message answering ``note`` in a FakeDiscord channel as it shows now, once it is
+    no longer the "Transcribing…" placeholder."""
+
+    def settled() -> dict[str, Any] | None:
+        for message in fake.messages_in(int(note["channel_id"])):
+            replied = str((message.get("message_reference") or {}).get("message_id"))
+            if replied == str(note["id"]) and message.get("content") and not is_placeholder(message["content"]):
+                return message  # type: ignore[no-any-return]
+        return None
+
+    return await fake.wait_for(settled, timeout)  # type: ignore[no-any-return]

@@ -31,7 +31,7 @@ from tests.fakes.coze_agent import DEFAULT_BOT_ID, AgentTurn, FakeAgent
 from tests.fakes.discord import FakeDiscord
 from tests.fakes.discord import voice_note as discord_voice_note
 from tests.fakes.telegram import Chat, FakeTelegram, User
-from tests.harness import speech_values
+from tests.harness import is_placeholder, speech_values
 
 ALICE = User(1001, "Alice", username="alice", language_code="en")
 BOB = User(1002, "Bob", language_code="zh-hans")
@@ -110,16 +110,17 @@ async def answered(world: World, message: dict[str, Any], *expected: str) -> Non
 
 
 def texts_sent_for(world: World, message: dict[str, Any]) -> list[str]:
-    """Every text the bot put on screen for ``message``: first sends and each edit, in order."""
+    """Every text the bot put on screen for ``message``: first sends and each edit, in order,
+    after the "Transcribing…" placeholder; a partial's closing "…" is left off."""
     ids = {sent["message_id"] for sent in world.telegram.messages_sent(message["chat"]["id"])
            if (sent.get("reply_to_message") or {}).get("message_id") == message["message_id"]}
     shown = []
     for call in world.telegram.calls:
         sent = call.method == "sendMessage" and (call.params.get("reply_parameters") or {}).get("message_id") == message["message_id"]
         edited = call.method == "editMessageText" and int(call.params["message_id"]) in ids
-        if sent or edited:
+        if (sent or edited) and not is_placeholder(call.params["text"]):
             shown.append(call.params["text"])
-    return shown
+    return [text.removesuffix("…") for text in shown[:-1]] + shown[-1:]
 
 
 # ------------------------------------------------------------------------------------------ Telegram
@@ -279,7 +280,8 @@ async def test_an_answer_that_goes_on_is_cut_and_spread_over_messages(world: Wor
     world.agent.piece_size = 1000
     async with agent_bot(world):
         typed = await world.telegram.push_text(Chat.private(ALICE), ALICE, "Talk forever")
-        await world.telegram.wait_for(lambda: answers_to(world, typed) and answers_to(world, typed)[-1].endswith("…"),
+        # Long answers are split as transcripts are: each part marked with its (i/n).
+        await world.telegram.wait_for(lambda: answers_to(world, typed) and answers_to(world, typed)[-1].endswith("… (5/5)"),
                                       timeout=30)
     pieces = answers_to(world, typed)
     assert len(pieces) == 5 and all(len(piece) <= 4096 for piece in pieces)

@@ -128,14 +128,17 @@ async def test_a_20k_character_transcript_with_markup_and_emoji_reaches_telegram
         async with telegram_bot(telegram, speech_values(coze), fast_retrier):
             note = await telegram.push_voice(Chat.private(user), user, GOOD, duration=1)
             await telegram.wait_for(lambda: sum(len(message["text"]) for message in telegram.messages_sent(user.id)
-                                                if "text" in message) >= len(transcript) - 20, timeout=30)
+                                                if "text" in message) >= len(transcript) - 20
+                                    and "reply_markup" in telegram.messages_sent(user.id)[-1], timeout=30)
         sent = [call for call in telegram.calls_to("sendMessage") if replies_to(note)(call)]
     assert all(call.status == 200 for call in sent) and len(sent) >= 5
     for call in sent:
         assert "parse_mode" not in call.params and len(call.params["text"].encode("utf-16-le")) // 2 <= 4096
     stored = [message for message in telegram.messages_sent(user.id) if "text" in message]
     assert all("entities" not in message for message in stored)  # markup stayed plain text
-    assert " ".join(message["text"] for message in stored) == transcript
+    count = len(stored)
+    assert all(message["text"].endswith(f" ({number}/{count})") for number, message in enumerate(stored, 1))
+    assert " ".join(message["text"].rsplit(" (", 1)[0] for message in stored) == transcript
 
 
 @settings(max_examples=300, deadline=None)

@@ -23,6 +23,7 @@ from voicebridge.voice_notes.store import SQLiteStore
 from tests.audio_tools import analyse, decode, make_tone, probe
 from tests.fakes.coze import DEFAULT_TOKEN, DEFAULT_VOICES, FakeCoze
 from tests.fakes.discord import FakeDiscord, FakeFile, Intent, RecordedRequest
+from tests.harness import discord_transcript
 
 TONE = make_tone("ogg", 440.0, 2.0)
 MESSAGES = "POST /channels/{channel_id}/messages"
@@ -79,10 +80,13 @@ async def test_dm_voice_message_gets_its_transcript_without_pings(world: World) 
     async with running_bot(world):
         dm = world.discord.dm_channel(world.discord.user)
         note = await world.discord.dispatch_voice_message(dm.id, world.discord.user, TONE, 2.0)
-        reply = await reply_to(world, note)
-    assert reply.json["content"] == "tone 440 hz 2.0 s"
+        reply = await reply_to(world, note)  # the placeholder, at once
+        transcript = await discord_transcript(world.discord, note)
+    assert reply.json["content"] == "🎙 Transcribing… 0:02"
+    assert transcript["content"] == "tone 440 hz 2.0 s"
     assert reply.json["allowed_mentions"]["parse"] == [] and reply.json["allowed_mentions"].get("replied_user") is False
-    assert any(request.route == "POST /channels/{channel_id}/typing" for request in world.discord.requests)
+    # The placeholder is the channel's status: no typing indicator beside it.
+    assert not any(request.route == "POST /channels/{channel_id}/typing" for request in world.discord.requests)
 
 
 async def test_voice_mode_sends_a_native_voice_message(world: World) -> None:
@@ -124,17 +128,19 @@ async def test_transcribe_context_menu_defers_then_answers_by_followup(world: Wo
         interaction = await world.discord.dispatch_interaction("Transcribe", user=world.discord.user, channel_id=channel.id,
                                                                target_message_id=note["id"])
         await world.discord.wait_for(lambda: len(world.discord.interaction_responses(interaction["id"])) >= 2, timeout=15)
-    deferred, followup = world.discord.interaction_responses(interaction["id"])
+        await world.discord.wait_for(lambda: world.discord.interaction_responses(interaction["id"])[1].message["content"]
+                                     == "🎤 alice: tone 440 hz 2.0 s", timeout=15)
+    deferred, followup = world.discord.interaction_responses(interaction["id"])[:2]
     assert (deferred.kind, deferred.callback_type) == ("callback", 5)
-    assert followup.kind == "followup" and followup.message["content"] == "🎤 alice: tone 440 hz 2.0 s"
+    assert followup.kind == "followup"  # the placeholder, edited into the transcript
     assert posts_in(world, channel.id) == []  # auto off: nothing posted for the note itself
 
 
 async def test_guild_voice_message_is_transcribed_automatically_with_the_speaker(world: World) -> None:
     async with running_bot(world):
         note = await world.discord.dispatch_voice_message(world.discord.text_channel.id, world.discord.user, TONE, 2.0)
-        reply = await reply_to(world, note)
-    assert reply.json["content"] == "🎤 alice: tone 440 hz 2.0 s"
+        reply = await discord_transcript(world.discord, note)
+    assert reply["content"] == "🎤 alice: tone 440 hz 2.0 s"
 
 
 async def test_audio_attachments_and_the_transcribe_slash_command(world: World) -> None:
@@ -142,13 +148,14 @@ async def test_audio_attachments_and_the_transcribe_slash_command(world: World) 
         dm = world.discord.dm_channel(world.discord.user)
         message = await world.discord.dispatch_message(dm.id, world.discord.user, content="listen",
                                                        attachments=[FakeFile(make_tone("mp3", 600.0, 1.0), "memo.mp3")])
-        reply = await reply_to(world, message)
+        reply = await discord_transcript(world.discord, message)
         interaction = await world.discord.dispatch_interaction(
             "transcribe", user=world.discord.user, channel_id=dm.id,
             options={"audio": FakeFile(make_tone("m4a", 700.0, 1.0), "clip.m4a")})
-        await world.discord.wait_for(lambda: len(world.discord.interaction_responses(interaction["id"])) >= 2, timeout=15)
-    assert reply.json["content"] == "tone 600 hz 1.0 s"
-    assert world.discord.interaction_responses(interaction["id"])[1].message["content"] == "tone 700 hz 1.0 s"
+        await world.discord.wait_for(lambda: len(world.discord.interaction_responses(interaction["id"])) >= 2
+                                     and world.discord.interaction_responses(interaction["id"])[1].message["content"]
+                                     == "tone 700 hz 1.0 s", timeout=15)
+    assert reply["content"] == "tone 600 hz 1.0 s"
 
 
 async def test_long_transcripts_are_split_at_2000_characters(world: World) -> None:
@@ -157,9 +164,11 @@ async def test_long_transcripts_are_split_at_2000_characters(world: World) -> No
         dm = world.discord.dm_channel(world.discord.user)
         note = await world.discord.dispatch_voice_message(dm.id, world.discord.user, TONE, 2.0)
         await world.discord.wait_for(lambda: len(posts_in(world, dm.id)) >= 4, timeout=15)
-    contents = [request.json["content"] for request in posts_in(world, dm.id)]
+        await discord_transcript(world.discord, note)
+    contents = [message["content"] for message in world.discord.messages_in(dm.id) if message["author"]["id"] == str(world.discord.bot_user.id)]
     assert len(contents) == 4 and all(len(content) <= 2000 for content in contents)
-    assert " ".join(contents) == world.coze.transcript
+    assert all(content.endswith(f" ({number}/4)") for number, content in enumerate(contents, 1))
+    assert " ".join(content.rsplit(" (", 1)[0] for content in contents) == world.coze.transcript
     assert {str(request.json["message_reference"]["message_id"]) for request in posts_in(world, dm.id)} == {note["id"]}
 
 
@@ -168,8 +177,9 @@ async def test_mentions_in_a_transcript_never_ping(world: World) -> None:
     async with running_bot(world):
         note = await world.discord.dispatch_voice_message(world.discord.text_channel.id, world.discord.user, TONE, 2.0)
         reply = await reply_to(world, note)
+        await discord_transcript(world.discord, note)
     created = world.discord.messages_in(world.discord.text_channel.id)[-1]
-    assert "@everyone" in reply.json["content"]
+    assert "@everyone" in created["content"] and reply.json["allowed_mentions"]["parse"] == []
     assert created["mention_everyone"] is False and created["mentions"] == []
 
 
@@ -178,8 +188,8 @@ async def test_rate_limits_are_waited_out(world: World) -> None:
         dm = world.discord.dm_channel(world.discord.user)
         world.discord.fail_next(MESSAGES, status=429, retry_after=0.3)
         note = await world.discord.dispatch_voice_message(dm.id, world.discord.user, TONE, 2.0)
-        reply = await reply_to(world, note)
-    assert reply.json["content"] == "tone 440 hz 2.0 s"
+        reply = await discord_transcript(world.discord, note)
+    assert reply["content"] == "tone 440 hz 2.0 s"
 
 
 async def test_bots_and_own_messages_are_ignored(world: World) -> None:
@@ -189,8 +199,9 @@ async def test_bots_and_own_messages_are_ignored(world: World) -> None:
         channel = world.discord.text_channel
         await world.discord.dispatch_voice_message(channel.id, other_bot, TONE, 2.0)
         note = await world.discord.dispatch_voice_message(channel.id, world.discord.user, make_tone("ogg", 300.0, 1.0), 1.0)
-        await reply_to(world, note)
-    assert [request.json["content"] for request in posts_in(world, channel.id)] == ["🎤 alice: tone 300 hz 1.0 s"]
+        await discord_transcript(world.discord, note)
+    assert [message["content"] for message in world.discord.messages_in(channel.id)
+            if message["author"]["id"] == str(world.discord.bot_user.id)] == ["🎤 alice: tone 300 hz 1.0 s"]
     assert len(world.coze.calls_to("transcriptions")) == 1
 
 
@@ -275,10 +286,10 @@ async def test_a_host_bot_adds_voice_notes_with_one_line(world: World, tmp_path:
     await asyncio.wait_for(bot.get_cog("VoiceNotes").commands_synced.wait(), timeout=15)  # type: ignore[union-attr]
     dm = world.discord.dm_channel(world.discord.user)
     note = await world.discord.dispatch_voice_message(dm.id, world.discord.user, TONE, 2.0)
-    reply = await reply_to(world, note)
+    reply = await discord_transcript(world.discord, note)
     await bot.close()
     await connection
-    assert reply.json["content"] == "tone 440 hz 2.0 s"
+    assert reply["content"] == "tone 440 hz 2.0 s"
     # A guest registers its own commands one by one (12 slash commands and the Transcribe menu).
     assert world.discord.command_writes == 13 and len(world.discord.commands()) == 13
 
@@ -310,10 +321,68 @@ async def test_a_forged_voice_message_fingerprint_gets_no_one_elses_transcript(w
     async with running_bot(world):
         channel = world.discord.text_channel
         first = await world.discord.dispatch_voice_message(channel.id, world.discord.user, victim, 2.0, waveform)
-        first_reply = await reply_to(world, first)
+        first_reply = await discord_transcript(world.discord, first)
         dm = world.discord.dm_channel(world.discord.user)
         second = await world.discord.dispatch_voice_message(dm.id, world.discord.user, forged, 2.0, waveform)
-        second_reply = await reply_to(world, second)
-    assert first_reply.json["content"].endswith("tone 440 hz 2.0 s")
-    assert second_reply.json["content"] == "tone 880 hz 2.0 s"
+        second_reply = await discord_transcript(world.discord, second)
+    assert first_reply["content"].endswith("tone 440 hz 2.0 s")
+    assert second_reply["content"] == "tone 880 hz 2.0 s"
     assert len(world.coze.calls_to("transcriptions")) == 2
+
+
+def discord_buttons(message: dict[str, Any]) -> dict[str, str]:
+    """label → custom_id of a message's buttons."""
+    return {button["label"]: button["custom_id"] for row in message.get("components") or [] for button in row["components"]}
+
+
+async def test_transcript_buttons_are_components_that_work_after_a_restart(world: World,
+                                                                          caplog: pytest.LogCaptureFixture) -> None:
+    db = str(world.tmp / "bot.db")
+    dm = world.discord.dm_channel(world.discord.user)
+    async with running_bot(world, db=db, VOICEBRIDGE_ASR="coze-stream"):
+        await world.discord.dispatch_voice_message(dm.id, world.discord.user, TONE, 2.0)
+        await world.discord.wait_for(lambda: discord_buttons(world.discord.messages_in(dm.id)[-1]), timeout=30)
+        transcript = world.discord.messages_in(dm.id)[-1]
+    buttons = discord_buttons(transcript)
+    assert transcript["content"] == "tone 440 hz 2.0 s"
+    assert list(buttons) == ["🔊 Speak", "Recognise as 中文", "Recognise as English"]
+    assert all(custom_id.startswith("vb:") for custom_id in buttons.values())
+
+    async with running_bot(world, db=db, VOICEBRIDGE_ASR="coze-stream") as plugin:  # restarted, same database
+        speak = await world.discord.dispatch_component(user=world.discord.user, channel_id=dm.id,
+                                                       message_id=transcript["id"], custom_id=buttons["🔊 Speak"])
+        voice = await reply_to(world, transcript)
+        english = await world.discord.dispatch_component(user=world.discord.user, channel_id=dm.id,
+                                                         message_id=transcript["id"], custom_id=buttons["Recognise as English"])
+        await world.discord.wait_for(lambda: len([message for message in world.discord.messages_in(dm.id)
+                                                  if message["content"] == "tone 440 hz 2.0 s"]) == 2, timeout=30)
+        await plugin.buttons.forget_chat("discord", str(dm.id))  # as /forget does
+        stale = await world.discord.dispatch_component(user=world.discord.user, channel_id=dm.id,
+                                                       message_id=transcript["id"], custom_id=buttons["🔊 Speak"])
+        await world.discord.wait_for(lambda: world.discord.interaction_responses(stale["id"]), timeout=30)
+    assert voice.json["flags"] == 8192  # a native voice message, replying to the transcript
+    assert [reply.callback_type for reply in world.discord.interaction_responses(speak["id"])] == [6]
+    assert [reply.callback_type for reply in world.discord.interaction_responses(english["id"])] == [6]
+    (refusal,) = world.discord.interaction_responses(stale["id"])
+    assert refusal.callback_type == 4 and refusal.json["data"]["flags"] & 64  # ephemeral: for the presser alone
+    assert refusal.json["data"]["content"] == "This button no longer works."
+    assert world.coze.ws_sessions[-1].asr_config["user_language"] == "en"  # type: ignore[index]
+    assert "could not acknowledge" not in caplog.text and "Traceback" not in caplog.text
+
+
+async def test_a_hosts_own_components_are_left_to_the_host(world: World) -> None:
+    async with running_bot(world):
+        dm = world.discord.dm_channel(world.discord.user)
+        # A message of the host bot's with a button of its own (the fake stores it as the bot's).
+        host_button = {"type": 1, "components": [{"type": 2, "style": 1, "label": "Order", "custom_id": "host:order"}]}
+        host_message = world.discord._new_message(dm, world.discord.bot_user, content="Pizza?", extra={"components": [host_button]})
+        hosts = await world.discord.dispatch_component(user=world.discord.user, channel_id=dm.id,
+                                                       message_id=host_message["id"], custom_id="host:order")
+        # A stale button of the plugin's on the same message, pressed after it: answered.
+        host_message["components"].append({"type": 1, "components": [
+            {"type": 2, "style": 2, "label": "Speak", "custom_id": "vb:AAAAAAAAAAAA:0"}]})
+        ours = await world.discord.dispatch_component(user=world.discord.user, channel_id=dm.id,
+                                                      message_id=host_message["id"], custom_id="vb:AAAAAAAAAAAA:0")
+        await world.discord.wait_for(lambda: world.discord.interaction_responses(ours["id"]), timeout=30)
+    assert world.discord.interaction_responses(hosts["id"]) == []  # the host's to answer, not the plugin's
+    assert world.discord.interaction_responses(ours["id"])[0].json["data"]["content"] == "This button no longer works."

@@ -12,6 +12,7 @@ from tests.fakes.coze import DEFAULT_VOICES
 from tests.fakes.discord import CallbackType, MessageFlag
 from tests import test_discord
 from tests.test_discord import World, running_bot
+from tests.harness import discord_transcript
 
 world = test_discord.world  # the same fixture: a Discord fake and a Coze fake
 
@@ -48,8 +49,8 @@ async def test_every_command_and_option_is_described_in_english_and_both_chinese
     (mode,) = commands["mode"]["options"]
     assert [(choice["name"], choice["value"], choice["name_localizations"]) for choice in mode["choices"]] == [
         ("text", "text", {"zh-CN": "文字", "zh-TW": "文字"}),
-        ("voice message", "voice", {"zh-CN": "语音", "zh-TW": "語音"}),
-        ("text and voice message", "both", {"zh-CN": "文字和语音", "zh-TW": "文字和語音"}),
+        ("voice messages", "voice", {"zh-CN": "语音", "zh-TW": "語音"}),
+        ("text and voice messages", "both", {"zh-CN": "文字和语音", "zh-TW": "文字和語音"}),
     ]
     (state,) = commands["auto"]["options"]
     assert [choice["name_localizations"]["zh-TW"] for choice in state["choices"]] == ["開啟", "關閉"]
@@ -116,8 +117,5 @@ async def test_a_locale_seen_in_a_server_interaction_is_remembered_for_dms(world
         await answered(world, privacy)
         dm = world.discord.dm_channel(world.discord.user)
         note = await world.discord.dispatch_voice_message(dm.id, world.discord.user, b"this is not audio", 2.0)
-        reply = await world.discord.wait_for_request(
-            "POST", f"/channels/{dm.id}/messages",
-            lambda request: request.status == 200
-            and str((request.json.get("message_reference") or {}).get("message_id")) == note["id"], timeout=15)
-    assert reply.json["content"] == "無法將這個檔案辨識為音訊，請傳送語音訊息或常見格式的音訊檔案。"
+        reply = await discord_transcript(world.discord, note, timeout=30)
+    assert reply["content"] == "無法將這個檔案辨識為音訊，請傳送語音訊息或常見格式的音訊檔案。"

@@ -425,3 +425,42 @@ async def test_webhook_excludes_polling(fake: FakeTelegram, app: Application) ->
             await app.bot.get_updates()
         await app.bot.delete_webhook()
         assert await app.bot.get_updates() == ()
+
+
+async def test_inline_keyboards_callback_queries_and_their_answers(fake: FakeTelegram, app: Application) -> None:
+    """Inline keyboards are checked as the Bot API checks them; a press arrives as a callback
+    query carrying the message (and what it replies to); each query is answered once."""
+    from telegram.ext import CallbackQueryHandler
+
+    pressed: list[Update] = []
+
+    async def on_press(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        pressed.append(update)
+
+    app.add_handler(CallbackQueryHandler(on_press))
+    async with polling(app):
+        note = await fake.push_text(ALICE_CHAT, ALICE, "hello")
+        keyboard = InlineKeyboardMarkup([[InlineKeyboardButton("Go", callback_data="x" * 64)]])
+        sent = await app.bot.send_message(ALICE.id, "pick", reply_markup=keyboard,
+                                          reply_parameters=ReplyParameters(note["message_id"]))
+        for bad in ([[InlineKeyboardButton("Go", callback_data="x" * 65)]], [[InlineKeyboardButton(" ", callback_data="x")]]):
+            with pytest.raises(BadRequest):
+                await app.bot.send_message(ALICE.id, "pick", reply_markup=InlineKeyboardMarkup(bad))
+        with pytest.raises(BadRequest, match="inline keyboard"):  # a raw markup that is no array of rows
+            await app.bot.edit_message_text("picked", chat_id=ALICE.id, message_id=sent.message_id,
+                                            api_kwargs={"reply_markup": '{"inline_keyboard": {"text": "Go"}}'})
+        await fake.push_callback_query(ALICE_CHAT, ALICE, sent.message_id, "x" * 64)
+        await fake.wait_for(lambda: pressed, STEP_TIMEOUT)
+        query = pressed[0].callback_query
+        assert query is not None and query.data == "x" * 64 and query.from_user.id == ALICE.id
+        assert isinstance(query.message, Message) and query.message.reply_to_message is not None
+        assert query.message.reply_to_message.message_id == note["message_id"]
+        assert await query.answer("Done")
+        with pytest.raises(BadRequest, match="(?i)query is too old"):
+            await query.answer("again")
+        second = await fake.push_callback_query(ALICE_CHAT, ALICE, sent.message_id, "y")
+        with pytest.raises(BadRequest, match="(?i)message_too_long"):
+            await app.bot.answer_callback_query(second["id"], text="x" * 201)
+        await app.bot.edit_message_reply_markup(ALICE.id, sent.message_id, reply_markup=None)
+    assert fake.callback_answers[0]["text"] == "Done"
+    assert "reply_markup" not in fake.messages_sent(ALICE.id)[-1]

@@ -18,7 +18,7 @@ from tests.audio_tools import make_tone
 from tests.fakes.coze import FakeCoze
 from tests.fakes.feishu import FakeFeishu
 from tests.fakes.telegram import Chat, FakeTelegram, User
-from tests.harness import replies_to, speech_values, telegram_bot
+from tests.harness import replies_to, speech_values, telegram_bot, transcript_reply
 
 ALICE = User(1001, "Alice", language_code="en")
 CHAT = Chat.private(ALICE)
@@ -154,13 +154,12 @@ async def test_a_locked_store_never_holds_up_an_answer_and_its_bookkeeping_lands
     values = {**speech_values(fakes.coze), "VOICEBRIDGE_DAILY_MINUTES": "60"}
     async with telegram_bot(fakes.telegram, values, fast_retrier, db=str(database), store_timeout=600):
         first = await fakes.telegram.push_voice(CHAT, ALICE, FIRST, duration=1)  # the store is set up and used once
-        await fakes.telegram.wait_for_call("sendMessage", lambda call: call.status == 200 and replies_to(first)(call), timeout=30)
+        await transcript_reply(fakes.telegram, first)
         holder = sqlite3.connect(database, isolation_level=None)
         holder.execute("BEGIN EXCLUSIVE")
         try:
             second = await fakes.telegram.push_voice(CHAT, ALICE, SECOND, duration=1)
-            reply = await fakes.telegram.wait_for_call(
-                "sendMessage", lambda call: call.status == 200 and replies_to(second)(call), timeout=30)
+            reply = await transcript_reply(fakes.telegram, second)
         finally:
             holder.execute("ROLLBACK")
             holder.close()
@@ -173,4 +172,4 @@ async def test_a_locked_store_never_holds_up_an_answer_and_its_bookkeeping_lands
         async with asyncio.timeout(30):
             while recorded() != (pytest.approx(2.0, abs=0.05), 2):
                 await asyncio.sleep(0.05)
-    assert reply.params["text"] == "tone 600 hz 1.0 s"
+    assert reply["text"] == "tone 600 hz 1.0 s"

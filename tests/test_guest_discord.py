@@ -29,6 +29,7 @@ from voicebridge.adapters.discord import VoiceNotesCog
 from tests.audio_tools import make_tone
 from tests.fakes.coze import DEFAULT_TOKEN, FakeCoze
 from tests.fakes.discord import FakeDiscord
+from tests.harness import discord_transcript
 
 TONE = make_tone("ogg", 440.0, 2.0)
 PLUGIN_COMMANDS = {"transcribe", "speak", "mode", "language", "voice", "voices", "auto", "hotwords", "usage", "privacy",
@@ -138,11 +139,8 @@ def voicebridge_tasks() -> list[asyncio.Task[Any]]:
 
 
 async def reply_to(world: World, message: dict[str, Any]) -> dict[str, Any]:
-    request = await world.discord.wait_for_request(
-        "POST", f"/channels/{message['channel_id']}/messages",
-        lambda request: request.status == 200
-        and str((request.json.get("message_reference") or {}).get("message_id")) == message["id"], timeout=30)
-    return request.json
+    """The bot's answer to ``message`` as the channel shows it (edited into its placeholder)."""
+    return await discord_transcript(world.discord, message)
 
 
 async def test_the_host_keeps_its_commands_and_handlers_and_the_plugin_works(world: World,
@@ -255,7 +253,8 @@ async def test_an_undeliverable_reply_reaches_the_hosts_on_error(world: World) -
     await host.bot.load_extension("voicebridge.discord")
     async with connected(world, host):
         await synced(host)
-        world.discord.fail_next("POST /channels/{channel_id}/messages", status=403, code=50001)
+        # No access: the placeholder fails, and so does the transcript sent in its place.
+        world.discord.fail_next("POST /channels/{channel_id}/messages", status=403, code=50001, times=2)
         dm = world.discord.dm_channel(world.discord.user)
         await world.discord.dispatch_voice_message(dm.id, world.discord.user, TONE, 2.0)
         async with asyncio.timeout(30):

@@ -47,7 +47,7 @@ from voicebridge.voice_notes.store import SQLiteStore
 from tests.audio_tools import make_tone
 from tests.fakes.coze import FakeCoze
 from tests.fakes.telegram import Call, Chat, FakeTelegram, User
-from tests.harness import replies_to, speech_values
+from tests.harness import replies_to, speech_values, transcript_reply
 
 ROOT = Path(__file__).resolve().parent.parent
 ALICE = User(1001, "Alice", username="alice", language_code="en")
@@ -275,10 +275,13 @@ async def test_html_defaults_never_garble_a_transcript_and_failures_reach_the_ho
     async with running_like_run_polling(host.application):
         chat = Chat.private(ALICE)
         note = await world.telegram.push_voice(chat, ALICE, TONE, duration=2)
-        reply = await world.telegram.wait_for_call("sendMessage", answered(replies_to(note)))
-        assert reply.status == 200 and reply.params["text"] == "Large <b>&amp; crispy</b>"
-        assert reply.params.get("parse_mode") is None  # stated: no parse mode, whatever the host's Defaults say
-        world.telegram.fail_next("sendMessage", error_code=403, description="Forbidden: bot was blocked by the user")
+        reply = await transcript_reply(world.telegram, note)
+        assert reply["text"] == "Large <b>&amp; crispy</b>"
+        # Stated: no parse mode, whatever the host's Defaults say.
+        assert all(call.params.get("parse_mode") is None for call in world.telegram.calls_to("sendMessage")
+                   + world.telegram.calls_to("editMessageText"))
+        # Blocked: the placeholder fails, and so does the transcript sent in its place.
+        world.telegram.fail_next("sendMessage", error_code=403, description="Forbidden: bot was blocked by the user", times=2)
         second = await world.telegram.push_voice(chat, ALICE, make_tone("ogg", 500.0, 2.0), duration=2)
         await world.telegram.wait_for_call("sendMessage", lambda call: call.status == 403)
         async with asyncio.timeout(10):
@@ -328,11 +331,11 @@ async def test_the_responder_gets_the_platform_objects_and_runs_outside_the_tran
                 await asyncio.sleep(0.01)
         # Alice's answer is pending, yet Bob's note gets the one transcription slot and its answer.
         bob_note = await world.telegram.push_voice(Chat.private(BOB), BOB, TONE, duration=2)
-        bob_reply = await world.telegram.wait_for_call("sendMessage", replies_to(bob_note), timeout=15)
+        bob_reply = await transcript_reply(world.telegram, bob_note, timeout=15)
         release.set()
-        alice_reply = await world.telegram.wait_for_call("sendMessage", replies_to(alice_note), timeout=15)
-    assert bob_reply.params["text"] == "Bob said Large <b>&amp; crispy</b>"
-    assert alice_reply.params["text"] == "Alice said Large <b>&amp; crispy</b>"
+        alice_reply = await transcript_reply(world.telegram, alice_note, timeout=15)
+    assert bob_reply["text"] == "Bob said Large <b>&amp; crispy</b>"
+    assert alice_reply["text"] == "Alice said Large <b>&amp; crispy</b>"
     context = contexts[0]
     assert context.platform == "telegram" and isinstance(context.message, Message)
     assert context.message.voice is not None and context.message.message_id == alice_note["message_id"]
@@ -353,20 +356,23 @@ async def test_a_responder_that_is_too_slow_gets_the_user_a_short_answer_with_th
                                  store=":memory:", responder=hanging)
     async with running_like_run_polling(host.application):
         note = await world.telegram.push_voice(Chat.private(ALICE), ALICE, TONE, duration=2)
-        reply = await world.telegram.wait_for_call("sendMessage", replies_to(note), timeout=15)
-    assert reply.params["text"] == "Sorry, the answer is taking too long. I heard: Large <b>&amp; crispy</b>"
+        reply = await transcript_reply(world.telegram, note, timeout=15)
+    assert reply["text"] == "Sorry, the answer is taking too long. I heard: Large <b>&amp; crispy</b>"
 
 
 async def test_replies_in_a_forum_topic_stay_in_that_topic(world: World) -> None:
     forum = Chat.forum(-1009876543210, "Pizza lovers")
     host = host_bot(world.telegram, world.tmp)
-    voicebridge.telegram.install(host.application, settings=world.settings(), store=":memory:")
+    voicebridge.telegram.install(host.application, settings=world.settings(VOICEBRIDGE_SPEAK_IN_GROUPS="everyone"),
+                                 store=":memory:")
     async with running_like_run_polling(host.application):
         topic = await world.telegram.open_topic(forum, ALICE, "Orders")
         note = await world.telegram.push_voice(forum, ALICE, TONE, duration=2, thread_id=topic)
         reply = await world.telegram.wait_for_call("sendMessage", answered(replies_to(note)))
         general_note = await world.telegram.push_voice(forum, ALICE, make_tone("ogg", 520.0, 2.0), duration=2)
         general_reply = await world.telegram.wait_for_call("sendMessage", answered(replies_to(general_note)))
+        speak = await world.telegram.push_text(forum, ALICE, "/speak Pizza", thread_id=topic)  # "recording voice…" too
+        await world.telegram.wait_for_call("sendVoice", replies_to(speak))
     sent = {message["message_id"]: message for message in world.telegram.messages_sent(forum.id)}
     assert sent[reply.response["result"]["message_id"]]["message_thread_id"] == topic  # type: ignore[index]
     assert "message_thread_id" not in sent[general_reply.response["result"]["message_id"]]  # type: ignore[index]

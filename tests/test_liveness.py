@@ -17,6 +17,7 @@ from tests.audio_tools import make_tone
 from tests.fakes.coze import DEFAULT_TOKEN, FakeCoze
 from tests.fakes.discord import FakeDiscord
 from tests.fakes.telegram import Chat, FakeTelegram, User
+from tests.harness import transcript_reply
 from tests.test_operations import free_port, wait_until_listening
 from tests.test_runner import VOICEBRIDGE, finish
 
@@ -69,9 +70,9 @@ async def test_health_says_why_while_the_notes_in_flight_finish(tmp_path: Path) 
         with pytest.raises(ConnectionLost, match="Telegram polling stopped"):
             await asyncio.wait_for(runner, timeout=30)
     assert health.status_code == 503 and health.text.startswith("Telegram polling stopped (InvalidToken")
-    answers = [call.params["text"] for call in telegram.calls_to("sendMessage")
-               if (call.params.get("reply_parameters") or {}).get("message_id") == note["message_id"]]
-    assert answers == ["tone 440 hz 1.0 s"]  # the note in flight was still answered
+    answers = [message["text"] for message in telegram.messages_sent(ALICE.id)
+               if (message.get("reply_to_message") or {}).get("message_id") == note["message_id"]]
+    assert answers == ["tone 440 hz 1.0 s"]  # the note in flight was still answered (its placeholder edited)
 
 
 async def test_a_poller_down_longer_than_the_timeout_stops_the_runner(tmp_path: Path) -> None:
@@ -160,8 +161,8 @@ async def test_refused_credentials_show_on_health_until_a_call_succeeds(tmp_path
             for count in (1, 2, 3):
                 if count == 3:
                     coze.tokens.add("pat_expired")  # the operator renewed it on Coze's side
-                await telegram.push_voice(Chat.private(ALICE), ALICE, make_tone("ogg", 440.0, 1.0), duration=1)
-                await telegram.wait_for_call("sendMessage", count=count, timeout=20)
+                note = await telegram.push_voice(Chat.private(ALICE), ALICE, make_tone("ogg", 440.0, 1.0), duration=1)
+                await transcript_reply(telegram, note, timeout=20)  # the transcript, or the error, in its placeholder
                 health.append(await client.get(f"http://127.0.0.1:{port}/healthz"))
         stop.set()
         await asyncio.wait_for(runner, timeout=30)

@@ -94,10 +94,10 @@ async def _answers(plugin_env: dict[str, str], retrier: Retrier, steps: list[tup
 PRIVATE_CHAT = ChatRef("telegram", "31", ChatKind.PRIVATE)
 GROUP_CHAT = ChatRef("telegram", "-900", ChatKind.GROUP)
 EXPECTED_SETTINGS = {
-    "en": ["Done: I will now answer with voice message.", "Done: recognition language is now Cantonese (yue).",
+    "en": ["Done: I will now answer with voice messages.", "Done: recognition language is now Cantonese (yue).",
            "Done: spoken answers will use the voice Jay.",
            "Done: every voice message in this chat will now be transcribed automatically.",
-           "Settings for this chat:\nReply mode: voice message\nLanguage: Cantonese (yue)\nVoice: Jay\n"
+           "Settings for this chat:\nReply mode: voice messages\nLanguage: Cantonese (yue)\nVoice: Jay\n"
            "Transcribe every voice message in groups: on\nHot words: none"],
     "zh": ["已设置：之后将以语音回复。", "已设置：识别语言为粤语 (yue)。", "已设置：语音回复将使用音色“Jay”。",
            "已开启：当前聊天的每条语音消息都将自动转写。",
@@ -133,18 +133,25 @@ async def test_auto_in_a_private_chat_explains_and_changes_nothing(language: str
     assert chat.texts() == [expected] and settings.auto_transcribe
 
 
-@pytest.mark.parametrize(("language", "mode_usage", "languages"), [
-    ("en", "Use /mode text, /mode voice or /mode both (text, voice message, or both).", "automatic (auto), Chinese (Mandarin) (zh)"),
-    ("zh", "请使用 /mode text（文字）、/mode voice（语音）或 /mode both（文字和语音）。", "自动识别 (auto), 普通话 (zh)"),
-    ("zh-hant", "請使用 /mode text（文字）、/mode voice（語音）或 /mode both（文字和語音）。", "自動辨識 (auto), 華語 (zh)"),
+@pytest.mark.parametrize(("language", "mode_usage", "mode_prompt", "languages"), [
+    ("en", "Use /mode text, /mode voice or /mode both (text, voice message, or both).", "How should I answer here? Now: text",
+     "automatic (auto), Chinese (Mandarin) (zh)"),
+    ("zh", "请使用 /mode text（文字）、/mode voice（语音）或 /mode both（文字和语音）。", "在这里以什么方式回复？当前：文字",
+     "自动识别 (auto), 普通话 (zh)"),
+    ("zh-hant", "請使用 /mode text（文字）、/mode voice（語音）或 /mode both（文字和語音）。", "在這裡以什麼方式回覆？目前：文字",
+     "自動辨識 (auto), 華語 (zh)"),
 ])
-async def test_mode_and_language_without_a_value_list_names(language: str, mode_usage: str, languages: str,
+async def test_mode_and_language_without_a_value_list_names(language: str, mode_usage: str, mode_prompt: str, languages: str,
                                                              fast_retrier: Retrier) -> None:
-    texts = await _answers({"VOICEBRIDGE_ASR": "coze-stream"}, fast_retrier,
-                           [("mode", "", PRIVATE_CHAT), ("language", "", PRIVATE_CHAT), ("help", "", PRIVATE_CHAT)],
+    """Without buttons the usage lists the names; with them the prompt names the current value."""
+    steps = [("mode", "", PRIVATE_CHAT), ("language", "", PRIVATE_CHAT), ("help", "", PRIVATE_CHAT)]
+    texts = await _answers({"VOICEBRIDGE_ASR": "coze-stream", "VOICEBRIDGE_BUTTONS": "off"}, fast_retrier, steps,
                            READERS[language])
     assert texts[0] == mode_usage
     assert languages in texts[1] and languages in texts[2]  # /language and /help list names with the code to type
+    prompts = await _answers({"VOICEBRIDGE_ASR": "coze-stream"}, fast_retrier, steps[:2], READERS[language])
+    assert prompts[0] == mode_prompt
+    assert prompts[1].endswith(languages.split(", ")[0])  # the current language, by name
 
 
 @pytest.mark.parametrize("language", sorted(READERS))

@@ -22,6 +22,7 @@ from voicebridge.metrics import Metrics, serve_status
 from tests.audio_tools import make_tone
 from tests.fakes.coze import DEFAULT_TOKEN, FakeCoze
 from tests.fakes.telegram import Chat, FakeTelegram, User
+from tests.harness import transcript_reply
 
 VOICEBRIDGE = str(Path(sys.executable).with_name("voicebridge"))
 ALICE = User(1001, "Alice", language_code="en")
@@ -80,10 +81,9 @@ async def test_webhook_mode_checks_the_secret_on_every_request(tmp_path: Path) -
                 unsigned = await client.post(url, json=update)
                 forged = await client.post(url, json=update, headers={"X-Telegram-Bot-Api-Secret-Token": "guess"})
                 signed = await client.post(url, json=update, headers={"X-Telegram-Bot-Api-Secret-Token": "s3cret-token_1"})
-            reply = await telegram.wait_for_call("sendMessage", lambda call: (call.params.get("reply_parameters") or {})
-                                                 .get("message_id") == message["message_id"], timeout=15)
+            reply = await transcript_reply(telegram, message, timeout=15)
         assert (unsigned.status_code, forged.status_code, signed.status_code) == (403, 403, 200)
-        assert reply.params["text"] == "tone 440 hz 1.0 s"
+        assert reply["text"] == "tone 440 hz 1.0 s"
         assert registration.params["url"] == public_url and registration.params["secret_token"] == "s3cret-token_1"
         assert telegram.calls_to("getUpdates") == []
         assert len(telegram.calls_to("sendMessage")) == 1  # the refused requests never reached the bot

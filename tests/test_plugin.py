@@ -7,7 +7,7 @@ import asyncio
 import re
 import itertools
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -20,6 +20,7 @@ from voicebridge.speech.service import SpeechService
 from voicebridge.voice_notes.delivery import LiveMessage
 from voicebridge.voice_notes.model import (
     Activity,
+    Button,
     ChatKind,
     ChatRef,
     CommandRequest,
@@ -48,6 +49,7 @@ class Sent:
     reply_to: str | None = None
     message_id: str = ""
     voice: VoiceReply | None = None
+    buttons: tuple[Button, ...] = ()
     at: float = field(default_factory=time.monotonic)
 
 
@@ -71,15 +73,15 @@ class MemoryChat:
     def text_length(self, text: str) -> int:
         return len(text)
 
-    async def send_text(self, text: str, reply_to: str | None) -> str:
+    async def send_text(self, text: str, reply_to: str | None, buttons: Sequence[Button] = ()) -> str:
         assert 0 < len(text) <= self.max_text_length
         message_id = str(next(self.ids))
-        self.sent.append(Sent("text", text, reply_to, message_id))
+        self.sent.append(Sent("text", text, reply_to, message_id, buttons=tuple(buttons)))
         return message_id
 
-    async def edit_text(self, message_id: str, text: str) -> None:
+    async def edit_text(self, message_id: str, text: str, buttons: Sequence[Button] = ()) -> None:
         assert 0 < len(text) <= self.max_text_length
-        self.sent.append(Sent("edit", text, None, message_id))
+        self.sent.append(Sent("edit", text, None, message_id, buttons=tuple(buttons)))
 
     async def send_voice(self, voice: VoiceReply, reply_to: str | None) -> str:
         if self.refuse_voice:
@@ -110,7 +112,9 @@ class MemoryChat:
         self.reported.append(error)
 
     def texts(self) -> list[str]:
-        return [item.text for item in self.sent if item.kind == "text"]
+        """What the chat shows now: each text message with its last edit applied (a placeholder
+        shows as what it became)."""
+        return self.visible_texts()
 
     def visible_texts(self) -> list[str]:
         """What the chat shows now: each text message with its last edit applied."""
@@ -167,8 +171,11 @@ TONE = make_tone("ogg", 440.0, 2.0)
 async def test_private_note_is_answered_with_its_transcript(harness: Harness) -> None:
     chat = MemoryChat()
     await harness.plugin.handle_voice_note(harness.note(TONE), chat)
-    assert [(item.kind, item.text, item.reply_to) for item in chat.sent] == [("text", "tone 440 hz 2.0 s", "7")]
-    assert chat.activities == [Activity.TYPING]
+    # A placeholder at once, replying to the note, then edited into the transcript.
+    assert [(item.kind, item.text, item.reply_to) for item in chat.sent] == [("text", "🎙 Transcribing…", "7"),
+                                                                          ("edit", "tone 440 hz 2.0 s", None)]
+    assert chat.sent[1].message_id == chat.sent[0].message_id
+    assert chat.activities == []  # the placeholder is the chat's status: no "typing…" beside it
 
 
 async def test_group_transcripts_name_the_speaker_and_auto_can_be_switched_off(harness: Harness) -> None:
@@ -185,7 +192,7 @@ async def test_group_transcripts_name_the_speaker_and_auto_can_be_switched_off(h
     request = harness.command("transcribe", chat=GROUP, sender=ALICE, replied_note=harness.note(TONE, chat=GROUP, sender=BOB,
                                                                                                   message_id="8", key="other"))
     await harness.plugin.handle_command(request, chat)
-    assert chat.sent[-1].text == "🎤 Bob: tone 440 hz 2.0 s" and chat.sent[-1].reply_to == "8"
+    assert chat.texts()[-1] == "🎤 Bob: tone 440 hz 2.0 s" and chat.sent[-2].reply_to == "8"
 
 
 async def test_only_admins_change_group_settings(harness: Harness) -> None:
@@ -198,7 +205,7 @@ async def test_only_admins_change_group_settings(harness: Harness) -> None:
     assert (await harness.plugin.chat_settings(GROUP)).reply_mode.value == "voice"
 
 
-@pytest.mark.parametrize(("mode", "kinds"), [("text", ["text"]), ("voice", ["voice"]), ("both", ["text", "voice"])])
+@pytest.mark.parametrize(("mode", "kinds"), [("text", ["text", "edit"]), ("voice", ["voice"]), ("both", ["text", "edit", "voice"])])
 async def test_reply_modes(harness: Harness, mode: str, kinds: list[str]) -> None:
     chat = MemoryChat()
     await harness.plugin.handle_command(harness.command("mode", mode), chat)
@@ -279,14 +286,14 @@ class FloodedChat(MemoryChat):
     edits_waiting: int = 0
     most_edits_waiting: int = 0
 
-    async def edit_text(self, message_id: str, text: str) -> None:
+    async def edit_text(self, message_id: str, text: str, buttons: Sequence[Button] = ()) -> None:
         self.edits_waiting += 1
         self.most_edits_waiting = max(self.most_edits_waiting, self.edits_waiting)
         try:
             await self.released.wait()
         finally:  # a cancelled edit (overtaken by the final text) is no longer on its way
             self.edits_waiting -= 1
-        await super().edit_text(message_id, text)
+        await super().edit_text(message_id, text, buttons)
 
 
 @dataclass
@@ -333,10 +340,10 @@ async def test_the_final_text_is_not_held_back_by_the_edit_interval() -> None:
     now = 5.0
     live.show("partial")
     await asyncio.wait_for(live.finish("partial and the rest"), timeout=1.0)  # was: waited out the 5 s
-    assert [(item.kind, item.text) for item in chat.sent] == [("text", "partial"), ("edit", "partial and the rest")]
+    assert [(item.kind, item.text) for item in chat.sent] == [("text", "partial…"), ("edit", "partial and the rest")]
 
 
-async def test_a_note_recognised_within_the_interval_gets_one_message_and_no_edit(fast_retrier: Retrier) -> None:
+async def test_a_note_recognised_within_the_interval_gets_its_placeholder_and_one_edit(fast_retrier: Retrier) -> None:
     async with FakeCoze(transcript="quick note", partial_every_seconds=0.25) as fake:
         plugin = make_plugin(fake, fast_retrier, VOICEBRIDGE_ASR="coze-stream")
         plugin.edit_interval = 5.0
@@ -344,10 +351,10 @@ async def test_a_note_recognised_within_the_interval_gets_one_message_and_no_edi
         await plugin.handle_voice_note(Harness(fake, plugin).note(TONE), chat)
         await plugin.aclose()
         await plugin.service.aclose()
-    assert [(item.kind, item.text) for item in chat.sent] == [("text", "quick note")]
+    assert [(item.kind, item.text) for item in chat.sent] == [("text", "🎙 Transcribing…"), ("edit", "quick note")]
 
 
-async def test_typing_shows_while_a_note_waits_for_a_free_slot(fast_retrier: Retrier) -> None:
+async def test_the_placeholder_shows_while_a_note_waits_for_a_free_slot(fast_retrier: Retrier) -> None:
     async with FakeCoze() as fake:
         settings = Settings.from_values({"COZE_API_TOKEN": DEFAULT_TOKEN, "COZE_API_BASE": fake.base_url,
                                          "COZE_WS_BASE": fake.ws_base_url})
@@ -357,25 +364,26 @@ async def test_typing_shows_while_a_note_waits_for_a_free_slot(fast_retrier: Ret
         harness = Harness(fake, plugin)
         first_chat, second_chat = MemoryChat(), MemoryChat()
         first = asyncio.create_task(plugin.handle_voice_note(harness.note(make_tone("ogg", 300.0, 6.0), key="a"), first_chat))
-        await harness.fake.wait_for(lambda: first_chat.activities == [Activity.TYPING], timeout=10)
+        await harness.fake.wait_for(lambda: first_chat.kinds() == ["text"], timeout=10)
         other = replace(PRIVATE, id="2")
         second = asyncio.create_task(plugin.handle_voice_note(harness.note(TONE, chat=other, key="b"), second_chat))
-        await harness.fake.wait_for(lambda: second_chat.activities == [Activity.TYPING], timeout=10)
-        assert not first.done() and not second.done()  # the second chat shows typing before its note has a slot
+        await harness.fake.wait_for(lambda: second_chat.kinds() == ["text"], timeout=10)
+        assert not first.done() and not second.done()  # the second chat sees its placeholder before its note has a slot
+        assert second_chat.sent[0].text == "🎙 Transcribing…"
         await asyncio.gather(first, second)
         await plugin.aclose()
         await plugin.service.aclose()
     assert first_chat.texts() and second_chat.texts()
 
 
-async def test_notes_queued_in_one_chat_share_one_typing_status(harness: Harness) -> None:
+async def test_notes_queued_in_one_chat_get_their_placeholders_in_order(harness: Harness) -> None:
     chat = MemoryChat()
     notes = [harness.note(make_tone("ogg", 300.0 + 50 * index, 2.0), key=f"n{index}", message_id=str(index))
              for index in range(5)]
     await asyncio.gather(*(harness.plugin.handle_voice_note(note, chat) for note in notes))
-    # Each note shows typing once its turn in the chat has come, never two at once.
-    assert chat.activities == [Activity.TYPING] * 5 and chat.most_open_activities == 1
-    assert [item.reply_to for item in chat.sent] == [str(index) for index in range(5)]
+    # Each note's placeholder is its status, sent when its turn in the chat has come.
+    assert chat.activities == []
+    assert [item.reply_to for item in chat.sent if item.kind == "text"] == [str(index) for index in range(5)]
 
 
 async def test_long_transcripts_are_split_at_word_boundaries(fast_retrier: Retrier) -> None:
@@ -387,9 +395,11 @@ async def test_long_transcripts_are_split_at_word_boundaries(fast_retrier: Retri
         await plugin.aclose()
         await plugin.service.aclose()
     pieces = chat.texts()
-    assert len(pieces) == 8 and all(len(piece) <= 100 for piece in pieces)
-    assert " ".join(pieces) == script
-    assert {item.reply_to for item in chat.sent} == {"7"}
+    assert len(pieces) >= 8 and all(len(piece) <= 100 for piece in pieces)
+    count = len(pieces)
+    assert all(piece.endswith(f" ({number}/{count})") for number, piece in enumerate(pieces, 1))
+    assert " ".join(piece.rsplit(" (", 1)[0] for piece in pieces) == script
+    assert {item.reply_to for item in chat.sent if item.kind == "text"} == {"7"}
 
 
 async def test_conversation_mode_answers_with_the_hosts_reply(fast_retrier: Retrier) -> None:
@@ -408,7 +418,8 @@ async def test_conversation_mode_answers_with_the_hosts_reply(fast_retrier: Retr
         await plugin.handle_voice_note(harness.note(make_tone("ogg", 300.0, 1.0), message_id="8", key="b"), chat)
         await plugin.aclose()
         await plugin.service.aclose()
-    assert chat.texts() == ["You said 17 characters."]
+    # The answer replaces the note's placeholder; with no answer, the placeholder shows what was heard.
+    assert chat.texts() == ["You said 17 characters.", "🎙 tone 300 hz 1.0 s"]
     assert heard[0][0] == "tone 440 hz 2.0 s" and heard[0][1].sender == ALICE and heard[0][1].message_id == "7"
 
 
@@ -495,7 +506,8 @@ async def test_notes_of_one_chat_are_answered_in_order(harness: Harness) -> None
     await asyncio.sleep(0)
     await harness.plugin.handle_voice_note(short_note, chat)
     await first
-    assert [(item.reply_to, item.text) for item in chat.sent] == [("1", "tone 300 hz 8.0 s"), ("2", "tone 600 hz 0.5 s")]
+    assert [item.reply_to for item in chat.sent if item.kind == "text"] == ["1", "2"]
+    assert chat.texts() == ["tone 300 hz 8.0 s", "tone 600 hz 0.5 s"]
 
 
 async def test_settings_commands_and_their_persistence(fast_retrier: Retrier, tmp_path: Path) -> None:
@@ -520,7 +532,7 @@ async def test_settings_commands_and_their_persistence(fast_retrier: Retrier, tm
         await restarted.service.aclose()
     assert (settings.reply_mode.value, settings.language, settings.voice_id, settings.auto_transcribe, settings.hot_words) == (
         "both", "zh", jay.voice_id, True, ("扣子", "voicebridge"))
-    assert chat.texts()[:3] == ["Done: I will now answer with text and voice message.",
+    assert chat.texts()[:3] == ["Done: I will now answer with text and voice messages.",
                                 "Done: recognition language is now Chinese (Mandarin) (zh).",
                                 f"Done: spoken answers will use the voice {jay.name}."]
     assert chat.texts()[4] == chat.texts()[8] == ("/auto applies to groups: in a private chat every voice message is always "
@@ -529,7 +541,7 @@ async def test_settings_commands_and_their_persistence(fast_retrier: Retrier, tm
                                  chat.texts()[6], "There is no voice with the id nope. Send /voices to see the available voices."]
     assert chat.texts()[6].startswith("Use /language CODE with one of: automatic (auto), Chinese (Mandarin) (zh), ")
     # The voice by its name from the provider's list, never its id.
-    assert chat.texts()[-1].splitlines()[1:] == ["Reply mode: text and voice message", "Language: Chinese (Mandarin) (zh)",
+    assert chat.texts()[-1].splitlines()[1:] == ["Reply mode: text and voice messages", "Language: Chinese (Mandarin) (zh)",
                                                  f"Voice: {jay.name}", "Transcribe every voice message in groups: on",
                                                  "Hot words: 扣子, voicebridge"]
 
@@ -773,3 +785,95 @@ async def test_each_member_of_a_group_has_a_daily_allowance_of_their_own(fast_re
                                       "today, and this recording does not fit in what is left.")
     assert harness.fetches == ["7", "9", "10"] and private.texts() == ["tone 600 hz 90.0 s"]
     assert group_usage.audio_seconds == pytest.approx(70.0, abs=0.2)
+
+
+# ------------------------------------------------------------------ placeholder, progress, split parts
+
+
+async def test_file_recognition_that_takes_long_shows_the_time_spent(harness: Harness) -> None:
+    harness.plugin.progress_after = 0.3  # as 5 s in production, compressed
+    harness.fake.delay_next("transcriptions", 2.0)  # a slow file recognition
+    chat = MemoryChat(min_edit_interval=0.5)
+    await harness.plugin.handle_voice_note(harness.note(TONE, seconds=2), chat)
+    placeholder, *progress, final = chat.sent
+    assert (placeholder.kind, placeholder.text, placeholder.reply_to) == ("text", "🎙 Transcribing… 0:02", "7")
+    assert progress and all(item.kind == "edit" and item.message_id == placeholder.message_id for item in progress)
+    assert all(item.text.startswith("🎙 Transcribing… 0:02 · 0:0") and item.text.endswith(" so far") for item in progress)
+    assert progress[0].at - placeholder.at < 0.3 + 1.0  # the first progress soon after the threshold
+    assert all(later.at - earlier.at >= 0.49 for earlier, later in itertools.pairwise([placeholder, *progress]))
+    assert (final.kind, final.text, final.message_id) == ("edit", "tone 440 hz 2.0 s", placeholder.message_id)
+
+
+async def test_streaming_recognition_that_takes_long_shows_the_share_heard(fast_retrier: Retrier) -> None:
+    async with FakeCoze(partial_every_seconds=None, recognition_speed=2.0) as fake:  # 6 s of audio: 3 s
+        plugin = make_plugin(fake, fast_retrier, VOICEBRIDGE_ASR="coze-stream")
+        plugin.progress_after = 0.3
+        chat = MemoryChat()
+        await plugin.handle_voice_note(Harness(fake, plugin).note(make_tone("ogg", 440.0, 6.0), seconds=6), chat)
+        await plugin.aclose()
+        await plugin.service.aclose()
+    progress = [item.text for item in chat.sent[1:] if "% heard" in item.text]
+    shares = [int(text.split(" · ")[1].split("%")[0]) for text in progress]
+    assert len(progress) >= 2 and all(text.startswith("🎙 Transcribing… 0:06 · ") for text in progress)
+    assert shares == sorted(shares) and 0 < shares[-1] < 100
+    assert len(set(progress)) == len(progress)  # each edit says something new (the time goes on)
+    assert chat.texts() == ["tone 440 hz 6.0 s"] and not chat.texts()[0].endswith("…")
+
+
+async def test_partials_end_with_an_ellipsis_and_the_final_text_does_not(fast_retrier: Retrier) -> None:
+    script = " ".join(f"word{index}" for index in range(24))
+    async with FakeCoze(transcript=script, seconds_per_word=0.25, partial_every_seconds=0.25, recognition_speed=4.0) as fake:
+        plugin = make_plugin(fake, fast_retrier, VOICEBRIDGE_ASR="coze-stream")
+        chat = MemoryChat()
+        await plugin.handle_voice_note(Harness(fake, plugin).note(make_tone("ogg", 440.0, 6.0)), chat)
+        await plugin.aclose()
+        await plugin.service.aclose()
+    partials = [item.text for item in chat.sent[1:-1]]
+    assert partials and all(text.endswith("…") and script.startswith(text[:-1]) for text in partials)
+    assert chat.sent[-1].text == script
+
+
+async def test_a_failure_turns_the_placeholder_into_the_error(harness: Harness) -> None:
+    harness.fake.fail_next("transcriptions", code=5000, times=3)  # every attempt
+    chat = MemoryChat()
+    await harness.plugin.handle_voice_note(harness.note(TONE, seconds=2), chat)
+    assert [item.kind for item in chat.sent] == ["text", "edit"]
+    assert chat.sent[0].text == "🎙 Transcribing… 0:02" and chat.sent[1].message_id == chat.sent[0].message_id
+    assert chat.texts() == ["The speech service had a problem. Please try again later."]
+
+
+async def test_a_long_group_transcript_keeps_the_speaker_with_the_first_part(fast_retrier: Retrier) -> None:
+    script = " ".join(["supercalifragilistic"] * 30)
+    async with FakeCoze(transcript=script) as fake:
+        plugin = make_plugin(fake, fast_retrier)
+        chat = MemoryChat(max_text_length=100)
+        await plugin.handle_voice_note(Harness(fake, plugin).note(TONE, chat=GROUP, speaker="Bob Jones"), chat)
+        await plugin.aclose()
+        await plugin.service.aclose()
+    parts = chat.texts()
+    count = len(parts)
+    assert count > 1 and all(len(part) <= 100 for part in parts)
+    assert parts[0].startswith("🎤 Bob Jones: supercalifragilistic")  # never a part with the name alone
+    assert all(part.endswith(f" ({number}/{count})") for number, part in enumerate(parts, 1))
+    assert all("supercalifragilistic" in part for part in parts)
+    words = " ".join(part.removeprefix("🎤 Bob Jones: ").rsplit(" (", 1)[0] for part in parts)
+    assert words == script
+    # The buttons go under the last part.
+    assert [bool(item.buttons) for item in chat.sent if item.kind == "text"][-1] and not any(
+        item.buttons for item in chat.sent[:-1] if item.kind == "text")
+
+
+async def test_a_note_behind_another_in_its_chat_shows_its_placeholder_at_once(harness: Harness) -> None:
+    harness.fake.delay_next("transcriptions", 2.0)  # the first note takes a while
+    chat = MemoryChat()
+    first = asyncio.create_task(harness.plugin.handle_voice_note(harness.note(TONE, message_id="1", key="a"), chat))
+    await harness.fake.wait_for(lambda: harness.fake.calls_to("transcriptions"), timeout=10)
+    second = asyncio.create_task(harness.plugin.handle_voice_note(
+        harness.note(make_tone("ogg", 600.0, 1.0), message_id="2", key="b", seconds=1), chat))
+    await harness.fake.wait_for(lambda: [item.reply_to for item in chat.sent if item.kind == "text"] == ["1", "2"], timeout=10)
+    assert not first.done()  # the second placeholder came while the first note was still being recognised
+    await asyncio.gather(first, second)
+    assert chat.sent[1].text == "🎙 Transcribing… 0:01"
+    assert chat.texts() == ["tone 440 hz 2.0 s", "tone 600 hz 1.0 s"]  # each placeholder became its own transcript
+    edits = [item.message_id for item in chat.sent if item.kind == "edit"]
+    assert edits == [chat.sent[0].message_id, chat.sent[1].message_id]  # answered in the notes' order

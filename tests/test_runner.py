@@ -16,6 +16,7 @@ from tests.audio_tools import make_tone
 from tests.fakes.coze import DEFAULT_TOKEN, FakeCoze
 from tests.fakes.discord import FakeDiscord
 from tests.fakes.telegram import Chat, FakeTelegram, User
+from tests.harness import discord_transcript, transcript_reply
 
 VOICEBRIDGE = str(Path(sys.executable).with_name("voicebridge"))
 ALICE = User(1001, "Alice", language_code="en")
@@ -70,10 +71,10 @@ async def test_sigterm_finishes_the_note_in_flight_and_updates_are_not_repeated(
     await coze.wait_for(lambda: coze.calls_to("transcriptions"))
     bot.send_signal(signal.SIGTERM)
     status, log = await finish(bot)
-    answers = [call for call in telegram.calls_to("sendMessage") if call.params.get("reply_parameters", {}).get("message_id")
-               == note["message_id"]]
+    answers = [message["text"] for message in telegram.messages_sent(ALICE.id)
+               if (message.get("reply_to_message") or {}).get("message_id") == note["message_id"]]
     assert status == 0, log
-    assert [call.params["text"] for call in answers] == ["tone 440 hz 2.0 s"]
+    assert answers == ["tone 440 hz 2.0 s"]  # the placeholder, edited into the transcript before the bot stopped
     assert "finishing the notes in flight" in log
     assert_no_secrets(log, telegram)
 
@@ -124,14 +125,11 @@ async def test_telegram_and_discord_in_one_process(fakes: tuple[FakeTelegram, Fa
         telegram_note = await telegram.push_voice(Chat.private(ALICE), ALICE, make_tone("ogg", 440.0, 1.0), duration=1)
         dm = discord_api.dm_channel(discord_api.user)
         discord_note = await discord_api.dispatch_voice_message(dm.id, discord_api.user, make_tone("ogg", 300.0, 1.0), 1.0)
-        await telegram.wait_for_call("sendMessage", lambda call: call.params.get("reply_parameters", {}).get("message_id")
-                                     == telegram_note["message_id"], timeout=20)
-        answer = await discord_api.wait_for_request(
-            "POST", f"/channels/{dm.id}/messages",
-            lambda request: str((request.json.get("message_reference") or {}).get("message_id")) == discord_note["id"], timeout=20)
+        await transcript_reply(telegram, telegram_note, timeout=20)
+        answer = await discord_transcript(discord_api, discord_note, timeout=20)
         bot.send_signal(signal.SIGTERM)
         status, log = await finish(bot)
     assert status == 0, log
-    assert answer.json["content"] == "tone 300 hz 1.0 s"
+    assert answer["content"] == "tone 300 hz 1.0 s"
     assert discord_api.token not in log
     assert_no_secrets(log, telegram)

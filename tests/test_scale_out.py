@@ -22,7 +22,8 @@ from tests.audio_tools import make_tone
 from tests.fakes.coze import DEFAULT_TOKEN, FakeCoze
 from tests.fakes.discord import FakeDiscord, FakeFile
 from tests.fakes.feishu import DEFAULT_APP_ID, DEFAULT_APP_SECRET, FakeFeishu
-from tests.fakes.telegram import Call, Chat, FakeTelegram, User
+from tests.fakes.telegram import Chat, FakeTelegram, User
+from tests.harness import discord_transcript, is_placeholder
 from tests.test_operations import free_port, wait_until_listening
 
 VOICEBRIDGE = str(Path(sys.executable).with_name("voicebridge"))
@@ -86,10 +87,11 @@ async def processes(tmp_path: Path) -> AsyncIterator[Callable[[dict[str, str]], 
         await group.stop_all()
 
 
-def answers_to(telegram: FakeTelegram, note: dict[str, Any]) -> list[Call]:
-    return [call for call in telegram.calls_to("sendMessage")
-            if int(call.params.get("chat_id", 0)) == note["chat"]["id"]
-            and (call.params.get("reply_parameters") or {}).get("message_id") == note["message_id"]]
+def answers_to(telegram: FakeTelegram, note: dict[str, Any]) -> list[dict[str, Any]]:
+    """The bot's replies to ``note`` as the chat shows them, once none is a placeholder any more."""
+    replies = [message for message in telegram.messages_sent(note["chat"]["id"])
+               if (message.get("reply_to_message") or {}).get("message_id") == note["message_id"] and "text" in message]
+    return [] if any(is_placeholder(message["text"]) for message in replies) else replies
 
 
 async def wait_until(predicate: Callable[[], Any], timeout: float, what: str, logs: Callable[[], str]) -> None:
@@ -152,6 +154,18 @@ async def test_kill_9_of_a_worker_and_of_the_ingress_loses_nothing(postgres_url:
         await group.start("ingress")
         await wait_until(lambda: all(answers_to(telegram, note) for note, _ in expected.values()), 90,
                          "every note of phase 2 to be answered", group.logs)
+
+        # A button pressed under a transcript: the ingress queues the press, a worker answers it.
+        first_note, _ = expected[0]
+        transcript_message = answers_to(telegram, first_note)[-1]
+        speak = transcript_message["reply_markup"]["inline_keyboard"][0][0]
+        assert speak["text"] == "🔊 Speak"
+        press = await telegram.push_callback_query(Chat.private(users[0]), users[0], transcript_message["message_id"],
+                                                   speak["callback_data"])
+        await wait_until(lambda: any((call.params.get("reply_parameters") or {}).get("message_id")
+                                     == transcript_message["message_id"] for call in telegram.calls_to("sendVoice")),
+                         60, "the spoken transcript", group.logs)
+        assert [answer["callback_query_id"] for answer in telegram.callback_answers] == [press["id"]]
         await group.stop_all()
 
     logs = group.logs()
@@ -159,7 +173,7 @@ async def test_kill_9_of_a_worker_and_of_the_ingress_loses_nothing(postgres_url:
     assert telegram.token not in logs and DEFAULT_TOKEN not in logs
     duplicates = 0
     for note, transcript in expected.values():
-        texts = [call.params["text"] for call in answers_to(telegram, note)]
+        texts = [message["text"] for message in answers_to(telegram, note)]
         assert set(texts) == {transcript}, (note["message_id"], texts, logs)  # each note its own transcript
         duplicates += len(texts) - 1
     assert duplicates <= 1, f"{duplicates} notes were answered twice; one worker was killed\n{logs}"
@@ -212,7 +226,7 @@ async def test_the_feishu_tenant_limit_holds_across_workers(postgres_url: str, t
         await wait_until(lambda: all(answers_to(telegram, note) for note, _ in notes), 120, "every answer", group.logs)
         await group.stop_all()
     for note, transcript in notes:
-        assert [call.params["text"] for call in answers_to(telegram, note)] == [transcript]
+        assert [message["text"] for message in answers_to(telegram, note)] == [transcript]
     refused = [record for record in feishu.records if record.status == 429]
     assert refused == [], "a worker opened a stream beyond the tenant's limit"
     assert feishu.max_open_streams_observed == 2  # both workers' streams overlapped, up to the limit
@@ -258,20 +272,26 @@ async def test_discord_through_ingress_shards_and_a_worker(postgres_url: str, tm
         await wait_until(lambda: discord_api.command_writes >= 1, 60, "the commands to be registered", group.logs)
         dm = discord_api.dm_channel(discord_api.user)
         note = await discord_api.dispatch_voice_message(dm.id, discord_api.user, make_tone("ogg", 300.0, 1.0), 1.0)
-        answer = await discord_api.wait_for_request(
-            "POST", f"/channels/{dm.id}/messages",
-            lambda request: str((request.json.get("message_reference") or {}).get("message_id")) == note["id"], timeout=60)
+        answer = await discord_transcript(discord_api, note, timeout=60)
         guild_note = await discord_api.dispatch_voice_message(discord_api.text_channel.id, discord_api.user,
                                                               make_tone("ogg", 500.0, 1.0), 1.0)
-        guild_answer = await discord_api.wait_for_request(
-            "POST", f"/channels/{discord_api.text_channel.id}/messages",
-            lambda request: str((request.json.get("message_reference") or {}).get("message_id")) == guild_note["id"],
-            timeout=60)
+        guild_answer = await discord_transcript(discord_api, guild_note, timeout=60)
+        # A button under a transcript: deferred by the ingress, answered by the worker.
+        await wait_until(lambda: discord_api.messages_in(dm.id)[-1].get("components"), 60, "the buttons", group.logs)
+        transcript = discord_api.messages_in(dm.id)[-1]
+        speak = transcript["components"][0]["components"][0]
+        assert speak["label"] == "🔊 Speak"
+        press = await discord_api.dispatch_component(user=discord_api.user, channel_id=dm.id, message_id=transcript["id"],
+                                                     custom_id=speak["custom_id"])
+        await wait_until(lambda: any(message.get("flags") == 8192 and (message.get("message_reference") or {})
+                                     .get("message_id") == transcript["id"] for message in discord_api.messages_in(dm.id)),
+                         60, "the spoken transcript", group.logs)
         interaction = await discord_api.dispatch_interaction(
             "transcribe", user=discord_api.user, channel_id=dm.id,
             options={"audio": FakeFile(make_tone("m4a", 700.0, 1.0), "clip.m4a")})
-        await wait_until(lambda: len(discord_api.interaction_responses(interaction["id"])) >= 2, 60,
-                         "the deferral and the followup", group.logs)
+        await wait_until(lambda: len(discord_api.interaction_responses(interaction["id"])) >= 2
+                         and discord_api.interaction_responses(interaction["id"])[1].message["content"] == "tone 700 hz 1.0 s",
+                         60, "the deferral and the followup", group.logs)
         settings = await discord_api.dispatch_interaction("settings", user=discord_api.user,
                                                           channel_id=discord_api.text_channel.id, locale="zh-TW")
         await wait_until(lambda: len(discord_api.interaction_responses(settings["id"])) >= 2, 60,
@@ -290,11 +310,12 @@ async def test_discord_through_ingress_shards_and_a_worker(postgres_url: str, tm
     assert settings_answer.message["content"].startswith("這個聊天室的設定：")
     language = next(command for command in discord_api.commands() if command["name"] == "language")
     assert [choice["value"] for choice in language["options"][0]["choices"]] == ["auto"]  # Coze file ASR: auto only
-    assert answer.json["content"] == "tone 300 hz 1.0 s"
-    assert guild_answer.json["content"] == "🎤 alice: tone 500 hz 1.0 s"
+    assert answer["content"] == "tone 300 hz 1.0 s"
+    assert guild_answer["content"] == "🎤 alice: tone 500 hz 1.0 s"
+    assert [reply.callback_type for reply in discord_api.interaction_responses(press["id"])] == [6]  # by the ingress
     deferred, followup = discord_api.interaction_responses(interaction["id"])[:2]
     assert (deferred.kind, deferred.callback_type) == ("callback", 5)  # by the ingress, within Discord's 3 s
-    assert followup.kind == "followup" and followup.message["content"] == "tone 700 hz 1.0 s"  # by the worker
+    assert followup.kind == "followup" and followup.message["content"] == "tone 700 hz 1.0 s"  # by the worker (edited)
     logs = group.logs()
     assert "Traceback" not in logs and discord_api.token not in logs
 
@@ -332,5 +353,5 @@ async def test_a_webhook_ingress_answers_200_only_for_a_committed_job(postgres_u
         await group.stop_all()
     assert (refused.status_code, first.status_code, again.status_code) == (403, 200, 200)
     assert (queued, after_retry) == (1, 1)
-    assert [call.params["text"] for call in answers_to(telegram, message)] == [transcript]
+    assert [message["text"] for message in answers_to(telegram, message)] == [transcript]
     assert telegram.calls_to("getUpdates") == []

@@ -247,3 +247,29 @@ async def test_the_host_database_keeps_its_own_tables(postgres_url: str) -> None
     finally:
         await connection.close()
     assert [row["column_name"] for row in columns] == ["host_column"]
+
+
+async def test_buttons_are_found_in_their_own_chat_only_and_expire(backend: tuple[Store, Clock]) -> None:
+    from voicebridge.voice_notes.buttons import ButtonAction, ButtonBook
+    from voicebridge.voice_notes.model import ChatKind, ChatRef
+
+    store, clock = backend
+    here, there = ChatRef("telegram", "-100123", ChatKind.GROUP), ChatRef("telegram", "-1001234", ChatKind.GROUP)
+    book = ButtonBook(store, clock=clock)
+    speak, english = await book.issue(here, [("Speak", ButtonAction("speak")), ("English", ButtonAction("recognise", "en"))],
+                                      transcript_key="k1", note_id="7")
+    assert all(len(button.data.encode()) <= 64 for button in (speak, english)) and speak.data != english.data
+    # Another book on the same store: what a restarted process (or another worker) sees.
+    found = await ButtonBook(store, clock=clock).look_up(here, english.data, 3600)
+    assert found is not None and found[1] == ButtonAction("recognise", "en")
+    assert found[0].transcript_key == "k1" and found[0].note_id == "7"
+    assert await book.look_up(there, english.data, 3600) is None  # copied into another chat: nothing
+    assert await book.look_up(here, english.data[:-1] + "9", 3600) is None  # an action the record has not
+    assert await book.look_up(here, "vb:" + "A" * 12 + ":0", 3600) is None  # made up
+    assert await book.look_up(here, "host:order", 3600) is None
+    clock.now += 7200
+    assert await book.look_up(here, speak.data, 3600) is None  # expired
+    assert await book.sweep(3600) == 1 and await store.markers("button:") == {}
+    other = await book.issue(there, [("Voice", ButtonAction("mode", "voice"))])
+    await book.forget_chat("telegram", "-100123")  # a chat id that prefixes the other's: untouched
+    assert await book.look_up(there, other[0].data, 3600) is not None

@@ -20,7 +20,7 @@ from voicebridge.speech.retry import Retrier
 from tests.audio_tools import analyse, decode, make_tone, probe
 from tests.fakes.coze import DEFAULT_VOICES, FakeCoze
 from tests.fakes.telegram import Call, Chat, FakeTelegram, User
-from tests.harness import replies_to, speech_values, telegram_bot
+from tests.harness import is_placeholder, replies_to, speech_values, telegram_bot, transcript_reply
 
 ALICE = User(1001, "Alice", username="alice", language_code="en")
 BOB = User(1002, "Bob", last_name="Li", language_code="zh-hans")
@@ -52,14 +52,22 @@ def assert_plain(call: Call) -> None:
     assert "parse_mode" not in call.params and "entities" not in call.params
 
 
+def assert_plain_edit(call: Call) -> bool:
+    assert_plain(call)
+    return True
+
+
 async def test_private_voice_note_gets_its_transcript(world: World) -> None:
     async with running_bot(world):
         note = await world.telegram.push_voice(Chat.private(ALICE), ALICE, TONE, duration=2)
-        reply = await world.telegram.wait_for_call("sendMessage", replies_to(note))
-    assert reply.params["text"] == "tone 440 hz 2.0 s" and reply.params["chat_id"] == ALICE.id
-    assert_plain(reply)
-    actions = world.telegram.calls_to("sendChatAction")
-    assert actions and actions[0].params["action"] == "typing"
+        placeholder = await world.telegram.wait_for_call("sendMessage", replies_to(note))
+        reply = await transcript_reply(world.telegram, note)
+    # At once a placeholder with the note's length, then edited into the transcript.
+    assert placeholder.params["text"] == "🎙 Transcribing… 0:02" and placeholder.params["chat_id"] == ALICE.id
+    assert reply["text"] == "tone 440 hz 2.0 s" and reply["message_id"] == placeholder.response["result"]["message_id"]  # type: ignore[index]
+    assert_plain(placeholder)
+    assert all(map(assert_plain_edit, world.telegram.calls_to("editMessageText")))
+    assert world.telegram.calls_to("sendChatAction") == []  # the placeholder is the status
 
 
 async def test_commands_are_published_per_audience_in_english_and_chinese(world: World) -> None:
@@ -105,7 +113,7 @@ async def test_both_mode_sends_text_and_voice(world: World) -> None:
     async with running_bot(world, VOICEBRIDGE_REPLY="both"):
         note = await world.telegram.push_voice(Chat.private(ALICE), ALICE, TONE, duration=2)
         await world.telegram.wait_for_call("sendVoice", replies_to(note))
-    texts = [call.params["text"] for call in world.telegram.calls_to("sendMessage")]
+    texts = [message["text"] for message in world.telegram.messages_sent(ALICE.id) if "text" in message]
     assert texts == ["tone 440 hz 2.0 s"]
 
 
@@ -132,8 +140,8 @@ async def test_group_transcripts_name_the_speaker_including_forwards(world: Worl
 async def test_other_audio_messages(world: World, kind: str, data: bytes, extra: dict[str, Any], expected: str) -> None:
     async with running_bot(world):
         note = await world.telegram.push_voice(Chat.private(ALICE), ALICE, data, kind=kind, **extra)
-        reply = await world.telegram.wait_for_call("sendMessage", replies_to(note))
-    assert reply.params["text"] == expected
+        reply = await transcript_reply(world.telegram, note)
+    assert reply["text"] == expected
 
 
 async def test_documents_that_are_not_audio_are_left_alone(world: World) -> None:
@@ -168,8 +176,8 @@ async def test_transcribe_in_a_group_with_auto_off(world: World) -> None:
         await world.telegram.wait_for_call("sendMessage", lambda call: "only on /transcribe" in call.params["text"])
         note = await world.telegram.push_voice(GROUP, BOB, TONE, duration=2)
         command = await world.telegram.push_text(GROUP, ALICE, "/transcribe", reply_to=note["message_id"])
-        reply = await world.telegram.wait_for_call("sendMessage", replies_to(note))
-    assert reply.params["text"] == "🎤 Bob Li: tone 440 hz 2.0 s"
+        reply = await transcript_reply(world.telegram, note)
+    assert reply["text"] == "🎤 Bob Li: tone 440 hz 2.0 s"
     assert len(world.telegram.calls_to("getFile")) == 1  # the note was fetched once, for /transcribe
     assert command["message_id"] > note["message_id"]
 
@@ -178,11 +186,12 @@ async def test_corrupt_audio_then_a_good_note(world: World) -> None:
     async with running_bot(world):
         chat = Chat.private(BOB)
         bad = await world.telegram.push_voice(chat, BOB, b"OggS" + b"\x13" * 4000, duration=3)
-        error = await world.telegram.wait_for_call("sendMessage", replies_to(bad))
+        error = await transcript_reply(world.telegram, bad)  # the placeholder became the error
         good = await world.telegram.push_voice(chat, BOB, TONE, duration=2)
-        reply = await world.telegram.wait_for_call("sendMessage", replies_to(good))
-    assert error.params["text"] == "无法将这个文件识别为音频，请发送语音消息或常见格式的音频文件。"
-    assert reply.params["text"] == "tone 440 hz 2.0 s"
+        reply = await transcript_reply(world.telegram, good)
+    assert error["text"] == "无法将这个文件识别为音频，请发送语音消息或常见格式的音频文件。"
+    assert reply["text"] == "tone 440 hz 2.0 s"
+    assert not any(is_placeholder(message.get("text", "")) for message in world.telegram.messages_sent(BOB.id))
     assert world.coze.calls_to("transcriptions")[0].upload is not None and len(world.coze.calls_to("transcriptions")) == 1
 
 
@@ -199,10 +208,10 @@ async def test_allowlist(world: World) -> None:
 async def test_a_forwarded_copy_is_answered_from_the_cache(world: World) -> None:
     async with running_bot(world):
         first = await world.telegram.push_voice(Chat.private(ALICE), ALICE, TONE, duration=2)
-        await world.telegram.wait_for_call("sendMessage", replies_to(first))
+        await transcript_reply(world.telegram, first)
         again = await world.telegram.push_voice(Chat.private(BOB), BOB, TONE, duration=2, forward_origin=ALICE)
-        reply = await world.telegram.wait_for_call("sendMessage", replies_to(again))
-    assert reply.params["text"] == "tone 440 hz 2.0 s"
+        reply = await transcript_reply(world.telegram, again)
+    assert reply["text"] == "tone 440 hz 2.0 s"
     assert len(world.coze.calls_to("transcriptions")) == 1 and len(world.telegram.calls_to("getFile")) == 1
 
 
@@ -307,14 +316,14 @@ async def test_a_document_that_states_no_duration_is_billed_for_what_it_holds(wo
         chat = Chat.private(ALICE)
         fits = await world.telegram.push_voice(chat, ALICE, make_tone("ogg", 440.0, 40.0), kind="document",
                                                file_name="memo.ogg")
-        first = await world.telegram.wait_for_call("sendMessage", replies_to(fits), timeout=30)
+        first = await transcript_reply(world.telegram, fits)
         too_long = await world.telegram.push_voice(chat, ALICE, make_tone("ogg", 500.0, 100.0), kind="document",
                                                    file_name="long.ogg")
-        second = await world.telegram.wait_for_call("sendMessage", replies_to(too_long), timeout=30)
+        second = await transcript_reply(world.telegram, too_long)
         await world.telegram.push_text(chat, ALICE, "/usage")
         usage = await world.telegram.wait_for_call("sendMessage", lambda call: "Usage in this chat" in call.params["text"])
-    assert first.params["text"] == "tone 440 hz 40.0 s"
-    assert second.params["text"].startswith("Daily transcription limit: this chat has used 40 seconds of its 1 minute today")
+    assert first["text"] == "tone 440 hz 40.0 s"
+    assert second["text"].startswith("Daily transcription limit: this chat has used 40 seconds of its 1 minute today")
     assert len(world.coze.ws_sessions) == 1  # the long one never reached Coze
     assert "Today: 40 seconds of audio" in usage.params["text"]
 

@@ -109,7 +109,10 @@ class Answerer:
         self.allow_speech = allow_speech
         self.edit_interval = edit_interval
 
-    async def answer(self, question: Question, chat: ChatPort, settings: ChatSettings) -> None:
+    async def answer(self, question: Question, chat: ChatPort, settings: ChatSettings,
+                     placeholder: LiveMessage | None = None) -> None:
+        """``placeholder``: a voice note's "Transcribing…" reply, which the answer replaces (with
+        no answer, it shows what was heard: it is never left behind)."""
         lang = question.answer_language
         context = ResponderContext(
             platform=question.chat.platform, chat=question.chat, sender=question.sender, message=question.message,
@@ -117,7 +120,9 @@ class Answerer:
             duration=question.duration, message_id=question.reply_to or "",
             conversation=StoredConversation(self.store, question.chat, question.sender))
         mode = settings.reply_mode
-        live = LiveMessage(chat, question.reply_to, max(self.edit_interval, chat.min_edit_interval)) if mode.has_text else None
+        live = placeholder
+        if live is None and mode.has_text:
+            live = LiveMessage(chat, question.reply_to, max(self.edit_interval, chat.min_edit_interval))
         voice = None
         if mode.has_voice and self.service.can_synthesize:
             voice = SpokenAnswer(self.service, self.allow_speech, question.chat, settings.voice_id, chat.needs_waveform, lang)
@@ -142,9 +147,11 @@ class Answerer:
                 await (live.finish(message) if live and live.started else send_text(chat, message, question.reply_to))
             elif isinstance(answer, Reply):
                 await self.deliver(chat, settings, question.chat, question.reply_to, answer.text,
-                                   answer.voice_text or answer.text, None, lang)
+                                   answer.voice_text or answer.text, placeholder, lang)
             elif answer:
                 await self._deliver_streamed(answer, question, chat, settings, live, voice)
+            elif placeholder is not None:
+                await placeholder.finish(text("heard_placeholder", lang, transcript=question.text))
         finally:
             if voice is not None:
                 await voice.cancel()  # nothing left running when the answer failed or was empty

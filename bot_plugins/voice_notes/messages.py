@@ -236,8 +236,8 @@ _CATALOGUE: dict[str, dict[str, str]] = {
     "off": {"en": "off", "zh": "关闭", "zh-hant": "關閉"},
     # Reply modes by their value (settings.ReplyMode), as /mode, /settings and Discord's choices name them.
     "mode.text": {"en": "text", "zh": "文字", "zh-hant": "文字"},
-    "mode.voice": {"en": "voice message", "zh": "语音", "zh-hant": "語音"},
-    "mode.both": {"en": "text and voice message", "zh": "文字和语音", "zh-hant": "文字和語音"},
+    "mode.voice": {"en": "voice messages", "zh": "语音", "zh-hant": "語音"},
+    "mode.both": {"en": "text and voice messages", "zh": "文字和语音", "zh-hant": "文字和語音"},
     "mode_set": {
         "en": "Done: I will now answer with {mode}.",
         "zh": "已设置：之后将以{mode}回复。",
@@ -476,6 +476,56 @@ _CATALOGUE: dict[str, dict[str, str]] = {
         "en": "I am not allowed to send voice or audio messages here.",
         "zh": "我没有在这里发送语音或音频消息的权限。",
         "zh-hant": "我沒有在這裡傳送語音或音訊訊息的權限。",
+    },
+    # Feedback while a note is transcribed, transcript buttons and choice keyboards (issue 15, part A).
+    "transcribing": {
+        "en": "🎙 Transcribing… {length}",
+        "zh": "🎙 正在转写… {length}",
+        "zh-hant": "🎙 正在轉錄… {length}",
+    },
+    "transcribing_share": {
+        "en": "🎙 Transcribing… {length} · {percent}% heard · {elapsed}",
+        "zh": "🎙 正在转写… {length} · 已识别 {percent}% · {elapsed}",
+        "zh-hant": "🎙 正在轉錄… {length} · 已辨識 {percent}% · {elapsed}",
+    },
+    "transcribing_elapsed": {
+        "en": "🎙 Transcribing… {length} · {elapsed} so far",
+        "zh": "🎙 正在转写… {length} · 已用时 {elapsed}",
+        "zh-hant": "🎙 正在轉錄… {length} · 已用時 {elapsed}",
+    },
+    "heard_placeholder": {
+        "en": "🎙 {transcript}",
+        "zh": "🎙 {transcript}",
+        "zh-hant": "🎙 {transcript}",
+    },
+    "button_speak": {"en": "🔊 Speak", "zh": "🔊 朗读", "zh-hant": "🔊 朗讀"},
+    "button_recognise": {
+        "en": "Recognise as {language}",
+        "zh": "按{language}重新识别",
+        "zh-hant": "以{language}重新辨識",
+    },
+    "button_expired": {
+        "en": "This button no longer works.",
+        "zh": "此按钮已失效。",
+        "zh-hant": "此按鈕已失效。",
+    },
+    "button_mode_text": {"en": "📝 Text", "zh": "📝 文字", "zh-hant": "📝 文字"},
+    "button_mode_voice": {"en": "🔊 Voice", "zh": "🔊 语音", "zh-hant": "🔊 語音"},
+    "button_mode_both": {"en": "📝+🔊 Both", "zh": "📝+🔊 两者", "zh-hant": "📝+🔊 兩者"},
+    "mode_choose": {
+        "en": "How should I answer here? Now: {mode}",
+        "zh": "在这里以什么方式回复？当前：{mode}",
+        "zh-hant": "在這裡以什麼方式回覆？目前：{mode}",
+    },
+    "language_choose": {
+        "en": "Which language should I recognise? Now: {language}",
+        "zh": "识别哪种语言？当前：{language}",
+        "zh-hant": "辨識哪種語言？目前：{language}",
+    },
+    "voice_choose": {
+        "en": "Which voice should I speak with? Now: {voice}",
+        "zh": "使用哪个音色朗读？当前：{voice}",
+        "zh-hant": "使用哪個聲音朗讀？目前：{voice}",
     },
 }
 

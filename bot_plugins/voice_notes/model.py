@@ -7,7 +7,7 @@ framework's calls. The plugin decides; the port only carries out.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterable, Awaitable, Callable
+from collections.abc import AsyncIterable, Awaitable, Callable, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from enum import StrEnum
@@ -105,6 +105,31 @@ class VoiceReply:
     waveform: bytes = b""  # Discord-style, when the port asked for one
 
 
+@dataclass(frozen=True)
+class Button:
+    """A button under a message: ``data`` comes back when it is pressed (Telegram callback_data,
+    a Discord custom_id), at most 64 bytes."""
+
+    label: str
+    data: str
+
+
+@dataclass(frozen=True)
+class ButtonPress:
+    """One of the plugin's buttons was pressed (its ``data`` starts with the plugin's prefix)."""
+
+    chat: ChatRef
+    sender: Person
+    data: str
+    message_id: str  # the message the button is under
+    # Says the press was seen, with a short text for the presser alone (None: nothing to say).
+    acknowledge: Callable[[str | None], Awaitable[None]]
+    # The voice note that message answers, found again on the platform (None: it is gone).
+    note: Callable[[], Awaitable[VoiceNote | None]]
+    chat_language: str | None = None
+    origin: Any = None  # the platform's own object of the press: the PTB CallbackQuery or the discord.Interaction
+
+
 class VoiceNotAllowed(Exception):
     """The platform refused a voice (or audio) message here: privacy setting, permission, channel."""
 
@@ -126,9 +151,11 @@ class ChatPort(Protocol):
         """Length of ``text`` as the platform counts it against :attr:`max_text_length`."""
         ...
 
-    async def send_text(self, text: str, reply_to: str | None) -> str: ...
+    async def send_text(self, text: str, reply_to: str | None, buttons: Sequence[Button] = ()) -> str: ...
 
-    async def edit_text(self, message_id: str, text: str) -> None: ...
+    async def edit_text(self, message_id: str, text: str, buttons: Sequence[Button] = ()) -> None:
+        """Replace the text (and the buttons: none given removes them)."""
+        ...
 
     async def send_voice(self, voice: VoiceReply, reply_to: str | None) -> str:
         """Send as a voice message; raise :class:`VoiceNotAllowed` when refused."""

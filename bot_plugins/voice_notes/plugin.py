@@ -24,10 +24,13 @@ from ..speech.service import SpeechService
 from . import messages
 from .answers import SPEAK_LIMIT_CHARACTERS, Answerer, Question
 from .conversations import StoredConversation, forget_conversations
+from .buttons import ButtonAction, ButtonBook
 from .delivery import LiveMessage, send_text, send_voice
 from .messages import duration, language_name, text, time_left
 from .model import (
     Activity,
+    Button,
+    ButtonPress,
     ChatKind,
     ChatPort,
     ChatRef,
@@ -54,6 +57,12 @@ VOICES_LISTED = 30
 SWEEP_INTERVAL_SECONDS = 3600.0
 # Usage totals are kept for the daily limits and /usage ("this month"), then deleted.
 USAGE_RETENTION_DAYS = 31
+# Recognition that takes longer than this shows its progress in the placeholder.
+PROGRESS_AFTER_SECONDS = 5.0
+# The languages a transcript's buttons offer to recognise it again in, named in their own language.
+RETRY_LANGUAGES = {"zh": "中文", "en": "English"}
+CHOICE_VOICES = 24  # /voice without an id offers this many voices as buttons
+MIN_BUTTON_LIFETIME_SECONDS = 24 * 3600.0  # a choice keyboard works this long even without transcript retention
 STORE_WRITES_AT_CLOSE_SECONDS = 5.0  # store writes still under way get this long when the plugin closes
 SETTINGS_COMMANDS = frozenset({"mode", "language", "voice", "auto", "hotwords"})  # admins only, in groups, to change
 ADMIN_COMMANDS = frozenset({"forget", "usage"})  # admins only, in groups
@@ -122,6 +131,7 @@ class VoiceNotesPlugin:
         max_concurrent_notes: int = MAX_CONCURRENT_NOTES,
         edit_interval: float = 1.0,
         observer: NoteObserver | None = None,
+        progress_after: float = PROGRESS_AFTER_SECONDS,
     ) -> None:
         """``commands``: the command names this plugin answers (None: all of them); ``closes``:
         what :meth:`aclose` closes — the resources this plugin created, never a host's."""
@@ -132,6 +142,8 @@ class VoiceNotesPlugin:
         self.converses = converses(responder)
         self.observer = observer or _Unobserved()
         self.edit_interval = edit_interval
+        self.progress_after = progress_after
+        self.buttons = ButtonBook(store)
         self._closes = tuple(closes)
         self._notes = asyncio.Semaphore(max_concurrent_notes)
         self._chat_queues: dict[tuple[str, str], _ChatQueue] = {}
@@ -233,6 +245,7 @@ class VoiceNotesPlugin:
                     log.info("removed %d transcripts older than %g hours", removed, self.settings.retention_hours)
                 oldest_day = (datetime.now(UTC) - timedelta(days=USAGE_RETENTION_DAYS)).strftime("%Y-%m-%d")
                 await self.store.sweep_usage(oldest_day)
+                await self.buttons.sweep(self._button_lifetime)
             except StoreError as error:
                 log.warning("transcript sweep failed: %s", error)
             await asyncio.sleep(SWEEP_INTERVAL_SECONDS)
@@ -292,16 +305,67 @@ class VoiceNotesPlugin:
             log.info("shutting down: note not taken")
             return
         self.observer.note_received(note.chat.platform)
-        # The chat's turn is taken before anything else is awaited: answers keep the notes' order.
-        async with self._busy(), self._chat_turn(note.chat):
-            if not await self._admitted(note.chat, note.sender, chat, note.message_id):
-                return
-            note = replace(note, sender=await self._with_known_language(note.chat.platform, note.sender))
-            settings = await self.chat_settings(note.chat)
-            ask = self._asks_responder(note)
-            if note.chat.kind is ChatKind.GROUP and not settings.auto_transcribe and not (ask and self.converses):
-                return
-            await self._answer_note(note, chat, settings, ask=ask)
+        # A note behind others in its chat shows its placeholder now, not when its turn comes;
+        # placeholders go out one after the other, in the order the notes came.
+        queue = self._chat_queues.setdefault((note.chat.platform, note.chat.id), _ChatQueue())
+        ahead, shown = queue.placeholder_shown, asyncio.get_running_loop().create_future()
+        queue.placeholder_shown = shown
+        early = asyncio.create_task(self._early_placeholder(note, chat, ahead, shown)) if queue.lock.locked() else None
+        try:
+            # The chat's turn is taken before anything else is awaited: answers keep the notes' order.
+            async with self._busy(), self._chat_turn(note.chat):
+                if early is not None:
+                    decided = await early
+                    if decided is not None:
+                        live, note, settings, ask = decided  # decided on arrival: the placeholder promised an answer
+                        await self._answer_note(note, chat, settings, ask=ask, live=live)
+                        return
+                if not await self._admitted(note.chat, note.sender, chat, note.message_id):
+                    return
+                note = replace(note, sender=await self._with_known_language(note.chat.platform, note.sender))
+                settings = await self.chat_settings(note.chat)
+                ask = self._asks_responder(note)
+                if note.chat.kind is ChatKind.GROUP and not settings.auto_transcribe and not (ask and self.converses):
+                    return
+                await self._answer_note(note, chat, settings, ask=ask, shown=shown)
+        finally:
+            _settle(shown)
+            if early is not None and not early.done():
+                early.cancel()  # stopped while waiting for its turn
+
+    async def _early_placeholder(self, note: VoiceNote, chat: ChatPort, ahead: asyncio.Future[None] | None,
+                                 shown: asyncio.Future[None]) -> tuple[LiveMessage, VoiceNote, ChatSettings, bool] | None:
+        """For a note that waits for its chat's turn: when it will be transcribed into a text
+        reply, its placeholder, sent once the note ahead has shown its own (``ahead``), with what
+        was decided; ``shown`` is settled then. None (nothing sent): its turn decides, and says
+        what it must (a refusal, a limit) in the chat's order."""
+        try:
+            return await self._decide_early(note, chat, ahead)
+        finally:
+            _settle(shown)
+
+    async def _decide_early(self, note: VoiceNote, chat: ChatPort, ahead: asyncio.Future[None] | None
+                            ) -> tuple[LiveMessage, VoiceNote, ChatSettings, bool] | None:
+        allowed = self.settings.allowed_chats
+        if (allowed and note.chat.id not in allowed) or note.hand_off is not None:
+            return None
+        note = replace(note, sender=await self._with_known_language(note.chat.platform, note.sender))
+        settings = await self.chat_settings(note.chat)
+        ask = self._asks_responder(note)
+        lang = _answer_language(note.sender, note.chat_language)
+        skipped = note.chat.kind is ChatKind.GROUP and not settings.auto_transcribe and not (ask and self.converses)
+        if skipped or not settings.reply_mode.has_text or self._limit_refusal(note, lang):
+            return None
+        if ahead is not None:
+            await ahead
+        live = self._placeholder(note, chat, lang)
+        await live.opened()
+        return live, note, settings, ask
+
+    def _placeholder(self, note: VoiceNote, chat: ChatPort, lang: str | None) -> LiveMessage:
+        live = LiveMessage(chat, note.message_id, max(self.edit_interval, chat.min_edit_interval))
+        live.open(text("transcribing", lang, length=_clock(note.declared_seconds)).strip())
+        return live
 
     def _asks_responder(self, note: VoiceNote) -> bool:
         """Whether the responder answers this note. An agent in a group answers only what is
@@ -329,27 +393,37 @@ class VoiceNotesPlugin:
         return Answerer(self.responder, self.service, self.store, self.settings, self._deliver, self._speech_allowed,
                         self.edit_interval)
 
-    async def _answer_note(self, note: VoiceNote, chat: ChatPort, settings: ChatSettings, *, ask: bool) -> None:
+    async def _answer_note(self, note: VoiceNote, chat: ChatPort, settings: ChatSettings, *, ask: bool,
+                           live: LiveMessage | None = None, shown: asyncio.Future[None] | None = None) -> None:
         """Transcribe and answer (``ask``: the responder answers the transcript), in the chat's
-        turn (the caller holds it); every failure ends as one message in the user's language."""
+        turn (the caller holds it); every failure ends as one message in the user's language.
+        ``live``: the note's placeholder, when it was sent already; ``shown`` is settled once
+        this note's placeholder is out (the next note's may follow)."""
         lang = _answer_language(note.sender, note.chat_language)
         platform = note.chat.platform
         if refusal := self._limit_refusal(note, lang):
             self.observer.note_failed(platform, "limits")
             await send_text(chat, refusal, note.message_id)
             return
-        # "Typing…" shows from the note's turn on, also while it waits for a free slot. Notes queued
-        # behind it show nothing of their own: one status per chat, not one per note.
+        # The placeholder (or "typing…") shows from the note's turn on (or from its arrival, when
+        # other notes of the chat were ahead of it), also while it waits for a free slot.
         async with AsyncExitStack() as typing:
-            await typing.enter_async_context(chat.activity(Activity.TYPING))
-            live = None
-            if not ask and note.hand_off is None and settings.reply_mode.has_text and self.service.streams_partials:
-                live = LiveMessage(chat, note.message_id, max(self.edit_interval, chat.min_edit_interval))
+            if live is None and note.hand_off is None and settings.reply_mode.has_text:
+                # The placeholder goes out at once, before the note waits for a slot or its file:
+                # the user sees at once that it was heard; the transcript (or the error) replaces
+                # it. It is the chat's status too: no "typing…" beside it (a message clears that
+                # status anyway), which halves the requests a burst of notes queues up behind a
+                # rate limiter (PTB's AIORateLimiter in `voicebridge run`: docs/performance.md §11).
+                live = self._placeholder(note, chat, lang)
+                if shown is not None:
+                    self.run_in_background(_settle_when_opened(live, shown))
+            elif live is None:
+                await typing.enter_async_context(chat.activity(Activity.TYPING))
             try:
                 async with self._notes:  # a slot for the speech work only, never for a host's answer
-                    transcript, seconds = await self._transcript(note, settings, live)
+                    transcript, seconds, cache_key = await self._transcript(note, settings, live, lang)
                 await typing.aclose()  # recognised: the answer is on its way
-                await self._answer_transcript(note, chat, settings, transcript, seconds, live, ask=ask)
+                await self._answer_transcript(note, chat, settings, transcript, seconds, live, cache_key, ask=ask)
                 return
             except DailyLimitReached as reached:
                 reason = "daily_limit"
@@ -384,7 +458,7 @@ class VoiceNotesPlugin:
         return None
 
     async def _answer_transcript(self, note: VoiceNote, chat: ChatPort, settings: ChatSettings, transcript: str,
-                                 seconds: float, live: LiveMessage | None, *, ask: bool) -> None:
+                                 seconds: float, live: LiveMessage | None, cache_key: str, *, ask: bool) -> None:
         lang = _answer_language(note.sender, note.chat_language)
         if not transcript:
             message = text("nothing_heard", lang)
@@ -396,15 +470,17 @@ class VoiceNotesPlugin:
             await note.hand_off(transcript)  # the host's own handlers answer it
             return
         if not ask:
-            await self._deliver(chat, settings, note.chat, note.message_id, self._attributed(note, transcript), transcript, live,
-                                lang)
+            buttons = await self._transcript_buttons(note, settings, lang, cache_key)
+            await self._deliver(chat, settings, note.chat, note.message_id, transcript, transcript, live, lang,
+                                header=self._header(note), buttons=buttons)
             return
         question = Question(transcript, note.chat, note.sender, note.message_id, spoken=True, chat_language=note.chat_language,
                             message=note.message, context=note.context, duration=seconds)
-        await self._answerer().answer(question, chat, settings)
+        await self._answerer().answer(question, chat, settings, live)  # the answer replaces the placeholder
 
-    async def _transcript(self, note: VoiceNote, settings: ChatSettings, live: LiveMessage | None) -> tuple[str, float]:
-        """The note's transcript and the seconds of audio it covers."""
+    async def _transcript(self, note: VoiceNote, settings: ChatSettings, live: LiveMessage | None,
+                          lang: str | None) -> tuple[str, float, str]:
+        """The note's transcript, the seconds of audio it covers and its cache key."""
         options = TranscribeOptions(language=settings.language, hot_words=settings.hot_words,
                                     max_seconds=self.settings.max_duration_seconds)
         cache_key = self._cache_key(note, options)
@@ -412,13 +488,14 @@ class VoiceNotesPlugin:
         if cached is not None:
             log.info("answered from the transcript cache")
             self.observer.note_transcribed(note.chat.platform, "cache", 0.0, cached=True)
-            return cached.text, cached.seconds or note.declared_seconds or 0.0
+            return cached.text, cached.seconds or note.declared_seconds or 0.0, cache_key
         # The daily allowances are reserved by the declared duration before any provider is called,
         # then settled to the audio really handed to providers (every attempt, whatever the
         # outcome); what is left of them bounds what may be handed over at all.
         quota = AudioQuota(self.store, self.bookkeeper, note.chat.platform, self._accounts(note), note.declared_seconds or 0.0)
         allowance = await quota.reserve()
         usage = AudioUsage()
+        progress = asyncio.create_task(self._show_progress(live, note, usage, lang)) if live else None
         try:
             data = await note.fetch()
             clip = AudioClip(data=data, mime_type=note.mime_type, filename=note.file_name,
@@ -428,10 +505,13 @@ class VoiceNotesPlugin:
                 if transcript.final:
                     final = transcript
                 elif live:
-                    live.show(self._attributed(note, transcript.text))
+                    live.show(self._header(note) + transcript.text)
         except AllowanceExceeded as exceeded:
             raise quota.exceeded(exceeded.allowance_seconds) from None
         finally:
+            if progress is not None:
+                progress.cancel()
+                await asyncio.gather(progress, return_exceptions=True)
             quota.settle(usage.seconds)
         assert final is not None
         seconds = final.seconds or note.declared_seconds or 0.0
@@ -440,8 +520,27 @@ class VoiceNotesPlugin:
         if final.text and self.settings.retention_hours > 0:
             self.bookkeeper.write(lambda: self.store.cache_transcript(cache_key, note.chat.platform, note.chat.id,
                                                                       final.text, seconds), "transcript cache")
-        return final.text, seconds
+        return final.text, seconds, cache_key
 
+    async def _show_progress(self, live: LiveMessage, note: VoiceNote, usage: AudioUsage, lang: str | None) -> None:
+        """While a note takes long, its placeholder says how far it got: the share of the audio
+        a streaming provider has been given (it recognises as it hears), else the time spent.
+        Partial text, once shown, is progress enough; edits keep the chat's pace."""
+        await live.opened()
+        started = asyncio.get_running_loop().time()
+        await asyncio.sleep(self.progress_after)
+        length = _clock(note.declared_seconds)
+        while not live.partial_shown:
+            elapsed = _clock(asyncio.get_running_loop().time() - started)
+            if self.service.streams_partials and note.declared_seconds:
+                # The share handed to the recogniser, which recognises as it hears (the time spent
+                # too: a provider may take the last of the audio before it has recognised it).
+                share = min(99, round(100 * usage.seconds / note.declared_seconds))
+                progress = text("transcribing_share", lang, length=length, percent=share, elapsed=elapsed)
+            else:
+                progress = text("transcribing_elapsed", lang, length=length, elapsed=elapsed)
+            live.show(progress.strip(), partial=False)
+            await asyncio.sleep(live.interval)
     def _accounts(self, note: VoiceNote) -> list[Account]:
         """The daily allowances a note draws on: its chat's, and in groups its sender's own."""
         minutes = self.settings.daily_minutes
@@ -451,10 +550,26 @@ class VoiceNotesPlugin:
             accounts.append(Account(f"{note.chat.id}:{note.sender.id}", per_user * 60, per_user=True))
         return accounts
 
-    def _attributed(self, note: VoiceNote, transcript: str) -> str:
+    def _header(self, note: VoiceNote) -> str:
+        """Who spoke, in groups: what stands before the transcript (in its first part)."""
         if note.chat.kind is ChatKind.GROUP and note.speaker:
-            return text("speaker", _answer_language(note.sender, note.chat_language), name=note.speaker, text=transcript)
-        return transcript
+            return text("speaker", _answer_language(note.sender, note.chat_language), name=note.speaker, text="")
+        return ""
+
+    async def _transcript_buttons(self, note: VoiceNote, settings: ChatSettings, lang: str | None,
+                                  cache_key: str) -> list[Button]:
+        """"Speak" (while the transcript is kept to read it from) and "Recognise as …" in the
+        languages recognition can be asked for, other than the one just used."""
+        if not self.settings.buttons:
+            return []
+        offered: list[tuple[str, ButtonAction]] = []
+        if self.service.can_synthesize and self.settings.retention_hours > 0:
+            offered.append((text("button_speak", lang), ButtonAction("speak")))
+        for code, name in RETRY_LANGUAGES.items():
+            if code != settings.language and code in self.service.recognition_languages:
+                offered.append((text("button_recognise", lang, language=name), ButtonAction("recognise", code)))
+        return await self.bookkeeper.read(
+            self.buttons.issue(note.chat, offered, transcript_key=cache_key, note_id=note.message_id), "buttons", [])
 
     def _cache_key(self, note: VoiceNote, options: TranscribeOptions) -> str:
         """The note plus everything that changes its transcript."""
@@ -468,22 +583,26 @@ class VoiceNotesPlugin:
                                           "transcript cache", None)
 
     async def _deliver(self, chat: ChatPort, settings: ChatSettings, where: ChatRef, reply_to: str | None, written: str,
-                       spoken: str, live: LiveMessage | None, lang: str | None) -> None:
+                       spoken: str, live: LiveMessage | None, lang: str | None, *, header: str = "",
+                       buttons: Sequence[Button] = ()) -> None:
         """Text and/or voice per the reply mode; a voice reply that fails falls back to the text,
-        and one over the chat's daily allowance says so."""
+        and one over the chat's daily allowance says so. ``header`` (who spoke) stands before
+        the written text, ``buttons`` under it."""
         if settings.reply_mode.has_text:
-            await (live.finish(written) if live else send_text(chat, written, reply_to))
+            await (live.finish(written, header=header, buttons=buttons) if live
+                   else send_text(chat, written, reply_to, header=header, buttons=buttons))
         if not settings.reply_mode.has_voice:
             return
         try:
             voice = await self._voice_reply(chat, settings, where, spoken)
         except TtsLimitReached as reached:
             why = text("voice_reply_over_limit", lang, limit=reached.limit)
-            await send_text(chat, why if settings.reply_mode.has_text else f"{written}\n\n{why}", reply_to)
+            await send_text(chat, why if settings.reply_mode.has_text else f"{written}\n\n{why}", reply_to,
+                            header="" if settings.reply_mode.has_text else header)
             return
         sent = voice is not None and await send_voice(chat, voice, reply_to)
         if not sent and not settings.reply_mode.has_text:
-            await send_text(chat, written, reply_to)
+            await send_text(chat, written, reply_to, header=header)
 
     async def _voice_reply(self, chat: ChatPort, settings: ChatSettings, where: ChatRef, spoken: str) -> VoiceReply | None:
         """Synthesize ``spoken``; None (logged) when that is not possible here. Raises
@@ -526,6 +645,136 @@ class VoiceNotesPlugin:
             return
         usage = await self.bookkeeper.read(self.store.usage(where.platform, where.id, today()), "usage", None)
         raise TtsLimitReached(usage.tts_characters if usage else limit, limit, characters)
+
+    # ------------------------------------------------------------------ buttons
+
+    @property
+    def _button_lifetime(self) -> float:
+        return max(self.settings.retention_hours * 3600, MIN_BUTTON_LIFETIME_SECONDS)
+
+    async def handle_button(self, press: ButtonPress, chat: ChatPort) -> None:
+        """One of the plugin's buttons was pressed: every press is acknowledged, a button that
+        does nothing (any more) with a short text for the presser alone."""
+        if not self.accepting:
+            return
+        new_request_id()
+        log.info("button in %s chat %s", press.chat.platform, press.chat.id)
+        async with self._busy():
+            sender = await self._with_known_language(press.chat.platform, press.sender)
+            lang = _answer_language(sender, press.chat_language)
+            acknowledged = False
+
+            async def acknowledge(message: str | None) -> None:
+                nonlocal acknowledged
+                if acknowledged:
+                    return
+                acknowledged = True
+                try:
+                    await press.acknowledge(message)
+                except Exception:
+                    log.exception("could not acknowledge a button press")
+
+            try:
+                if not await self._admitted(press.chat, sender, chat, None):
+                    return await acknowledge(None)
+                try:
+                    found = await self.buttons.look_up(press.chat, press.data, self._button_lifetime)
+                except StoreError as error:
+                    log.warning("button record unavailable: %s", error)
+                    found = None
+                if found is None:
+                    return await acknowledge(text("button_expired", lang))
+                record, action = found
+                if action.verb in ("mode", "language", "voice"):
+                    await self._choose(press, chat, sender, action, lang, acknowledge)
+                elif action.verb == "speak":
+                    await self._speak_transcript(press, chat, sender, record.transcript_key, record.note_id, lang, acknowledge)
+                elif action.verb == "recognise":
+                    await self._recognise_again(press, chat, sender, action.value, acknowledge)
+                else:
+                    await acknowledge(text("button_expired", lang))
+            except Exception:
+                log.exception("a button press failed")
+                await acknowledge(text("unexpected_error", lang))
+            finally:
+                await acknowledge(None)
+
+    async def _choose(self, press: ButtonPress, chat: ChatPort, sender: Person, action: ButtonAction, lang: str | None,
+                      acknowledge: Callable[[str | None], Awaitable[None]]) -> None:
+        """A choice from /mode, /language or /voice: set, and the choice's message says so by name."""
+        if press.chat.kind is ChatKind.GROUP and not await chat.is_admin(sender.id):
+            return await acknowledge(text("admins_only", lang))
+        await acknowledge(None)
+        if action.verb == "mode":
+            await self.store.set_chat_setting(press.chat.platform, press.chat.id, "reply_mode", action.value)
+            confirmation = text("mode_set", lang, mode=text(f"mode.{action.value}", lang))
+        elif action.verb == "language":
+            await self.store.set_chat_setting(press.chat.platform, press.chat.id, "language", action.value)
+            confirmation = text("language_set", lang, language=language_name(action.value, lang))
+        else:
+            await self.store.set_chat_setting(press.chat.platform, press.chat.id, "voice_id", action.value)
+            names = {voice.id: voice.name for voice in await self.service.voices()}
+            confirmation = text("voice_set", lang, voice=names.get(action.value, action.value))
+        try:
+            await chat.edit_text(press.message_id, confirmation)
+        except Exception:
+            log.exception("could not confirm a choice in its message")
+            await send_text(chat, confirmation, press.message_id)
+
+    async def _speak_transcript(self, press: ButtonPress, chat: ChatPort, sender: Person, transcript_key: str,
+                                note_id: str, lang: str | None, acknowledge: Callable[[str | None], Awaitable[None]]) -> None:
+        """"Speak": the transcript as a voice reply, on the same terms as /speak."""
+        if refusal := await self._speak_refusal(press.chat, sender, chat):
+            return await acknowledge(text(refusal, lang))
+        cached = await self._cached(transcript_key) if transcript_key else None
+        if cached is None:
+            return await acknowledge(text("button_expired", lang))
+        if len(cached.text) > SPEAK_LIMIT_CHARACTERS:
+            return await acknowledge(text("speak_too_long", lang, limit=SPEAK_LIMIT_CHARACTERS))
+        await acknowledge(None)
+        settings = await self.chat_settings(press.chat)
+        try:
+            async with self._chat_turn(press.chat), self._notes, chat.activity(Activity.RECORDING_VOICE):
+                voice = await self._synthesize(chat, settings, press.chat, cached.text)
+        except TtsLimitReached as reached:
+            await send_notice(chat, text("tts_limit", lang, limit=reached.limit, used=reached.used,
+                                         requested=reached.requested, reset=time_left(_seconds_to_reset(), lang)),
+                              press.message_id)
+            return
+        except SpeechError as error:
+            await send_text(chat, error.user_message(lang), press.message_id)
+            return
+        if not await send_voice(chat, voice, press.message_id):
+            await send_text(chat, text("voice_not_allowed", lang), press.message_id)
+
+    async def _recognise_again(self, press: ButtonPress, chat: ChatPort, sender: Person, language: str,
+                               acknowledge: Callable[[str | None], Awaitable[None]]) -> None:
+        """"Recognise as …": the same note, recognised in ``language``, answered as a new transcript."""
+        lang = _answer_language(sender, press.chat_language)
+        if language not in self.service.recognition_languages:
+            return await acknowledge(text("button_expired", lang))
+        note = await press.note()
+        if note is None:
+            return await acknowledge(text("button_expired", lang))
+        await acknowledge(None)
+        # The presser reads the answer in their language; the note keeps its speaker.
+        note = replace(note, sender=replace(note.sender, language=sender.language), chat_language=press.chat_language)
+        settings = replace(await self.chat_settings(press.chat), language=language, unavailable_language=None)
+        async with self._chat_turn(press.chat):
+            await self._answer_note(note, chat, settings, ask=False)
+
+    async def _offer_choices(self, request: CommandRequest, chat: ChatPort, prompt: str,
+                             choices: Sequence[tuple[str, ButtonAction]]) -> bool:
+        """``prompt`` with a button per choice; False when buttons cannot be offered here."""
+        if not self.settings.buttons or not choices:
+            return False
+        try:
+            buttons = await self.buttons.issue(request.chat, choices)
+        except StoreError as error:
+            log.warning("no choice buttons: %s", error)
+            return False
+        await send_text(chat, prompt, request.message_id, buttons=buttons)
+        return True
 
     # ------------------------------------------------------------------ commands
 
@@ -606,7 +855,7 @@ class VoiceNotesPlugin:
 
     async def _speak(self, request: CommandRequest, chat: ChatPort, lang: str | None) -> None:
         words = request.args.strip() or (request.replied_text or "").strip()
-        refusal = await self._speak_refusal(request, chat)
+        refusal = await self._speak_refusal(request.chat, request.sender, chat)
         if refusal:
             await send_notice(chat, text(refusal, lang), request.message_id)
         elif not words:
@@ -628,14 +877,14 @@ class VoiceNotesPlugin:
             if not await send_voice(chat, voice, request.message_id):
                 await send_notice(chat, text("voice_not_allowed", lang), request.message_id)
 
-    async def _speak_refusal(self, request: CommandRequest, chat: ChatPort) -> str | None:
+    async def _speak_refusal(self, where: ChatRef, sender: Person, chat: ChatPort) -> str | None:
         """Who may have texts read aloud in a group (VOICEBRIDGE_SPEAK_IN_GROUPS); private chats always may."""
         policy = self.settings.speak_in_groups
-        if request.chat.kind is ChatKind.PRIVATE or policy == "everyone":
+        if where.kind is ChatKind.PRIVATE or policy == "everyone":
             return None
         if policy == "off":
             return "speak_off"
-        return None if await chat.is_admin(request.sender.id) else "speak_admins_only"
+        return None if await chat.is_admin(sender.id) else "speak_admins_only"
 
     async def _show_settings(self, request: CommandRequest, chat: ChatPort, lang: str | None) -> None:
         settings = await self.chat_settings(request.chat)
@@ -654,6 +903,11 @@ class VoiceNotesPlugin:
 
     async def _set_mode(self, request: CommandRequest, chat: ChatPort, lang: str | None) -> None:
         choice = request.args.strip().lower()
+        if not choice:
+            current = (await self.chat_settings(request.chat)).reply_mode
+            offered = [(text(f"button_mode_{mode.value}", lang), ButtonAction("mode", mode.value)) for mode in ReplyMode]
+            if await self._offer_choices(request, chat, text("mode_choose", lang, mode=text(f"mode.{current.value}", lang)), offered):
+                return
         if choice not in ReplyMode.__members__.values():
             await send_text(chat, text("mode_usage", lang), request.message_id)
             return
@@ -666,6 +920,13 @@ class VoiceNotesPlugin:
         choice = language_code(request.args) if request.args.strip() else None
         languages = ", ".join(language_name(code, lang) for code in self.service.recognition_languages)
         if choice is None:
+            if not request.args.strip():
+                current = (await self.chat_settings(request.chat)).language
+                offered = [(language_name(code, lang), ButtonAction("language", code))
+                           for code in self.service.recognition_languages]
+                prompt = text("language_choose", lang, language=language_name(current, lang))
+                if await self._offer_choices(request, chat, prompt, offered):
+                    return
             await send_text(chat, text("language_usage", lang, languages=languages), request.message_id)
             return
         if refusal := self.service.language_refusal(choice):
@@ -680,6 +941,14 @@ class VoiceNotesPlugin:
 
     async def _set_voice(self, request: CommandRequest, chat: ChatPort, lang: str | None) -> None:
         choice = request.args.strip()
+        if not choice and self.service.can_synthesize:
+            voices = await self.service.voices()
+            current = (await self.chat_settings(request.chat)).voice_id
+            names = {voice.id: voice.name for voice in voices}
+            offered = [(voice.name, ButtonAction("voice", voice.id)) for voice in voices[:CHOICE_VOICES]]
+            prompt = text("voice_choose", lang, voice=names.get(current or "", current or text("default_voice", lang)))
+            if await self._offer_choices(request, chat, prompt, offered):
+                return
         if not choice:
             await send_text(chat, text("voice_usage", lang), request.message_id)
             return
@@ -769,6 +1038,7 @@ class VoiceNotesPlugin:
         # Writes still under way (a transcript just cached) land first, or they would outlive the deletion.
         await self.bookkeeper.settle(STORE_WRITES_AT_CLOSE_SECONDS)
         removed = await self.store.forget_chat(request.chat.platform, request.chat.id)
+        await self.buttons.forget_chat(request.chat.platform, request.chat.id)
         await forget_conversations(self.store, request.chat.platform, request.chat.id)
         log.info("forgot %d transcripts and the settings of %s chat %s", removed, request.chat.platform, request.chat.id)
         await send_text(chat, text("forgotten", lang, count=removed), request.message_id)
@@ -854,8 +1124,28 @@ def _seconds_to_reset() -> float:
     return (midnight - now).total_seconds()
 
 
+def _clock(seconds: float | None) -> str:
+    """``0:42``, ``12:05``: a length as a player shows it ("" when unknown)."""
+    if seconds is None:
+        return ""
+    whole = max(0, round(seconds))
+    return f"{whole // 60}:{whole % 60:02d}"
+
+
 class _ChatQueue:
     def __init__(self) -> None:
         self.lock = asyncio.Lock()
         self.users = 0
+        # Settled once the last note to arrive has shown its placeholder (or will show none).
+        self.placeholder_shown: asyncio.Future[None] | None = None
+
+
+def _settle(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
+
+
+async def _settle_when_opened(live: LiveMessage, shown: asyncio.Future[None]) -> None:
+    await live.opened()
+    _settle(shown)
 

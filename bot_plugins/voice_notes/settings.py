@@ -49,6 +49,7 @@ class PluginSettings:
     speak_in_groups: str = "admins"  # who may /speak in groups: everyone, admins, off
     responder: str = "none"  # VOICEBRIDGE_RESPONDER
     coze_bot_id: str | None = None  # COZE_BOT_ID: the Coze agent that VOICEBRIDGE_RESPONDER=coze-agent talks to
+    buttons: bool = True  # VOICEBRIDGE_BUTTONS: buttons under transcripts, and choices for /mode, /language, /voice
 
     @classmethod
     def from_values(cls, values: Mapping[str, str], problems: list[str]) -> PluginSettings:
@@ -82,6 +83,7 @@ class PluginSettings:
             speak_in_groups=choice(values, "VOICEBRIDGE_SPEAK_IN_GROUPS", SPEAK_IN_GROUPS, problems),
             responder=responder,
             coze_bot_id=bot_id,
+            buttons=choice(values, "VOICEBRIDGE_BUTTONS", ("on", "off"), problems) == "on",
         )
 
 

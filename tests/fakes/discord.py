@@ -82,6 +82,8 @@ class OptionType(IntEnum):
 class CallbackType(IntEnum):
     CHANNEL_MESSAGE_WITH_SOURCE = 4
     DEFERRED_CHANNEL_MESSAGE_WITH_SOURCE = 5
+    DEFERRED_UPDATE_MESSAGE = 6  # component interactions only
+    UPDATE_MESSAGE = 7  # component interactions only
     APPLICATION_COMMAND_AUTOCOMPLETE_RESULT = 8
 
 
@@ -97,6 +99,10 @@ LOCALES = frozenset({
 })
 MAX_OPTIONS = 25
 MAX_CHOICES = 25
+MAX_ACTION_ROWS = 5
+MAX_ROW_BUTTONS = 5
+MAX_CUSTOM_ID_LENGTH = 100
+MAX_BUTTON_LABEL_LENGTH = 80
 
 
 class MessageType(IntEnum):
@@ -337,6 +343,46 @@ def _option_errors(at: str, options: Any) -> web.Response | None:
             if error := _localization_error(f"{here}choices.{number}.name_localizations", choice.get("name_localizations"),
                                             _describes, "Must be between 1 and 100 in length."):
                 return error
+    return None
+
+
+def _component_errors(components: Any) -> web.Response | None:
+    """Message components as Discord checks them: at most 5 action rows (type 1) of 1–5
+    buttons (type 2); a button with style 1–4 has a custom_id of 1–100 characters (unique in
+    the message), a link button (style 5) a url and no custom_id; labels of at most 80."""
+    if components is None:
+        return None
+    if not isinstance(components, list) or len(components) > MAX_ACTION_ROWS:
+        return _form_error("components", "BASE_TYPE_MAX_LENGTH", "Must be 5 or fewer in length.")
+    seen: set[str] = set()
+    for row_index, row in enumerate(components):
+        path = f"components.{row_index}"
+        if not isinstance(row, dict) or row.get("type") != 1:
+            return _form_error(f"{path}.type", "UNION_TYPE_CHOICES", "Value of field \"type\" must be one of (1,).")
+        buttons = row.get("components")
+        if not isinstance(buttons, list) or not 1 <= len(buttons) <= MAX_ROW_BUTTONS:
+            return _form_error(f"{path}.components", "BASE_TYPE_BAD_LENGTH", "Must be between 1 and 5 in length.")
+        for index, button in enumerate(buttons):
+            where = f"{path}.components.{index}"
+            if not isinstance(button, dict) or button.get("type") != 2:
+                return _form_error(f"{where}.type", "UNION_TYPE_CHOICES", "Value of field \"type\" must be one of (2,).")
+            style = button.get("style")
+            if style not in (1, 2, 3, 4, 5):
+                return _form_error(f"{where}.style", "BASE_TYPE_CHOICES", "Value must be one of {1, 2, 3, 4, 5}.")
+            if len(str(button.get("label", ""))) > MAX_BUTTON_LABEL_LENGTH:
+                return _form_error(f"{where}.label", "BASE_TYPE_MAX_LENGTH", "Must be 80 or fewer in length.")
+            custom_id = button.get("custom_id")
+            if style == 5:
+                if custom_id is not None or not button.get("url"):
+                    return _form_error(f"{where}.url", "BUTTON_COMPONENT_URL_REQUIRED", "A url is required")
+                continue
+            if not isinstance(custom_id, str) or not 1 <= len(custom_id) <= MAX_CUSTOM_ID_LENGTH:
+                return _form_error(f"{where}.custom_id", "BUTTON_COMPONENT_CUSTOM_ID_REQUIRED",
+                                   "A custom id is required and must be 1-100 characters")
+            if custom_id in seen:
+                return _form_error(f"{where}.custom_id", "COMPONENT_CUSTOM_ID_DUPLICATED",
+                                   "Component custom id cannot be duplicated")
+            seen.add(custom_id)
     return None
 
 
@@ -588,6 +634,7 @@ class _Interaction:
     loading: bool = False  # deferred, and the "thinking" message is not filled yet
     replies: list[InteractionReply] = field(default_factory=list)
     kind: InteractionType = InteractionType.APPLICATION_COMMAND
+    component: dict[str, Any] | None = None  # the message whose button was pressed (component interactions)
 
 
 @dataclass
@@ -980,6 +1027,53 @@ class FakeDiscord(FakeServer):
         self._interactions[interaction_id] = _Interaction(
             interaction_id, token, command, channel, user, target, dispatched_at=time.monotonic(), kind=kind
         )
+        await self._broadcast("INTERACTION_CREATE", lambda session: payload, guild)
+        return payload
+
+    async def dispatch_component(
+        self, *, user: FakeUser, channel_id: int, message_id: int | str, custom_id: str, locale: str = "en-US"
+    ) -> dict[str, Any]:
+        """A user presses the button ``custom_id`` under the bot's message: INTERACTION_CREATE of
+        type 3 (MESSAGE_COMPONENT) carrying the message. Discord sends presses of buttons that
+        exist only, so the message must have one with that custom_id. Returns the payload."""
+        self._require_session()
+        channel = self._channels[channel_id]
+        guild = self._guild_of(channel)
+        message = self._find_message(channel.id, message_id)
+        if message is None:
+            raise LookupError(f"no message {message_id} in channel {channel.id}")
+        custom_ids = {button.get("custom_id") for row in message.get("components") or [] for button in row["components"]}
+        if custom_id not in custom_ids:
+            raise LookupError(f"message {message_id} has no button {custom_id!r}")
+        interaction_id = self._new_id()
+        token = "aW50ZXJhY3Rpb246" + secrets.token_urlsafe(48)
+        user_permissions = self._permissions(channel, user.id)
+        payload: dict[str, Any] = {
+            "id": str(interaction_id),
+            "application_id": str(self.application_id),
+            "type": 3,  # MESSAGE_COMPONENT
+            "data": {"custom_id": custom_id, "component_type": 2},
+            "message": message,
+            "token": token,
+            "version": 1,
+            "channel": {**channel.payload(), "permissions": str(user_permissions)},
+            "channel_id": str(channel.id),
+            "app_permissions": str(self._permissions(channel, self.bot_user.id)),
+            "locale": locale,
+            "entitlements": [],
+            "entitlement_sku_ids": [],
+            "attachment_size_limit": guild.upload_limit if guild else DEFAULT_UPLOAD_LIMIT,
+        }
+        if guild is not None:
+            payload.update(guild_id=str(guild.id), guild={"id": str(guild.id), "locale": "en-US", "features": []},
+                           guild_locale="en-US", member=guild.members[user.id].payload(permissions=user_permissions),
+                           context=0)
+        else:
+            payload.update(user=user.payload(), context=1)
+        payload["authorizing_integration_owners"] = self._integration_owners(channel)
+        self._interactions[interaction_id] = _Interaction(
+            interaction_id, token, {"id": "0", "name": "", "type": 0}, channel, user, None,
+            dispatched_at=time.monotonic(), component=message)
         await self._broadcast("INTERACTION_CREATE", lambda session: payload, guild)
         return payload
 
@@ -1453,6 +1547,8 @@ class FakeDiscord(FakeServer):
             return _error(403, 50013)
         if referenced is not None and not permissions & Permission.READ_MESSAGE_HISTORY:
             return _error(403, 160002)
+        if (invalid := _component_errors(payload.get("components"))) is not None:
+            return invalid
         message = self._new_message(
             channel,
             self.bot_user,
@@ -1464,6 +1560,7 @@ class FakeDiscord(FakeServer):
             allowed_mentions=payload.get("allowed_mentions"),
             tts=bool(payload.get("tts")),
             nonce=payload.get("nonce"),
+            extra={"components": payload.get("components") or []},
         )
         await self._broadcast_message("MESSAGE_CREATE", message)
         return _json(message)
@@ -1539,6 +1636,27 @@ class FakeDiscord(FakeServer):
         ephemeral = data.get("flags", 0) & MessageFlag.EPHEMERAL
         if interaction.kind == InteractionType.APPLICATION_COMMAND_AUTOCOMPLETE:
             return self._autocomplete_result(interaction, payload)
+        if interaction.component is not None and callback_type in (CallbackType.DEFERRED_UPDATE_MESSAGE,
+                                                                   CallbackType.UPDATE_MESSAGE):
+            # An acknowledged press: nothing new, or the pressed message edited in place.
+            message = interaction.component
+            if callback_type == CallbackType.UPDATE_MESSAGE:
+                edited = self._edit(message, data, [])
+                if isinstance(edited, web.Response):
+                    return edited
+                await self._broadcast_message("MESSAGE_UPDATE", edited)
+            interaction.response_type = callback_type
+            interaction.replies.append(InteractionReply("callback", callback_type, payload, _files(), message))
+            if request.query.get("with_response", "").lower() not in ("1", "true"):
+                return web.Response(status=204)
+            resource = {"type": callback_type, **({"message": message} if callback_type == CallbackType.UPDATE_MESSAGE else {})}
+            return _json({
+                "interaction": {"id": str(interaction.id), "type": 3, "response_message_id": message["id"],
+                                "response_message_loading": False, "response_message_ephemeral": False},
+                "resource": resource,
+            })
+        if (invalid := _component_errors(data.get("components"))) is not None:
+            return invalid
         if callback_type == CallbackType.DEFERRED_CHANNEL_MESSAGE_WITH_SOURCE:
             # The user sees a "thinking" message until the first followup or edit fills it.
             message = self._interaction_message(interaction, {"flags": ephemeral}, [], loading=True)
@@ -1548,7 +1666,8 @@ class FakeDiscord(FakeServer):
                 return uploads
             message = self._interaction_message(interaction, data, uploads)
         else:
-            return _form_error("type", "BASE_TYPE_CHOICES", "Value must be one of {4, 5}.")
+            choices = "{4, 5, 6, 7}" if interaction.component is not None else "{4, 5}"
+            return _form_error("type", "BASE_TYPE_CHOICES", f"Value must be one of {choices}.")
         interaction.response_type = callback_type
         interaction.loading = callback_type == CallbackType.DEFERRED_CHANNEL_MESSAGE_WITH_SOURCE
         interaction.replies.append(InteractionReply("callback", callback_type, payload, _files(), message))
@@ -1621,6 +1740,8 @@ class FakeDiscord(FakeServer):
         uploads = self._new_message_uploads(interaction.channel, payload)
         if isinstance(uploads, web.Response):
             return uploads
+        if (invalid := _component_errors(payload.get("components"))) is not None:
+            return invalid
         if interaction.loading:
             # After a deferral the first followup fills the "thinking" message instead of
             # creating one, keeping its ephemeral state (Create Followup Message, DAPI).
@@ -1709,7 +1830,7 @@ class FakeDiscord(FakeServer):
             flags=data.get("flags", 0) & _SETTABLE_INTERACTION_FLAGS | (MessageFlag.LOADING if loading else 0),
             allowed_mentions=data.get("allowed_mentions"),
             message_type=message_type,
-            extra=extra,
+            extra={**extra, "components": data.get("components") or []},
         )
         interaction.message_ids.append(int(message["id"]))
         return message
@@ -1787,6 +1908,10 @@ class FakeDiscord(FakeServer):
         content = payload.get("content", message["content"]) or ""
         if len(content) > MAX_CONTENT_LENGTH:
             return _form_error("content", "BASE_TYPE_MAX_LENGTH", f"Must be {MAX_CONTENT_LENGTH} or fewer in length.")
+        if (invalid := _component_errors(payload.get("components"))) is not None:
+            return invalid
+        if "components" in payload:
+            message["components"] = payload["components"] or []
         channel = self._channels[int(message["channel_id"])]
         attachments = message["attachments"]
         if "attachments" in payload:

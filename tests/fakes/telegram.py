@@ -58,6 +58,11 @@ DEFAULT_TOKEN = "123456789:AAF-fake-voicebridge-test-token"
 MAX_DOWNLOAD_SIZE = 20 << 20  # getFile refuses larger files; note: 20 MiB, not 20e6
 MAX_UPLOAD_SIZE = 50 << 20
 MAX_TEXT_LENGTH = 4096
+MAX_CALLBACK_DATA_BYTES = 64  # InlineKeyboardButton.callback_data: 1-64 bytes
+MAX_CALLBACK_ANSWER_LENGTH = 200  # answerCallbackQuery text: 0-200 characters
+INLINE_BUTTON_ACTIONS = ("url", "callback_data", "web_app", "login_url", "switch_inline_query",
+                         "switch_inline_query_current_chat", "switch_inline_query_chosen_chat", "copy_text",
+                         "callback_game", "pay")
 MAX_CAPTION_LENGTH = 1024
 MAX_RAW_TEXT_BYTES = 1 << 15  # rejected before parsing: "text is too long"
 LONG_POLL_MAX_TIMEOUT = 50
@@ -110,7 +115,7 @@ _INT_PARAMS = frozenset({
 })
 _BOOL_PARAMS = frozenset({
     "allow_sending_without_reply", "drop_pending_updates", "disable_notification", "protect_content",
-    "disable_content_type_detection",
+    "disable_content_type_detection", "show_alert",
 })
 
 _BOT_COMMAND = re.compile(r"(?<![\w/<>])/[A-Za-z0-9_]{1,64}(?:@[A-Za-z0-9_]{3,32})?(?![\w/<>@])")
@@ -284,6 +289,8 @@ class FakeTelegram(FakeServer):
         self._commands: dict[tuple[str, str], list[JsonDict]] = {}
         self._faults: dict[str, list[_Fault]] = {}
         self._closing = False
+        self._callback_queries: dict[str, JsonDict] = {}  # id → the query, until answered
+        self.callback_answers: list[JsonDict] = []  # answerCallbackQuery parameters, in order
         self.answer_delay = 0.0  # seconds every call but getUpdates takes to answer: a distant server
         self.calls_in_flight = 0  # calls but getUpdates being answered now, and the most at once
         self.most_calls_in_flight = 0
@@ -296,6 +303,8 @@ class FakeTelegram(FakeServer):
             "getFile": self._get_file,
             "sendMessage": self._send_message,
             "editMessageText": self._edit_message_text,
+            "editMessageReplyMarkup": self._edit_message_reply_markup,
+            "answerCallbackQuery": self._answer_callback_query,
             "sendVoice": self._send_voice,
             "sendAudio": self._send_audio,
             "sendDocument": self._send_document,
@@ -361,6 +370,20 @@ class FakeTelegram(FakeServer):
             self._updates.append(update)
             await self.notify()
         return update
+
+    async def push_callback_query(self, chat: Chat, sender: User, message_id: int, data: str) -> JsonDict:
+        """``sender`` presses an inline button with ``data`` under the bot's message ``message_id``
+        (the query carries that message as it is now, with the message it replies to)."""
+        message = self._state_of(chat).messages.get(message_id)
+        if message is None:
+            raise ValueError(f"no message {message_id} in chat {chat.id}")
+        self._users[sender.id] = sender.to_dict()
+        query_id = str(10**17 + len(self._callback_queries) + len(self.callback_answers) + 1)
+        query = {"id": query_id, "from": sender.to_dict(), "message": json.loads(json.dumps(message)),
+                 "chat_instance": str(abs(chat.id) * 7 + 3), "data": data}
+        self._callback_queries[query_id] = query
+        await self.push_update("callback_query", query)
+        return query
 
     async def push_text(self, chat: Chat, sender: User, text: str, *, reply_to: int | None = None,
                         thread_id: int | None = None) -> JsonDict:
@@ -699,6 +722,7 @@ class FakeTelegram(FakeServer):
         if kind == "voice" and chat_type == "private" and state.info["id"] in self._voice_forbidden:
             raise _bad_request("VOICE_MESSAGES_FORBIDDEN")
         markup = params.get("reply_markup")
+        _check_reply_markup(markup)
         if isinstance(markup, dict) and "inline_keyboard" in markup:
             # Only inline keyboards belong to the message; reply keyboards change the user's client.
             content = {**content, "reply_markup": markup}
@@ -740,6 +764,7 @@ class FakeTelegram(FakeServer):
         if "text" not in message:
             raise _bad_request("there is no text in the message to edit")
         reply_markup = params.get("reply_markup")
+        _check_reply_markup(reply_markup, inline_only=True)
         if reply_markup is not None:
             new_content["reply_markup"] = reply_markup
         current = {key: message[key] for key in ("text", "entities", "reply_markup") if key in message}
@@ -753,6 +778,34 @@ class FakeTelegram(FakeServer):
         message.update(new_content)
         message["edit_date"] = int(time.time())
         return message
+
+    async def _edit_message_reply_markup(self, params: JsonDict, uploads: dict[str, _Upload]) -> JsonDict:
+        state = self._chat(params.get("chat_id"))
+        message = state.messages.get(params.get("message_id", 0))
+        if message is None:
+            raise _bad_request("message to edit not found")
+        if message["from"]["id"] != self.bot_user.id:
+            raise _bad_request("message can't be edited")
+        markup = params.get("reply_markup")
+        _check_reply_markup(markup, inline_only=True)
+        if markup == message.get("reply_markup") or (not markup and "reply_markup" not in message):
+            raise _bad_request("message is not modified: specified new message content and reply markup are exactly "
+                               "the same as a current content and reply markup of the message")
+        message.pop("reply_markup", None)
+        if markup and markup.get("inline_keyboard"):
+            message["reply_markup"] = markup
+        message["edit_date"] = int(time.time())
+        return message
+
+    async def _answer_callback_query(self, params: JsonDict, uploads: dict[str, _Upload]) -> bool:
+        query = self._callback_queries.pop(str(params.get("callback_query_id", "")), None)
+        if query is None:  # unknown, or answered already
+            raise _bad_request("query is too old and response timeout expired or query ID is invalid")
+        text = params.get("text")
+        if text is not None and (not isinstance(text, str) or len(text) > MAX_CALLBACK_ANSWER_LENGTH):
+            raise _bad_request("MESSAGE_TOO_LONG")
+        self.callback_answers.append(params)
+        return True
 
     async def _send_chat_action(self, params: JsonDict, uploads: dict[str, _Upload]) -> bool:
         if params.get("action") not in CHAT_ACTIONS:
@@ -969,6 +1022,36 @@ def _decode_parameter(name: str, value: Any) -> Any:
     if name in _BOOL_PARAMS:
         return value.lower() in ("true", "1")
     return value
+
+
+def _check_reply_markup(markup: Any, *, inline_only: bool = False) -> None:
+    """An inline keyboard as the Bot API checks it (reply keyboards only by their kind): an array
+    of button rows, each button with a non-empty ``text`` and exactly one action, and
+    ``callback_data`` of 1–64 bytes."""
+    if markup is None:
+        return
+    if not isinstance(markup, dict):
+        raise _bad_request("can't parse reply keyboard markup JSON object")
+    if "inline_keyboard" not in markup:
+        if inline_only or not {"keyboard", "remove_keyboard", "force_reply"} & markup.keys():
+            raise _bad_request("can't parse inline keyboard button: InlineKeyboardMarkup must be an Array")
+        return
+    rows = markup["inline_keyboard"]
+    if not isinstance(rows, list) or not all(isinstance(row, list) for row in rows):
+        raise _bad_request("can't parse inline keyboard button: InlineKeyboardMarkup must be an Array of Arrays")
+    for row in rows:
+        for button in row:
+            if not isinstance(button, dict) or not isinstance(button.get("text"), str):
+                raise _bad_request("can't parse inline keyboard button: Field \"text\" must be of type String")
+            if not button["text"].strip():
+                raise _bad_request("BUTTON_TEXT_INVALID")
+            actions = [key for key in INLINE_BUTTON_ACTIONS if key in button]
+            if len(actions) != 1:
+                raise _bad_request("can't parse inline keyboard button: Text buttons are unallowed in the inline keyboard")
+            if "callback_data" in button:
+                data = button["callback_data"]
+                if not isinstance(data, str) or not 1 <= len(data.encode()) <= MAX_CALLBACK_DATA_BYTES:
+                    raise _bad_request("BUTTON_DATA_INVALID")
 
 
 def _message_text(params: JsonDict) -> JsonDict:
