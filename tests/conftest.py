@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
+from concurrent.futures import ThreadPoolExecutor
 
 import authlib.deprecate  # noqa: F401
 import pytest
@@ -11,7 +13,7 @@ import pytest
 # filter when first imported, which would override pytest's; importing it here, before any test
 # module is collected, keeps the filter in pyproject.toml in charge.
 
-from tests.postgres_tools import reset_postgres
+from tests.postgres_tools import reset_postgres, worker_database
 from voicebridge.speech.retry import Retrier, RetryPolicy
 
 
@@ -32,6 +34,11 @@ def postgres_server_url() -> str:
         if os.environ.get("CI"):
             pytest.fail(message)
         pytest.skip(message)
+    worker = os.environ.get("PYTEST_XDIST_WORKER")
+    if worker:  # scripts/test runs the suite in parallel (pytest-xdist): one database per worker
+        # A fixture of an async test runs inside its event loop: create the database on a loop of its own.
+        with ThreadPoolExecutor(1) as thread:
+            url = thread.submit(asyncio.run, worker_database(url, worker)).result()
     return url
 
 

@@ -8,9 +8,7 @@ import json
 import re
 from collections.abc import AsyncIterator
 
-import lark_oapi as lark
 import pytest
-from lark_oapi.api.speech_to_text.v1 import StreamRecognizeSpeechRequestBody
 
 from voicebridge.speech.audio import split_at_pauses
 from voicebridge.speech.errors import ErrorKind, SpeechError
@@ -82,6 +80,9 @@ async def test_chunk_duration_is_configurable(fake: FakeFeishu, fast_retrier: Re
 
 
 async def test_requests_match_the_lark_oapi_model(fake: FakeFeishu, fast_retrier: Retrier) -> None:
+    import lark_oapi as lark  # slow to import: only here (see tests/test_fake_feishu.py)
+    from lark_oapi.api.speech_to_text.v1 import StreamRecognizeSpeechRequestBody
+
     service = make_service(fake, fast_retrier)
     await service.transcribe(AudioClip(data=make_tone("wav", 440.0, 0.5)))
     await service.aclose()

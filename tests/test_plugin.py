@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -33,6 +33,7 @@ from voicebridge.voice_notes.plugin import VoiceNotesPlugin
 from voicebridge.voice_notes.store import SQLiteStore, StoreError
 from tests.audio_tools import analyse, decode, make_tone
 from tests.fakes.coze import DEFAULT_TOKEN, DEFAULT_VOICES, FakeCoze
+from tests.fakes.transcriber import FakeTranscriber
 
 ALICE = Person("11", "Alice", "en")
 BOB = Person("22", "Bob", "zh-hans")
@@ -486,14 +487,51 @@ async def test_a_locked_store_does_not_cost_the_answer(harness: Harness, monkeyp
     assert chat.texts() == ["tone 440 hz 2.0 s"]
 
 
-async def test_notes_of_one_chat_are_answered_in_order(harness: Harness) -> None:
-    chat = MemoryChat()
-    long_note = harness.note(make_tone("ogg", 300.0, 8.0), message_id="1", key="long")
-    short_note = harness.note(make_tone("ogg", 600.0, 0.5), message_id="2", key="short")
-    first = asyncio.create_task(harness.plugin.handle_voice_note(long_note, chat))
-    await asyncio.sleep(0)
-    await harness.plugin.handle_voice_note(short_note, chat)
-    await first
+@asynccontextmanager
+async def in_process_plugin(retrier: Retrier) -> AsyncIterator[tuple[VoiceNotesPlugin, FakeTranscriber]]:
+    """The plugin on the real speech service with an in-process transcriber: no server, and notes
+    can be held in "the provider" until the test releases them."""
+    transcriber = FakeTranscriber()
+    service = SpeechService(transcribers=[transcriber], asr_chain=[transcriber.name], retrier=retrier)
+    store = SQLiteStore(":memory:")
+    plugin_settings = Settings.from_values({"COZE_API_TOKEN": DEFAULT_TOKEN}).plugin
+    plugin = VoiceNotesPlugin(service, store, plugin_settings, edit_interval=0.2, closes=(store,))
+    try:
+        yield plugin, transcriber
+    finally:
+        await plugin.aclose()
+        await service.aclose()
+    assert not transcriber.violations
+
+
+async def eventually(predicate: Callable[[], object], timeout: float = 30.0) -> None:
+    """Poll the plugin's own state (nothing can signal it) until a generous deadline."""
+    async with asyncio.timeout(timeout):
+        while not predicate():
+            await asyncio.sleep(0.01)
+
+
+async def test_notes_of_one_chat_are_answered_in_order(fast_retrier: Retrier) -> None:
+    async with in_process_plugin(fast_retrier) as (plugin, transcriber):
+        chat = MemoryChat()
+        fetched: list[str] = []
+
+        def note(audio: bytes, message_id: str) -> VoiceNote:
+            async def fetch() -> bytes:
+                fetched.append(message_id)
+                return audio
+
+            return VoiceNote(chat=PRIVATE, message_id=message_id, sender=ALICE, cache_key=message_id, fetch=fetch,
+                             declared_seconds=None, declared_bytes=len(audio), download_limit=20_000_000, speaker=ALICE.name)
+
+        transcriber.hold.add("tone 300 hz 8.0 s")
+        first = asyncio.create_task(plugin.handle_voice_note(note(make_tone("ogg", 300.0, 8.0), "1"), chat))
+        await eventually(lambda: transcriber.heard() == ["tone 300 hz 8.0 s"])  # the long note is in the provider
+        second = asyncio.create_task(plugin.handle_voice_note(note(make_tone("ogg", 600.0, 0.5), "2"), chat))
+        # The short note waits for its turn (or, were the order broken, overtakes the held one).
+        await eventually(lambda: len(fetched) == 2 or plugin._chat_queues[(PRIVATE.platform, PRIVATE.id)].users == 2)
+        transcriber.release("tone 300 hz 8.0 s")
+        await asyncio.gather(first, second)
     assert [(item.reply_to, item.text) for item in chat.sent] == [("1", "tone 300 hz 8.0 s"), ("2", "tone 600 hz 0.5 s")]
 
 

@@ -17,7 +17,7 @@ from telegram.ext import Application, MessageHandler, filters
 
 from voicebridge.adapters.telegram import TelegramChat
 from voicebridge.speech.retry import Retrier
-from tests.audio_tools import analyse, decode, make_tone, probe
+from tests.audio_tools import analyse, decode, make_tone, probe, tone_wav
 from tests.fakes.coze import DEFAULT_VOICES, FakeCoze
 from tests.fakes.telegram import Call, Chat, FakeTelegram, User
 from tests.harness import replies_to, speech_values, telegram_bot
@@ -320,3 +320,28 @@ async def test_a_flood_of_speak_commands_stops_at_the_daily_character_allowance(
     refusals = [call.params["text"] for call in world.telegram.calls_to("sendMessage")]
     assert len(voices) == 2 and len(refusals) == 4
     assert all(text.startswith("This chat may have 5000 characters read aloud a day") for text in refusals)
+
+
+async def test_concurrent_notes_never_cross_chats(fast_retrier: Retrier) -> None:
+    """The suite's small load test (bench/load.py is the 1,000-note one): notes from several chats
+    at once, answered once each, with their own transcript, in their own chat, in order per chat.
+    Catches a chat port kept per install instead of per note, or answers crossing between chats."""
+    chats, notes_per_chat = 6, 3
+    users = [User(5000 + index, f"user{index}", language_code="en") for index in range(chats)]
+    async with FakeTelegram() as fake, FakeCoze(partial_every_seconds=None) as coze:
+        async with telegram_bot(fake, {**speech_values(coze), "VOICEBRIDGE_ASR": "coze-stream"}, fast_retrier):
+            pushed: dict[int, list[int]] = {user.id: [] for user in users}
+            for note in range(notes_per_chat):  # round robin: every chat's notes overlap the others'
+                for index, user in enumerate(users):
+                    audio = tone_wav(300 + 10 * index, 0.5 + 0.1 * note)
+                    message = await fake.push_voice(Chat.private(user), user, audio, kind="document", file_name=f"note{note}.wav")
+                    pushed[user.id].append(message["message_id"])
+            await fake.wait_for(lambda: sum(len(fake.messages_sent(user.id)) for user in users) >= chats * notes_per_chat,
+                                timeout=120)
+        # Leaving the bot waited for every handler: a duplicate or stray answer would be here by now.
+        for index, user in enumerate(users):
+            replies = fake.messages_sent(user.id)
+            assert [reply["reply_to_message"]["message_id"] for reply in replies] == pushed[user.id]
+            assert [reply["text"] for reply in replies] == [f"tone {300 + 10 * index} hz {0.5 + 0.1 * note:.1f} s"
+                                                            for note in range(notes_per_chat)]
+        assert len(coze.ws_sessions) == chats * notes_per_chat
