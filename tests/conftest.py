@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 
 import authlib.deprecate  # noqa: F401
@@ -13,8 +14,23 @@ import pytest
 # filter when first imported, which would override pytest's; importing it here, before any test
 # module is collected, keeps the filter in pyproject.toml in charge.
 
+from tests import violations
 from tests.postgres_tools import reset_postgres, worker_database
 from voicebridge.speech.retry import Retrier, RetryPolicy
+
+
+@pytest.fixture(autouse=True)
+def no_violations(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Fails the test when a test double or fake recorded a broken platform or provider rule
+    (tests/violations.py): the plugin swallows the exceptions such a send raises. Tests of the
+    fakes themselves break rules on purpose (marked ``breaks_rules``)."""
+    violations.forget()
+    yield
+    try:
+        if request.node.get_closest_marker("breaks_rules") is None:
+            violations.fail_if_any()
+    finally:
+        violations.forget()
 
 
 @pytest.fixture

@@ -34,6 +34,8 @@ from voicebridge.voice_notes.store import SQLiteStore, StoreError
 from tests.audio_tools import analyse, decode, make_tone
 from tests.fakes.coze import DEFAULT_TOKEN, DEFAULT_VOICES, FakeCoze
 from tests.fakes.transcriber import FakeTranscriber
+from tests import violations
+from tests.violations import watch
 
 ALICE = Person("11", "Alice", "en")
 BOB = Person("22", "Bob", "zh-hans")
@@ -68,17 +70,29 @@ class MemoryChat:
     most_open_activities: int = 0
     ids: itertools.count = field(default_factory=lambda: itertools.count(100))
 
+    # Rules broken by the plugin: the plugin swallows the error a send raises, so each is also
+    # recorded here, and any left fails the test (tests/violations.py).
+    violations: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        watch(self)
+
     def text_length(self, text: str) -> int:
         return len(text)
 
+    def _refuse_bad_length(self, action: str, text: str) -> None:
+        if not 0 < len(text) <= self.max_text_length:
+            self.violations.append(f"{action} of {len(text)} characters (limit {self.max_text_length})")
+            raise ValueError(self.violations[-1])  # what the platform would answer
+
     async def send_text(self, text: str, reply_to: str | None) -> str:
-        assert 0 < len(text) <= self.max_text_length
+        self._refuse_bad_length("send", text)
         message_id = str(next(self.ids))
         self.sent.append(Sent("text", text, reply_to, message_id))
         return message_id
 
     async def edit_text(self, message_id: str, text: str) -> None:
-        assert 0 < len(text) <= self.max_text_length
+        self._refuse_bad_length("edit", text)
         self.sent.append(Sent("edit", text, None, message_id))
 
     async def send_voice(self, voice: VoiceReply, reply_to: str | None) -> str:
@@ -169,6 +183,24 @@ async def test_private_note_is_answered_with_its_transcript(harness: Harness) ->
     await harness.plugin.handle_voice_note(harness.note(TONE), chat)
     assert [(item.kind, item.text, item.reply_to) for item in chat.sent] == [("text", "tone 440 hz 2.0 s", "7")]
     assert chat.activities == [Activity.TYPING]
+
+
+class MiscountingChat(MemoryChat):
+    """Counts half the characters there are, as a buggy adapter would: the plugin then sends
+    texts over the platform's limit, and the platform refuses them."""
+
+    def text_length(self, text: str) -> int:
+        return len(text) // 2
+
+
+async def test_a_too_long_send_swallowed_by_the_plugin_still_fails_the_test(harness: Harness) -> None:
+    chat = MiscountingChat(max_text_length=10)
+    await harness.plugin.handle_voice_note(harness.note(TONE), chat)  # "tone 440 hz 2.0 s": 17 characters
+    assert chat.texts() == []  # the refusal was swallowed by the plugin, as around every send
+    assert violations.recorded()[0] == "MiscountingChat: send of 17 characters (limit 10)"
+    with pytest.raises(pytest.fail.Exception, match="send of 17 characters"):
+        violations.fail_if_any()  # what tests/conftest.py does after every test
+    violations.forget()  # this test broke the rule on purpose
 
 
 async def test_group_transcripts_name_the_speaker_and_auto_can_be_switched_off(harness: Harness) -> None:
@@ -501,7 +533,6 @@ async def in_process_plugin(retrier: Retrier) -> AsyncIterator[tuple[VoiceNotesP
     finally:
         await plugin.aclose()
         await service.aclose()
-    assert not transcriber.violations
 
 
 async def eventually(predicate: Callable[[], object], timeout: float = 30.0) -> None:

@@ -596,6 +596,11 @@ class FakeCoze(FakeServer):
             return None
         return credentials.removeprefix("Bearer ").strip() or None
 
+    def _client_mistake(self, endpoint: str, error: _RequestError) -> None:
+        """A request that broke the API's rules (4000, invalid parameter) is a violation."""
+        if error.code == 4000:
+            self.violations.append(f"{endpoint}: {error.msg}")
+
     async def _hold(self, seconds: float) -> None:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._stopping.wait(), seconds)
@@ -662,6 +667,7 @@ class FakeCoze(FakeServer):
             try:
                 reply = await answer()
             except _RequestError as error:
+                self._client_mistake(call.endpoint, error)
                 reply = self._error(error.code, error.msg)
         if isinstance(reply, web.StreamResponse):  # an event stream, already sent as it was made
             call.status = reply.status
@@ -997,6 +1003,7 @@ class _Socket:
                 raise _RequestError(4000, f"The event_type {event_type} is not supported.")
             await handler(event.get("data"), raw)
         except _RequestError as error:  # the frame is refused; the session goes on
+            self.fake._client_mistake(self.record.endpoint, error)
             await self.error(error.code, error.msg, raw)
 
     def _summarize(self, event: dict[str, Any]) -> dict[str, Any]:
@@ -1089,6 +1096,7 @@ class _AsrSocket(_Socket):
             try:
                 self.intake.add(audio)
             except _RequestError as error:  # reported now; the buffer stays refused until clear/complete
+                self.fake._client_mistake(self.record.endpoint, error)
                 self.intake_error = error.msg
                 await self.error(error.code, error.msg, origin)
             else:

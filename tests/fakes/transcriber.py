@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 
 from voicebridge.speech.models import ProviderAudio, PcmStream, TranscribeOptions, Transcript, TranscriberCapabilities
 from tests.fakes.recognition import PcmListener
+from tests.violations import watch
 
 SAMPLE_RATE = 16_000
 
@@ -33,7 +34,8 @@ class FakeTranscriber:
         self.hold: set[str] = set()
         self.in_flight = 0
         self.most_in_flight = 0
-        self.violations: list[str] = []  # read by the suite's violation check (tests/conftest.py)
+        self.violations: list[str] = []  # any left at the end of a test fails it (tests/violations.py)
+        watch(self)
 
     async def transcribe(self, audio: ProviderAudio, options: TranscribeOptions) -> Transcript:
         if not isinstance(audio, PcmStream) or audio.sample_rate != SAMPLE_RATE:
