@@ -345,3 +345,20 @@ async def test_concurrent_notes_never_cross_chats(fast_retrier: Retrier) -> None
             assert [reply["text"] for reply in replies] == [f"tone {300 + 10 * index} hz {0.5 + 0.1 * note:.1f} s"
                                                             for note in range(notes_per_chat)]
         assert len(coze.ws_sessions) == chats * notes_per_chat
+
+
+async def test_every_answer_in_a_forum_topic_stays_in_that_topic(world: World) -> None:
+    """Text, voice and chat actions all carry the topic's message_thread_id: without it Telegram
+    posts them in the General topic (the fake models topics as Telegram does)."""
+    forum = Chat.forum(-1009876543210, "Voice club")
+    async with running_bot(world, VOICEBRIDGE_REPLY="both"):
+        topic = await world.telegram.open_topic(forum, ALICE, "Orders")
+        note = await world.telegram.push_voice(forum, ALICE, TONE, duration=2, thread_id=topic)
+        await world.telegram.wait_for_call("sendVoice", lambda call: call.status == 200 and replies_to(note)(call))
+        await world.telegram.wait_for_call("sendMessage", lambda call: call.status == 200 and replies_to(note)(call))
+    answers = [message for message in world.telegram.messages_sent(forum.id)
+               if (message.get("reply_to_message") or {}).get("message_id") == note["message_id"]]
+    assert sorted("voice" if "voice" in message else "text" for message in answers) == ["text", "voice"]
+    assert [message.get("message_thread_id") for message in answers] == [topic, topic]
+    actions = [call for call in world.telegram.calls_to("sendChatAction") if int(call.params["chat_id"]) == forum.id]
+    assert actions and all(call.params.get("message_thread_id") == topic for call in actions)
