@@ -368,6 +368,21 @@ async def test_the_final_text_is_not_held_back_by_the_edit_interval() -> None:
     assert [(item.kind, item.text) for item in chat.sent] == [("text", "partial"), ("edit", "partial and the rest")]
 
 
+@pytest.mark.parametrize(("length", "shown"), [(20, "x" * 20), (21, "x" * 19 + "…"), (50, "x" * 19 + "…")])
+async def test_a_live_partial_is_cut_to_the_limit_exactly(length: int, shown: str) -> None:
+    # A partial at the limit shows whole; one character more is cut to exactly the limit,
+    # ellipsis included (one more would be refused by the platform: a violation).
+    now = 0.0
+    chat = MemoryChat(max_text_length=20)
+    live = LiveMessage(chat, "7", interval=1.0, clock=lambda: now)
+    now = 1.0
+    live.show("x" * length)
+    await eventually(lambda: chat.sent)
+    assert [(item.kind, item.text) for item in chat.sent] == [("text", shown)]
+    await live.finish("x" * length)
+    assert "".join(chat.visible_texts()) == "x" * length  # the final text spills into a second message, nothing lost
+
+
 async def test_a_note_recognised_within_the_interval_gets_one_message_and_no_edit(fast_retrier: Retrier) -> None:
     async with FakeCoze(transcript="quick note", partial_every_seconds=0.25) as fake:
         plugin = make_plugin(fake, fast_retrier, VOICEBRIDGE_ASR="coze-stream")
