@@ -479,13 +479,13 @@ async def test_hour_long_stream_costs_no_more_per_chunk_at_the_end(http: httpx.A
         sequence_ids = iter(range(10_000))
 
         async def send(speech: str, count: int, last_action: int = 0) -> tuple[float, dict[str, Any]]:
-            started = time.monotonic()
+            started = time.process_time()  # CPU, not wall: other processes' load does not count
             for index in range(count):
                 sequence_id = next(sequence_ids)
                 action = 1 if sequence_id == 0 else last_action if index == count - 1 else 0
                 response = await http.post(fake.base_url + STREAM_PATH, json={"speech": {"speech": speech}, "config": {
                     "stream_id": STREAM_ID, "sequence_id": sequence_id, "action": action, "format": "pcm", "engine_type": "16k_auto"}})
-            return time.monotonic() - started, response.json()
+            return time.process_time() - started, response.json()
 
         early_seconds, _ = await send(small, 150)
         await send(minute, 59)
@@ -549,7 +549,7 @@ async def test_latency_is_added_without_serialising_requests(http: httpx.AsyncCl
         responses = await asyncio.gather(*(http.post(fake.base_url + FILE_PATH, json=file_body()) for _ in range(10)))
         elapsed = time.monotonic() - started
         assert [r.json()["code"] for r in responses] == [0] * 10
-        assert 0.2 <= elapsed < 1.0, elapsed  # one-after-another would take 2 s
+        assert 0.2 <= elapsed < 2.0, elapsed  # one after another would take at least 2 s, however fast the machine
 
 
 async def test_forced_server_error_leaves_the_stream_ready_for_a_retry(http: httpx.AsyncClient) -> None:

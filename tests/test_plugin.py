@@ -735,7 +735,8 @@ async def test_a_failed_transcription_keeps_only_the_audio_really_sent(fast_retr
 
 
 async def test_text_to_speech_is_limited_per_chat_per_day(fast_retrier: Retrier) -> None:
-    async with FakeCoze() as fake:
+    # 5,000 characters at the default 60 ms each would be 5 minutes of speech to make and encode.
+    async with FakeCoze(seconds_per_char=0.005) as fake:
         plugin = make_plugin(fake, fast_retrier, VOICEBRIDGE_DAILY_TTS_CHARACTERS="5000")
         harness = Harness(fake, plugin)
         chat = MemoryChat()

@@ -309,6 +309,7 @@ async def test_a_document_that_states_no_duration_is_billed_for_what_it_holds(wo
 
 
 async def test_a_flood_of_speak_commands_stops_at_the_daily_character_allowance(world: World) -> None:
+    world.coze.seconds_per_char = 0.005  # 5,000 characters at the default 60 ms: 5 minutes of speech to encode
     async with running_bot(world, VOICEBRIDGE_DAILY_TTS_CHARACTERS="5000"):
         chat = Chat.private(ALICE)
         for _ in range(6):
