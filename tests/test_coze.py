@@ -367,11 +367,11 @@ async def test_unknown_voice_is_a_permanent_error(fake: FakeCoze, service: Speec
 
 
 async def test_streaming_tts_errors_and_server_closing_after_each_text(fast_retrier: Retrier) -> None:
-    async with FakeCoze(close_after_speech=True) as fake:
+    async with FakeCoze(close_after_speech=True, seconds_per_char=0.01) as fake:  # 6 s of speech, not 36
         service = build_service(fake, fast_retrier, tts=("coze-stream",))
         fake.fail_next("ws_speech", code=4020)
         audio = await service.synthesize("短句。" * 200)  # 1800 bytes: two sessions, the first retried
-        assert_tone(audio.data, DEFAULT_VOICE.frequency, 600 * 0.06)
+        assert_tone(audio.data, DEFAULT_VOICE.frequency, 600 * 0.01)
         fake.fail_next("ws_speech", code=3010)
         with pytest.raises(SpeechError) as caught:
             await service.synthesize("hello")
