@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -83,3 +84,16 @@ def test_pieces_fit_and_lose_nothing_but_whitespace(text: str, limit: int) -> No
 def test_every_piece_is_valid_utf8_without_split_code_points(text: str, limit: int) -> None:
     for piece in split_text(text, limit):
         assert piece.encode("utf-8").decode("utf-8") == piece
+
+
+def test_a_limit_must_be_positive_and_one_byte_is_a_limit() -> None:
+    for limit in (0, -1):
+        with pytest.raises(ValueError):
+            split_text("x", limit)
+    assert split_text("ab c", 1) == ["a", "b", "c"]
+
+
+def test_flags_pair_their_regional_indicators_at_both_ends_of_the_alphabet() -> None:
+    # 🇦🇺 and 🇿🇦: the first and last regional indicator letters; a third lone letter stays alone.
+    assert characters("🇦🇺🇿🇦🇿") == ["🇦🇺", "🇿🇦", "🇿"]
+    assert characters("a🇦") == ["a", "🇦"]  # a letter before an indicator is no flag
