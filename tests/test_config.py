@@ -143,3 +143,15 @@ def test_a_chats_stored_choices_override_the_defaults() -> None:
     # A stored value no code knows is shown back as it was stored.
     assert defaults.with_stored({"language": "klingon"}, LANGUAGE_CODES).unavailable_language == "klingon"
     assert parse_hot_words("扣子、voicebridge，扣子, bot") == ("扣子", "voicebridge", "bot")
+
+
+def test_the_coze_agent_responder_needs_a_numeric_bot_id() -> None:
+    plugin = settings(COZE_API_TOKEN=TOKEN, VOICEBRIDGE_RESPONDER="coze-agent", COZE_BOT_ID=" 7391234567 ").plugin
+    assert (plugin.responder, plugin.coze_bot_id) == ("coze-agent", "7391234567")
+    assert (settings(COZE_API_TOKEN=TOKEN).plugin.responder, settings(COZE_API_TOKEN=TOKEN).plugin.coze_bot_id) == ("none", None)
+    for values, expected in (({"COZE_BOT_ID": "bot/abc"}, ["COZE_BOT_ID", "must be the numeric id of a Coze agent", "bot/abc"]),
+                             ({"VOICEBRIDGE_RESPONDER": "coze-agent"}, ["COZE_BOT_ID is not set"]),
+                             ({"VOICEBRIDGE_RESPONDER": "gpt"}, ["VOICEBRIDGE_RESPONDER", "gpt"])):
+        with pytest.raises(ConfigError) as raised:
+            settings(COZE_API_TOKEN=TOKEN, **values)
+        assert all(part in str(raised.value) for part in expected), str(raised.value)
