@@ -6,7 +6,6 @@ test never checks the project's conversions with the project's own code.
 
 from __future__ import annotations
 
-import functools
 import math
 import shutil
 import subprocess
@@ -30,7 +29,6 @@ CONTAINERS: dict[str, list[str]] = {
 }
 
 
-@functools.cache  # hundreds of calls ask for the same few tones: one ffmpeg run each per process
 def make_tone(
     container: str,
     frequency: float = 440.0,
