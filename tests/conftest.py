@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 
 import authlib.deprecate  # noqa: F401
 import pytest
@@ -11,8 +14,23 @@ import pytest
 # filter when first imported, which would override pytest's; importing it here, before any test
 # module is collected, keeps the filter in pyproject.toml in charge.
 
-from tests.postgres_tools import reset_postgres
+from tests import violations
+from tests.postgres_tools import reset_postgres, worker_database
 from voicebridge.speech.retry import Retrier, RetryPolicy
+
+
+@pytest.fixture(autouse=True)
+def no_violations(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Fails the test when a test double or fake recorded a broken platform or provider rule
+    (tests/violations.py): the plugin swallows the exceptions such a send raises. Tests of the
+    fakes themselves break rules on purpose (marked ``breaks_rules``)."""
+    violations.forget()
+    yield
+    try:
+        if request.node.get_closest_marker("breaks_rules") is None:
+            violations.fail_if_any()
+    finally:
+        violations.forget()
 
 
 @pytest.fixture
@@ -32,6 +50,11 @@ def postgres_server_url() -> str:
         if os.environ.get("CI"):
             pytest.fail(message)
         pytest.skip(message)
+    worker = os.environ.get("PYTEST_XDIST_WORKER")
+    if worker:  # scripts/test runs the suite in parallel (pytest-xdist): one database per worker
+        # A fixture of an async test runs inside its event loop: create the database on a loop of its own.
+        with ThreadPoolExecutor(1) as thread:
+            url = thread.submit(asyncio.run, worker_database(url, worker)).result()
     return url
 
 

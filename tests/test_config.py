@@ -8,6 +8,8 @@ import pytest
 
 from voicebridge.config import RunnerSettings, load_values, parse_dotenv
 from voicebridge.speech.errors import ConfigError
+from voicebridge.speech.languages import LANGUAGE_CODES
+from voicebridge.voice_notes.settings import ChatSettings, parse_hot_words
 
 TOKEN = "pat_example_token_123"
 
@@ -118,3 +120,38 @@ def test_an_unreadable_dotenv_is_a_config_error(tmp_path: Path) -> None:
     dotenv.write_bytes(b"COZE_API_TOKEN=\xff\xfe broken")
     with pytest.raises(ConfigError, match="cannot read"):
         load_values(None, environ={}, dotenv=dotenv)
+
+
+def test_the_plugin_settings_are_read_and_each_bad_value_is_named() -> None:
+    plugin = settings(COZE_API_TOKEN=TOKEN, VOICEBRIDGE_REPLY="both", VOICEBRIDGE_ALLOWED_CHATS=" -100123, 42 ,").plugin
+    assert (plugin.reply_mode.value, plugin.allowed_chats) == ("both", frozenset({"-100123", "42"}))
+    assert settings(COZE_API_TOKEN=TOKEN).plugin.reply_mode.value == "text"
+    with pytest.raises(ConfigError) as raised:
+        settings(COZE_API_TOKEN=TOKEN, VOICEBRIDGE_REPLY="loud", VOICEBRIDGE_ALLOWED_CHATS="42,@group")
+    message = str(raised.value)
+    assert "VOICEBRIDGE_REPLY" in message and "loud" in message
+    assert "VOICEBRIDGE_ALLOWED_CHATS" in message and "must be comma-separated numeric chat ids" in message
+    assert "@group" in message
+
+
+def test_a_chats_stored_choices_override_the_defaults() -> None:
+    plugin = settings(COZE_API_TOKEN=TOKEN, COZE_VOICE_ID="7426720361733046281").plugin
+    defaults = ChatSettings.defaults(plugin)
+    assert defaults.voice_id == plugin.voice_id == "7426720361733046281"
+    assert defaults.with_stored({"auto_transcribe": "on"}, LANGUAGE_CODES).auto_transcribe is True
+    assert defaults.with_stored({"auto_transcribe": "off"}, LANGUAGE_CODES).auto_transcribe is False
+    # A stored value no code knows is shown back as it was stored.
+    assert defaults.with_stored({"language": "klingon"}, LANGUAGE_CODES).unavailable_language == "klingon"
+    assert parse_hot_words("扣子、voicebridge，扣子, bot") == ("扣子", "voicebridge", "bot")
+
+
+def test_the_coze_agent_responder_needs_a_numeric_bot_id() -> None:
+    plugin = settings(COZE_API_TOKEN=TOKEN, VOICEBRIDGE_RESPONDER="coze-agent", COZE_BOT_ID=" 7391234567 ").plugin
+    assert (plugin.responder, plugin.coze_bot_id) == ("coze-agent", "7391234567")
+    assert (settings(COZE_API_TOKEN=TOKEN).plugin.responder, settings(COZE_API_TOKEN=TOKEN).plugin.coze_bot_id) == ("none", None)
+    for values, expected in (({"COZE_BOT_ID": "bot/abc"}, ["COZE_BOT_ID", "must be the numeric id of a Coze agent", "bot/abc"]),
+                             ({"VOICEBRIDGE_RESPONDER": "coze-agent"}, ["COZE_BOT_ID is not set"]),
+                             ({"VOICEBRIDGE_RESPONDER": "gpt"}, ["VOICEBRIDGE_RESPONDER", "gpt"])):
+        with pytest.raises(ConfigError) as raised:
+            settings(COZE_API_TOKEN=TOKEN, **values)
+        assert all(part in str(raised.value) for part in expected), str(raised.value)

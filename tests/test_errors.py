@@ -72,3 +72,14 @@ def test_secret_redaction_covers_messages_arguments_and_tracebacks() -> None:
     rendered = logging.Formatter().format(record)
     assert secret not in rendered
     assert "[REDACTED]" in rendered
+
+
+def test_a_speech_error_keeps_the_operators_details_and_states_them_in_one_line() -> None:
+    error = SpeechError(ErrorKind.RATE_LIMITED, "busy", provider="coze", code=4020, logid="abc", retry_after=1.5)
+    assert (error.provider, error.code, error.logid, error.retry_after, error.retryable) == ("coze", 4020, "abc", 1.5, True)
+    assert str(error) == "busy provider=coze code=4020 logid=abc" and error.args == ("busy",)
+    assert str(SpeechError(ErrorKind.SERVER, "plain")) == "plain"
+    assert str(SpeechError(ErrorKind.SERVER, "zero", code=0)) == "zero code=0"  # 0 is a code too
+    audio = AudioError(AudioProblem.SILENT, "no sound above the threshold")
+    assert (audio.kind, audio.retryable, str(audio)) == (ErrorKind.INVALID_INPUT, False, "no sound above the threshold")
+    assert audio.user_message() == "I could not hear anything in this audio: it is silent."

@@ -36,6 +36,9 @@ from tests.audio_tools import analyse, decode, make_tone, pcm_samples, probe, to
 from tests.cozepy_contract import ContractError, cozepy_dropped_fields, validate_downlink, validate_uplink
 from tests.fakes.coze import TEXT_LIMIT_BYTES, UPLOAD_LIMIT_BYTES, FakeCoze, FakeVoice, WsSession
 
+# Tests of the fake provoke its refusals on purpose (see tests/violations.py).
+pytestmark = pytest.mark.breaks_rules
+
 TOKEN = "pat_test"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 ASR_PATH = "/v1/audio/transcriptions"

@@ -97,6 +97,7 @@ async def test_an_error_event_and_refused_chats_are_what_cozepy_raises() -> None
     assert fake.agents.violations == []
 
 
+@pytest.mark.breaks_rules
 async def test_the_fake_refuses_and_records_a_request_off_the_contract() -> None:
     async with FakeCoze() as fake, httpx.AsyncClient(base_url=fake.base_url) as http:
         response = await http.post("/v3/chat", headers={"Authorization": f"Bearer {DEFAULT_TOKEN}"},

@@ -35,6 +35,9 @@ from tests.fakes.discord import (
     PermissionOverwrite,
 )
 
+# Tests of the fake provoke its refusals on purpose (see tests/violations.py).
+pytestmark = pytest.mark.breaks_rules
+
 SEND_MESSAGE = "POST /channels/{channel_id}/messages"
 TIMEOUT = 10.0
 

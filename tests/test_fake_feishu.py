@@ -7,22 +7,17 @@ import base64
 import secrets
 import time
 from collections.abc import AsyncIterator, Coroutine
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import httpx
-import lark_oapi as lark
 import pytest
-from lark_oapi.api.speech_to_text.v1 import (
-    FileConfig,
-    FileRecognizeSpeechRequest,
-    FileRecognizeSpeechRequestBody,
-    Speech,
-    StreamConfig,
-    StreamRecognizeSpeechRequest,
-    StreamRecognizeSpeechRequestBody,
-    StreamRecognizeSpeechResponse,
-)
-from lark_oapi.core.exception import ObtainAccessTokenException
+
+if TYPE_CHECKING:
+    import lark_oapi as lark
+    from lark_oapi.api.speech_to_text.v1 import FileRecognizeSpeechRequest, StreamRecognizeSpeechResponse
+
+# lark-oapi takes seconds to import, and every pytest-xdist worker collects every module: only
+# the few tests that drive the SDK import it, in their own bodies.
 
 from tests.audio_tools import tone_pcm
 from tests.fakes.feishu import DEFAULT_APP_ID, DEFAULT_APP_SECRET, ErrorFamily, FakeFeishu, TextMode
@@ -96,6 +91,8 @@ def app_id() -> str:
 
 
 def lark_client(fake: FakeFeishu, app_id: str, secret: str = DEFAULT_APP_SECRET) -> lark.Client:
+    import lark_oapi as lark
+
     return lark.Client.builder().app_id(app_id).app_secret(secret).domain(fake.base_url).log_level(lark.LogLevel.ERROR).build()
 
 
@@ -110,6 +107,8 @@ async def on_sdk_loop(call: Coroutine[Any, Any, T]) -> T:
 
 async def sdk_stream(client: lark.Client, chunks: list[bytes]) -> list[StreamRecognizeSpeechResponse]:
     """Send ``chunks`` as one stream: action 1, then 0 …, then 2 on the last one."""
+    from lark_oapi.api.speech_to_text.v1 import Speech, StreamConfig, StreamRecognizeSpeechRequest, StreamRecognizeSpeechRequestBody
+
     responses = []
     for sequence_id, chunk in enumerate(chunks):
         action = 1 if sequence_id == 0 else 2 if sequence_id == len(chunks) - 1 else 0
@@ -122,6 +121,8 @@ async def sdk_stream(client: lark.Client, chunks: list[bytes]) -> list[StreamRec
 
 
 def sdk_file_request(pcm: bytes) -> FileRecognizeSpeechRequest:
+    from lark_oapi.api.speech_to_text.v1 import FileConfig, FileRecognizeSpeechRequest, FileRecognizeSpeechRequestBody, Speech
+
     config = FileConfig.builder().file_id(FILE_ID).format("pcm").engine_type("16k_auto").build()
     body = FileRecognizeSpeechRequestBody.builder().speech(Speech.builder().speech(b64(pcm)).build()).config(config).build()
     return FileRecognizeSpeechRequest.builder().request_body(body).build()
@@ -163,6 +164,8 @@ async def test_lark_file_recognize_async_and_sync(app_id: str) -> None:
 
 
 async def test_lark_token_failure_surfaces_the_code(app_id: str) -> None:
+    from lark_oapi.core.exception import ObtainAccessTokenException
+
     async with FakeFeishu(apps={app_id: "the-right-secret"}) as fake:
         client = lark_client(fake, app_id, secret="a-wrong-secret")
         with pytest.raises(ObtainAccessTokenException) as raised:
@@ -476,13 +479,13 @@ async def test_hour_long_stream_costs_no_more_per_chunk_at_the_end(http: httpx.A
         sequence_ids = iter(range(10_000))
 
         async def send(speech: str, count: int, last_action: int = 0) -> tuple[float, dict[str, Any]]:
-            started = time.monotonic()
+            started = time.process_time()  # CPU, not wall: other processes' load does not count
             for index in range(count):
                 sequence_id = next(sequence_ids)
                 action = 1 if sequence_id == 0 else last_action if index == count - 1 else 0
                 response = await http.post(fake.base_url + STREAM_PATH, json={"speech": {"speech": speech}, "config": {
                     "stream_id": STREAM_ID, "sequence_id": sequence_id, "action": action, "format": "pcm", "engine_type": "16k_auto"}})
-            return time.monotonic() - started, response.json()
+            return time.process_time() - started, response.json()
 
         early_seconds, _ = await send(small, 150)
         await send(minute, 59)
@@ -546,7 +549,7 @@ async def test_latency_is_added_without_serialising_requests(http: httpx.AsyncCl
         responses = await asyncio.gather(*(http.post(fake.base_url + FILE_PATH, json=file_body()) for _ in range(10)))
         elapsed = time.monotonic() - started
         assert [r.json()["code"] for r in responses] == [0] * 10
-        assert 0.2 <= elapsed < 1.0, elapsed  # one-after-another would take 2 s
+        assert 0.2 <= elapsed < 2.0, elapsed  # one after another would take at least 2 s, however fast the machine
 
 
 async def test_forced_server_error_leaves_the_stream_ready_for_a_retry(http: httpx.AsyncClient) -> None:

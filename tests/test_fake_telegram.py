@@ -27,7 +27,10 @@ from telegram.error import BadRequest, Conflict, Forbidden, RetryAfter
 from telegram.ext import Application, ApplicationBuilder, CommandHandler, ContextTypes, MessageHandler, filters
 
 from tests.audio_tools import analyse, decode, make_tone
-from tests.fakes.telegram import Call, Chat, FakeTelegram, User
+from tests.fakes.telegram import CLIENT_MISTAKES, Call, Chat, FakeTelegram, User
+
+# Tests of the fake provoke its refusals on purpose (see tests/violations.py).
+pytestmark = pytest.mark.breaks_rules
 
 ALICE = User(1001, "Alice", username="alice", language_code="en")
 BOB = User(1002, "Bob", language_code="de")
@@ -346,6 +349,10 @@ async def test_send_message_validation(
     # PTB capitalizes the description, lower-casing everything after its first letter.
     assert error.lower() in str(raised.value).lower()
     assert fake.messages_sent(ALICE_CHAT.id) == []
+    # A limit or a malformed request is the client's mistake, recorded as a violation (it fails
+    # any test not marked breaks_rules); a parse error of the text is not.
+    mistake = error.lower() in CLIENT_MISTAKES
+    assert fake.take_violations() == ([f"sendMessage: Bad Request: {error.lower()}"] if mistake else [])
 
 
 async def test_escaped_html_is_sent_verbatim_with_entities(fake: FakeTelegram, app: Application) -> None:

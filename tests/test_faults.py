@@ -68,6 +68,10 @@ def locked_store(fakes: Fakes) -> None:
 
 
 TRANSCRIPT = "tone 440 hz 1.0 s"
+# A held answer comes only when the fake stops: the bot's timeout fires first however loaded the
+# machine. The timeout is still long enough for the answers that are not held (the second note's).
+HELD = 3600.0
+SLOW_TIMEOUT = "3"
 SERVER_TROUBLE = "The speech service had a problem. Please try again later."
 CELLS: dict[str, Cell] = {
     "coze 5000, then recovers": Cell("coze", lambda f: f.coze.fail_next("transcriptions", code=5000, times=2), TRANSCRIPT,
@@ -83,12 +87,12 @@ CELLS: dict[str, Cell] = {
                                   lambda f: len(f.coze.calls_to("transcriptions")) == 1 + 1),
     "coze socket dropped mid-stream": Cell("coze-stream", lambda f: f.coze.drop_next("ws_transcriptions", after_appends=1),
                                            TRANSCRIPT, lambda f: len(f.coze.sessions_to("ws_transcriptions")) == 2 + 1),
-    "coze slow past the timeout": Cell("coze", lambda f: f.coze.delay_next("transcriptions", 3.0), TRANSCRIPT,
-                                       env={"VOICEBRIDGE_PROVIDER_TIMEOUT": "1.2"}),
-    "coze always too slow": Cell("coze", lambda f: f.coze.delay_next("transcriptions", 3.0, times=3),
+    "coze slow past the timeout": Cell("coze", lambda f: f.coze.delay_next("transcriptions", HELD), TRANSCRIPT,
+                                       env={"VOICEBRIDGE_PROVIDER_TIMEOUT": SLOW_TIMEOUT}),
+    "coze always too slow": Cell("coze", lambda f: f.coze.delay_next("transcriptions", HELD, times=3),
                                  "The speech service took too long to answer. Please try again.",
                                  lambda f: len(f.coze.calls_to("transcriptions")) == 3 + 1,
-                                 env={"VOICEBRIDGE_PROVIDER_TIMEOUT": "1.2"}),
+                                 env={"VOICEBRIDGE_PROVIDER_TIMEOUT": SLOW_TIMEOUT}),
     "coze streaming auth refused": Cell("coze-stream", lambda f: f.coze.fail_next("ws_transcriptions", code=4100),
                                         "The speech service rejected the bot's credentials. The bot owner needs to check its token.",
                                         lambda f: len(f.coze.sessions_to("ws_transcriptions")) == 1 + 1),

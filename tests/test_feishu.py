@@ -4,15 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import io
 import json
 import re
+import wave
 from collections.abc import AsyncIterator
 
-import lark_oapi as lark
 import pytest
-from lark_oapi.api.speech_to_text.v1 import StreamRecognizeSpeechRequestBody
 
-from voicebridge.speech.audio import split_at_pauses
+from voicebridge.speech.audio import AudioConverter, split_at_pauses
 from voicebridge.speech.errors import ErrorKind, SpeechError
 from voicebridge.speech.feishu_asr import FeishuStreamSettings, FeishuStreamTranscriber, StreamText, TextMode, join_texts
 from voicebridge.speech.feishu_auth import USER_AGENT, FeishuClient
@@ -82,6 +82,9 @@ async def test_chunk_duration_is_configurable(fake: FakeFeishu, fast_retrier: Re
 
 
 async def test_requests_match_the_lark_oapi_model(fake: FakeFeishu, fast_retrier: Retrier) -> None:
+    import lark_oapi as lark  # slow to import: only here (see tests/test_fake_feishu.py)
+    from lark_oapi.api.speech_to_text.v1 import StreamRecognizeSpeechRequestBody
+
     service = make_service(fake, fast_retrier)
     await service.transcribe(AudioClip(data=make_tone("wav", 440.0, 0.5)))
     await service.aclose()
@@ -205,37 +208,50 @@ async def test_html_gateway_errors_and_timeouts_are_transient(fast_retrier: Retr
 
 
 async def test_a_lost_answer_restarts_the_segment_as_a_new_stream(fake: FakeFeishu) -> None:
-    # The server handles the chunk after the client gave up waiting; the retried sequence_id is
-    # then a duplicate, which the server refuses: the client starts the segment over.
-    fake.delay_next("stream_recognize", 0.35)
-    retrier = Retrier(RetryPolicy(base_delay=0.25, max_delay=0.25))  # retry only after the server handled it
-    service = make_service(fake, retrier, timeout=0.3)
+    # The server handles the chunk, but its answer never reaches the client, which gives up
+    # waiting; the retried sequence_id is then a duplicate, which the server refuses: the client
+    # starts the segment over.
+    fake.lose_next_answer("stream_recognize")
+    service = make_service(fake, Retrier(RetryPolicy(base_delay=0.01, max_delay=0.01)), timeout=0.3)
     assert (await service.transcribe(AudioClip(data=make_tone("wav", 440.0, 1.0)))).text == "tone 440 hz 1.0 s"
     await service.aclose()
     assert len({record.body["config"]["stream_id"] for record in fake.requests_to("stream_recognize")}) == 2
 
 
-async def test_never_more_streams_than_configured_and_the_rest_queue(fake: FakeFeishu, fast_retrier: Retrier) -> None:
-    fake.latency_seconds = 0.1  # a stream lasts 0.6 s: far longer than decoding all seven notes
-    service = make_service(fake, fast_retrier, FeishuStreamSettings(max_streams=3))
+async def open_at_most(fake: FakeFeishu, service: SpeechService, notes: int, limit: int) -> None:
+    """Transcribe ``notes`` notes at once while the fake keeps every new stream open until
+    ``limit`` are open together (a client that opened fewer never gets there: the test times
+    out); then all go on. More than ``limit`` would be refused by the fake (``max_open_streams``)."""
+    released = fake.hold_new_streams()
     clip = AudioClip(data=make_tone("wav", 440.0, 1.0))
-    results = await asyncio.gather(*(service.transcribe(clip) for _ in range(7)))
+    transcribing = asyncio.gather(*(service.transcribe(clip) for _ in range(notes)))
+    try:
+        await fake.wait_for(lambda: fake.open_streams >= limit, timeout=60)
+    finally:
+        released.set()
+    results = await transcribing
     await service.aclose()
-    assert {result.text for result in results} == {"tone 440 hz 1.0 s"}
-    assert fake.max_open_streams_observed == 3
-
-
-async def test_default_limit_is_the_tenant_limit_of_20(fake: FakeFeishu, fast_retrier: Retrier) -> None:
-    fake.latency_seconds = 0.1  # a stream lasts 1.6 s: far longer than decoding all 26 notes
-    service = make_service(fake, fast_retrier)
-    clip = AudioClip(data=make_tone("wav", 440.0, 3.0))
-    results = await asyncio.gather(*(service.transcribe(clip) for _ in range(26)))
-    await service.aclose()
-    assert len(results) == 26
-    # Never past the tenant's 20, and well into it (how far depends on how fast this machine
-    # decodes; reaching a cap exactly is shown with a cap of 3 above).
-    assert 10 < fake.max_open_streams_observed <= 20
+    assert [result.text for result in results] == ["tone 440 hz 1.0 s"] * notes
+    assert fake.max_open_streams_observed == limit
     assert all(record.status == 200 for record in fake.requests_to("stream_recognize"))  # no 429 was needed
+
+
+async def test_never_more_streams_than_configured_and_the_rest_queue(fast_retrier: Retrier) -> None:
+    async with FakeFeishu(max_open_streams=3) as fake:
+        await open_at_most(fake, make_service(fake, fast_retrier, FeishuStreamSettings(max_streams=3), timeout=120), 7, 3)
+
+
+async def test_default_limit_is_the_tenant_limit_of_20(fast_retrier: Retrier) -> None:
+    # A stream decodes while it sends, and the converter keeps 8 decoders open per core: on this
+    # machine's cores that could be fewer than 20, so the converter here has 4 workers' worth.
+    converter = AudioConverter(max_processes=4)
+    try:
+        async with FakeFeishu(max_open_streams=20) as fake:
+            provider = FeishuStreamTranscriber(make_client(fake, timeout=120), FeishuStreamSettings(), fast_retrier)
+            service = SpeechService(transcribers=[provider], asr_chain=["feishu"], retrier=fast_retrier, converter=converter)
+            await open_at_most(fake, service, 26, 20)
+    finally:
+        converter.close()
 
 
 async def test_cancelling_aborts_the_stream_with_action_3(fake: FakeFeishu, fast_retrier: Retrier) -> None:
@@ -271,17 +287,39 @@ async def test_scripted_chinese_text_from_a_cumulative_and_a_delta_server(server
     assert len(partials) >= 5
 
 
+def wav(pcm: bytes, sample_rate: int = 16000) -> bytes:
+    buffer = io.BytesIO()
+    with wave.open(buffer, "wb") as file:
+        file.setnchannels(1)
+        file.setsampwidth(2)
+        file.setframerate(sample_rate)
+        file.writeframes(pcm)
+    return buffer.getvalue()
+
+
 async def test_long_notes_run_as_parallel_segments_cut_in_pauses(fake: FakeFeishu, fast_retrier: Retrier) -> None:
-    fake.latency_seconds = 0.01  # a segment's stream outlasts decoding the whole note
-    service = make_service(fake, fast_retrier, FeishuStreamSettings(segment_seconds=10.0, parallel_segments=3))
-    clip = AudioClip(data=make_tone("ogg", 440.0, 35.0))
-    result = await service.transcribe(clip)
+    # Four sentences, each its own pitch, with pauses between: every segment is one sentence.
+    pause = b"\0" * (16000 * 2)
+    frequencies = [300, 400, 500, 600]
+    clip = AudioClip(data=wav(pause.join(tone_pcm(frequency, 8.5) for frequency in frequencies)))
+    service = make_service(fake, fast_retrier, FeishuStreamSettings(segment_seconds=10.0, parallel_segments=3), timeout=120)
+    # The first three segments are held open together; then each final answer waits until no
+    # other stream is open, so the finals arrive out of the audio's order: the text must not.
+    fake.finals_wait_for_other_streams = True
+    released = fake.hold_new_streams()
+    transcribing = asyncio.ensure_future(service.transcribe(clip))
+    try:
+        await fake.wait_for(lambda: fake.open_streams >= 3, timeout=60)
+    finally:
+        released.set()
+    result = await transcribing
     await service.aclose()
-    durations = [float(value) for value in re.findall(r"hz ([\d.]+) s", result.text)]
-    assert len(durations) == 4 and sum(durations) == pytest.approx(35.0, abs=0.3)
+    heard = [(int(frequency), float(seconds)) for frequency, seconds in re.findall(r"tone (\d+) hz ([\d.]+) s", result.text)]
+    assert [frequency for frequency, _ in heard] == frequencies, result.text  # in the audio's order
+    assert all(8.5 <= seconds <= 10.0 for _, seconds in heard), result.text  # one sentence (and pause) each
     assert len({record.body["config"]["stream_id"] for record in fake.requests_to("stream_recognize")}) == 4
     assert fake.max_open_streams_observed == 3
-    assert result.seconds == pytest.approx(35.0, abs=0.05)
+    assert result.seconds == pytest.approx(37.0, abs=0.05)
 
 
 async def test_segments_are_cut_inside_pauses() -> None:

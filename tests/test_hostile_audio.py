@@ -36,6 +36,11 @@ def converter(request: pytest.FixtureRequest) -> Iterator[AudioConverter]:
     converter.close()
 
 
+# Building the ten-hour bombs costs seconds of CPU: under pytest-xdist (scripts/test) the module's
+# tests run on one worker, which builds them once (--dist loadgroup).
+pytestmark = pytest.mark.xdist_group("hostile_audio")
+
+
 @pytest.fixture(scope="module")
 def bombs() -> dict[str, bytes]:
     """Ten hours of silence, a few MB each: FLAC stating its length, FLAC stating none (0 is

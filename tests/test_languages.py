@@ -9,7 +9,7 @@ import pytest
 
 from voicebridge.config import Settings
 from voicebridge.speech.errors import ConfigError, ErrorKind, SpeechError
-from voicebridge.speech.languages import LANGUAGE_CODES, language_code
+from voicebridge.speech.languages import LANGUAGE_CODES, honoured_by_all, language_code
 from voicebridge.speech.models import AudioClip, TranscribeOptions
 from voicebridge.speech.registry import TRANSCRIBERS
 from voicebridge.speech.retry import Retrier
@@ -141,3 +141,11 @@ async def test_stored_languages_of_older_versions_and_ones_no_longer_recognised(
     assert ("Language: automatic (auto) (this chat chose Cantonese (yue), which the current speech service cannot "
             "recognise)") in chat.texts()[0].splitlines()
     assert chat.texts()[1] == "tone 440 hz 1.0 s"
+
+
+def test_the_languages_offered_are_those_every_provider_in_the_chain_honours() -> None:
+    # In display order, auto always; whatever the order of the providers.
+    chain = {"first": ["zh", "ja"], "second": ["en", "ja", "zh"]}
+    assert honoured_by_all(chain) == ("auto", "zh", "ja")
+    assert honoured_by_all(dict(reversed(chain.items()))) == ("auto", "zh", "ja")
+    assert honoured_by_all({}) == LANGUAGE_CODES

@@ -7,7 +7,7 @@ import asyncio
 import re
 import itertools
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -33,8 +33,12 @@ from voicebridge.voice_notes.model import (
 )
 from voicebridge.voice_notes.plugin import VoiceNotesPlugin
 from voicebridge.voice_notes.store import SQLiteStore, StoreError
+from tests.harness import is_placeholder
 from tests.audio_tools import analyse, decode, make_tone
 from tests.fakes.coze import DEFAULT_TOKEN, DEFAULT_VOICES, FakeCoze
+from tests.fakes.transcriber import FakeTranscriber
+from tests import violations
+from tests.violations import watch
 
 ALICE = Person("11", "Alice", "en")
 BOB = Person("22", "Bob", "zh-hans")
@@ -70,17 +74,29 @@ class MemoryChat:
     most_open_activities: int = 0
     ids: itertools.count = field(default_factory=lambda: itertools.count(100))
 
+    # Rules broken by the plugin: the plugin swallows the error a send raises, so each is also
+    # recorded here, and any left fails the test (tests/violations.py).
+    violations: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        watch(self)
+
     def text_length(self, text: str) -> int:
         return len(text)
 
+    def _refuse_bad_length(self, action: str, text: str) -> None:
+        if not 0 < len(text) <= self.max_text_length:
+            self.violations.append(f"{action} of {len(text)} characters (limit {self.max_text_length})")
+            raise ValueError(self.violations[-1])  # what the platform would answer
+
     async def send_text(self, text: str, reply_to: str | None, buttons: Sequence[Button] = ()) -> str:
-        assert 0 < len(text) <= self.max_text_length
+        self._refuse_bad_length("send", text)
         message_id = str(next(self.ids))
         self.sent.append(Sent("text", text, reply_to, message_id, buttons=tuple(buttons)))
         return message_id
 
     async def edit_text(self, message_id: str, text: str, buttons: Sequence[Button] = ()) -> None:
-        assert 0 < len(text) <= self.max_text_length
+        self._refuse_bad_length("edit", text)
         self.sent.append(Sent("edit", text, None, message_id, buttons=tuple(buttons)))
 
     async def send_voice(self, voice: VoiceReply, reply_to: str | None) -> str:
@@ -176,6 +192,24 @@ async def test_private_note_is_answered_with_its_transcript(harness: Harness) ->
                                                                           ("edit", "tone 440 hz 2.0 s", None)]
     assert chat.sent[1].message_id == chat.sent[0].message_id
     assert chat.activities == []  # the placeholder is the chat's status: no "typing…" beside it
+
+
+class MiscountingChat(MemoryChat):
+    """Counts half the characters there are, as a buggy adapter would: the plugin then sends
+    texts over the platform's limit, and the platform refuses them."""
+
+    def text_length(self, text: str) -> int:
+        return len(text) // 2
+
+
+async def test_a_too_long_send_swallowed_by_the_plugin_still_fails_the_test(harness: Harness) -> None:
+    chat = MiscountingChat(max_text_length=10)
+    await harness.plugin.handle_voice_note(harness.note(TONE), chat)  # "tone 440 hz 2.0 s": 17 characters
+    assert chat.texts() == []  # the refusal was swallowed by the plugin, as around every send
+    assert violations.recorded()[0] == "MiscountingChat: send of 17 characters (limit 10)"
+    with pytest.raises(pytest.fail.Exception, match="send of 17 characters"):
+        violations.fail_if_any()  # what tests/conftest.py does after every test
+    violations.forget()  # this test broke the rule on purpose
 
 
 async def test_group_transcripts_name_the_speaker_and_auto_can_be_switched_off(harness: Harness) -> None:
@@ -343,6 +377,21 @@ async def test_the_final_text_is_not_held_back_by_the_edit_interval() -> None:
     assert [(item.kind, item.text) for item in chat.sent] == [("text", "partial…"), ("edit", "partial and the rest")]
 
 
+@pytest.mark.parametrize(("length", "shown"), [(20, "x" * 20), (21, "x" * 19 + "…"), (50, "x" * 19 + "…")])
+async def test_a_live_partial_is_cut_to_the_limit_exactly(length: int, shown: str) -> None:
+    # A partial at the limit shows whole; one character more is cut to exactly the limit,
+    # ellipsis included (one more would be refused by the platform: a violation).
+    now = 0.0
+    chat = MemoryChat(max_text_length=20)
+    live = LiveMessage(chat, "7", interval=1.0, clock=lambda: now)
+    now = 1.0
+    live.show("x" * length)
+    await eventually(lambda: chat.sent)
+    assert [(item.kind, item.text) for item in chat.sent] == [("text", shown)]
+    await live.finish("x" * length)
+    assert "".join(chat.visible_texts()) == "x" * length  # the final text spills into a second message, nothing lost
+
+
 async def test_a_note_recognised_within_the_interval_gets_its_placeholder_and_one_edit(fast_retrier: Retrier) -> None:
     async with FakeCoze(transcript="quick note", partial_every_seconds=0.25) as fake:
         plugin = make_plugin(fake, fast_retrier, VOICEBRIDGE_ASR="coze-stream")
@@ -498,16 +547,53 @@ async def test_a_locked_store_does_not_cost_the_answer(harness: Harness, monkeyp
     assert chat.texts() == ["tone 440 hz 2.0 s"]
 
 
-async def test_notes_of_one_chat_are_answered_in_order(harness: Harness) -> None:
-    chat = MemoryChat()
-    long_note = harness.note(make_tone("ogg", 300.0, 8.0), message_id="1", key="long")
-    short_note = harness.note(make_tone("ogg", 600.0, 0.5), message_id="2", key="short")
-    first = asyncio.create_task(harness.plugin.handle_voice_note(long_note, chat))
-    await asyncio.sleep(0)
-    await harness.plugin.handle_voice_note(short_note, chat)
-    await first
-    assert [item.reply_to for item in chat.sent if item.kind == "text"] == ["1", "2"]
-    assert chat.texts() == ["tone 300 hz 8.0 s", "tone 600 hz 0.5 s"]
+@asynccontextmanager
+async def in_process_plugin(retrier: Retrier) -> AsyncIterator[tuple[VoiceNotesPlugin, FakeTranscriber]]:
+    """The plugin on the real speech service with an in-process transcriber: no server, and notes
+    can be held in "the provider" until the test releases them."""
+    transcriber = FakeTranscriber()
+    service = SpeechService(transcribers=[transcriber], asr_chain=[transcriber.name], retrier=retrier)
+    store = SQLiteStore(":memory:")
+    plugin_settings = Settings.from_values({"COZE_API_TOKEN": DEFAULT_TOKEN}).plugin
+    plugin = VoiceNotesPlugin(service, store, plugin_settings, edit_interval=0.2, closes=(store,))
+    try:
+        yield plugin, transcriber
+    finally:
+        await plugin.aclose()
+        await service.aclose()
+
+
+async def eventually(predicate: Callable[[], object], timeout: float = 30.0) -> None:
+    """Poll the plugin's own state (nothing can signal it) until a generous deadline."""
+    async with asyncio.timeout(timeout):
+        while not predicate():
+            await asyncio.sleep(0.01)
+
+
+async def test_notes_of_one_chat_are_answered_in_order(fast_retrier: Retrier) -> None:
+    async with in_process_plugin(fast_retrier) as (plugin, transcriber):
+        chat = MemoryChat()
+        fetched: list[str] = []
+
+        def note(audio: bytes, message_id: str) -> VoiceNote:
+            async def fetch() -> bytes:
+                fetched.append(message_id)
+                return audio
+
+            return VoiceNote(chat=PRIVATE, message_id=message_id, sender=ALICE, cache_key=message_id, fetch=fetch,
+                             declared_seconds=None, declared_bytes=len(audio), download_limit=20_000_000, speaker=ALICE.name)
+
+        transcriber.hold.add("tone 300 hz 8.0 s")
+        first = asyncio.create_task(plugin.handle_voice_note(note(make_tone("ogg", 300.0, 8.0), "1"), chat))
+        await eventually(lambda: transcriber.heard() == ["tone 300 hz 8.0 s"])  # the long note is in the provider
+        second = asyncio.create_task(plugin.handle_voice_note(note(make_tone("ogg", 600.0, 0.5), "2"), chat))
+        # The short note waits for its turn (or, were the order broken, overtakes the held one).
+        await eventually(lambda: len(fetched) == 2 or plugin._chat_queues[(PRIVATE.platform, PRIVATE.id)].users == 2)
+        transcriber.release("tone 300 hz 8.0 s")
+        await asyncio.gather(first, second)
+    assert [item.reply_to for item in chat.sent if item.kind == "text"] == ["1", "2"]  # the placeholders
+    answers = [item.text for item in chat.sent if not is_placeholder(item.text) and not item.text.endswith("…")]
+    assert answers == ["tone 300 hz 8.0 s", "tone 600 hz 0.5 s"]  # edited into them in the notes' order
 
 
 async def test_settings_commands_and_their_persistence(fast_retrier: Retrier, tmp_path: Path) -> None:
@@ -678,7 +764,8 @@ async def test_a_failed_transcription_keeps_only_the_audio_really_sent(fast_retr
 
 
 async def test_text_to_speech_is_limited_per_chat_per_day(fast_retrier: Retrier) -> None:
-    async with FakeCoze() as fake:
+    # 5,000 characters at the default 60 ms each would be 5 minutes of speech to make and encode.
+    async with FakeCoze(seconds_per_char=0.005) as fake:
         plugin = make_plugin(fake, fast_retrier, VOICEBRIDGE_DAILY_TTS_CHARACTERS="5000")
         harness = Harness(fake, plugin)
         chat = MemoryChat()

@@ -17,7 +17,7 @@ from telegram.ext import Application, MessageHandler, filters
 
 from voicebridge.adapters.telegram import TelegramChat
 from voicebridge.speech.retry import Retrier
-from tests.audio_tools import analyse, decode, make_tone, probe
+from tests.audio_tools import analyse, decode, make_tone, probe, tone_wav
 from tests.fakes.coze import DEFAULT_VOICES, FakeCoze
 from tests.fakes.telegram import Call, Chat, FakeTelegram, User
 from tests.harness import is_placeholder, replies_to, speech_values, telegram_bot, transcript_reply
@@ -329,6 +329,7 @@ async def test_a_document_that_states_no_duration_is_billed_for_what_it_holds(wo
 
 
 async def test_a_flood_of_speak_commands_stops_at_the_daily_character_allowance(world: World) -> None:
+    world.coze.seconds_per_char = 0.005  # 5,000 characters at the default 60 ms: 5 minutes of speech to encode
     async with running_bot(world, VOICEBRIDGE_DAILY_TTS_CHARACTERS="5000"):
         chat = Chat.private(ALICE)
         for _ in range(6):
@@ -358,3 +359,46 @@ async def test_traditional_chinese_users_read_traditional_chinese(world: World, 
     settings = answers[2].params["text"].splitlines()
     assert settings[:2] == ["這個聊天室的設定：", "回覆方式：語音"]
     assert settings[3] == f"聲音：{DEFAULT_VOICES[0].name}"  # the voice by its name, not its 19-digit id
+
+
+async def test_concurrent_notes_never_cross_chats(fast_retrier: Retrier) -> None:
+    """The suite's small load test (bench/load.py is the 1,000-note one): notes from several chats
+    at once, answered once each, with their own transcript, in their own chat, in order per chat.
+    Catches a chat port kept per install instead of per note, or answers crossing between chats."""
+    chats, notes_per_chat = 6, 3
+    users = [User(5000 + index, f"user{index}", language_code="en") for index in range(chats)]
+    async with FakeTelegram() as fake, FakeCoze(partial_every_seconds=None) as coze:
+        async with telegram_bot(fake, {**speech_values(coze), "VOICEBRIDGE_ASR": "coze-stream"}, fast_retrier):
+            pushed: dict[int, list[int]] = {user.id: [] for user in users}
+            for note in range(notes_per_chat):  # round robin: every chat's notes overlap the others'
+                for index, user in enumerate(users):
+                    audio = tone_wav(300 + 10 * index, 0.5 + 0.1 * note)
+                    message = await fake.push_voice(Chat.private(user), user, audio, kind="document", file_name=f"note{note}.wav")
+                    pushed[user.id].append(message["message_id"])
+            await fake.wait_for(lambda: sum(not is_placeholder(message.get("text", "")) for user in users
+                                            for message in fake.messages_sent(user.id)) >= chats * notes_per_chat,
+                                timeout=120)
+        # Leaving the bot waited for every handler: a duplicate or stray answer would be here by now.
+        for index, user in enumerate(users):
+            replies = fake.messages_sent(user.id)
+            assert [reply["reply_to_message"]["message_id"] for reply in replies] == pushed[user.id]
+            assert [reply["text"] for reply in replies] == [f"tone {300 + 10 * index} hz {0.5 + 0.1 * note:.1f} s"
+                                                            for note in range(notes_per_chat)]
+        assert len(coze.ws_sessions) == chats * notes_per_chat
+
+
+async def test_every_answer_in_a_forum_topic_stays_in_that_topic(world: World) -> None:
+    """Text, voice and chat actions all carry the topic's message_thread_id: without it Telegram
+    posts them in the General topic (the fake models topics as Telegram does)."""
+    forum = Chat.forum(-1009876543210, "Voice club")
+    async with running_bot(world, VOICEBRIDGE_REPLY="both"):
+        topic = await world.telegram.open_topic(forum, ALICE, "Orders")
+        note = await world.telegram.push_voice(forum, ALICE, TONE, duration=2, thread_id=topic)
+        await world.telegram.wait_for_call("sendVoice", lambda call: call.status == 200 and replies_to(note)(call))
+        await world.telegram.wait_for_call("sendMessage", lambda call: call.status == 200 and replies_to(note)(call))
+    answers = [message for message in world.telegram.messages_sent(forum.id)
+               if (message.get("reply_to_message") or {}).get("message_id") == note["message_id"]]
+    assert sorted("voice" if "voice" in message else "text" for message in answers) == ["text", "voice"]
+    assert [message.get("message_thread_id") for message in answers] == [topic, topic]
+    actions = [call for call in world.telegram.calls_to("sendChatAction") if int(call.params["chat_id"]) == forum.id]
+    assert actions and all(call.params.get("message_thread_id") == topic for call in actions)

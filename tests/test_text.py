@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import re
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from voicebridge.speech.text import characters, split_text, utf8_length
+from voicebridge.speech.text import characters, sentences_end, split_text, utf8_length
 
 
 def squash(text: str) -> str:
@@ -83,3 +84,27 @@ def test_pieces_fit_and_lose_nothing_but_whitespace(text: str, limit: int) -> No
 def test_every_piece_is_valid_utf8_without_split_code_points(text: str, limit: int) -> None:
     for piece in split_text(text, limit):
         assert piece.encode("utf-8").decode("utf-8") == piece
+
+
+def test_a_limit_must_be_positive_and_one_byte_is_a_limit() -> None:
+    for limit in (0, -1):
+        with pytest.raises(ValueError, match="max_bytes must be positive"):
+            split_text("x", limit)
+    assert split_text("ab c", 1) == ["a", "b", "c"]
+
+
+def test_flags_pair_their_regional_indicators_at_both_ends_of_the_alphabet() -> None:
+    # 🇦🇺 and 🇿🇦: the first and last regional indicator letters; a third lone letter stays alone.
+    assert characters("🇦🇺🇿🇦🇿") == ["🇦🇺", "🇿🇦", "🇿"]
+    assert characters("a🇦") == ["a", "🇦"]  # a letter before an indicator is no flag
+
+
+def test_a_leading_combining_mark_stands_alone() -> None:
+    assert characters("\u0301a\u0301") == ["\u0301", "a\u0301"]
+
+
+def test_sentences_end_after_the_last_complete_sentence() -> None:
+    assert sentences_end("no end yet") == 0
+    assert sentences_end("Pi is 3.14 and") == 0  # a decimal point ends nothing
+    assert sentences_end("One. Two! Thr") == len("One. Two!")
+    assert sentences_end("你好。世界") == len("你好。")

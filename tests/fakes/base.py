@@ -13,6 +13,8 @@ from typing import Any, Self
 
 from aiohttp import web
 
+from tests.violations import watch
+
 
 class FakeServer:
     """An aiohttp application served on 127.0.0.1 with an OS-assigned port."""
@@ -22,6 +24,16 @@ class FakeServer:
         self._runner: web.AppRunner | None = None
         self.port = 0
         self._changed = asyncio.Condition()
+        # Rules of the real service the client broke (each fake says which); any left at the end
+        # of a test fails it (tests/violations.py).
+        self.violations: list[str] = []
+        watch(self)
+
+    def take_violations(self) -> list[str]:
+        """The violations recorded so far, no longer failing the test: for tests that break a
+        rule on purpose and assert on it."""
+        taken, self.violations = self.violations, []
+        return taken
 
     @property
     def base_url(self) -> str:

@@ -349,10 +349,11 @@ _Fault = _Fail | _Gateway | _Delay | _Drop
 class _RequestError(Exception):
     """A request the real server would refuse with business ``code``."""
 
-    def __init__(self, code: int, msg: str) -> None:
+    def __init__(self, code: int, msg: str, *, mistake: bool = True) -> None:
         super().__init__(msg)
         self.code = code
         self.msg = msg
+        self.mistake = mistake  # a client breaking the API's rules (a violation), not a deliberate probe
 
 
 class _TokenRefusal(Exception):
@@ -596,6 +597,11 @@ class FakeCoze(FakeServer):
             return None
         return credentials.removeprefix("Bearer ").strip() or None
 
+    def _client_mistake(self, endpoint: str, error: _RequestError) -> None:
+        """A request that broke the API's rules (4000, invalid parameter) is a violation."""
+        if error.code == 4000 and error.mistake:
+            self.violations.append(f"{endpoint}: {error.msg}")
+
     async def _hold(self, seconds: float) -> None:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._stopping.wait(), seconds)
@@ -662,6 +668,7 @@ class FakeCoze(FakeServer):
             try:
                 reply = await answer()
             except _RequestError as error:
+                self._client_mistake(call.endpoint, error)
                 reply = self._error(error.code, error.msg)
         if isinstance(reply, web.StreamResponse):  # an event stream, already sent as it was made
             call.status = reply.status
@@ -678,8 +685,11 @@ class FakeCoze(FakeServer):
         call.upload = upload
 
         async def answer() -> _Reply:
-            if upload is None:
-                raise _RequestError(4000, "The parameter file is invalid: send one non-empty file part named file.")
+            if upload is None or upload.size == 0:
+                # One empty file is how a client checks its credentials without real work (the
+                # refusal comes after authentication): refused the same, but no mistake.
+                raise _RequestError(4000, "The parameter file is invalid: send one non-empty file part named file.",
+                                    mistake=upload is None)
             if upload.size > UPLOAD_LIMIT_BYTES:
                 raise _RequestError(self.upload_too_large_code, "The file is too large: at most 10 MB.")
             call.listener = await self._listen_to_file(data, None)
@@ -997,6 +1007,7 @@ class _Socket:
                 raise _RequestError(4000, f"The event_type {event_type} is not supported.")
             await handler(event.get("data"), raw)
         except _RequestError as error:  # the frame is refused; the session goes on
+            self.fake._client_mistake(self.record.endpoint, error)
             await self.error(error.code, error.msg, raw)
 
     def _summarize(self, event: dict[str, Any]) -> dict[str, Any]:
@@ -1089,6 +1100,7 @@ class _AsrSocket(_Socket):
             try:
                 self.intake.add(audio)
             except _RequestError as error:  # reported now; the buffer stays refused until clear/complete
+                self.fake._client_mistake(self.record.endpoint, error)
                 self.intake_error = error.msg
                 await self.error(error.code, error.msg, origin)
             else:
@@ -1430,9 +1442,9 @@ async def _read_upload(request: web.Request) -> tuple[Upload | None, bytes]:
             files.append((Upload(part.name or "", part.filename, part.headers.get("Content-Type"), len(data)), data))
     except ValueError:
         return None, b""
-    if len(files) != 1 or files[0][0].field not in ("file", "body") or not files[0][1]:
+    if len(files) != 1 or files[0][0].field not in ("file", "body"):
         return None, b""
-    return files[0]
+    return files[0]  # possibly empty: refused, but see _post_transcriptions
 
 
 def _wav(pcm: bytes, sample_rate: int) -> bytes:

@@ -38,6 +38,7 @@ from typing import Any, Literal
 from aiohttp import web
 
 from ..cozepy_contract import CHAT_CANCEL_REQUEST, CHAT_REQUEST, ContractError, check, validate_chat_event
+from ..violations import watch
 
 DEFAULT_BOT_ID = "7379462189365198898"
 UNPUBLISHED = ("The bot_id {bot_id} has not been published to the channel Agent As API. Please refer to the "
@@ -136,6 +137,7 @@ class AgentDesk:
         self.chats: list[ChatRecord] = []
         self.cancels: list[dict[str, Any]] = []
         self.violations: list[str] = []  # requests and events that broke the contract
+        watch(self)  # any left at the end of a test fails it (tests/violations.py)
         self._scripts: deque[list[Any]] = deque()  # [script, remaining uses]
 
     def script_next(self, ending: Ending, *, after_pieces: int = 0, code: int = 5000, msg: str = "model service error",

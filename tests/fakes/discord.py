@@ -240,6 +240,11 @@ ERROR_MESSAGES: dict[int, str] = {
     160002: "Cannot reply without permission to read message history",
 }
 
+# Refusals only a client breaking Discord's rules gets (malformed or over-limit requests, a second
+# answer to an interaction), as opposed to the state of the world (permissions, deleted
+# messages): each is a violation that fails the test (tests/violations.py).
+CLIENT_MISTAKES = frozenset({40060, 50006, 50035, 50109, 50159, 50160, 50161, 50162})
+
 # The parsed body of the API request being handled (set by the middleware, read by handlers).
 _request_body: contextvars.ContextVar[tuple[Any, list[RecordedFile]]] = contextvars.ContextVar("request_body")
 
@@ -1159,6 +1164,10 @@ class FakeDiscord(FakeServer):
         # Every response comes through Discord's Google load balancer; discord.py checks this
         # header on 429s to tell Discord's rate limits from a Cloudflare ban.
         response.headers["Via"] = "1.1 google"
+        if response.status == 400 and isinstance(response, web.Response) and not request.get("injected"):
+            code = json.loads(response.body or b"{}").get("code") if isinstance(response.body, bytes) else None
+            if code in CLIENT_MISTAKES:
+                self.violations.append(f"{route}: {code} {ERROR_MESSAGES[code]}")
         self.requests.append(
             RecordedRequest(
                 request.method, route, request.path[len(API_PREFIX):], dict(request.query), dict(request.headers),
@@ -1185,6 +1194,7 @@ class FakeDiscord(FakeServer):
             fault.remaining -= 1
             if fault.remaining == 0:
                 faults.pop(0)
+            request["injected"] = True  # a refusal the test asked for, not the client's mistake
             return self._fault_response(fault, route)
         # Buckets are per route and major parameters (channel, guild, webhook id + token).
         major = (request.match_info.get(k) for k in ("channel_id", "guild_id", "webhook_id", "webhook_token"))

@@ -104,6 +104,7 @@ class _Fault:
     times: int
     reply: _Reply | None = None
     delay: float = 0.0
+    lose_answer: bool = False  # handled, then answered only once the client has given up on it
 
 
 @dataclass
@@ -191,6 +192,10 @@ class FakeFeishu(FakeServer):
         self.token_fetches = 0  # successful replies of either token endpoint
         self.issued_tokens: list[str] = []  # distinct tokens minted, oldest first
         self.max_open_streams_observed = 0
+        self._new_streams_held: asyncio.Event | None = None
+        # Answer a stream's last packet (action 2) only once no other stream is open: the finals of
+        # parallel segments then arrive in the reverse of the audio's order, for joining tests.
+        self.finals_wait_for_other_streams = False
 
         self._tokens: dict[str, _Token] = {}
         self._latest_token: dict[str, _Token] = {}  # app_id -> newest token
@@ -259,6 +264,19 @@ class FakeFeishu(FakeServer):
         """
         self._queue_fault(endpoint, _Fault(times, delay=seconds))
 
+    def hold_new_streams(self) -> asyncio.Event:
+        """Keep the answer to each stream's first packet until the returned event is set: the
+        streams stay open meanwhile, so a test counts how many a client opens at once by waiting
+        on :meth:`open_streams` (a condition), not on latency outlasting the client's work."""
+        self._new_streams_held = asyncio.Event()
+        return self._new_streams_held
+
+    def lose_next_answer(self, endpoint: Endpoint, *, times: int = 1) -> None:
+        """Handle the next ``times`` requests to ``endpoint``, then hold each answer until the
+        client has given up on it (closed the connection, e.g. on its timeout): the server acted,
+        the answer was lost in transit. However slow the machine, the order is always that one."""
+        self._queue_fault(endpoint, _Fault(times, lose_answer=True))
+
     def requests_to(self, endpoint: Endpoint) -> list[RecordedRequest]:
         return [record for record in self.records if record.endpoint == endpoint]
 
@@ -319,10 +337,25 @@ class FakeFeishu(FakeServer):
         if fault is not None and fault.delay > 0:
             await asyncio.sleep(fault.delay)
         reply = fault.reply if fault is not None and fault.reply is not None else handle(audio)
+        if (self._new_streams_held is not None and endpoint == "stream_recognize" and reply.status == 200
+                and isinstance(body, dict) and (body.get("config") or {}).get("action") == 1):
+            await self.notify()  # a stream opened: wake wait_for(lambda: fake.open_streams …)
+            await self._new_streams_held.wait()
+        if (self.finals_wait_for_other_streams and endpoint == "stream_recognize" and reply.status == 200
+                and isinstance(body, dict) and (body.get("config") or {}).get("action") == 2):
+            await self.wait_for(lambda: not self._streams, timeout=60)
+        if fault is not None and fault.lose_answer:
+            await self._until_client_gone(request)
         record.status, record.reply = reply.status, _with_error_details(reply.body, record.log_id)
         self.records.append(record)
         await self.notify()
         return _to_response(reply.status, record.reply, reply.headers, record.log_id)
+
+    @staticmethod
+    async def _until_client_gone(request: web.Request, timeout: float = 60.0) -> None:
+        async with asyncio.timeout(timeout):  # a client that never gives up fails its test here
+            while request.transport is not None and not request.transport.is_closing():
+                await asyncio.sleep(0.01)
 
     def _handle(self, endpoint: Endpoint, request: web.Request, body: Any, audio: _Audio) -> _Reply:
         if endpoint in ("tenant_access_token", "app_access_token"):

@@ -220,6 +220,16 @@ class _ApiError(Exception):
         return body
 
 
+# Refusals that only a client breaking the Bot API's rules gets (limits, malformed requests), as
+# opposed to the state of the world (a deleted message, a user's privacy): each is a violation
+# that fails the test (tests/violations.py) even when the code under test swallows the error.
+CLIENT_MISTAKES = frozenset({
+    "message is too long", "message text is empty", "message caption is too long", "text is too long",
+    "message thread not found", "unsupported parse_mode", "can't parse commands JSON object",
+    "BOT_COMMAND_INVALID", "BOT_COMMAND_DESCRIPTION_INVALID", "wrong parameter action in request", "chat_id is empty",
+})
+
+
 def _bad_request(description: str) -> _ApiError:
     return _ApiError(400, f"Bad Request: {description}")
 
@@ -545,6 +555,8 @@ class FakeTelegram(FakeServer):
             body: JsonDict = {"ok": True, "result": await handler(call.params, uploads)}
             status = 200
         except _ApiError as error:
+            if error.description.removeprefix("Bad Request: ") in CLIENT_MISTAKES:
+                self.violations.append(f"{name}: {error.description}")
             body, status = error.body(), error.code
         finally:
             if counted:
