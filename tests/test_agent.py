@@ -167,9 +167,11 @@ async def test_the_answer_grows_in_one_reply_as_the_agent_writes_it(world: World
         await answered(world, note, final)
     shown = texts_sent_for(world, note)
     assert len(shown) >= 2 and shown[-1] == final
-    # Before it, what was heard may show in the placeholder ("🎙 …"), then the answer so far.
+    # Before it, what was heard may show in the placeholder ("🎙 …"), then the answer so far (on a slow
+    # machine the whole of it, still marked unfinished, before the final edit).
     partials = [text for text in shown[:-1] if not text.startswith("🎙 ")]
-    assert partials and all(final.startswith(partial) and len(partial) < len(final) for partial in partials)
+    assert partials and all(final.startswith(partial) for partial in partials)
+    assert any(len(partial) < len(final) for partial in partials)  # it grew
     assert len(world.telegram.calls_to("sendMessage")) == 1  # one reply, edited: never a second message
 
 
