@@ -1000,13 +1000,24 @@ class FakeDiscord(FakeServer):
             data["resolved"] = resolved
         kind = InteractionType.APPLICATION_COMMAND if focused is None else InteractionType.APPLICATION_COMMAND_AUTOCOMPLETE
 
+        interaction_id, token, payload = self._interaction_payload(int(kind), data, channel, user, locale)
+        self._interactions[interaction_id] = _Interaction(
+            interaction_id, token, command, channel, user, target, dispatched_at=time.monotonic(), kind=kind
+        )
+        await self._broadcast("INTERACTION_CREATE", lambda session: payload, guild)
+        return payload
+
+    def _interaction_payload(self, kind: int, data: dict[str, Any], channel: FakeChannel, user: FakeUser,
+                             locale: str) -> tuple[int, str, dict[str, Any]]:
+        """An INTERACTION_CREATE payload as Discord sends it: its id, its token and the payload."""
+        guild = self._guild_of(channel)
         interaction_id = self._new_id()
         token = "aW50ZXJhY3Rpb246" + secrets.token_urlsafe(48)
         user_permissions = self._permissions(channel, user.id)
         payload: dict[str, Any] = {
             "id": str(interaction_id),
             "application_id": str(self.application_id),
-            "type": int(kind),
+            "type": kind,
             "data": data,
             "token": token,
             "version": 1,
@@ -1029,11 +1040,7 @@ class FakeDiscord(FakeServer):
         else:
             payload.update(user=user.payload(), context=1)  # BOT_DM
         payload["authorizing_integration_owners"] = self._integration_owners(channel)
-        self._interactions[interaction_id] = _Interaction(
-            interaction_id, token, command, channel, user, target, dispatched_at=time.monotonic(), kind=kind
-        )
-        await self._broadcast("INTERACTION_CREATE", lambda session: payload, guild)
-        return payload
+        return interaction_id, token, payload
 
     async def dispatch_component(
         self, *, user: FakeUser, channel_id: int, message_id: int | str, custom_id: str, locale: str = "en-US"
@@ -1050,32 +1057,9 @@ class FakeDiscord(FakeServer):
         custom_ids = {button.get("custom_id") for row in message.get("components") or [] for button in row["components"]}
         if custom_id not in custom_ids:
             raise LookupError(f"message {message_id} has no button {custom_id!r}")
-        interaction_id = self._new_id()
-        token = "aW50ZXJhY3Rpb246" + secrets.token_urlsafe(48)
-        user_permissions = self._permissions(channel, user.id)
-        payload: dict[str, Any] = {
-            "id": str(interaction_id),
-            "application_id": str(self.application_id),
-            "type": 3,  # MESSAGE_COMPONENT
-            "data": {"custom_id": custom_id, "component_type": 2},
-            "message": message,
-            "token": token,
-            "version": 1,
-            "channel": {**channel.payload(), "permissions": str(user_permissions)},
-            "channel_id": str(channel.id),
-            "app_permissions": str(self._permissions(channel, self.bot_user.id)),
-            "locale": locale,
-            "entitlements": [],
-            "entitlement_sku_ids": [],
-            "attachment_size_limit": guild.upload_limit if guild else DEFAULT_UPLOAD_LIMIT,
-        }
-        if guild is not None:
-            payload.update(guild_id=str(guild.id), guild={"id": str(guild.id), "locale": "en-US", "features": []},
-                           guild_locale="en-US", member=guild.members[user.id].payload(permissions=user_permissions),
-                           context=0)
-        else:
-            payload.update(user=user.payload(), context=1)
-        payload["authorizing_integration_owners"] = self._integration_owners(channel)
+        interaction_id, token, payload = self._interaction_payload(
+            3, {"custom_id": custom_id, "component_type": 2}, channel, user, locale)  # MESSAGE_COMPONENT
+        payload["message"] = message
         self._interactions[interaction_id] = _Interaction(
             interaction_id, token, {"id": "0", "name": "", "type": 0}, channel, user, None,
             dispatched_at=time.monotonic(), component=message)

@@ -765,14 +765,18 @@ class FakeTelegram(FakeServer):
             raise _bad_request("message to be replied not found")
         return target
 
-    async def _edit_message_text(self, params: JsonDict, uploads: dict[str, _Upload]) -> JsonDict:
-        new_content = _message_text(params)
-        state = self._chat(params.get("chat_id"))
-        message = state.messages.get(params.get("message_id", 0))
+    def _editable_message(self, params: JsonDict) -> JsonDict:
+        """The bot's own message that ``chat_id`` and ``message_id`` name, as the edit methods find it."""
+        message = self._chat(params.get("chat_id")).messages.get(params.get("message_id", 0))
         if message is None:
             raise _bad_request("message to edit not found")
         if message["from"]["id"] != self.bot_user.id:
             raise _bad_request("message can't be edited")
+        return message
+
+    async def _edit_message_text(self, params: JsonDict, uploads: dict[str, _Upload]) -> JsonDict:
+        new_content = _message_text(params)
+        message = self._editable_message(params)
         if "text" not in message:
             raise _bad_request("there is no text in the message to edit")
         reply_markup = params.get("reply_markup")
@@ -792,12 +796,7 @@ class FakeTelegram(FakeServer):
         return message
 
     async def _edit_message_reply_markup(self, params: JsonDict, uploads: dict[str, _Upload]) -> JsonDict:
-        state = self._chat(params.get("chat_id"))
-        message = state.messages.get(params.get("message_id", 0))
-        if message is None:
-            raise _bad_request("message to edit not found")
-        if message["from"]["id"] != self.bot_user.id:
-            raise _bad_request("message can't be edited")
+        message = self._editable_message(params)
         markup = params.get("reply_markup")
         _check_reply_markup(markup, inline_only=True)
         if markup == message.get("reply_markup") or (not markup and "reply_markup" not in message):
