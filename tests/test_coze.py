@@ -137,8 +137,10 @@ async def test_gateway_pages_and_dropped_connections_are_transient(fake: FakeCoz
 
 
 async def test_a_slow_answer_times_out_and_is_retried(fake: FakeCoze, fast_retrier: Retrier) -> None:
-    fake.delay_next("transcriptions", 1.0)
-    service = build_service(fake, fast_retrier, read_timeout=0.3)  # a 0.5 s clip: waits max(0.3, 0.5) s
+    # The first answer is held until the fake stops, so the timeout fires first however loaded the
+    # machine; 3 s is still ample for the second, unheld answer (an ffmpeg decode in the fake).
+    fake.delay_next("transcriptions", 3600.0)
+    service = build_service(fake, fast_retrier, read_timeout=3.0)
     assert (await service.transcribe(tone_clip(seconds=0.5))).text == "tone 440 hz 0.5 s"
     await service.aclose()
     assert len(fake.calls_to("transcriptions")) == 2
