@@ -19,7 +19,6 @@ from urllib.parse import urlsplit
 import discord
 import yarl
 from telegram import Update
-from telegram.error import InvalidToken, NetworkError
 from telegram.ext import Updater
 
 from voicebridge.config import DiscordSettings, RunnerSettings, TelegramSettings
@@ -36,7 +35,7 @@ from voicebridge.voice_notes.store import StoreError
 from .discord import DEFAULT_API_BASE, use_api_base
 from .discord_jobs import DiscordIntake
 from .liveness import watch_telegram_polling
-from .runner import TELEGRAM_UPDATES, StartupError, start_discord, telegram_application
+from .runner import TELEGRAM_UPDATES, StartupError, check_telegram_token, start_discord, telegram_application
 from .telegram_jobs import JobIntake, TelegramJobs
 from .telegram_webhook import TelegramWebhook
 
@@ -50,12 +49,7 @@ async def start_telegram_intake(settings: TelegramSettings, queue: PostgresQueue
     bot = telegram_application(settings, liveness).bot
     intake = JobIntake(queue, bot, TelegramJobs(ALL_COMMANDS))
     updater = Updater(bot, intake)
-    try:
-        await updater.initialize()  # getMe: checks the token
-    except InvalidToken:
-        raise ConfigError("TELEGRAM_BOT_TOKEN was rejected by Telegram (check it with @BotFather)") from None
-    except NetworkError as error:
-        raise StartupError(f"cannot reach the Telegram Bot API: {error.message}") from None
+    await check_telegram_token(updater.initialize)
     cleanup.push_async_callback(updater.shutdown)
     if settings.webhook_url:
         # The runner's hardened server (secret and size checked before a body is read); Telegram

@@ -11,13 +11,14 @@ import logging
 import signal
 from contextlib import AsyncExitStack
 from dataclasses import replace
+from collections.abc import Awaitable, Callable
 from typing import Any
 from urllib.parse import urlsplit
 
 import discord
 from discord.ext import commands
 from telegram import Update
-from telegram.error import InvalidToken, NetworkError, TelegramError
+from telegram.error import InvalidToken, NetworkError, TelegramError, TimedOut
 from telegram.ext import AIORateLimiter, Application, ApplicationBuilder
 
 from voicebridge.config import DiscordSettings, RunnerSettings, TelegramSettings
@@ -42,6 +43,7 @@ DISCORD_READY_TIMEOUT = 60.0
 BOT_API_CONNECTIONS = 32  # 16 notes at once (plugin) × a download or reply and a chat action each
 BOT_API_POOL_TIMEOUT = 30.0  # seconds a Bot API call may wait for a free connection
 FLOOD_RETRIES = 5  # 429s the rate limiter waits out itself before the plugin's own deadline takes over
+GET_ME_ATTEMPTS = 3  # a getMe that times out is tried again (1 s, then 2 s later) before start-up fails
 
 
 class StartupError(Exception):
@@ -69,6 +71,25 @@ def telegram_application(settings: TelegramSettings, liveness: Liveness) -> Appl
             .rate_limiter(AIORateLimiter(max_retries=FLOOD_RETRIES)).build())
 
 
+async def check_telegram_token(initialize: Callable[[], Awaitable[object]]) -> None:
+    """``initialize`` (getMe) as every process starts: a rejected token or an unreachable Bot API
+    is one line naming what to fix; a call that only timed out is tried again a few times first
+    (a busy host or network at boot must not kill a process that would start a second later)."""
+    for attempt in range(1, GET_ME_ATTEMPTS + 1):
+        try:
+            await initialize()
+            return
+        except InvalidToken:
+            raise ConfigError("TELEGRAM_BOT_TOKEN was rejected by Telegram (check it with @BotFather)") from None
+        except TimedOut as error:
+            if attempt == GET_ME_ATTEMPTS:
+                raise StartupError(f"cannot reach the Telegram Bot API: {error.message}") from None
+            log.warning("Telegram's getMe timed out (attempt %d of %d); trying again", attempt, GET_ME_ATTEMPTS)
+            await asyncio.sleep(attempt)
+        except NetworkError as error:
+            raise StartupError(f"cannot reach the Telegram Bot API: {error.message}") from None
+
+
 class TelegramRunner:
     """Polling for one bot token: started, stopped in two steps (intake, then connections)."""
 
@@ -81,12 +102,7 @@ class TelegramRunner:
         self._webhook_watch: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
-        try:
-            await self.application.initialize()  # getMe: checks the token
-        except InvalidToken:
-            raise ConfigError("TELEGRAM_BOT_TOKEN was rejected by Telegram (check it with @BotFather)") from None
-        except NetworkError as error:
-            raise StartupError(f"cannot reach the Telegram Bot API: {error.message}") from None
+        await check_telegram_token(self.application.initialize)
         await self.adapter.start()
         await self.application.start()
         updater = self.application.updater

@@ -29,7 +29,7 @@ from voicebridge.voice_notes.plugin import ALL_COMMANDS, MAX_CONCURRENT_NOTES, V
 from voicebridge.voice_notes.store import StoreError
 
 from .discord_jobs import discord_job_runner
-from .runner import StartupError, telegram_application
+from .runner import StartupError, check_telegram_token, telegram_application
 from .telegram_jobs import TelegramJobRunner
 
 log = logging.getLogger("voicebridge.worker")
@@ -205,7 +205,7 @@ async def serve_worker(settings: RunnerSettings, stop: asyncio.Event) -> None:
         if settings.telegram.token:
             # A worker does not poll: the liveness given to getUpdates is never consulted.
             application = telegram_application(settings.telegram, Liveness(settings.liveness_timeout))
-            await application.initialize()
+            await check_telegram_token(application.initialize)
             cleanup.push_async_callback(application.shutdown)
             runners["telegram"] = TelegramJobRunner(application, plugin)
         if settings.discord.token:

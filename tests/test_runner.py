@@ -6,7 +6,7 @@ import asyncio
 import os
 import signal
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from urllib.parse import quote
 
@@ -133,3 +133,44 @@ async def test_telegram_and_discord_in_one_process(fakes: tuple[FakeTelegram, Fa
     assert answer["content"] == "tone 300 hz 1.0 s"
     assert discord_api.token not in log
     assert_no_secrets(log, telegram)
+
+
+async def test_a_getme_that_times_out_is_tried_again_before_start_up_fails(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A busy Bot API (or host) at boot: a timed-out getMe is retried, so a worker does not die
+    of one slow answer; a rejected token or a refused connection is one line at once."""
+    from telegram.error import InvalidToken, NetworkError, TimedOut
+
+    from voicebridge.adapters import runner
+    from voicebridge.speech.errors import ConfigError
+
+    pauses: list[float] = []
+
+    async def no_pause(seconds: float) -> None:
+        pauses.append(seconds)
+
+    monkeypatch.setattr(runner.asyncio, "sleep", no_pause)
+    calls: list[str] = []
+
+    def answers(*outcomes: Exception | None) -> Callable[[], Awaitable[None]]:
+        pending = list(outcomes)
+
+        async def initialize() -> None:
+            calls.append("getMe")
+            outcome = pending.pop(0)
+            if outcome is not None:
+                raise outcome
+
+        return initialize
+
+    await runner.check_telegram_token(answers(TimedOut(), TimedOut(), None))
+    assert len(calls) == 3 and pauses == [1, 2]
+    calls.clear()
+    with pytest.raises(runner.StartupError, match="cannot reach the Telegram Bot API: Timed out"):
+        await runner.check_telegram_token(answers(TimedOut(), TimedOut(), TimedOut()))
+    assert len(calls) == runner.GET_ME_ATTEMPTS
+    calls.clear()
+    with pytest.raises(runner.StartupError, match="Connection refused"):
+        await runner.check_telegram_token(answers(NetworkError("Connection refused")))
+    with pytest.raises(ConfigError, match="TELEGRAM_BOT_TOKEN was rejected"):
+        await runner.check_telegram_token(answers(InvalidToken()))
+    assert len(calls) == 2  # neither is retried
