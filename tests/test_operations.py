@@ -232,11 +232,18 @@ async def test_a_burst_of_notes_stays_within_the_bot_api_connection_pool(tmp_pat
     (httpcore's bookkeeping grows with the pool's square) and every note is still answered."""
     async with FakeTelegram() as telegram, FakeCoze() as coze, bot_in_process(values(telegram, coze, tmp_path)):
         await telegram.wait_for_call("getUpdates", timeout=PROCESS_DEADLINE)
-        telegram.answer_delay = 0.2
+        # The Bot API answers nothing until the pool is full: how full it gets does not depend on
+        # how fast a loaded machine makes calls (a 0.2 s delay did: the pool then never filled).
+        telegram.answers_held = released = asyncio.Event()
         users = [User(2000 + index, f"User {index}", language_code="en") for index in range(60)]
         for user in users:
             await telegram.push_voice(Chat.private(user), user, TONE, duration=1)
-        await telegram.wait_for_call("sendMessage", count=len(users), timeout=60)
+        async with asyncio.timeout(PROCESS_DEADLINE):
+            while telegram.calls_in_flight < BOT_API_CONNECTIONS:
+                await asyncio.sleep(0.01)
+        await asyncio.sleep(0.5)  # calls beyond the pool, were there any, would arrive now; asserted below
+        released.set()
+        await telegram.wait_for_call("sendMessage", count=len(users), timeout=PROCESS_DEADLINE)
     answered = {call.params["chat_id"] for call in telegram.calls if call.method == "sendMessage"}
     assert answered == {user.id for user in users}
     assert BOT_API_CONNECTIONS < len(users) and telegram.most_calls_in_flight == BOT_API_CONNECTIONS
