@@ -26,6 +26,7 @@ ALICE = User(1001, "Alice", username="alice", language_code="en")
 BOB = User(1002, "Bob", last_name="Li", language_code="zh-hans")
 GROUP = Chat.supergroup(-1001234567890, "Voice club")
 TONE = make_tone("ogg", 440.0, 2.0)
+LONG_AUDIO_DEADLINE = 180.0
 
 
 @dataclass
@@ -316,12 +317,15 @@ async def test_a_document_that_states_no_duration_is_billed_for_what_it_holds(wo
         chat = Chat.private(ALICE)
         fits = await world.telegram.push_voice(chat, ALICE, make_tone("ogg", 440.0, 40.0), kind="document",
                                                file_name="memo.ogg")
-        first = await transcript_reply(world.telegram, fits)
+        # 40 s and 100 s of audio to measure and stream: seconds of CPU, many more on a loaded
+        # machine, so the waits have deadlines far beyond them.
+        first = await transcript_reply(world.telegram, fits, timeout=LONG_AUDIO_DEADLINE)
         too_long = await world.telegram.push_voice(chat, ALICE, make_tone("ogg", 500.0, 100.0), kind="document",
                                                    file_name="long.ogg")
-        second = await transcript_reply(world.telegram, too_long)
+        second = await transcript_reply(world.telegram, too_long, timeout=LONG_AUDIO_DEADLINE)
         await world.telegram.push_text(chat, ALICE, "/usage")
-        usage = await world.telegram.wait_for_call("sendMessage", lambda call: "Usage in this chat" in call.params["text"])
+        usage = await world.telegram.wait_for_call("sendMessage", lambda call: "Usage in this chat" in call.params["text"],
+                                                   timeout=LONG_AUDIO_DEADLINE)
     assert first["text"] == "tone 440 hz 40.0 s"
     assert second["text"].startswith("Daily transcription limit: this chat has used 40 seconds of its 1 minute today")
     assert len(world.coze.ws_sessions) == 1  # the long one never reached Coze

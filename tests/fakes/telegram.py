@@ -302,6 +302,9 @@ class FakeTelegram(FakeServer):
         self._callback_queries: dict[str, JsonDict] = {}  # id → the query, until answered
         self.callback_answers: list[JsonDict] = []  # answerCallbackQuery parameters, in order
         self.answer_delay = 0.0  # seconds every call but getUpdates takes to answer: a distant server
+        # While set and not released, every call but getUpdates is held unanswered (a server that
+        # is slow for as long as a test needs, whatever the machine's speed).
+        self.answers_held: asyncio.Event | None = None
         self.calls_in_flight = 0  # calls but getUpdates being answered now, and the most at once
         self.most_calls_in_flight = 0
         handlers: dict[str, Handler] = {
@@ -550,6 +553,8 @@ class FakeTelegram(FakeServer):
         try:
             if counted and self.answer_delay:
                 await asyncio.sleep(self.answer_delay)
+            if counted and self.answers_held is not None:
+                await self.answers_held.wait()
             self._raise_injected_fault(name)
             call.params = _decode_parameters(raw)
             body: JsonDict = {"ok": True, "result": await handler(call.params, uploads)}
