@@ -91,10 +91,12 @@ async def processes(tmp_path: Path) -> AsyncIterator[Callable[[dict[str, str]], 
 
 
 def answers_to(telegram: FakeTelegram, note: dict[str, Any]) -> list[dict[str, Any]]:
-    """The bot's replies to ``note`` as the chat shows them, once none is a placeholder any more."""
-    replies = [message for message in telegram.messages_sent(note["chat"]["id"])
-               if (message.get("reply_to_message") or {}).get("message_id") == note["message_id"] and "text" in message]
-    return [] if any(is_placeholder(message["text"]) for message in replies) else replies
+    """The bot's replies to ``note`` as the chat shows them, placeholders left out. A worker killed
+    between sending a placeholder and recording it leaves that placeholder behind (the job's next
+    run sends its own): the at-least-once window of a kill -9, written up in docs/scaling.md."""
+    return [message for message in telegram.messages_sent(note["chat"]["id"])
+            if (message.get("reply_to_message") or {}).get("message_id") == note["message_id"] and "text" in message
+            and not is_placeholder(message["text"])]
 
 
 async def wait_until(predicate: Callable[[], Any], timeout: float, what: str, logs: Callable[[], str]) -> None:
