@@ -25,17 +25,16 @@ from voicebridge.config import DiscordSettings, RunnerSettings, TelegramSettings
 from voicebridge.jobs import PostgresQueue
 from voicebridge.liveness import ConnectionLost, Liveness
 from voicebridge.metrics import Metrics, serve_status
-from voicebridge.postgres import Database, PostgresStore
+from voicebridge.postgres import PostgresStore
 from voicebridge.speech.errors import ConfigError
 from voicebridge.speech.languages import honoured_by_all
 from voicebridge.speech.registry import chain_languages
 from voicebridge.voice_notes.plugin import ALL_COMMANDS
-from voicebridge.voice_notes.store import StoreError
 
 from .discord import DEFAULT_API_BASE, use_api_base
 from .discord_jobs import DiscordIntake
 from .liveness import watch_telegram_polling
-from .runner import TELEGRAM_UPDATES, StartupError, check_telegram_token, start_discord, telegram_application
+from .runner import TELEGRAM_UPDATES, StartupError, check_telegram_token, open_database, start_discord, telegram_application
 from .telegram_jobs import JobIntake, TelegramJobs
 from .telegram_webhook import TelegramWebhook
 
@@ -94,15 +93,10 @@ async def serve_ingress(settings: RunnerSettings, stop: asyncio.Event) -> None:
     """Receive until ``stop`` is set (or the database stays away: then exit with an error)."""
     if not settings.telegram.token and not settings.discord.token:
         raise ConfigError("no chat platform configured: set TELEGRAM_BOT_TOKEN and/or DISCORD_BOT_TOKEN")
-    database = Database(settings.plugin.database)
     metrics = Metrics()
     serving = False
     async with AsyncExitStack() as cleanup:
-        cleanup.push_async_callback(database.aclose)
-        try:
-            await database.pool()
-        except StoreError as error:
-            raise StartupError(str(error)) from None
+        database = await open_database(settings.plugin.database, cleanup)
         queue = PostgresQueue(database)
         if settings.metrics_port is not None:
             status = await serve_status(settings.metrics_port, metrics, lambda: serving and not stop.is_set())

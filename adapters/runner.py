@@ -25,9 +25,11 @@ from voicebridge.config import DiscordSettings, RunnerSettings, TelegramSettings
 from voicebridge.liveness import ConnectionLost, Liveness
 from voicebridge.metrics import Metrics, serve_status
 from voicebridge.options import Options, build_plugin
+from voicebridge.postgres import Database
 from voicebridge.speech.errors import ConfigError
 from voicebridge.speech.retry import LoggingObserver, Observers, Retrier
 from voicebridge.voice_notes.plugin import ALL_COMMANDS, VoiceNotesPlugin
+from voicebridge.voice_notes.store import StoreError
 
 from .discord import DEFAULT_API_BASE, VoiceNotesCog, use_api_base
 from .liveness import WatchedGetUpdates, watch_discord, watch_telegram_polling, watch_telegram_webhook
@@ -69,6 +71,18 @@ def telegram_application(settings: TelegramSettings, liveness: Liveness) -> Appl
     return (builder.media_write_timeout(60).get_updates_request(get_updates)
             .connection_pool_size(BOT_API_CONNECTIONS).pool_timeout(BOT_API_POOL_TIMEOUT)
             .rate_limiter(AIORateLimiter(max_retries=FLOOD_RETRIES)).build())
+
+
+async def open_database(url: str, cleanup: AsyncExitStack) -> Database:
+    """The PostgreSQL database of the scale-out processes, connected now (closed by ``cleanup``):
+    an unreachable one stops start-up with one line naming the variable."""
+    database = Database(url)
+    cleanup.push_async_callback(database.aclose)
+    try:
+        await database.pool()
+    except StoreError as error:
+        raise StartupError(str(error)) from None
+    return database
 
 
 async def check_telegram_token(initialize: Callable[[], Awaitable[object]]) -> None:

@@ -22,14 +22,14 @@ from voicebridge.config import RunnerSettings
 from voicebridge.jobs import MAX_ATTEMPTS, DeliveryLog, Job, PostgresQueue
 from voicebridge.liveness import Liveness
 from voicebridge.metrics import Metrics, serve_status
-from voicebridge.postgres import Database, PostgresSlots, PostgresStore
+from voicebridge.postgres import PostgresSlots, PostgresStore
 from voicebridge.speech.retry import LoggingObserver, Observers, Retrier
 from voicebridge.speech.service import SpeechService
 from voicebridge.voice_notes.plugin import ALL_COMMANDS, MAX_CONCURRENT_NOTES, VoiceNotesPlugin
 from voicebridge.voice_notes.store import StoreError
 
 from .discord_jobs import discord_job_runner
-from .runner import StartupError, check_telegram_token, telegram_application
+from .runner import check_telegram_token, open_database, telegram_application
 from .telegram_jobs import TelegramJobRunner
 
 log = logging.getLogger("voicebridge.worker")
@@ -183,13 +183,8 @@ def worker_name() -> str:
 async def serve_worker(settings: RunnerSettings, stop: asyncio.Event) -> None:
     """Run a worker until ``stop`` is set."""
     metrics = Metrics()
-    database = Database(settings.plugin.database)
     async with AsyncExitStack() as cleanup:
-        cleanup.push_async_callback(database.aclose)
-        try:
-            await database.pool()
-        except StoreError as error:
-            raise StartupError(str(error)) from None
+        database = await open_database(settings.plugin.database, cleanup)
         queue = PostgresQueue(database, worker=worker_name(), lease_seconds=settings.job_lease_seconds)
         slots = PostgresSlots(database, settings.speech.feishu_max_streams)
         cleanup.push_async_callback(slots.aclose)
