@@ -179,10 +179,43 @@ async def test_clips_over_30_minutes_switch_to_streaming_asr(fake: FakeCoze, ser
 # ------------------------------------------------------------------------------- streaming ASR
 
 
-async def test_streaming_asr_declares_the_audio_it_sends_and_surfaces_partials(fake: FakeCoze, fast_retrier: Retrier) -> None:
+async def test_streaming_asr_sends_an_ogg_opus_note_as_its_own_pages(fake: FakeCoze, fast_retrier: Retrier) -> None:
+    """A voice note (Ogg/Opus) is not decoded by the bot: its pages go out as they are, and the
+    fake, decoding what it received, hears the note's tone and length."""
     service = build_service(fake, fast_retrier, asr=("coze-stream",))
     options = TranscribeOptions(language="zh", hot_words=("扣子", "voicebridge"), context="a test", punctuation=False)
-    results = [transcript async for transcript in service.stream(tone_clip("ogg", 3.0), options)]
+    clip = tone_clip("ogg", 3.0)
+    results = [transcript async for transcript in service.stream(clip, options)]
+    await service.aclose()
+
+    final = results[-1]
+    assert final.final and final.text == "tone 440 hz 3.0 s" and final.provider == "coze-stream"
+    partials = [result.text for result in results[:-1]]
+    assert partials and partials[0] != final.text and partials[-1] == final.text  # each the full text so far
+    (session,) = fake.sessions_to("ws_transcriptions")
+    update = session.uplink[0]
+    assert update["data"]["input_audio"] == {"format": "ogg", "codec": "opus", "sample_rate": 48000, "channel": 1, "bit_depth": 16}
+    assert session.config == update["data"]["input_audio"]  # what the server echoed as effective
+    assert session.asr_config == {"user_language": "zh", "hot_words": ["扣子", "voicebridge"], "context": "a test",
+                                  "enable_punc": False}
+    assert session.audio_bytes == clip.size  # the file itself, not a conversion…
+    appended = [base64.b64decode(event["data"]["delta"]) for event in session.uplink
+                if event["event_type"] == "input_audio_buffer.append" and "delta" in event["data"]]  # the fake keeps 3
+    assert b"".join(appended) == clip.data[:sum(map(len, appended))]
+    assert all(chunk.startswith(b"OggS") for chunk in appended)  # …in whole pages, about a second each
+    assert session.uplink_types.count("input_audio_buffer.append") == 4  # 3 s, and the encoder's last 13 ms
+    assert session.heard_seconds == pytest.approx(3.0, abs=0.01)
+    assert session.uplink_types[-1] == "input_audio_buffer.complete"
+    for event in session.uplink[:4] + session.uplink[-1:]:
+        validate_uplink(event)
+
+
+@pytest.mark.parametrize("container", ["mp3", "webm"])  # WebM holds Opus too: only Ogg goes as it is
+async def test_streaming_asr_declares_the_pcm_it_sends_for_other_containers(fake: FakeCoze, fast_retrier: Retrier,
+                                                                            container: str) -> None:
+    service = build_service(fake, fast_retrier, asr=("coze-stream",))
+    options = TranscribeOptions(language="zh", hot_words=("扣子", "voicebridge"), context="a test", punctuation=False)
+    results = [transcript async for transcript in service.stream(tone_clip(container, 3.0), options)]
     await service.aclose()
 
     final = results[-1]
@@ -194,13 +227,11 @@ async def test_streaming_asr_declares_the_audio_it_sends_and_surfaces_partials(f
     assert update["event_type"] == "transcriptions.update"
     assert update["data"]["input_audio"] == {"format": "pcm", "codec": "pcm", "sample_rate": 16000, "channel": 1, "bit_depth": 16}
     assert session.config == update["data"]["input_audio"]  # what the server echoed as effective
-    assert session.asr_config == {"user_language": "zh", "hot_words": ["扣子", "voicebridge"], "context": "a test",
-                                  "enable_punc": False}
     assert session.uplink_types[-1] == "input_audio_buffer.complete"
-    assert session.audio_bytes == 3.0 * 16000 * 2
+    assert session.audio_bytes == pytest.approx(3.0 * 16000 * 2, abs=0.06 * 16000 * 2)  # MP3's encoder delay
     appended = [len(base64.b64decode(event["data"]["delta"])) for event in session.uplink
                 if event["event_type"] == "input_audio_buffer.append"]
-    assert appended == [16000 * 2] * 3  # a second of audio per frame
+    assert appended[:2] == [16000 * 2] * 2  # a second of audio per frame
     for event in session.uplink[:4] + session.uplink[-1:]:
         validate_uplink(event)
     # Uncompressed frames: deflating base64 PCM cost most of the client's CPU (docs/performance.md).
