@@ -246,3 +246,41 @@ def _crc16(data: bytes | bytearray) -> int:
     for byte in data:
         crc = ((crc << 8) & 0xFFFF) ^ _CRC16_TABLE[(crc >> 8) ^ byte]
     return crc
+
+
+def _ogg_crc_table() -> list[int]:
+    table = []
+    for byte in range(256):
+        value = byte << 24
+        for _ in range(8):
+            value = ((value << 1) ^ 0x04C11DB7) if value & 0x80000000 else value << 1
+        table.append(value & 0xFFFFFFFF)
+    return table
+
+
+_OGG_CRC_TABLE = _ogg_crc_table()
+
+
+def ogg_crc(page: bytes) -> int:
+    """Ogg's CRC-32 of a page whose checksum field is zeroed (polynomial 0x04C11DB7, not reflected)."""
+    crc = 0
+    for byte in page:
+        crc = ((crc << 8) & 0xFFFFFFFF) ^ _OGG_CRC_TABLE[(crc >> 24) ^ byte]
+    return crc
+
+
+def ogg_pages(data: bytes) -> list[bytes]:
+    """An Ogg file cut at its page boundaries."""
+    pages, offset = [], 0
+    while offset < len(data):
+        segments = data[offset + 26]
+        end = offset + 27 + segments + sum(data[offset + 27 : offset + 27 + segments])
+        pages.append(data[offset:end])
+        offset = end
+    return pages
+
+
+def with_granule(page: bytes, granule: int) -> bytes:
+    """``page`` with another granule position and a checksum that holds (a lie a demuxer believes)."""
+    changed = page[:6] + granule.to_bytes(8, "little", signed=True) + page[14:22] + b"\0\0\0\0" + page[26:]
+    return changed[:22] + ogg_crc(changed).to_bytes(4, "little") + changed[26:]

@@ -70,7 +70,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
-from ..audio_tools import decode, make_tone
+from ..audio_tools import decode, make_tone, ogg_crc
 from ..cozepy_contract import NUMBER, UPLINK_DATA, ContractError, Obj, check
 from .base import FakeServer
 from .coze_agent import AgentDesk, AgentRefusal, FakeAgent
@@ -1075,6 +1075,7 @@ class _AsrSocket(_Socket):
         self.partials = 0  # interim results sent for the current buffer
         self.pace_start: float | None = None  # when recognition at recognition_speed began
         self.recorded_appends = 0
+        self.format_unsupported = False  # the client asked for a format this deployment does not take
         self.handlers = {
             "transcriptions.update": self._update,
             "input_audio_buffer.append": self._append,
@@ -1097,8 +1098,10 @@ class _AsrSocket(_Socket):
         _check_shape(data, UPLINK_DATA["transcriptions.update"], "data")
         update = dict(data.get("input_audio") or {})
         if update.get("format") not in (None, *self.fake.ws_asr_formats):
+            # The deployment's limit, not the client's mistake; nor is the audio it sent meanwhile.
+            self.format_unsupported = True
             if self.fake.unsupported_format_answer == "error":
-                raise _RequestError(4000, audio_invalid(self.input_audio["format"]))
+                raise _RequestError(4000, audio_invalid(self.input_audio["format"]), mistake=False)
             update = {key: value for key, value in update.items() if key not in ("format", "codec")}
         config = _merged_input_audio(self.input_audio, update)
         asr_config = data.get("asr_config")
@@ -1125,7 +1128,8 @@ class _AsrSocket(_Socket):
             try:
                 self.intake.add(audio)
             except _RequestError as error:  # reported now; the buffer stays refused until clear/complete
-                self.fake._client_mistake(self.record.endpoint, error)
+                if not self.format_unsupported:
+                    self.fake._client_mistake(self.record.endpoint, error)
                 self.intake_error = error.msg
                 await self.error(error.code, error.msg, origin)
             else:
@@ -1168,7 +1172,7 @@ class _AsrSocket(_Socket):
             return
         await self.send("input_audio_buffer.completed")
         if intake_error is not None:
-            raise _RequestError(4000, intake_error)
+            raise _RequestError(4000, intake_error, mistake=not self.format_unsupported)
         listener = await (intake or _intake_for(self.input_audio, self.fake)).finish()
         text = "" if self.input_audio["format"] in self.fake.hears_nothing_in else listener.transcript(final=True)
         self.record.listener = listener
@@ -1399,7 +1403,7 @@ class _OggOpusIntake:
         page = bytes(buffer[:length])
         del buffer[:length]
         checked = page[:22] + b"\x00\x00\x00\x00" + page[26:]
-        if _ogg_crc(checked) != int.from_bytes(page[22:26], "little"):
+        if ogg_crc(checked) != int.from_bytes(page[22:26], "little"):
             raise _RequestError(4000, OGG_INVALID)
         self.pages += 1
         return page
@@ -1465,28 +1469,6 @@ class _OggOpusIntake:
         if self._decoder is not None and not self._flushed:
             self._flushed = True
             self._hear(self._resampler.resample(None))
-
-
-def _ogg_crc_table() -> list[int]:
-    table = []
-    for byte in range(256):
-        value = byte << 24
-        for _ in range(8):
-            value = ((value << 1) ^ 0x04C11DB7) if value & 0x80000000 else value << 1
-        table.append(value & 0xFFFFFFFF)
-    return table
-
-
-_OGG_CRC_TABLE = _ogg_crc_table()
-
-
-def _ogg_crc(page: bytes) -> int:
-    """Ogg's CRC-32 (polynomial 0x04C11DB7, not reflected), written here rather than imported
-    from the project: the fake checks the client, not itself."""
-    crc = 0
-    for byte in page:
-        crc = ((crc << 8) & 0xFFFFFFFF) ^ _OGG_CRC_TABLE[(crc >> 24) ^ byte]
-    return crc
 
 
 def _intake_for(input_audio: Mapping[str, Any], fake: FakeCoze) -> _StreamingIntake | _BufferedIntake | _OggOpusIntake:
