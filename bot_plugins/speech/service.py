@@ -18,12 +18,12 @@ from dataclasses import replace
 
 from .audio import DECODE_SLACK_SECONDS, SAMPLE_WIDTH, VOICE_NOTE_RATE, AudioConverter, AudioFacts, require_sound, wav_bytes
 from .config import SpeechSettings
+from .containers import OPUS_RATE, OggOpusLayout, ogg_opus_layout
 from .coze_asr import CozeFileTranscriber
 from .coze_asr_stream import CozeStreamTranscriber
 from .coze_auth import CozeCredentials, JwtApp, StaticToken
 from .coze_common import CozeEndpoint
 from .coze_tts import CozeSpeechSynthesizer
-from .containers import OPUS_RATE, OggOpusLayout, ogg_opus_layout
 from .coze_tts_stream import CozeStreamSynthesizer
 from .errors import AudioError, AudioProblem, ErrorKind, InputFormatRefused, SpeechError
 from .feishu_asr import FeishuStreamSettings, FeishuStreamTranscriber, TextMode
@@ -285,8 +285,8 @@ class SpeechService:
                         yield final
                 else:
                     yield (final := await provider.transcribe(audio, options))
-            if refusal is not None and (refusal.code is not None or (final is not None and final.text)):
-                # PCM got through (or was heard) where Ogg/Opus was not: not this note's fault alone.
+            if refusal is not None and (not refusal.empty_answer or (final is not None and final.text)):
+                # PCM got through (or was heard) where Ogg/Opus was not: the form's fault, not the note's.
                 self._refused_ogg_opus(provider, refusal)
             return
         if not await clip.has_sound():
@@ -326,7 +326,7 @@ class SpeechService:
                 yield transcript
         if final is None or not final.text:
             raise InputFormatRefused(f"{provider.name} heard nothing in Ogg/Opus audio that has sound",
-                                     provider=provider.name)
+                                     provider=provider.name, empty_answer=True)
         yield final
 
     def _refused_ogg_opus(self, provider: Transcriber, refusal: InputFormatRefused) -> None:
