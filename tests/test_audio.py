@@ -201,6 +201,7 @@ def test_anything_but_one_plain_ogg_opus_stream_is_not_walked() -> None:
         "trailing bytes": note + b"\0",
         "leading bytes": b"\0" + note,
         "cut short": note[:-7],
+        "a damaged page": _edit(note, len(note) - 5, note[-5] ^ 0x01),  # its checksum fails
         "three channels": _edit(note, head_body + 9, 3),
         "mapping family 1": _edit(note, head_body + 18, 1),
         "not OpusHead": _edit(note, head_body, ord("X")),

@@ -316,10 +316,11 @@ async def test_stereo_ogg_goes_as_it_is_and_a_pcm_only_provider_gets_pcm(fake: F
 async def test_ogg_that_is_not_one_plain_opus_stream_goes_as_pcm(fake: FakeCoze, fast_retrier: Retrier) -> None:
     note = make_tone("ogg", 440.0, 1.0)
     service = build_service(fake, fast_retrier, asr=("coze-stream",))
-    for data in (note + note, note + b"trailing bytes"):  # chained streams; bytes after the last page
+    damaged = note[:-5] + bytes([note[-5] ^ 0x01]) + note[-4:]  # the last page's checksum fails
+    for data in (note + note, note + b"trailing bytes", damaged):  # chained streams; bytes after the last page
         assert (await service.transcribe(AudioClip(data=data))).text.startswith("tone 440 hz")
     await service.aclose()
-    assert input_formats(fake) == ["pcm", "pcm"]
+    assert input_formats(fake) == ["pcm", "pcm", "pcm"]
 
 
 async def test_an_ogg_note_lying_about_its_length_is_bounded_and_metered_by_its_packets(fake: FakeCoze,

@@ -11,6 +11,7 @@ is a claim, not a measurement, so decoding is still bounded by what it really pr
 from __future__ import annotations
 
 import struct
+import zlib
 from dataclasses import dataclass
 
 # Sniffed container -> the one ffmpeg demuxer allowed to read it. Nothing else is ever opened:
@@ -153,26 +154,16 @@ def _ogg_page_at(data: memoryview, position: int) -> tuple[int, int, int, bytes]
     return granule, serial, length, body
 
 
-def _ogg_crc_table() -> list[int]:
-    table = []
-    for byte in range(256):
-        value = byte << 24
-        for _ in range(8):
-            value = ((value << 1) ^ 0x04C11DB7) if value & 0x80000000 else value << 1
-        table.append(value & 0xFFFFFFFF)
-    return table
-
-
-_OGG_CRC_TABLE = _ogg_crc_table()
+# Ogg's CRC-32 is zlib's with the bits of every byte and of the result reversed (and no initial
+# or final inversion): computed that way it runs in C, a few hundred times faster than a table
+# walk in Python.
+_BIT_REVERSED = bytes(int(f"{byte:08b}"[::-1], 2) for byte in range(256))
 
 
 def _ogg_crc(page: bytes) -> int:
     """Ogg's CRC-32: polynomial 0x04C11DB7, not reflected, no final xor (unlike zlib's)."""
-    crc = 0
-    table = _OGG_CRC_TABLE
-    for byte in page:
-        crc = ((crc << 8) & 0xFFFFFFFF) ^ table[(crc >> 24) ^ byte]
-    return crc
+    reflected = zlib.crc32(page.translate(_BIT_REVERSED), 0xFFFFFFFF) ^ 0xFFFFFFFF
+    return int(f"{reflected:032b}"[::-1], 2)
 
 
 # ----------------------------------------------------------------------------- MP4 / M4A
@@ -350,16 +341,19 @@ class OggOpusLayout:
         return max(0, sum(samples for _, _, samples in self.chunks) - self.pre_skip) / OPUS_RATE
 
 
+def _ogg_checksum_holds(data: memoryview, start: int, end: int) -> bool:
+    page = bytes(data[start:end])
+    return _ogg_crc(page[:22] + b"\0\0\0\0" + page[26:]) == struct.unpack_from("<I", page, 22)[0]
+
+
 def ogg_opus_layout(data: bytes | memoryview, chunk_seconds: float) -> OggOpusLayout | None:
     """``data`` as Ogg/Opus pages to hand on as they are, or None when it is anything else.
 
     Only the plainest form passes: one logical stream from the first byte to the last (no
     chaining, no multiplexing, nothing before, between or after the pages), an ``OpusHead`` of
     one or two channels (mapping family 0), and audio packets whose TOC bytes are valid.
-    Anything else is decoded and streamed as PCM instead, by the decoder that copes with it.
-    Page checksums are not verified here (the receiver verifies them); the audio counted is
-    every packet sent, so a page the receiver drops only makes the count an upper bound.
-    Never raises on hostile bytes.
+    Every page's checksum must hold. Anything else is decoded and streamed as PCM instead, by the
+    decoder that copes with it. Never raises on hostile bytes.
     """
     try:
         return _walk_ogg_opus(memoryview(data), int(chunk_seconds * OPUS_RATE))
@@ -392,6 +386,9 @@ def _walk_ogg_opus(data: memoryview, chunk_samples: int) -> OggOpusLayout | None
         position = offset + _OGG_HEADER_BYTES + segments
         if len(lacing) != segments or (header_type & 0x01) != (packet_start >= 0):
             return None  # truncated, or a continuation flag that does not match the packets
+        page_end = position + sum(lacing)
+        if page_end > len(data) or not _ogg_checksum_holds(data, offset, page_end):
+            return None  # cut short, or damaged: the receiver would drop it
         for size in lacing:
             if packet_start < 0:
                 packet_start = position
@@ -422,8 +419,6 @@ def _walk_ogg_opus(data: memoryview, chunk_samples: int) -> OggOpusLayout | None
             packet_index += 1
             packet_start = -1
         offset = position
-        if offset > len(data):
-            return None  # the last page is cut short
         ended = bool(header_type & _OGG_END_OF_STREAM)
         if chunk_audio >= chunk_samples or (offset == len(data) and chunk_audio):
             chunks.append((chunk_start, offset, chunk_audio))

@@ -301,7 +301,7 @@ class WsSession:
     transcripts: list[str] = field(default_factory=list)  # final text per ASR complete
     texts: list[str] = field(default_factory=list)  # text synthesised per TTS complete
     audio_bytes: int = 0  # decoded ASR audio received
-    heard_seconds: float = 0.0  # of that, audio the server decoded as it arrived (PCM, WAV, Ogg/Opus)
+    heard_seconds: float = 0.0  # ASR audio heard as it arrived, in seconds (PCM, WAV and Ogg/Opus buffers)
     ended: Literal["client", "server", "dropped", "rejected"] | None = None
 
     @property
