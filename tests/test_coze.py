@@ -24,10 +24,10 @@ from voicebridge.speech.coze_tts import CozeSpeechSynthesizer
 from voicebridge.speech.coze_tts_stream import CozeStreamSynthesizer
 from voicebridge.speech.errors import AudioError, AudioProblem, ErrorKind, SpeechError
 from voicebridge.speech.metering import AudioUsage
-from voicebridge.speech.models import AudioClip, AudioFormat, SynthesizeOptions, TranscribeOptions
+from voicebridge.speech.models import AudioClip, AudioFormat, PcmStream, SynthesizeOptions, TranscribeOptions
 from voicebridge.speech.retry import Retrier
 from voicebridge.speech.service import SpeechService
-from tests.audio_tools import analyse, decode, make_silence, make_tone, ogg_pages, probe, probe_duration, with_granule
+from tests.audio_tools import analyse, decode, make_silence, make_tone, ogg_pages, probe, probe_duration, tone_pcm, with_granule
 from tests.cozepy_contract import validate_uplink
 from tests.fakes.coze import DEFAULT_TOKEN, DEFAULT_VOICES, FakeCoze, FakeVoice
 
@@ -259,6 +259,47 @@ async def test_refused_ogg_opus_goes_again_as_pcm_at_once_and_is_remembered(fast
     assert service.health.healthy("coze-stream")  # a refused form is no failure of the provider
     warnings = [record.getMessage() for record in caplog.records if record.levelno >= logging.WARNING]
     assert len(warnings) == 1 and "Ogg/Opus" in warnings[0] and "COZE_STREAM_INPUT=pcm" in warnings[0]
+
+
+@pytest.mark.parametrize("message", ["The parameter audio is invalid.", "The parameter format is invalid.",
+                                     "Codec opus is not supported."])
+async def test_a_4000_about_the_audio_format_or_codec_refuses_ogg(fake: FakeCoze, fast_retrier: Retrier, message: str) -> None:
+    fake.fail_next("ws_transcriptions", code=4000, msg=message)
+    service = build_service(fake, fast_retrier, asr=("coze-stream",))
+    assert (await service.transcribe(tone_clip("ogg", 1.0))).text == "tone 440 hz 1.0 s"
+    await service.aclose()
+    assert input_formats(fake) == ["ogg", "pcm"] and service.pcm_only == {"coze-stream"}
+
+
+async def test_an_echo_without_ogg_is_remembered_even_when_the_pcm_retry_fails(fast_retrier: Retrier) -> None:
+    """The echo says outright that the deployment does not take Ogg/Opus: no later note tries it."""
+    async with FakeCoze(ws_asr_formats=frozenset({"pcm", "wav"}), unsupported_format_answer="ignore") as fake:
+        fake.delay_next("ws_transcriptions", 0.01)  # the first session (Ogg) goes through: its echo refuses Ogg
+        fake.fail_next("ws_transcriptions", code=5000, times=5)  # every PCM attempt after it fails
+        service = build_service(fake, fast_retrier, asr=("coze-stream",))
+        with pytest.raises(SpeechError):
+            await service.transcribe(tone_clip("ogg", 1.0))
+        await service.aclose()
+    assert input_formats(fake)[:2] == ["ogg", "pcm"] and service.pcm_only == {"coze-stream"}
+
+
+async def test_a_server_error_that_mentions_audio_is_no_refusal_of_ogg(fake: FakeCoze, fast_retrier: Retrier) -> None:
+    fake.fail_next("ws_transcriptions", code=5000, msg="The audio service had an internal error.")
+    service = build_service(fake, fast_retrier, asr=("coze-stream",))
+    assert (await service.transcribe(tone_clip("ogg", 1.0))).text == "tone 440 hz 1.0 s"  # retried, as Ogg
+    await service.aclose()
+    assert input_formats(fake) == ["ogg", "ogg"] and service.pcm_only == set()
+
+
+async def test_the_streaming_transcriber_also_answers_a_plain_transcribe_call(fake: FakeCoze) -> None:
+    """``transcribe`` (the Transcriber protocol) is the stream's final text; the service itself streams."""
+    endpoint = CozeEndpoint(StaticToken(DEFAULT_TOKEN), fake.base_url, fake.ws_base_url, connect_timeout=2.0)
+
+    async def chunks() -> AsyncIterator[bytes]:
+        yield tone_pcm(440, 1.5, 16000)
+
+    transcript = await CozeStreamTranscriber(endpoint).transcribe(PcmStream(16000, chunks()), TranscribeOptions())
+    assert (transcript.text, transcript.final, transcript.seconds) == ("tone 440 hz 1.5 s", True, 1.5)
 
 
 async def test_an_empty_answer_for_ogg_with_sound_is_retried_as_pcm(fast_retrier: Retrier) -> None:
