@@ -22,7 +22,7 @@ from voicebridge.speech.coze_auth import StaticToken
 from voicebridge.speech.coze_common import CozeEndpoint
 from voicebridge.speech.coze_tts import CozeSpeechSynthesizer
 from voicebridge.speech.coze_tts_stream import CozeStreamSynthesizer
-from voicebridge.speech.errors import AudioError, AudioProblem, ErrorKind, SpeechError
+from voicebridge.speech.errors import AudioError, AudioProblem, ErrorKind, InputFormatRefused, SpeechError
 from voicebridge.speech.metering import AudioUsage
 from voicebridge.speech.models import AudioClip, AudioFormat, PcmStream, SynthesizeOptions, TranscribeOptions
 from voicebridge.speech.retry import Retrier
@@ -259,6 +259,20 @@ async def test_refused_ogg_opus_goes_again_as_pcm_at_once_and_is_remembered(fast
     assert service.health.healthy("coze-stream")  # a refused form is no failure of the provider
     warnings = [record.getMessage() for record in caplog.records if record.levelno >= logging.WARNING]
     assert len(warnings) == 1 and "Ogg/Opus" in warnings[0] and "COZE_STREAM_INPUT=pcm" in warnings[0]
+    # What the operator needs for Coze's support: the provider, the session's log id, what Coze said.
+    assert "provider=coze-stream" in warnings[0] and f"logid={fake.ws_sessions[0].logid}" in warnings[0]
+    assert ("The parameter audio is invalid" if answer == "error" else "'format': 'wav'") in warnings[0]
+
+
+async def test_a_pcm_session_whose_echo_differs_fails_instead_of_giving_garbage_text(fast_retrier: Retrier) -> None:
+    async with FakeCoze(ws_asr_formats=frozenset({"wav"}), unsupported_format_answer="ignore") as fake:
+        service = build_service(fake, fast_retrier, asr=("coze-stream",))
+        with pytest.raises(SpeechError) as caught:
+            await service.transcribe(tone_clip("mp3", 1.0))  # goes as PCM; the echo keeps wav
+        await service.aclose()
+    assert not isinstance(caught.value, InputFormatRefused)  # nothing left to fall back to
+    assert caught.value.kind is ErrorKind.INVALID_INPUT and "did not accept the declared audio format" in str(caught.value)
+    assert input_formats(fake) == ["pcm"]
 
 
 @pytest.mark.parametrize("message", ["The parameter audio is invalid.", "The parameter format is invalid.",
