@@ -272,6 +272,7 @@ async def test_a_pcm_session_whose_echo_differs_fails_instead_of_giving_garbage_
         await service.aclose()
     assert not isinstance(caught.value, InputFormatRefused)  # nothing left to fall back to
     assert caught.value.kind is ErrorKind.INVALID_INPUT and "did not accept the declared audio format" in str(caught.value)
+    assert (caught.value.provider, caught.value.logid) == ("coze-stream", fake.ws_sessions[0].logid)
     assert input_formats(fake) == ["pcm"]
 
 
