@@ -14,7 +14,9 @@ its reaped children, from ``getrusage`` inside the bot; the fakes excluded) divi
 ffmpeg CLI needs to decode the same note to 16 kHz PCM, measured in the same run. A ratio of
 two CPU times on the same machine means much the same on any machine.
 
-Measurements (``--measure``), per provider (``--providers``: coze = file ASR, coze-stream, feishu):
+Measurements (``--measure``), per provider (``--providers``: coze = file ASR, coze-stream, feishu;
+also coze-stream-pcm: coze-stream with ``COZE_STREAM_INPUT=pcm``, every note decoded and streamed
+as PCM, as before Ogg/Opus notes went as they are):
 
 * ``overhead``: one note at a time, 5 s, 10 s, 60 s, 10 min: CPU per note relative to ffmpeg
   (targets: coze and coze-stream <= 0.6x at 10 s and <= 0.9x at 60 s; feishu <= 1.0x at 10 s and
@@ -38,7 +40,7 @@ functions; profiled timings are not results. The bot's log and SQLite file stay 
 directory, printed per provider.
 
     PYTHONPATH=. .venv/bin/python bench/pipeline.py [--measure overhead burst peer throughput memory long-note]
-        [--providers coze coze-stream feishu] [--lengths 5 10 60 600] [--edit-interval 1.0]
+        [--providers coze coze-stream coze-stream-pcm feishu] [--lengths 5 10 60 600] [--edit-interval 1.0]
         [--feishu-latency 0] [--profile]
 """
 
@@ -76,6 +78,7 @@ from tests.fakes.feishu import DEFAULT_APP_ID, DEFAULT_APP_SECRET
 
 BOT_SERVER_SCRIPT = Path(__file__).resolve().parent / "bot_server.py"
 PROVIDERS = ("coze", "coze-stream", "feishu")
+PCM_STREAM = "coze-stream-pcm"  # coze-stream with COZE_STREAM_INPUT=pcm (not measured unless asked for)
 MEASUREMENTS = ("overhead", "burst", "peer", "throughput", "memory", "long-note", "placeholder")
 DEFAULT_MEASUREMENTS = ("overhead", "burst", "peer", "memory", "long-note")
 # The fakes describe what they heard ("tone 450 hz 10.0 s"): anything else is an error message.
@@ -87,7 +90,8 @@ OVERHEAD_FACTOR, OVERHEAD_ALLOWANCE = 1.5, 0.030
 REPEATS = {5: 10, 10: 10, 60: 5, 600: 3}  # runs per note length; others get 3
 FLOOR_RUNS = 5
 # CPU per note relative to bare ffmpeg: provider -> {note seconds: target}.
-CPU_TARGETS = {"coze": {10: 0.6, 60: 0.9}, "coze-stream": {10: 0.6, 60: 0.9}, "feishu": {10: 1.0, 60: 1.0}}
+CPU_TARGETS = {"coze": {10: 0.6, 60: 0.9}, "coze-stream": {10: 0.6, 60: 0.9}, PCM_STREAM: {10: 0.6, 60: 0.9},
+               "feishu": {10: 1.0, 60: 1.0}}
 BURST_NOTES, BURST_SECONDS, BURST_LAG_TARGET, BURST_FEEDBACK_TARGET = 40, 10, 0.020, 0.150
 PEER_CPU_TARGET, PEER_LATENCY_TARGET = 0.25, 0.5
 THROUGHPUT_NOTES, THROUGHPUT_CHATS, THROUGHPUT_SECONDS, CEILING_PROCESSES = 200, 20, 10, 2
@@ -191,10 +195,12 @@ def bot_environment(provider: str, telegram: FakeServerProcess, speech: FakeServ
         "TELEGRAM_BOT_TOKEN": telegram.ready["token"],
         "TELEGRAM_BASE_URL": telegram.ready["api_base_url"],
         "TELEGRAM_BASE_FILE_URL": telegram.ready["file_base_url"],
-        "VOICEBRIDGE_ASR": provider,
+        "VOICEBRIDGE_ASR": "coze-stream" if provider == PCM_STREAM else provider,
         "VOICEBRIDGE_DB": str(workdir / f"{provider}.db"),
         "VOICEBRIDGE_MAX_DURATION": str(LONG_NOTE_SECONDS + 60),  # the hour-long note is a little over 3600 s
     }
+    if provider == PCM_STREAM:
+        values["COZE_STREAM_INPUT"] = "pcm"
     if provider.startswith("coze"):
         return values | {"COZE_API_TOKEN": DEFAULT_TOKEN, "COZE_API_BASE": speech.base_url, "COZE_WS_BASE": speech.ws_base_url}
     return values | {"FEISHU_APP_ID": DEFAULT_APP_ID, "FEISHU_APP_SECRET": DEFAULT_APP_SECRET, "FEISHU_BASE_URL": speech.base_url}
@@ -605,8 +611,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--measure", nargs="+", choices=MEASUREMENTS, default=list(DEFAULT_MEASUREMENTS),
                         help=f"what to measure (default: {' '.join(DEFAULT_MEASUREMENTS)})")
-    parser.add_argument("--providers", nargs="+", choices=PROVIDERS, default=list(PROVIDERS),
-                        help="ASR providers (default: all three)")
+    parser.add_argument("--providers", nargs="+", choices=[*PROVIDERS, PCM_STREAM], default=list(PROVIDERS),
+                        help=f"ASR providers (default: all three; {PCM_STREAM}: coze-stream sending PCM only)")
     parser.add_argument("--lengths", type=int, nargs="+", default=[5, 10, 60, 600],
                         help="note lengths in seconds for the overhead measurement (default 5 10 60 600)")
     parser.add_argument("--edit-interval", type=float, default=1.0,

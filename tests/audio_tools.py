@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 import shutil
 import subprocess
+import zlib
 from array import array
 from dataclasses import dataclass
 
@@ -246,3 +247,31 @@ def _crc16(data: bytes | bytearray) -> int:
     for byte in data:
         crc = ((crc << 8) & 0xFFFF) ^ _CRC16_TABLE[(crc >> 8) ^ byte]
     return crc
+
+
+# Ogg's CRC-32 is zlib's with the bits of every byte and of the result reversed (and no initial
+# or final inversion); computed that way it runs in C.
+_BIT_REVERSED = bytes(int(f"{byte:08b}"[::-1], 2) for byte in range(256))
+
+
+def ogg_crc(page: bytes) -> int:
+    """Ogg's CRC-32 of a page whose checksum field is zeroed (polynomial 0x04C11DB7, not reflected)."""
+    reflected = zlib.crc32(page.translate(_BIT_REVERSED), 0xFFFFFFFF) ^ 0xFFFFFFFF
+    return int(f"{reflected:032b}"[::-1], 2)
+
+
+def ogg_pages(data: bytes) -> list[bytes]:
+    """An Ogg file cut at its page boundaries."""
+    pages, offset = [], 0
+    while offset < len(data):
+        segments = data[offset + 26]
+        end = offset + 27 + segments + sum(data[offset + 27 : offset + 27 + segments])
+        pages.append(data[offset:end])
+        offset = end
+    return pages
+
+
+def with_granule(page: bytes, granule: int) -> bytes:
+    """``page`` with another granule position and a checksum that holds (a lie a demuxer believes)."""
+    changed = page[:6] + granule.to_bytes(8, "little", signed=True) + page[14:22] + b"\0\0\0\0" + page[26:]
+    return changed[:22] + ogg_crc(changed).to_bytes(4, "little") + changed[26:]

@@ -14,9 +14,10 @@ from voicebridge.speech.audio import (
     require_sound,
     sniff_container,
 )
+from voicebridge.speech.containers import ogg_opus_layout
 from voicebridge.speech.errors import AudioError, AudioProblem
 from voicebridge.speech.models import AudioClip, AudioFormat
-from tests.audio_tools import analyse, decode, make_silence, make_tone, pcm_samples, probe
+from tests.audio_tools import analyse, decode, make_silence, make_tone, ogg_pages, pcm_samples, probe
 
 CONTAINERS = ["ogg", "mp3", "m4a", "wav", "webm", "flac", "mp4"]
 DURATION_TOLERANCE = 0.020  # seconds
@@ -173,6 +174,42 @@ async def test_waveform_follows_loudness(converter: AudioConverter) -> None:
 )
 def test_container_sniffing(head: bytes, container: str | None) -> None:
     assert sniff_container(head) == container
+
+
+def _edit(data: bytes, offset: int, value: int) -> bytes:
+    return data[:offset] + bytes([value]) + data[offset + 1:]
+
+
+def test_an_ogg_opus_note_is_walked_into_page_chunks_without_decoding() -> None:
+    note = make_tone("ogg", 440.0, 3.0, channels=2)
+    layout = ogg_opus_layout(note, 1.0)
+    assert layout is not None and layout.channels == 2
+    assert layout.seconds == pytest.approx(3.0, abs=0.02)  # counted from the packets' TOC bytes
+    assert layout.chunks[0][0] == 0 and layout.chunks[-1][1] == len(note)
+    assert all(end == next_start for (_, end, _), (next_start, _, _) in zip(layout.chunks, layout.chunks[1:]))
+    assert all(note[start:start + 4] == b"OggS" for start, _, _ in layout.chunks)  # cut at page starts
+    assert [round(samples / 48000, 1) for _, _, samples in layout.chunks[:3]] == [1.0, 1.0, 1.0]
+
+
+def test_anything_but_one_plain_ogg_opus_stream_is_not_walked() -> None:
+    note = make_tone("ogg", 440.0, 1.0)
+    head_body = 27 + note[26]  # OpusHead, the first page's one packet
+    first_audio = sum(len(page) for page in ogg_pages(note)[:2])
+    audio_packet = first_audio + 27 + note[first_audio + 26]
+    variants = {
+        "chained": note + note,
+        "trailing bytes": note + b"\0",
+        "leading bytes": b"\0" + note,
+        "cut short": note[:-7],
+        "a damaged page": _edit(note, len(note) - 5, note[-5] ^ 0x01),  # its checksum fails
+        "three channels": _edit(note, head_body + 9, 3),
+        "mapping family 1": _edit(note, head_body + 18, 1),
+        "not OpusHead": _edit(note, head_body, ord("X")),
+        "TOC with no frames": _edit(_edit(note, audio_packet, note[audio_packet] | 0x03), audio_packet + 1, 0),
+        "WebM": make_tone("webm", 440.0, 1.0),
+        "empty": b"",
+    }
+    assert {name: ogg_opus_layout(data, 1.0) for name, data in variants.items()} == dict.fromkeys(variants)
 
 
 async def test_a_long_ffmpeg_decode_holds_its_slot_until_drained() -> None:

@@ -33,6 +33,11 @@ def test_switching_to_coze_com_needs_only_the_two_base_urls() -> None:
     assert (speech.coze_api_base, speech.coze_ws_base) == ("https://api.coze.com", "wss://ws.coze.com")
 
 
+def test_coze_stream_input_is_ogg_unless_pcm_is_asked_for() -> None:
+    assert settings(COZE_API_TOKEN=TOKEN).speech.coze_stream_input == "ogg"
+    assert settings(COZE_API_TOKEN=TOKEN, COZE_STREAM_INPUT=" PCM ").speech.coze_stream_input == "pcm"
+
+
 def test_provider_chains_and_language() -> None:
     speech = settings(COZE_API_TOKEN=TOKEN, VOICEBRIDGE_ASR="coze-stream, coze", VOICEBRIDGE_TTS="coze-stream").speech
     assert speech.asr_chain == ("coze-stream", "coze")
@@ -50,6 +55,7 @@ def test_provider_chains_and_language() -> None:
         ({"COZE_API_TOKEN": TOKEN, "COZE_API_BASE": "api.coze.cn"}, "COZE_API_BASE"),
         ({"COZE_API_TOKEN": TOKEN, "COZE_WS_BASE": "https://ws.coze.cn"}, "COZE_WS_BASE"),
         ({"COZE_API_TOKEN": TOKEN, "VOICEBRIDGE_LANGUAGE": "klingon"}, "VOICEBRIDGE_LANGUAGE"),
+        ({"COZE_API_TOKEN": TOKEN, "COZE_STREAM_INPUT": "wav"}, "COZE_STREAM_INPUT"),
         ({"COZE_API_TOKEN": TOKEN, "VOICEBRIDGE_LOG_LEVEL": "loud"}, "VOICEBRIDGE_LOG_LEVEL"),
         ({"COZE_API_TOKEN": TOKEN, "TELEGRAM_WEBHOOK_URL": "http://bot.example.org/hook"}, "TELEGRAM_WEBHOOK_URL"),
         ({"COZE_API_TOKEN": TOKEN, "TELEGRAM_WEBHOOK_SECRET": "has spaces"}, "TELEGRAM_WEBHOOK_SECRET"),

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import logging
 from collections.abc import AsyncIterator
 from dataclasses import replace
 
@@ -21,11 +22,12 @@ from voicebridge.speech.coze_auth import StaticToken
 from voicebridge.speech.coze_common import CozeEndpoint
 from voicebridge.speech.coze_tts import CozeSpeechSynthesizer
 from voicebridge.speech.coze_tts_stream import CozeStreamSynthesizer
-from voicebridge.speech.errors import AudioError, AudioProblem, ErrorKind, SpeechError
-from voicebridge.speech.models import AudioClip, AudioFormat, SynthesizeOptions, TranscribeOptions
+from voicebridge.speech.errors import AudioError, AudioProblem, ErrorKind, InputFormatRefused, SpeechError
+from voicebridge.speech.metering import AudioUsage
+from voicebridge.speech.models import AudioClip, AudioFormat, PcmStream, SynthesizeOptions, TranscribeOptions
 from voicebridge.speech.retry import Retrier
 from voicebridge.speech.service import SpeechService
-from tests.audio_tools import analyse, decode, make_silence, make_tone, probe, probe_duration
+from tests.audio_tools import analyse, decode, make_silence, make_tone, ogg_pages, probe, probe_duration, tone_pcm, with_granule
 from tests.cozepy_contract import validate_uplink
 from tests.fakes.coze import DEFAULT_TOKEN, DEFAULT_VOICES, FakeCoze, FakeVoice
 
@@ -179,10 +181,43 @@ async def test_clips_over_30_minutes_switch_to_streaming_asr(fake: FakeCoze, ser
 # ------------------------------------------------------------------------------- streaming ASR
 
 
-async def test_streaming_asr_declares_the_audio_it_sends_and_surfaces_partials(fake: FakeCoze, fast_retrier: Retrier) -> None:
+async def test_streaming_asr_sends_an_ogg_opus_note_as_its_own_pages(fake: FakeCoze, fast_retrier: Retrier) -> None:
+    """A voice note (Ogg/Opus) is not decoded by the bot: its pages go out as they are, and the
+    fake, decoding what it received, hears the note's tone and length."""
     service = build_service(fake, fast_retrier, asr=("coze-stream",))
     options = TranscribeOptions(language="zh", hot_words=("扣子", "voicebridge"), context="a test", punctuation=False)
-    results = [transcript async for transcript in service.stream(tone_clip("ogg", 3.0), options)]
+    clip = tone_clip("ogg", 3.0)
+    results = [transcript async for transcript in service.stream(clip, options)]
+    await service.aclose()
+
+    final = results[-1]
+    assert final.final and final.text == "tone 440 hz 3.0 s" and final.provider == "coze-stream"
+    partials = [result.text for result in results[:-1]]
+    assert partials and partials[0] != final.text and partials[-1] == final.text  # each the full text so far
+    (session,) = fake.sessions_to("ws_transcriptions")
+    update = session.uplink[0]
+    assert update["data"]["input_audio"] == {"format": "ogg", "codec": "opus", "sample_rate": 48000, "channel": 1, "bit_depth": 16}
+    assert session.config == update["data"]["input_audio"]  # what the server echoed as effective
+    assert session.asr_config == {"user_language": "zh", "hot_words": ["扣子", "voicebridge"], "context": "a test",
+                                  "enable_punc": False}
+    assert session.audio_bytes == clip.size  # the file itself, not a conversion…
+    appended = [base64.b64decode(event["data"]["delta"]) for event in session.uplink
+                if event["event_type"] == "input_audio_buffer.append" and "delta" in event["data"]]  # the fake keeps 3
+    assert b"".join(appended) == clip.data[:sum(map(len, appended))]
+    assert all(chunk.startswith(b"OggS") for chunk in appended)  # …in whole pages, about a second each
+    assert session.uplink_types.count("input_audio_buffer.append") == 4  # 3 s, and the encoder's last 13 ms
+    assert session.heard_seconds == pytest.approx(3.0, abs=0.01)
+    assert session.uplink_types[-1] == "input_audio_buffer.complete"
+    for event in session.uplink[:4] + session.uplink[-1:]:
+        validate_uplink(event)
+
+
+@pytest.mark.parametrize("container", ["mp3", "webm"])  # WebM holds Opus too: only Ogg goes as it is
+async def test_streaming_asr_declares_the_pcm_it_sends_for_other_containers(fake: FakeCoze, fast_retrier: Retrier,
+                                                                            container: str) -> None:
+    service = build_service(fake, fast_retrier, asr=("coze-stream",))
+    options = TranscribeOptions(language="zh", hot_words=("扣子", "voicebridge"), context="a test", punctuation=False)
+    results = [transcript async for transcript in service.stream(tone_clip(container, 3.0), options)]
     await service.aclose()
 
     final = results[-1]
@@ -194,17 +229,179 @@ async def test_streaming_asr_declares_the_audio_it_sends_and_surfaces_partials(f
     assert update["event_type"] == "transcriptions.update"
     assert update["data"]["input_audio"] == {"format": "pcm", "codec": "pcm", "sample_rate": 16000, "channel": 1, "bit_depth": 16}
     assert session.config == update["data"]["input_audio"]  # what the server echoed as effective
-    assert session.asr_config == {"user_language": "zh", "hot_words": ["扣子", "voicebridge"], "context": "a test",
-                                  "enable_punc": False}
     assert session.uplink_types[-1] == "input_audio_buffer.complete"
-    assert session.audio_bytes == 3.0 * 16000 * 2
+    assert session.audio_bytes == pytest.approx(3.0 * 16000 * 2, abs=0.06 * 16000 * 2)  # MP3's encoder delay
     appended = [len(base64.b64decode(event["data"]["delta"])) for event in session.uplink
                 if event["event_type"] == "input_audio_buffer.append"]
-    assert appended == [16000 * 2] * 3  # a second of audio per frame
+    assert appended[:2] == [16000 * 2] * 2  # a second of audio per frame
     for event in session.uplink[:4] + session.uplink[-1:]:
         validate_uplink(event)
     # Uncompressed frames: deflating base64 PCM cost most of the client's CPU (docs/performance.md).
     assert "Sec-WebSocket-Extensions" not in session.headers
+
+
+def input_formats(fake: FakeCoze) -> list[str]:
+    """The input_audio.format each streaming session declared, in order."""
+    return [session.uplink[0]["data"]["input_audio"]["format"] for session in fake.sessions_to("ws_transcriptions")]
+
+
+@pytest.mark.parametrize("answer", ["error", "ignore"])  # 4000 "The parameter audio is invalid…", or an echo without ogg
+async def test_refused_ogg_opus_goes_again_as_pcm_at_once_and_is_remembered(fast_retrier: Retrier, answer: str,
+                                                                           caplog: pytest.LogCaptureFixture) -> None:
+    async with FakeCoze(ws_asr_formats=frozenset({"pcm", "wav"}), unsupported_format_answer=answer) as fake:  # type: ignore[arg-type]
+        service = build_service(fake, fast_retrier, asr=("coze-stream",))
+        with caplog.at_level(logging.WARNING, logger="voicebridge.speech.service"):
+            first = await service.transcribe(tone_clip("ogg", 2.0))
+            second = await service.transcribe(tone_clip("ogg", 1.0))
+        await service.aclose()
+    assert (first.text, second.text) == ("tone 440 hz 2.0 s", "tone 440 hz 1.0 s")
+    assert input_formats(fake) == ["ogg", "pcm", "pcm"]  # the same note again as PCM, and the next one PCM at once
+    assert service.health.healthy("coze-stream")  # a refused form is no failure of the provider
+    warnings = [record.getMessage() for record in caplog.records if record.levelno >= logging.WARNING]
+    assert len(warnings) == 1 and "Ogg/Opus" in warnings[0] and "COZE_STREAM_INPUT=pcm" in warnings[0]
+    # What the operator needs for Coze's support: the provider, the session's log id, what Coze said.
+    assert "provider=coze-stream" in warnings[0] and f"logid={fake.ws_sessions[0].logid}" in warnings[0]
+    assert ("The parameter audio is invalid" if answer == "error" else "'format': 'wav'") in warnings[0]
+
+
+async def test_a_pcm_session_whose_echo_differs_fails_instead_of_giving_garbage_text(fast_retrier: Retrier) -> None:
+    async with FakeCoze(ws_asr_formats=frozenset({"wav"}), unsupported_format_answer="ignore") as fake:
+        service = build_service(fake, fast_retrier, asr=("coze-stream",))
+        with pytest.raises(SpeechError) as caught:
+            await service.transcribe(tone_clip("mp3", 1.0))  # goes as PCM; the echo keeps wav
+        await service.aclose()
+    assert not isinstance(caught.value, InputFormatRefused)  # nothing left to fall back to
+    assert caught.value.kind is ErrorKind.INVALID_INPUT and "did not accept the declared audio format" in str(caught.value)
+    assert (caught.value.provider, caught.value.logid) == ("coze-stream", fake.ws_sessions[0].logid)
+    assert input_formats(fake) == ["pcm"]
+
+
+@pytest.mark.parametrize("message", ["The parameter audio is invalid.", "The parameter format is invalid.",
+                                     "Codec opus is not supported."])
+async def test_a_4000_about_the_audio_format_or_codec_refuses_ogg(fake: FakeCoze, fast_retrier: Retrier, message: str) -> None:
+    fake.fail_next("ws_transcriptions", code=4000, msg=message)
+    service = build_service(fake, fast_retrier, asr=("coze-stream",))
+    assert (await service.transcribe(tone_clip("ogg", 1.0))).text == "tone 440 hz 1.0 s"
+    await service.aclose()
+    assert input_formats(fake) == ["ogg", "pcm"] and service.pcm_only == {"coze-stream"}
+
+
+async def test_an_echo_without_ogg_is_remembered_even_when_the_pcm_retry_fails(fast_retrier: Retrier) -> None:
+    """The echo says outright that the deployment does not take Ogg/Opus: no later note tries it."""
+    async with FakeCoze(ws_asr_formats=frozenset({"pcm", "wav"}), unsupported_format_answer="ignore") as fake:
+        fake.delay_next("ws_transcriptions", 0.01)  # the first session (Ogg) goes through: its echo refuses Ogg
+        fake.fail_next("ws_transcriptions", code=5000, times=5)  # every PCM attempt after it fails
+        service = build_service(fake, fast_retrier, asr=("coze-stream",))
+        with pytest.raises(SpeechError):
+            await service.transcribe(tone_clip("ogg", 1.0))
+        await service.aclose()
+    assert input_formats(fake)[:2] == ["ogg", "pcm"] and service.pcm_only == {"coze-stream"}
+
+
+async def test_a_server_error_that_mentions_audio_is_no_refusal_of_ogg(fake: FakeCoze, fast_retrier: Retrier) -> None:
+    fake.fail_next("ws_transcriptions", code=5000, msg="The audio service had an internal error.")
+    service = build_service(fake, fast_retrier, asr=("coze-stream",))
+    assert (await service.transcribe(tone_clip("ogg", 1.0))).text == "tone 440 hz 1.0 s"  # retried, as Ogg
+    await service.aclose()
+    assert input_formats(fake) == ["ogg", "ogg"] and service.pcm_only == set()
+
+
+async def test_the_streaming_transcriber_also_answers_a_plain_transcribe_call(fake: FakeCoze) -> None:
+    """``transcribe`` (the Transcriber protocol) is the stream's final text; the service itself streams."""
+    endpoint = CozeEndpoint(StaticToken(DEFAULT_TOKEN), fake.base_url, fake.ws_base_url, connect_timeout=2.0)
+
+    async def chunks() -> AsyncIterator[bytes]:
+        yield tone_pcm(440, 1.5, 16000)
+
+    transcript = await CozeStreamTranscriber(endpoint).transcribe(PcmStream(16000, chunks()), TranscribeOptions())
+    assert (transcript.text, transcript.final, transcript.seconds) == ("tone 440 hz 1.5 s", True, 1.5)
+
+
+async def test_an_empty_answer_for_ogg_with_sound_is_retried_as_pcm(fast_retrier: Retrier) -> None:
+    async with FakeCoze(hears_nothing_in=frozenset({"ogg"})) as fake:
+        service = build_service(fake, fast_retrier, asr=("coze-stream",))
+        first = await service.transcribe(tone_clip("ogg", 2.0))
+        second = await service.transcribe(tone_clip("ogg", 1.0))
+        await service.aclose()
+    assert (first.text, second.text) == ("tone 440 hz 2.0 s", "tone 440 hz 1.0 s")
+    assert input_formats(fake) == ["ogg", "pcm", "pcm"]  # PCM heard what Ogg did not: remembered
+
+
+async def test_an_empty_answer_that_pcm_confirms_is_the_answer_and_ogg_stays(fast_retrier: Retrier) -> None:
+    """Sound that the recogniser turns into no words (noise, music) is not Ogg's fault: the empty
+    answer stands, and the next note still goes as Ogg."""
+    async with FakeCoze(hears_nothing_in=frozenset({"ogg", "pcm"})) as fake:
+        service = build_service(fake, fast_retrier, asr=("coze-stream",))
+        answers = [(await service.transcribe(tone_clip("ogg", 1.0))).text for _ in range(2)]
+        await service.aclose()
+    assert answers == ["", ""]
+    assert input_formats(fake) == ["ogg", "pcm", "ogg", "pcm"] and service.pcm_only == set()
+
+
+async def test_a_4000_about_something_else_is_no_refusal_of_ogg(fake: FakeCoze, fast_retrier: Retrier) -> None:
+    fake.fail_next("ws_transcriptions", code=4000, msg="The parameter hot_words is invalid.")
+    service = build_service(fake, fast_retrier, asr=("coze-stream",))
+    with pytest.raises(SpeechError) as caught:
+        await service.transcribe(tone_clip("ogg", 1.0))
+    assert (await service.transcribe(tone_clip("ogg", 1.0))).text == "tone 440 hz 1.0 s"
+    await service.aclose()
+    assert (caught.value.kind, caught.value.code) == (ErrorKind.INVALID_INPUT, 4000)
+    assert input_formats(fake) == ["ogg", "ogg"] and service.pcm_only == set()
+
+
+async def test_a_silent_ogg_note_never_reaches_the_streaming_provider(fake: FakeCoze, fast_retrier: Retrier) -> None:
+    service = build_service(fake, fast_retrier, asr=("coze-stream",))
+    with pytest.raises(AudioError) as caught:
+        await service.transcribe(AudioClip(data=make_silence("ogg", 2.0)))
+    await service.aclose()
+    assert caught.value.problem is AudioProblem.SILENT and fake.ws_sessions == []
+
+
+async def test_stereo_ogg_goes_as_it_is_and_a_pcm_only_provider_gets_pcm(fake: FakeCoze, fast_retrier: Retrier) -> None:
+    endpoint = CozeEndpoint(StaticToken(DEFAULT_TOKEN), fake.base_url, fake.ws_base_url, connect_timeout=2.0)
+    stereo = AudioClip(data=make_tone("ogg", 440.0, 1.0, channels=2))
+    for ogg_opus in (True, False):  # False: COZE_STREAM_INPUT=pcm
+        service = SpeechService(transcribers=[CozeStreamTranscriber(endpoint, ogg_opus=ogg_opus)], asr_chain=["coze-stream"],
+                                retrier=fast_retrier)
+        assert (await service.transcribe(stereo)).text == "tone 440 hz 1.0 s"
+        await service.aclose()
+    declared = [session.uplink[0]["data"]["input_audio"] for session in fake.sessions_to("ws_transcriptions")]
+    assert [(audio["format"], audio["channel"]) for audio in declared] == [("ogg", 2), ("pcm", 1)]
+
+
+async def test_ogg_that_is_not_one_plain_opus_stream_goes_as_pcm(fake: FakeCoze, fast_retrier: Retrier) -> None:
+    note = make_tone("ogg", 440.0, 1.0)
+    service = build_service(fake, fast_retrier, asr=("coze-stream",))
+    damaged = note[:-5] + bytes([note[-5] ^ 0x01]) + note[-4:]  # the last page's checksum fails
+    for data in (note + note, note + b"trailing bytes", damaged):  # chained streams; bytes after the last page
+        assert (await service.transcribe(AudioClip(data=data))).text.startswith("tone 440 hz")
+    await service.aclose()
+    assert input_formats(fake) == ["pcm", "pcm", "pcm"]
+
+
+async def test_an_ogg_note_lying_about_its_length_is_bounded_and_metered_by_its_packets(fake: FakeCoze,
+                                                                                      fast_retrier: Retrier) -> None:
+    """Granule positions are the muxer's word: the last page of a 3 s note claims 1 s, with a
+    checksum that holds. The limit and the meter go by the packets."""
+    pages = ogg_pages(make_tone("ogg", 440.0, 3.0))
+    liar = AudioClip(data=b"".join(pages[:-1]) + with_granule(pages[-1], 312 + 48000))
+    service = build_service(fake, fast_retrier, asr=("coze-stream",))
+    with pytest.raises(AudioError) as caught:
+        await service.transcribe(liar, TranscribeOptions(max_seconds=2.0))
+    assert caught.value.problem is AudioProblem.TOO_LONG and fake.ws_sessions == []  # refused before any call
+    usage = AudioUsage()
+    await service.transcribe(liar, TranscribeOptions(max_seconds=60.0), meter=usage)
+    await service.aclose()
+    assert input_formats(fake) == ["ogg"] and usage.seconds == pytest.approx(3.0, abs=0.02)
+
+
+async def test_an_ogg_note_from_a_file_on_disk_goes_as_its_pages(fake: FakeCoze, fast_retrier: Retrier, tmp_path) -> None:
+    path = tmp_path / "note.ogg"
+    path.write_bytes(make_tone("ogg", 440.0, 2.0))
+    service = build_service(fake, fast_retrier, asr=("coze-stream",))
+    assert (await service.transcribe(AudioClip.from_path(path))).text == "tone 440 hz 2.0 s"
+    await service.aclose()
+    assert input_formats(fake) == ["ogg"] and fake.ws_sessions[0].audio_bytes == path.stat().st_size
 
 
 @pytest.mark.parametrize("mode", ["http401", "error_event"])

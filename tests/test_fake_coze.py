@@ -32,7 +32,7 @@ from cozepy.websockets.audio.transcriptions import (
 )
 from cozepy.websockets.ws import InputAudio, OutputAudio, PCMConfig, WebsocketsEventType
 
-from tests.audio_tools import analyse, decode, make_tone, pcm_samples, probe, tone_pcm
+from tests.audio_tools import analyse, decode, make_tone, ogg_pages, pcm_samples, probe, tone_pcm
 from tests.cozepy_contract import ContractError, cozepy_dropped_fields, validate_downlink, validate_uplink
 from tests.fakes.coze import TEXT_LIMIT_BYTES, UPLOAD_LIMIT_BYTES, FakeCoze, FakeVoice, WsSession
 
@@ -626,6 +626,60 @@ async def test_ws_asr_input_formats(
     assert updated.keys() == {"format", "codec", "sample_rate", "channel", "bit_depth"}  # defaults filled
     assert {key: updated[key] for key in input_audio} == input_audio
     assert_downlink_contract(fake.ws_sessions[0])
+
+
+async def test_ws_asr_ogg_opus_with_cozepy_is_heard_page_by_page(fake: FakeCoze) -> None:
+    """Ogg/Opus is decoded as it arrives (partials while the pages come), padding trimmed."""
+    fake.partial_every_seconds = 0.5
+    note = make_tone("ogg", 440, 3.0, channels=2)
+    collector = Collector()
+    async with asr_client(fake, collector)() as client:
+        update = InputAudio(format="ogg", codec="opus", sample_rate=48000, channel=2, bit_depth=16)
+        await client.transcriptions_update(TranscriptionsUpdateEvent.Data(input_audio=update))
+        for page in ogg_pages(note):
+            await client.input_audio_buffer_append(InputAudioBufferAppendEvent.Data(delta=page))
+        await client.input_audio_buffer_complete()
+        await asyncio.wait_for(client.wait(), 10)
+    contents = [event.data.content for event in collector.events if event.event_type == "transcriptions.message.update"]
+    assert len(contents) >= 4 and contents[-1] == "tone 440 hz 3.0 s" and collector.errors == []
+    [session] = fake.ws_sessions
+    assert session.config == {"format": "ogg", "codec": "opus", "sample_rate": 48000, "channel": 2, "bit_depth": 16}
+    assert session.heard_seconds == pytest.approx(3.0, abs=0.01) and fake.violations == []
+    assert_downlink_contract(session)
+    assert_uplink_contract(session)
+
+
+def _corrupt(data: bytes, offset: int) -> bytes:
+    return data[:offset] + bytes([data[offset] ^ 0x01]) + data[offset + 1 :]
+
+
+@pytest.mark.parametrize(
+    ("make_audio", "problem"),
+    [
+        (lambda note: b"this is not an ogg file", "no capture pattern"),
+        (lambda note: _corrupt(note, len(note) // 2), "a page's checksum fails"),
+        (lambda note: note[:-100], "the last page is cut off"),
+        (lambda note: note + note, "a second (chained) stream"),
+        (lambda note: make_tone("wav", 440, 1.0), "WAV declared as Ogg"),
+    ],
+)
+async def test_ws_asr_refuses_malformed_ogg_with_4000(fake: FakeCoze, make_audio: Callable[[bytes], bytes],
+                                                      problem: str) -> None:
+    audio = make_audio(make_tone("ogg", 440, 1.0))
+    async with raw_ws(fake, ASR_PATH) as ws:
+        await send(ws, "transcriptions.update", {"input_audio": {"format": "ogg", "codec": "opus", "sample_rate": 48000}})
+        for start in range(0, len(audio), 4000):
+            await send(ws, "input_audio_buffer.append", {"delta": b64(audio[start : start + 4000])})
+        await send(ws, "input_audio_buffer.complete")
+        events = await receive_until(ws, "input_audio_buffer.completed")
+        if not any(event["event_type"] == "error" for event in events):
+            events.append(await receive(ws))  # refused at complete (cut off): the error follows
+    errors = [event["data"] for event in events if event["event_type"] == "error"]
+    assert errors and errors[0]["code"] == 4000, problem
+    assert errors[0]["msg"].startswith("The parameter audio is invalid. It should follow the format: ogg.")
+    assert fake.ws_sessions[0].transcripts == []
+    assert_downlink_contract(fake.ws_sessions[0])
+    assert fake.take_violations()  # deliberate: this client broke the declared format
 
 
 @pytest.mark.parametrize(

@@ -19,6 +19,9 @@ T = TypeVar("T")
 ASR_PROVIDERS = tuple(TRANSCRIBERS)
 TTS_PROVIDERS = tuple(SYNTHESIZERS)
 FEISHU_TEXT_MODES = ("auto", "cumulative", "delta")
+# coze-stream input: "ogg" hands Ogg/Opus notes over as they are (PCM for everything else), "pcm"
+# decodes every note to PCM, for a Coze deployment that does not take Ogg/Opus.
+COZE_STREAM_INPUTS = ("ogg", "pcm")
 
 DEFAULT_COZE_API_BASE = "https://api.coze.cn"
 DEFAULT_COZE_WS_BASE = "wss://ws.coze.cn"
@@ -148,6 +151,7 @@ class SpeechSettings:
     provider_timeout: float = 60.0  # seconds a provider may stay silent before the call times out
     feishu_text_mode: str = "auto"
     coze_jwt: CozeJwtApp | None = None  # set: access tokens come from this app, not COZE_API_TOKEN
+    coze_stream_input: str = "ogg"  # COZE_STREAM_INPUTS
 
     @property
     def has_coze_credentials(self) -> bool:
@@ -197,6 +201,7 @@ class SpeechSettings:
             provider_timeout=number(values, "VOICEBRIDGE_PROVIDER_TIMEOUT", 60.0, 0.1, 3600, problems),
             feishu_text_mode=choice(values, "FEISHU_TEXT_MODE", FEISHU_TEXT_MODES, problems),
             coze_jwt=jwt_app,
+            coze_stream_input=choice(values, "COZE_STREAM_INPUT", COZE_STREAM_INPUTS, problems),
         )
 
     def secrets(self) -> list[str]:

@@ -11,6 +11,8 @@ is a claim, not a measurement, so decoding is still bounded by what it really pr
 from __future__ import annotations
 
 import struct
+import zlib
+from dataclasses import dataclass
 
 # Sniffed container -> the one ffmpeg demuxer allowed to read it. Nothing else is ever opened:
 # no playlists (hls, dash), no concat, no image or device demuxers.
@@ -152,26 +154,16 @@ def _ogg_page_at(data: memoryview, position: int) -> tuple[int, int, int, bytes]
     return granule, serial, length, body
 
 
-def _ogg_crc_table() -> list[int]:
-    table = []
-    for byte in range(256):
-        value = byte << 24
-        for _ in range(8):
-            value = ((value << 1) ^ 0x04C11DB7) if value & 0x80000000 else value << 1
-        table.append(value & 0xFFFFFFFF)
-    return table
-
-
-_OGG_CRC_TABLE = _ogg_crc_table()
+# Ogg's CRC-32 is zlib's with the bits of every byte and of the result reversed (and no initial
+# or final inversion): computed that way it runs in C, a few hundred times faster than a table
+# walk in Python.
+_BIT_REVERSED = bytes(int(f"{byte:08b}"[::-1], 2) for byte in range(256))
 
 
 def _ogg_crc(page: bytes) -> int:
     """Ogg's CRC-32: polynomial 0x04C11DB7, not reflected, no final xor (unlike zlib's)."""
-    crc = 0
-    table = _OGG_CRC_TABLE
-    for byte in page:
-        crc = ((crc << 8) & 0xFFFFFFFF) ^ table[(crc >> 24) ^ byte]
-    return crc
+    reflected = zlib.crc32(page.translate(_BIT_REVERSED), 0xFFFFFFFF) ^ 0xFFFFFFFF
+    return int(f"{reflected:032b}"[::-1], 2)
 
 
 # ----------------------------------------------------------------------------- MP4 / M4A
@@ -308,6 +300,135 @@ def _mp3_seconds(data: memoryview) -> float | None:
         frames = struct.unpack_from(">I", data, vbri + 14)[0]
         return frames * samples_per_frame / rate
     return None
+
+
+# ----------------------------------------------------------------------------- Ogg/Opus pass-through
+
+OPUS_RATE = 48000  # Opus always decodes at 48 kHz; Ogg granules and pre-skip count 48 kHz samples
+_OGG_HEADER_BYTES = 27
+_OGG_END_OF_STREAM = 0x04
+_MAX_OPUS_PACKET_SAMPLES = 5760  # 120 ms: a longer packet is invalid (RFC 6716 §3.2.5)
+
+
+def _opus_frame_samples(config: int) -> int:
+    """Samples at 48 kHz per frame of a TOC configuration (RFC 6716 §3.1)."""
+    if config < 12:  # SILK: 10, 20, 40, 60 ms
+        return (480, 960, 1920, 2880)[config % 4]
+    if config < 16:  # hybrid: 10, 20 ms
+        return (480, 960)[config % 2]
+    return (120, 240, 480, 960)[config % 4]  # CELT: 2.5, 5, 10, 20 ms
+
+
+_OPUS_FRAME_SAMPLES = tuple(_opus_frame_samples(toc >> 3) for toc in range(256))
+
+
+@dataclass(frozen=True)
+class OggOpusLayout:
+    """A single-stream Ogg/Opus file, walked page by page without decoding: what a provider
+    taking Ogg/Opus as it is needs, and how much audio each run of pages carries.
+
+    ``chunks``: consecutive byte ranges covering the whole file, each with the audio its packets
+    hold (48 kHz samples, from every packet's own TOC byte, as a decoder counts them; the header
+    pages ride with the first audio).
+    """
+
+    channels: int
+    pre_skip: int
+    chunks: tuple[tuple[int, int, int], ...]  # (start, end, samples)
+
+    @property
+    def seconds(self) -> float:
+        return max(0, sum(samples for _, _, samples in self.chunks) - self.pre_skip) / OPUS_RATE
+
+
+def _ogg_checksum_holds(data: memoryview, start: int, end: int) -> bool:
+    page = bytes(data[start:end])
+    return _ogg_crc(page[:22] + b"\0\0\0\0" + page[26:]) == struct.unpack_from("<I", page, 22)[0]
+
+
+def ogg_opus_layout(data: bytes | memoryview, chunk_seconds: float) -> OggOpusLayout | None:
+    """``data`` as Ogg/Opus pages to hand on as they are, or None when it is anything else.
+
+    Only the plainest form passes: one logical stream from the first byte to the last (no
+    chaining, no multiplexing, nothing before, between or after the pages), an ``OpusHead`` of
+    one or two channels (mapping family 0), and audio packets whose TOC bytes are valid.
+    Every page's checksum must hold. Anything else is decoded and streamed as PCM instead, by the
+    decoder that copes with it. Never raises on hostile bytes.
+    """
+    try:
+        return _walk_ogg_opus(memoryview(data), int(chunk_seconds * OPUS_RATE))
+    except (IndexError, ValueError, struct.error):
+        return None
+
+
+def _walk_ogg_opus(data: memoryview, chunk_samples: int) -> OggOpusLayout | None:
+    frame_samples = _OPUS_FRAME_SAMPLES
+    serial: int | None = None
+    channels = pre_skip = 0
+    packet_index = 0  # 0: OpusHead, 1: OpusTags, then audio
+    packet_start = -1  # offset of the packet being continued onto the next page, if any
+    chunks: list[tuple[int, int, int]] = []
+    chunk_start = chunk_audio = 0
+    offset, ended = 0, False
+    while offset < len(data):
+        if ended or bytes(data[offset:offset + 5]) != b"OggS\x00":
+            return None  # bytes after the end of the stream, or not a page where one must start
+        header_type = data[offset + 5]
+        page_serial = struct.unpack_from("<I", data, offset + 14)[0]
+        if serial is None:
+            if not header_type & 0x02:
+                return None
+            serial = page_serial
+        elif page_serial != serial or header_type & 0x02:
+            return None  # a second logical stream, multiplexed or chained
+        segments = data[offset + 26]
+        lacing = bytes(data[offset + _OGG_HEADER_BYTES:offset + _OGG_HEADER_BYTES + segments])
+        position = offset + _OGG_HEADER_BYTES + segments
+        if len(lacing) != segments or (header_type & 0x01) != (packet_start >= 0):
+            return None  # truncated, or a continuation flag that does not match the packets
+        page_end = position + sum(lacing)
+        if page_end > len(data) or not _ogg_checksum_holds(data, offset, page_end):
+            return None  # cut short, or damaged: the receiver would drop it
+        for size in lacing:
+            if packet_start < 0:
+                packet_start = position
+            position += size
+            if size == 255:
+                continue  # the packet goes on in the next segment
+            packet = data[packet_start:position]
+            if len(packet) != position - packet_start:
+                return None
+            if packet_index == 0:
+                if bytes(packet[:8]) != b"OpusHead" or len(packet) < 19 or packet[8] >> 4 != 0:
+                    return None
+                channels, pre_skip, family = packet[9], struct.unpack_from("<H", packet, 10)[0], packet[18]
+                if family != 0 or channels not in (1, 2):
+                    return None
+            elif packet_index == 1:
+                if bytes(packet[:8]) != b"OpusTags":
+                    return None
+            else:
+                if not packet:
+                    return None
+                toc = packet[0]
+                count = (1, 2, 2, packet[1] & 0x3F if len(packet) > 1 else 0)[toc & 0x03]
+                samples = count * frame_samples[toc]
+                if not count or samples > _MAX_OPUS_PACKET_SAMPLES:
+                    return None
+                chunk_audio += samples
+            packet_index += 1
+            packet_start = -1
+        offset = position
+        ended = bool(header_type & _OGG_END_OF_STREAM)
+        if chunk_audio >= chunk_samples or (offset == len(data) and chunk_audio):
+            chunks.append((chunk_start, offset, chunk_audio))
+            chunk_start, chunk_audio = offset, 0
+    if packet_index < 3 or packet_start >= 0 or not chunks:
+        return None  # no audio at all, or a packet cut off at the end
+    if chunk_start < len(data):  # pages without audio at the end (an empty end-of-stream page)
+        start, _, samples = chunks.pop()
+        chunks.append((start, len(data), samples))
+    return OggOpusLayout(channels, pre_skip, tuple(chunks))
 
 
 _STATED_DURATION_READERS = {

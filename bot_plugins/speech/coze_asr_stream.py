@@ -1,22 +1,28 @@
 """Coze streaming ASR over WebSocket /v1/audio/transcriptions (spec §4).
 
-Session: ``transcriptions.update`` declaring exactly the PCM that follows, then
+Session: ``transcriptions.update`` declaring exactly the audio that follows, then
 ``input_audio_buffer.append`` chunks, then ``input_audio_buffer.complete``. The server answers
 with ``transcriptions.message.update`` events (each the full text so far), surfaced as partials,
 and ends with ``transcriptions.message.completed``. Audio is sent while events are read, so
 partials arrive during upload.
+
+The audio is either PCM or an Ogg/Opus note's own pages (``format`` ogg, ``codec`` opus, spec
+§4.1), which spares the bot decoding the note at all. When the server refuses the Ogg/Opus form
+(an echo that is not ogg/opus, error 4000) this raises :class:`InputFormatRefused`, and the
+service sends the note again as PCM.
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from typing import Any
 
 from .coze_common import DROP_GRACE_SECONDS, CozeEndpoint, CozeEvent, CozeSocket, open_coze_socket, probe_coze_socket
-from .errors import ErrorKind, SpeechError
+from .errors import ErrorKind, InputFormatRefused, SpeechError
 from .languages import AUTO
-from .models import PcmStream, ProviderAudio, TranscribeOptions, TranscriberCapabilities, Transcript
+from .models import AudioFormat, OggOpusStream, PcmStream, ProviderAudio, TranscribeOptions, TranscriberCapabilities, Transcript
 from .providers import last_transcript
 
 STREAM_SAMPLE_RATE = 16000
@@ -28,6 +34,8 @@ USER_LANGUAGES = {
 }
 # After the last audio frame, how long the server may stay silent before we give up.
 RESULT_TIMEOUT = 30.0
+# The Coze code for an invalid parameter, the audio included (spec §3: "The parameter audio is invalid…").
+INVALID_PARAMETER = 4000
 
 
 class CozeStreamTranscriber:
@@ -40,26 +48,31 @@ class CozeStreamTranscriber:
         streaming=True,
         hot_words=True,
         languages=frozenset(USER_LANGUAGES),
+        stream_formats=frozenset({AudioFormat.OGG_OPUS}),  # spec §4.1: format ogg, codec opus
     )
 
-    def __init__(self, endpoint: CozeEndpoint, result_timeout: float = RESULT_TIMEOUT) -> None:
+    def __init__(self, endpoint: CozeEndpoint, result_timeout: float = RESULT_TIMEOUT, *, ogg_opus: bool = True) -> None:
+        """``ogg_opus``: False sends every note as PCM (``COZE_STREAM_INPUT=pcm``)."""
         self.endpoint = endpoint
         self.result_timeout = result_timeout
+        if not ogg_opus:
+            self.capabilities = replace(self.capabilities, stream_formats=frozenset())
 
     async def transcribe(self, audio: ProviderAudio, options: TranscribeOptions) -> Transcript:
         return await last_transcript(self.stream(audio, options))
 
     async def stream(self, audio: ProviderAudio, options: TranscribeOptions) -> AsyncIterator[Transcript]:
-        if not isinstance(audio, PcmStream):
-            raise TypeError("Coze streaming ASR takes a PCM stream")
+        if isinstance(audio, PcmStream):
+            declared = {"format": "pcm", "codec": "pcm", "sample_rate": audio.sample_rate, "channel": audio.channels,
+                        "bit_depth": audio.bit_depth}
+        elif isinstance(audio, OggOpusStream) and AudioFormat.OGG_OPUS in self.capabilities.stream_formats:
+            # bit_depth means nothing for Opus; the server's default (16) is declared.
+            declared = {"format": "ogg", "codec": "opus", "sample_rate": audio.sample_rate, "channel": audio.channels,
+                        "bit_depth": 16}
+        else:
+            raise TypeError(f"Coze streaming ASR takes PCM or Ogg/Opus, not {type(audio).__name__}")
+        encoded = declared["format"] != "pcm"
         async with open_coze_socket(self.endpoint, "/v1/audio/transcriptions", self.name) as socket:
-            declared = {
-                "format": "pcm",
-                "codec": "pcm",
-                "sample_rate": audio.sample_rate,
-                "channel": audio.channels,
-                "bit_depth": audio.bit_depth,
-            }
             update = {"input_audio": declared, "asr_config": asr_config(options)}
             sender = asyncio.create_task(self._send_audio(socket, update, audio))
             text = ""
@@ -79,19 +92,27 @@ class CozeStreamTranscriber:
                         seconds = sender.result() if sender.done() else 0.0
                         break
                     # Anything else (created, completed, unknown new events) needs no action.
+            except SpeechError as error:
+                if encoded and _refuses_audio(error):
+                    # Refused config or audio: the service sends the same note as PCM at once.
+                    raise InputFormatRefused(f"Coze refused Ogg/Opus input: {error.message}", provider=self.name,
+                                             code=error.code, logid=error.logid) from error
+                raise
             finally:
                 if not sender.done():
                     sender.cancel()
                 await asyncio.gather(sender, return_exceptions=True)
         yield Transcript(text=text.strip(), final=True, provider=self.name, seconds=seconds or None)
 
-    async def _send_audio(self, socket: CozeSocket, update: dict[str, Any], audio: PcmStream) -> float:
+    async def _send_audio(self, socket: CozeSocket, update: dict[str, Any], audio: PcmStream | OggOpusStream) -> float:
         await socket.send("transcriptions.update", update)
         sent = 0
         async for chunk in audio.chunks:
             await socket.send_audio("input_audio_buffer.append", chunk)
             sent += len(chunk)
         await socket.send("input_audio_buffer.complete")
+        if isinstance(audio, OggOpusStream):
+            return audio.seconds
         return sent / (audio.sample_rate * audio.channels * audio.bit_depth // 8)
 
     async def _next_event(self, socket: CozeSocket, sender: asyncio.Task[float]) -> CozeEvent:
@@ -147,11 +168,24 @@ def asr_config(options: TranscribeOptions) -> dict[str, Any]:
     return config
 
 
+def _refuses_audio(error: SpeechError) -> bool:
+    """Error 4000 about the audio or its format ("The parameter audio is invalid. It should follow
+    the format: …", spec §3). Code 4000 alone also covers every other parameter (a bad hot-word
+    list, say), which PCM would not get past either."""
+    if isinstance(error, InputFormatRefused) or error.code != INVALID_PARAMETER:
+        return False
+    return any(word in error.message.lower() for word in ("audio", "format", "codec"))
+
+
 def _check_echo(declared: dict[str, Any], effective: object, socket: CozeSocket) -> None:
-    """The server echoes the audio format it will decode; anything else would be garbage text."""
+    """The server echoes the audio format it will decode; anything else would be garbage text.
+    For Ogg/Opus that is a refusal of the form, which PCM may well get past."""
     if not isinstance(effective, dict):
         return
     mismatched = {key: effective.get(key) for key, value in declared.items() if key in effective and effective[key] != value}
+    if mismatched and declared["format"] != "pcm":
+        raise InputFormatRefused(f"Coze did not take Ogg/Opus input as declared: {mismatched}", provider=socket.provider,
+                                 logid=socket.logid, refused_config=True)
     if mismatched:
         raise SpeechError(ErrorKind.INVALID_INPUT, f"Coze did not accept the declared audio format: {mismatched}",
                           provider=socket.provider, logid=socket.logid, retryable=False)

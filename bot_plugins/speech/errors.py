@@ -131,6 +131,19 @@ class SpeechError(Exception):
         return " ".join(parts)
 
 
+class InputFormatRefused(SpeechError):
+    """A provider refused the encoded form it was handed (its config or its audio), or heard
+    nothing in audio our own check found sound in: the same audio is worth sending again as
+    PCM at once. ``refused_config``: the provider said outright it does not take the form;
+    ``empty_answer``: it only answered with no text (which PCM may confirm)."""
+
+    def __init__(self, message: str, *, provider: str | None = None, logid: str | None = None,
+                 code: int | str | None = None, refused_config: bool = False, empty_answer: bool = False) -> None:
+        super().__init__(ErrorKind.INVALID_INPUT, message, provider=provider, code=code, logid=logid, retryable=False)
+        self.refused_config = refused_config
+        self.empty_answer = empty_answer
+
+
 class AudioProblem(StrEnum):
     EMPTY = "empty"
     UNDECODABLE = "undecodable"

@@ -78,7 +78,19 @@ class PcmStream:
     bit_depth: int = 16
 
 
-ProviderAudio = EncodedAudio | PcmStream
+@dataclass
+class OggOpusStream:
+    """An Ogg/Opus note's own pages, in order and unchanged, chunk by chunk (streaming providers
+    that take Ogg/Opus as it is, see ``TranscriberCapabilities.stream_formats``): nothing decoded.
+    ``sample_rate`` is Opus's decoding rate, 48 kHz, whatever rate the recording came from."""
+
+    channels: int
+    seconds: float
+    chunks: AsyncIterator[bytes]
+    sample_rate: int = 48000
+
+
+ProviderAudio = EncodedAudio | PcmStream | OggOpusStream
 
 
 @dataclass(frozen=True)
@@ -147,6 +159,9 @@ class TranscriberCapabilities:
     containers: frozenset[str] = frozenset()  # encoded containers uploaded as-is
     pcm_sample_rate: int | None = None  # when set, the provider consumes a PcmStream at this rate…
     pcm_chunk_seconds: float = 0.2  # …in chunks of this much audio
+    # Encoded input such a provider also takes as it is, instead of decoded PCM (an Ogg/Opus
+    # voice note's own pages: no decoding in the bot at all), in chunks of pcm_chunk_seconds.
+    stream_formats: frozenset[AudioFormat] = frozenset()
     max_bytes: int | None = None
     max_seconds: float | None = None
     streaming: bool = False  # yields partial transcripts while audio is sent

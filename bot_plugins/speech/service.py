@@ -10,19 +10,22 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import mmap
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import replace
 
 from .audio import DECODE_SLACK_SECONDS, SAMPLE_WIDTH, VOICE_NOTE_RATE, AudioConverter, AudioFacts, require_sound, wav_bytes
 from .config import SpeechSettings
+from .containers import OPUS_RATE, OggOpusLayout, ogg_opus_layout
 from .coze_asr import CozeFileTranscriber
 from .coze_asr_stream import CozeStreamTranscriber
 from .coze_auth import CozeCredentials, JwtApp, StaticToken
 from .coze_common import CozeEndpoint
 from .coze_tts import CozeSpeechSynthesizer
 from .coze_tts_stream import CozeStreamSynthesizer
-from .errors import AudioError, AudioProblem, ErrorKind, SpeechError
+from .errors import AudioError, AudioProblem, ErrorKind, InputFormatRefused, SpeechError
 from .feishu_asr import FeishuStreamSettings, FeishuStreamTranscriber, TextMode
 from .feishu_auth import FeishuClient
 from .health import CredentialAlarm, ProviderHealth
@@ -32,6 +35,7 @@ from .models import (
     AudioClip,
     AudioFormat,
     EncodedAudio,
+    OggOpusStream,
     PcmStream,
     SpeechAudio,
     SynthesizeOptions,
@@ -93,6 +97,8 @@ class SpeechService:
         # provider → the variables holding its credentials, for the operator when they are refused
         self.credentials = CredentialAlarm(credential_variables or {})
         self._closing = tuple(closing)  # what the providers share (Coze credentials), closed last
+        # Providers that refused encoded input (Ogg/Opus) in this process: they get PCM from then on.
+        self.pcm_only: set[str] = set()
 
     @classmethod
     def from_settings(cls, settings: SpeechSettings, *, retrier: Retrier | None = None,
@@ -110,7 +116,9 @@ class SpeechService:
             closing.append(credentials.aclose)
             endpoint = CozeEndpoint(credentials, settings.coze_api_base, settings.coze_ws_base,
                                     connect_timeout=min(10.0, timeout), read_timeout=timeout)
-            transcribers += [CozeFileTranscriber(endpoint), CozeStreamTranscriber(endpoint, result_timeout=timeout)]
+            transcribers += [CozeFileTranscriber(endpoint),
+                             CozeStreamTranscriber(endpoint, result_timeout=timeout,
+                                                   ogg_opus=settings.coze_stream_input == "ogg")]
             synthesizers += [CozeSpeechSynthesizer(endpoint, settings.coze_voice_id),
                              CozeStreamSynthesizer(endpoint, settings.coze_voice_id, audio_timeout=timeout)]
             variables |= {name: credentials.provider_variables for name in ("coze", "coze-stream")}
@@ -251,16 +259,35 @@ class SpeechService:
         facts = await clip.facts()
         request.require(facts.seconds)
         if caps.pcm_sample_rate is not None:
+            refusal: InputFormatRefused | None = None
+            if self._takes_ogg_opus(provider, facts):
+                try:
+                    async with _clip_bytes(clip.clip) as data:
+                        layout = await asyncio.to_thread(ogg_opus_layout, data, caps.pcm_chunk_seconds)
+                        if layout is not None:
+                            async for transcript in self._stream_ogg_opus(provider, clip, data, layout, options, request):
+                                yield transcript
+                            return
+                except InputFormatRefused as error:
+                    refusal = error
+                    log.info("%s refused this note as Ogg/Opus (%s); sending it again as PCM", provider.name, error)
+                    if error.refused_config:
+                        self._refused_ogg_opus(provider, error)
+                    request.require(facts.seconds)
+            final: Transcript | None = None
             async with self.converter.pcm(clip.clip, caps.pcm_sample_rate, caps.pcm_chunk_seconds,
                                           max_seconds=clip.max_seconds) as decoded:
                 heard = await require_sound(decoded, caps.pcm_sample_rate)
                 audio = PcmStream(sample_rate=caps.pcm_sample_rate,
                                   chunks=_metered(heard, request, provider.name, caps.pcm_sample_rate))
                 if caps.streaming and isinstance(provider, StreamingTranscriber):
-                    async for transcript in provider.stream(audio, options):
-                        yield transcript
+                    async for final in provider.stream(audio, options):
+                        yield final
                 else:
-                    yield await provider.transcribe(audio, options)
+                    yield (final := await provider.transcribe(audio, options))
+            if refusal is not None and (not refusal.empty_answer or (final is not None and final.text)):
+                # PCM got through (or was heard) where Ogg/Opus was not: the form's fault, not the note's.
+                self._refused_ogg_opus(provider, refusal)
             return
         if not await clip.has_sound():
             raise AudioError(AudioProblem.SILENT, "the audio is silent")
@@ -271,6 +298,43 @@ class SpeechService:
             encoded = EncodedAudio(wav_bytes(pcm, UPLOAD_CONVERSION_RATE), "wav", facts.seconds)
         request.hand(provider.name, facts.seconds)  # sent as a whole from here on, whatever the answer
         yield await provider.transcribe(encoded, options)
+
+    def _takes_ogg_opus(self, provider: Transcriber, facts: AudioFacts) -> bool:
+        """Whether ``provider`` gets this clip's own Ogg pages rather than decoded PCM."""
+        return (facts.container == "ogg" and AudioFormat.OGG_OPUS in provider.capabilities.stream_formats
+                and provider.capabilities.streaming and isinstance(provider, StreamingTranscriber)
+                and provider.name not in self.pcm_only)
+
+    async def _stream_ogg_opus(self, provider: Transcriber, clip: _ClipFacts, data: bytes | mmap.mmap,
+                               layout: OggOpusLayout, options: TranscribeOptions,
+                               request: MeteredRequest) -> AsyncIterator[Transcript]:
+        """An Ogg/Opus note handed over as it is: duration and sound are known before the call,
+        exactly as for an upload (packets counted, decoded only to the first loud second). An
+        empty answer for audio with sound is not taken as the truth: PCM gets a chance."""
+        assert isinstance(provider, StreamingTranscriber)
+        if layout.seconds > clip.max_seconds + DECODE_SLACK_SECONDS:  # its packets say more than its demuxer did
+            raise AudioError(AudioProblem.TOO_LONG, f"the audio is longer than {clip.max_seconds:.0f} s")
+        if not await clip.has_sound():
+            raise AudioError(AudioProblem.SILENT, "the audio is silent")
+        audio = OggOpusStream(channels=layout.channels, seconds=layout.seconds,
+                              chunks=_metered_pages(data, layout, request, provider.name))
+        final: Transcript | None = None
+        async for transcript in provider.stream(audio, options):
+            if transcript.final:
+                final = transcript
+            else:
+                yield transcript
+        if final is None or not final.text:
+            raise InputFormatRefused(f"{provider.name} heard nothing in Ogg/Opus audio that has sound",
+                                     provider=provider.name, empty_answer=True)
+        yield final
+
+    def _refused_ogg_opus(self, provider: Transcriber, refusal: InputFormatRefused) -> None:
+        if provider.name in self.pcm_only:
+            return
+        self.pcm_only.add(provider.name)
+        log.warning("ASR %s does not take Ogg/Opus input (%s): notes go to it as PCM until restart, decoded by the "
+                    "bot (more CPU per note). Set COZE_STREAM_INPUT=pcm to skip the first attempt.", provider.name, refusal)
 
     @staticmethod
     def _supported_options(provider: Transcriber, options: TranscribeOptions) -> TranscribeOptions:
@@ -449,6 +513,40 @@ async def _metered(chunks: AsyncIterator[bytes], request: MeteredRequest, provid
                 continue
         request.hand(provider, len(chunk) / bytes_per_second)
         yield chunk
+
+
+async def _metered_pages(data: bytes | mmap.mmap, layout: OggOpusLayout, request: MeteredRequest,
+                        provider: str) -> AsyncIterator[bytes]:
+    """An Ogg/Opus file's pages as a provider takes them, each chunk's audio (counted from its
+    packets) reported to the request's meter first. Pages cannot be cut: past the allowance by
+    more than the codec slack, the request is refused before the chunk leaves."""
+    pre_skip = layout.pre_skip
+    for start, end, samples in layout.chunks:
+        seconds = max(0, samples - pre_skip) / OPUS_RATE
+        pre_skip = max(0, pre_skip - samples)
+        allowance, needed = request.allowance_seconds, request.handed_seconds + seconds
+        if allowance is not None and needed > allowance + DECODE_SLACK_SECONDS:
+            raise AllowanceExceeded(allowance, needed)
+        request.hand(provider, seconds)
+        yield data[start:end]
+
+
+@asynccontextmanager
+async def _clip_bytes(clip: AudioClip) -> AsyncIterator[bytes | mmap.mmap]:
+    """The clip's encoded bytes: in memory as they are, a file mapped (read as pages are sent)."""
+    if clip.data is not None:
+        yield clip.data
+        return
+    assert clip.path is not None
+    file = await asyncio.to_thread(clip.path.open, "rb")
+    try:
+        mapped = await asyncio.to_thread(mmap.mmap, file.fileno(), 0, access=mmap.ACCESS_READ)
+        try:
+            yield mapped
+        finally:
+            mapped.close()
+    finally:
+        file.close()
 
 
 class _ClipFacts:

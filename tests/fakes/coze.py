@@ -28,7 +28,11 @@ UNCERTAIN: the ``error_code`` strings of refused token requests (HTTP 401, as co
 Points the spec leaves UNCERTAIN are switches (constructor keywords, also public attributes that a
 test may flip at any time): ``ws_auth_failure``, ``error_http_status``, ``upload_too_large_code``,
 ``silent_audio_code``, ``long_input_code``, ``unknown_voice_code``, ``speech_content_types``,
-``text_limit_error_at``, ``close_after_transcription``, ``close_after_speech``, ``ogg_opus_per_sentence``.
+``text_limit_error_at``, ``close_after_transcription``, ``close_after_speech``, ``ogg_opus_per_sentence``,
+``ws_asr_formats`` / ``unsupported_format_answer`` (does a deployment take ``format`` ogg / ``codec``
+opus, and how does it refuse it), ``hears_nothing_in`` (an ASR that returns no text for a format).
+WS ASR Ogg/Opus input is heard as it arrives (pages checked, packets decoded with libopus through
+PyAV); anything that is not a well-formed single Ogg/Opus stream is refused with 4000.
 Guesses that are not switches: WS ``opus`` output is an Ogg Opus byte stream (48 kHz) cut into
 chunks; ``g711a``/``g711u`` output is headerless A-law/µ-law at ``pcm_config.sample_rate``;
 ``limit_config`` throttling is accepted and ignored; an unknown uplink event type gets ``error``
@@ -60,12 +64,13 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal, NoReturn
 from urllib.parse import parse_qsl
 
+import av
 from aiohttp import BodyPartReader, WSMsgType, web
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
-from ..audio_tools import decode, make_tone
+from ..audio_tools import decode, make_tone, ogg_crc
 from ..cozepy_contract import NUMBER, UPLINK_DATA, ContractError, Obj, check
 from .base import FakeServer
 from .coze_agent import AgentDesk, AgentRefusal, FakeAgent
@@ -124,10 +129,14 @@ ERROR_MESSAGES: Mapping[int, str] = {
     4200: "The requested resource does not exist.",
     5000: "service internal error, please retry after",
 }
-WAV_INVALID = (
-    "The parameter audio is invalid. It should follow the format: wav. "
-    "or set input_audio via transcriptions.update event. Please review your input."
-)
+def audio_invalid(audio_format: str) -> str:
+    """The real server's refusal of audio that is not what was declared (spec §3, chat WS)."""
+    return (f"The parameter audio is invalid. It should follow the format: {audio_format}. "
+            "or set input_audio via transcriptions.update event. Please review your input.")
+
+
+WAV_INVALID = audio_invalid("wav")
+OGG_INVALID = audio_invalid("ogg")
 
 SPEECH_REQUEST = Obj(
     {
@@ -292,6 +301,7 @@ class WsSession:
     transcripts: list[str] = field(default_factory=list)  # final text per ASR complete
     texts: list[str] = field(default_factory=list)  # text synthesised per TTS complete
     audio_bytes: int = 0  # decoded ASR audio received
+    heard_seconds: float = 0.0  # ASR audio heard as it arrived, in seconds (PCM, WAV and Ogg/Opus buffers)
     ended: Literal["client", "server", "dropped", "rejected"] | None = None
 
     @property
@@ -411,6 +421,9 @@ class FakeCoze(FakeServer):
         close_after_speech: bool = False,
         extra_downlink_event: str | None = None,
         ogg_opus_per_sentence: bool = False,
+        ws_asr_formats: frozenset[str] = ASR_FORMATS,
+        unsupported_format_answer: Literal["error", "ignore"] = "error",
+        hears_nothing_in: frozenset[str] = frozenset(),
         jwt_apps: Sequence[FakeJwtApp] = (),
         access_token_seconds: int | None = None,
         agents: Sequence[FakeAgent] | None = None,
@@ -459,6 +472,12 @@ class FakeCoze(FakeServer):
         # REST ogg_opus output "in segments" (spec): one chained Ogg stream per sentence, so the
         # container states only the last one's length.
         self.ogg_opus_per_sentence = ogg_opus_per_sentence
+        # UNCERTAIN whether every deployment takes each documented WS ASR input format (spec §4.1),
+        # and how one refuses a format it does not take: error 4000 (the real server's audio
+        # message), or "ignore": the format is left as it was and the echo says so.
+        self.ws_asr_formats = ws_asr_formats
+        self.unsupported_format_answer = unsupported_format_answer
+        self.hears_nothing_in = hears_nothing_in  # WS ASR input formats recognised as "" (no text)
 
         self.rest_calls: list[RestCall] = []
         self.ws_sessions: list[WsSession] = []
@@ -1051,11 +1070,12 @@ class _AsrSocket(_Socket):
         super().__init__(*args)
         self.input_audio: dict[str, Any] = dict(DEFAULT_INPUT_AUDIO)
         self.record.config = self.input_audio
-        self.intake: _StreamingIntake | _BufferedIntake | None = None  # the buffer since the last complete/clear
+        self.intake: _StreamingIntake | _BufferedIntake | _OggOpusIntake | None = None  # the buffer since the last complete/clear
         self.intake_error: str | None = None  # the buffer's audio was refused; complete repeats the error
         self.partials = 0  # interim results sent for the current buffer
         self.pace_start: float | None = None  # when recognition at recognition_speed began
         self.recorded_appends = 0
+        self.format_unsupported = False  # the client asked for a format this deployment does not take
         self.handlers = {
             "transcriptions.update": self._update,
             "input_audio_buffer.append": self._append,
@@ -1076,7 +1096,14 @@ class _AsrSocket(_Socket):
 
     async def _update(self, data: Any, origin: str) -> None:
         _check_shape(data, UPLINK_DATA["transcriptions.update"], "data")
-        config = _merged_input_audio(self.input_audio, data.get("input_audio") or {})
+        update = dict(data.get("input_audio") or {})
+        if update.get("format") not in (None, *self.fake.ws_asr_formats):
+            # The deployment's limit, not the client's mistake; nor is the audio it sent meanwhile.
+            self.format_unsupported = True
+            if self.fake.unsupported_format_answer == "error":
+                raise _RequestError(4000, audio_invalid(self.input_audio["format"]), mistake=False)
+            update = {key: value for key, value in update.items() if key not in ("format", "codec")}
+        config = _merged_input_audio(self.input_audio, update)
         asr_config = data.get("asr_config")
         if asr_config is not None:
             language = asr_config.get("user_language")
@@ -1097,13 +1124,17 @@ class _AsrSocket(_Socket):
             if self.intake is None:
                 self.intake = _intake_for(self.input_audio, self.fake)
                 self.partials = 0
+            before = self.intake.listener.seconds if self.intake.listener is not None else 0.0
             try:
                 self.intake.add(audio)
             except _RequestError as error:  # reported now; the buffer stays refused until clear/complete
-                self.fake._client_mistake(self.record.endpoint, error)
+                if not self.format_unsupported:
+                    self.fake._client_mistake(self.record.endpoint, error)
                 self.intake_error = error.msg
                 await self.error(error.code, error.msg, origin)
             else:
+                if self.intake.listener is not None:
+                    self.record.heard_seconds += self.intake.listener.seconds - before
                 await self._keep_pace(self.intake.listener)
                 await self._send_partial(self.intake.listener)
         await self._appended()
@@ -1120,7 +1151,7 @@ class _AsrSocket(_Socket):
 
     async def _send_partial(self, listener: PcmListener | None) -> None:
         every = self.fake.partial_every_seconds
-        if not every or listener is None:
+        if not every or listener is None or self.input_audio["format"] in self.fake.hears_nothing_in:
             return
         due = int(listener.seconds // every)
         if due <= self.partials:
@@ -1141,9 +1172,9 @@ class _AsrSocket(_Socket):
             return
         await self.send("input_audio_buffer.completed")
         if intake_error is not None:
-            raise _RequestError(4000, intake_error)
+            raise _RequestError(4000, intake_error, mistake=not self.format_unsupported)
         listener = await (intake or _intake_for(self.input_audio, self.fake)).finish()
-        text = listener.transcript(final=True)
+        text = "" if self.input_audio["format"] in self.fake.hears_nothing_in else listener.transcript(final=True)
         self.record.listener = listener
         self.record.transcripts.append(text)
         await self.send("transcriptions.message.update", {"content": text})
@@ -1328,10 +1359,124 @@ class _BufferedIntake:
         return await self._fake._listen_to_file(bytes(self._data), self._input_format)
 
 
-def _intake_for(input_audio: Mapping[str, Any], fake: FakeCoze) -> _StreamingIntake | _BufferedIntake:
+class _OggOpusIntake:
+    """Ogg/Opus heard as it arrives, as a real decoder reads it: each page must be whole where the
+    last one ended (capture pattern, version, checksum), of one logical stream opened by an
+    ``OpusHead``; packets are reassembled from the lacing, decoded with libopus (PyAV, in this
+    process), trimmed by the pre-skip and the last granule position, resampled to
+    ``TRANSCRIBE_RATE``. Anything else is refused with 4000, as the real server refuses audio
+    that is not in the declared format. Keeps no audio."""
+
+    def __init__(self, make_listener: Callable[[int], PcmListener]) -> None:
+        self.listener = make_listener(TRANSCRIBE_RATE)
+        self.pages = 0  # whole pages read (tests check the audio went as pages)
+        self._buffer = bytearray()
+        self._packet = bytearray()  # a packet continued onto the next page
+        self._packets = 0
+        self._serial: int | None = None
+        self._pre_skip = 0  # at TRANSCRIBE_RATE
+        self._fed = 0  # samples heard, after the pre-skip
+        self._limit: int | None = None  # samples the last granule position allows
+        self._decoder: Any = None
+        self._flushed = False
+        self._resampler = av.AudioResampler(format="s16", layout="mono", rate=TRANSCRIBE_RATE)
+
+    def add(self, data: bytes) -> None:
+        self._buffer += data
+        while (page := self._next_page()) is not None:
+            self._read_page(page)
+
+    def _next_page(self) -> bytes | None:
+        buffer = self._buffer
+        if len(buffer) < 27:
+            if bytes(buffer[:4]) != b"OggS"[: len(buffer[:4])]:
+                raise _RequestError(4000, OGG_INVALID)
+            return None
+        if bytes(buffer[:5]) != b"OggS\x00":
+            raise _RequestError(4000, OGG_INVALID)
+        segments = buffer[26]
+        if len(buffer) < 27 + segments:
+            return None
+        length = 27 + segments + sum(buffer[27 : 27 + segments])
+        if len(buffer) < length:
+            return None
+        page = bytes(buffer[:length])
+        del buffer[:length]
+        checked = page[:22] + b"\x00\x00\x00\x00" + page[26:]
+        if ogg_crc(checked) != int.from_bytes(page[22:26], "little"):
+            raise _RequestError(4000, OGG_INVALID)
+        self.pages += 1
+        return page
+
+    def _read_page(self, page: bytes) -> None:
+        header_type, granule = page[5], int.from_bytes(page[6:14], "little", signed=True)
+        serial, segments = int.from_bytes(page[14:18], "little"), page[26]
+        if self._serial is None and not header_type & 0x02 or self._serial not in (None, serial):
+            raise _RequestError(4000, OGG_INVALID)  # no stream start, or a second stream
+        self._serial = serial
+        if granule >= 0 and self._packets >= 1:  # the samples up to the page's last packet end
+            self._limit = max(0, granule * TRANSCRIBE_RATE // 48000 - self._pre_skip)
+        position = 27 + segments
+        for size in page[27:position]:
+            self._packet += page[position : position + size]
+            position += size
+            if size < 255:
+                self._take_packet(bytes(self._packet))
+                self._packet.clear()
+        if header_type & 0x04:  # end of stream
+            self._flush()
+
+    def _take_packet(self, packet: bytes) -> None:
+        self._packets += 1
+        if self._packets == 1:
+            if packet[:8] != b"OpusHead" or len(packet) < 19 or packet[9] not in (1, 2):
+                raise _RequestError(4000, OGG_INVALID)
+            self._decoder = av.CodecContext.create("libopus", "r")
+            self._decoder.extradata = packet
+            self._decoder.sample_rate = 48000
+            self._decoder.layout = "stereo" if packet[9] == 2 else "mono"
+            self._pre_skip = int.from_bytes(packet[10:12], "little") * TRANSCRIBE_RATE // 48000
+        elif self._packets == 2:
+            if packet[:8] != b"OpusTags":
+                raise _RequestError(4000, OGG_INVALID)
+        else:
+            try:
+                frames = self._decoder.decode(av.Packet(packet))
+            except (av.error.FFmpegError, ValueError):
+                raise _RequestError(4000, OGG_INVALID) from None
+            for frame in frames:
+                frame.pts = None  # the resampler needs no timing; packets carry none here
+                self._hear(self._resampler.resample(frame))
+
+    def _hear(self, frames: list[Any]) -> None:
+        for frame in frames:
+            pcm = bytes(frame.planes[0])[: frame.samples * 2]
+            skip = max(0, self._pre_skip - self._fed)
+            self._fed += frame.samples
+            pcm = pcm[skip * 2 :]
+            if self._limit is not None:  # the last granule trims the encoder's padding
+                pcm = pcm[: max(0, self._limit - self.listener.samples) * 2]
+            self.listener.feed(pcm)
+
+    async def finish(self) -> PcmListener:
+        if self._buffer or self._packet or self._packets == 1:
+            raise _RequestError(4000, OGG_INVALID)  # a page or a packet cut off, or headers only
+        self._flush()  # when no page said end of stream
+        return self.listener
+
+    def _flush(self) -> None:
+        """Hear what the resampler still holds (its delay line), once."""
+        if self._decoder is not None and not self._flushed:
+            self._flushed = True
+            self._hear(self._resampler.resample(None))
+
+
+def _intake_for(input_audio: Mapping[str, Any], fake: FakeCoze) -> _StreamingIntake | _BufferedIntake | _OggOpusIntake:
     codec = input_audio["codec"]
     if codec == "pcm" and input_audio["format"] in ("pcm", "wav"):
         return _StreamingIntake(input_audio, fake._listener)
+    if input_audio["format"] == "ogg" and codec == "opus":
+        return _OggOpusIntake(fake._listener)
     if codec in G711_FORMATS:
         rate, channels = str(input_audio["sample_rate"]), str(input_audio["channel"])
         return _BufferedIntake(fake, ["-f", G711_FORMATS[codec], "-ar", rate, "-ac", channels])
