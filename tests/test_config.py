@@ -230,8 +230,9 @@ def test_a_coze_agent_responder_needs_coze_credentials() -> None:
     without = replace(with_token, coze_api_token=None)
     assert responder_problems(agent, with_token) == []
     assert responder_problems(PluginSettings(), without) == []  # the plugin's own answers need none
-    assert [problem.split(";")[0] for problem in responder_problems(agent, without)] == [
-        "COZE_API_TOKEN is not set (nor a Coze JWT app: COZE_JWT_CLIENT_ID, …)"]
+    assert responder_problems(agent, without) == [
+        "COZE_API_TOKEN is not set (nor a Coze JWT app: COZE_JWT_CLIENT_ID, …); VOICEBRIDGE_RESPONDER=coze-agent "
+        "talks to the Coze agent with it"]
 
 
 def test_reply_modes_say_what_they_send() -> None:
@@ -239,6 +240,8 @@ def test_reply_modes_say_what_they_send() -> None:
 
 
 def test_stored_choices_apply_one_by_one_and_unknown_ones_are_ignored() -> None:
+    plugin = PluginSettings(reply_mode=ReplyMode.VOICE, language="ja", voice_id="v1")
+    assert ChatSettings.defaults(plugin) == ChatSettings(reply_mode=ReplyMode.VOICE, language="ja", voice_id="v1")
     defaults = ChatSettings(reply_mode=ReplyMode.TEXT, language="auto", voice_id="default-voice")
     assert defaults.with_stored({}, LANGUAGE_CODES) == defaults
     chosen = defaults.with_stored({"reply_mode": "both", "language": "cant", "voice_id": "v2", "hot_words": "a, b"},
