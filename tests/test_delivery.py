@@ -28,6 +28,7 @@ class Posted:
     message_id: str
     reply_to: str | None = None
     buttons: tuple[Button, ...] = ()
+    voice: VoiceReply | None = None
 
 
 @dataclass
@@ -52,7 +53,7 @@ class Chat:
         watch(self)
 
     def text_length(self, text: str) -> int:
-        return len(text)
+        return len(text)  # characters, as Telegram counts (near enough): not UTF-8 bytes
 
     def _check(self, action: str, text: str) -> None:
         if not 0 < len(text) <= self.max_text_length:
@@ -83,7 +84,7 @@ class Chat:
         if kind == "voice" and self.break_voice:
             raise ConnectionError("upload failed")
         message_id = str(next(self.ids))
-        self.posted.append(Posted(kind, "", message_id, reply_to))
+        self.posted.append(Posted(kind, "", message_id, reply_to, voice=voice))
         return message_id
 
     async def send_voice(self, voice: VoiceReply, reply_to: str | None) -> str:
@@ -154,8 +155,11 @@ async def test_parts_go_out_in_order_with_the_buttons_under_the_last() -> None:
     words = " ".join(f"word{number}" for number in range(12))
     ids = await send_text(chat, words, "7", buttons=[OK])
     assert ids == [item.message_id for item in chat.posted] and len(ids) > 1
+    assert [item.text for item in chat.posted] == split_for(chat, words)
     assert all(item.reply_to == "7" for item in chat.posted)
     assert [item.buttons for item in chat.posted] == [()] * (len(ids) - 1) + [(OK,)]
+    await send_text(chat, "short", None, header="Alice: ")
+    assert chat.posted[-1].text == "Alice: short"
 
 
 async def test_a_part_that_cannot_be_sent_stops_the_rest_and_is_reported_once(caplog: pytest.LogCaptureFixture) -> None:
@@ -178,7 +182,7 @@ async def test_a_voice_refused_goes_as_an_audio_file_and_neither_is_false() -> N
     assert await send_voice(chat, VOICE, "7") is True
     chat.refuse = {"voice", "audio"}
     assert await send_voice(chat, VOICE, "7") is False
-    assert [(item.kind, item.reply_to) for item in chat.posted] == [("voice", "7"), ("audio", "7")]
+    assert [(item.kind, item.reply_to, item.voice) for item in chat.posted] == [("voice", "7", VOICE), ("audio", "7", VOICE)]
 
 
 async def test_a_voice_that_fails_to_upload_is_tried_as_audio(caplog: pytest.LogCaptureFixture) -> None:
@@ -296,8 +300,8 @@ async def test_a_final_edit_that_fails_sends_the_text_anew() -> None:
     await until(lambda: live.message_id is not None)
     chat.fail_edits = 1
     await live.finish("the beginning and the end", buttons=[OK])
-    assert [(item.kind, item.text, item.buttons) for item in chat.posted] == [
-        ("text", "the beginning" + ELLIPSIS, ()), ("text", "the beginning and the end", (OK,))]
+    assert [(item.kind, item.text, item.reply_to, item.buttons) for item in chat.posted] == [
+        ("text", "the beginning" + ELLIPSIS, "7", ()), ("text", "the beginning and the end", "7", (OK,))]
 
 
 async def test_the_final_text_overtakes_a_partial_waiting_out_flood_control() -> None:
@@ -328,3 +332,63 @@ async def test_a_partial_longer_than_a_message_shows_its_beginning_within_the_ex
     [shown] = chat.shown()
     assert shown.endswith(ELLIPSIS) and not shown.endswith(ELLIPSIS * 2) and len(shown) <= 40
     assert longer.startswith(shown.removesuffix(ELLIPSIS)) and len(shown) > 30  # as much as fits
+
+
+def test_parts_are_measured_as_the_platform_counts_not_in_bytes() -> None:
+    chat = Chat(max_text_length=40)
+    words = "天气" * 60  # 120 characters, 360 UTF-8 bytes
+    parts = split_for(chat, words)
+    assert all(len(part) <= 40 for part in parts) and "".join(part.rsplit(" ", 1)[0] for part in parts) == words
+    assert len(parts) == 4  # 30 characters a part, room kept for "(i/n)": not 10 as bytes would give
+
+
+async def test_a_final_text_with_no_message_to_edit_is_sent_once_and_a_failure_reported() -> None:
+    chat = Chat(fail_sends=1)
+    live = LiveMessage(chat, "7", clock=Clock())
+    await live.finish("the whole text")
+    assert chat.posted == [] and [str(error) for error in chat.reported] == ["send failed"]
+
+
+async def test_a_long_final_text_whose_edit_fails_is_sent_anew_part_by_part_once() -> None:
+    chat, clock = Chat(max_text_length=40), Clock()
+    live = LiveMessage(chat, "7", interval=0.0, clock=clock)
+    live.show("the beginning")
+    await until(lambda: live.message_id is not None)
+    chat.fail_edits = 1
+    words = " ".join(f"word{number}" for number in range(12))
+    await live.finish(words, buttons=[OK])
+    assert [item.text for item in chat.posted[1:]] == split_for(chat, words)
+    assert [item.buttons for item in chat.posted[1:]][-1] == (OK,)
+
+
+async def test_the_default_pace_is_one_update_a_second() -> None:
+    chat, clock = Chat(), Clock()
+    live = LiveMessage(chat, None, clock=clock)
+    clock.now += 0.9
+    live.show("hello")
+    assert not live.started
+    clock.now += 0.1
+    live.show("hello")
+    await until(lambda: live.message_id is not None)
+
+
+async def test_a_partial_already_ending_with_an_ellipsis_gets_no_second_one() -> None:
+    chat, clock = Chat(), Clock()
+    live = LiveMessage(chat, None, interval=0.0, clock=clock)
+    live.show(ELLIPSIS + "and then" + ELLIPSIS)
+    await until(lambda: live.message_id is not None)
+    assert chat.shown() == [ELLIPSIS + "and then" + ELLIPSIS]
+
+
+@pytest.mark.parametrize(("partial", "shown"), [
+    ("x" * 100, "x" * 39 + ELLIPSIS),  # no break anywhere: cut at the character that fills the limit
+    ("天" * 100, "天" * 39 + ELLIPSIS),  # measured as the platform counts, not in bytes
+    ("Well" + ELLIPSIS + " then we went to the market and bought some apples", "Well" + ELLIPSIS),
+    ("one two three four five six seven eight", "one two three four five six seven eight" + ELLIPSIS),  # exactly 40
+], ids=["unbroken", "wide characters", "an ellipsis inside", "at the limit"])
+async def test_a_partial_is_cut_to_exactly_the_limit(partial: str, shown: str) -> None:
+    chat, clock = Chat(max_text_length=40), Clock()
+    live = LiveMessage(chat, None, interval=0.0, clock=clock)
+    live.show(partial)
+    await until(lambda: live.message_id is not None)
+    assert chat.shown() == [shown] and len(shown) <= 40
