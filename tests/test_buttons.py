@@ -226,6 +226,8 @@ async def test_data_that_names_no_action_of_a_readable_record_finds_nothing(book
     buttons, store, _ = book
     [speak, english] = await buttons.issue(HERE, [("Speak", ButtonAction("speak")), ("English", ButtonAction("recognise", "en"))])
     token = speak.data.split(":")[1]
+    found = await buttons.look_up(HERE, speak.data, 60)
+    assert found is not None and (found[0].transcript_key, found[0].note_id) == ("", "")  # issued without them
     assert await buttons.look_up(HERE, f"vb:{token}:2", 60) is None  # one past the last action
     assert await buttons.look_up(HERE, f"vb:{token}:100", 60) is None  # not an index the data can hold
     assert await buttons.look_up(HERE, f"vb:{token}x:0", 60) is None

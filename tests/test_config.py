@@ -253,3 +253,12 @@ def test_stored_choices_apply_one_by_one_and_unknown_ones_are_ignored() -> None:
     unavailable = defaults.with_stored({"language": "ja"}, {"auto", "en", "zh"})
     assert (unavailable.language, unavailable.unavailable_language) == ("auto", "ja")
     assert defaults.with_stored({"language": "ja"}, LANGUAGE_CODES).unavailable_language is None
+
+
+def test_the_responder_problems_say_what_to_set() -> None:
+    assert plugin_settings(COZE_BOT_ID="bot/abc")[1] == [
+        "COZE_BOT_ID must be the numeric id of a Coze agent (the digits after /bot/ in its address on coze.cn or "
+        "coze.com) (got 'bot/abc')"]
+    assert plugin_settings(VOICEBRIDGE_RESPONDER="coze-agent")[1] == [
+        "COZE_BOT_ID is not set; VOICEBRIDGE_RESPONDER=coze-agent needs the id of a Coze agent published to the API "
+        "channel"]
