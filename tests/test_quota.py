@@ -90,6 +90,7 @@ async def test_a_slow_read_falls_back_yet_still_lands_and_is_waited_for(store: F
     store.release.set()
     await asyncio.wait_for(books.flush(), timeout=30)
     assert books.pending == 0 and await store.store.marker("k") == "late"
+    assert messages(caplog) == ["the reservation: the store did not answer within 0.05s; answering without it"]  # landed: no failure
 
 
 async def test_a_late_read_that_fails_is_logged_not_left_unretrieved(store: FlakyStore,
@@ -212,3 +213,15 @@ async def test_a_store_that_fails_or_hangs_leaves_the_limit_unchecked(store: Fla
     store.release.set()
     await asyncio.wait_for(books.flush(), timeout=30)
     assert await used(store, "chat") == 40.0
+
+
+async def test_equal_allowances_bind_the_first_account_and_a_fraction_of_a_second_is_left_as_it_is(store: FlakyStore) -> None:
+    books = Bookkeeper()
+    await store.store.add_usage(PLATFORM, "chat", audio_seconds=100.0)
+    accounts = [Account("chat", 160.0), Account("user", 60.0, per_user=True)]
+    note = AudioQuota(store, books, PLATFORM, accounts, declared=10.0)  # type: ignore[arg-type]
+    assert await note.reserve() == 60.0  # 60 left in each: the chat's, first, is the one named
+    assert note.exceeded(60.0).per_user is False
+    await store.store.add_usage(PLATFORM, "nearly", audio_seconds=59.5)
+    undeclared = AudioQuota(store, books, PLATFORM, [Account("nearly", 60.0)], declared=0.0)  # type: ignore[arg-type]
+    assert await undeclared.reserve() == 0.5
