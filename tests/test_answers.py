@@ -13,12 +13,13 @@ from typing import Any
 import pytest
 
 from voicebridge.speech.errors import SpeechError
-from voicebridge.speech.models import AudioFormat, SpeechAudio, SynthesizeOptions
+from voicebridge.speech.models import AudioClip, AudioFormat, SpeechAudio, SynthesizeOptions
 from voicebridge.voice_notes import answers
 from voicebridge.voice_notes.answers import Answerer, Question, SpokenAnswer, spoken_form
 from voicebridge.voice_notes.delivery import ELLIPSIS, LiveMessage
 from voicebridge.voice_notes.messages import text
 from voicebridge.voice_notes.model import (
+    Activity,
     AnswerFailed,
     ChatKind,
     ChatRef,
@@ -42,12 +43,16 @@ SENTENCE = "This sentence is long enough to be read aloud on its own, forty more
 @dataclass
 class FakeConverter:
     encoded: list[tuple[int, int, AudioFormat]] = field(default_factory=list)
+    analysed: list[bytes] = field(default_factory=list)
 
     async def encode(self, pcm: bytes, rate: int, target: AudioFormat) -> bytes:
         self.encoded.append((len(pcm), rate, target))
         return b"OggS" + pcm[:8]
 
-    async def analyse(self, clip: Any) -> Any:
+    async def analyse(self, clip: AudioClip) -> Any:
+        assert clip.data is not None
+        self.analysed.append(clip.data)
+
         class Report:
             def waveform(self) -> bytes:
                 return b"wave"
@@ -62,9 +67,17 @@ class FakeSpeech:
     converter: FakeConverter = field(default_factory=FakeConverter)
     spoken: list[tuple[str, SynthesizeOptions]] = field(default_factory=list)
     fail: bool = False
+    hold: asyncio.Event | None = None  # synthesis waits for it
+    cancelled: list[str] = field(default_factory=list)
 
     async def synthesize(self, spoken: str, options: SynthesizeOptions) -> SpeechAudio:
         self.spoken.append((spoken, options))
+        try:
+            if self.hold is not None:
+                await self.hold.wait()
+        except asyncio.CancelledError:
+            self.cancelled.append(spoken)
+            raise
         if self.fail:
             raise SpeechError("coze", "synthesis failed")
         return SpeechAudio(b"\x01\x00" * SAMPLES_PER_CHARACTER * len(spoken), AudioFormat.PCM, options.sample_rate)
@@ -279,7 +292,8 @@ async def test_a_streamed_answer_is_spoken_sentence_by_sentence_as_it_comes(stor
                for _, options in speech.spoken)
     assert chat.shown() == [(SENTENCE + rest).strip()]
     [voice] = [item for item in chat.posted if item.kind == "voice"]
-    assert voice.reply_to == "7"
+    assert voice.reply_to == "7" and voice.voice is not None and voice.voice.data.startswith(b"OggS")
+    assert chat.activities == [Activity.TYPING, Activity.RECORDING_VOICE]  # writing, then recording the voice
     characters = len(SENTENCE.strip()) + len(rest)
     assert speech.converter.encoded == [(2 * SAMPLES_PER_CHARACTER * characters, RATE, AudioFormat.OGG_OPUS)]
 
@@ -289,7 +303,8 @@ async def test_a_voice_only_answer_that_cannot_be_spoken_is_written(store: SQLit
     plugin, _ = answerer(lambda words, context: stream("Sunny and warm."), store, speech)
     chat = Chat(max_text_length=4096)
     await plugin.answer(question(), chat, mode(ReplyMode.VOICE))
-    assert [(item.kind, item.text) for item in chat.posted] == [("text", "Sunny and warm.")]
+    assert [(item.kind, item.text, item.reply_to) for item in chat.posted] == [("text", "Sunny and warm.", "7")]
+    assert chat.activities[0] == Activity.RECORDING_VOICE  # no text is being written
     both = Chat(max_text_length=4096)
     await plugin.answer(question(), both, mode(ReplyMode.BOTH))
     assert both.shown() == ["Sunny and warm."] and not any(item.kind == "voice" for item in both.posted)
@@ -310,6 +325,7 @@ async def test_an_answer_over_the_speech_allowance_says_so_in_the_chats_mode(sto
         chat = Chat(max_text_length=4096)
         await plugin.answer(question(), chat, mode(reply_mode))
         assert chat.shown() == expected and not any(item.kind == "voice" for item in chat.posted)
+        assert all(item.reply_to == "7" for item in chat.posted if item.kind == "text")
         assert allowance.asked == [len("Sunny and warm.")]
 
 
@@ -349,9 +365,10 @@ async def test_sentences_wait_until_there_are_enough_of_them_to_speak() -> None:
 
 
 async def test_a_voice_note_with_its_waveform_where_the_platform_wants_one() -> None:
-    voice = spoken_answer(FakeSpeech(), waveform=True)
+    speech = FakeSpeech()
+    voice = spoken_answer(speech, waveform=True)
     note = await voice.finish("Sunny.")
-    assert note is not None and note.waveform == b"wave"
+    assert note is not None and note.waveform == b"wave" and speech.converter.analysed == [note.data]
 
 
 async def test_an_answer_too_long_to_read_aloud_is_not_spoken_at_all(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -368,7 +385,7 @@ async def test_nothing_to_say_or_a_failed_synthesis_gives_no_voice_note(caplog: 
     speech = FakeSpeech()
     assert await spoken_answer(speech).finish("```\ncode()\n```") is None and speech.spoken == []
     assert await spoken_answer(FakeSpeech(fail=True)).finish("Sunny.") is None
-    assert "voice answer failed, answering in text" in caplog.text
+    assert [record.getMessage() for record in caplog.records] == ["voice answer failed, answering in text: synthesis failed"]
 
 
 async def test_the_first_refusal_of_the_allowance_is_kept_and_nothing_is_spoken() -> None:
@@ -379,3 +396,30 @@ async def test_the_first_refusal_of_the_allowance_is_kept_and_nothing_is_spoken(
     await until(lambda: len(speech.spoken) == 1)
     assert await voice.finish(SENTENCE + SENTENCE + "x" * 30 + ".") is None
     assert voice.refusal == f"only {100 - len(SENTENCE.strip())} characters left today"
+
+
+async def test_each_run_of_sentences_is_spoken_once_as_the_answer_grows() -> None:
+    speech = FakeSpeech()
+    voice = spoken_answer(speech)
+    second = SENTENCE.replace("This", "That")
+    voice.heard(SENTENCE)
+    voice.heard(SENTENCE + second)
+    voice.heard(SENTENCE + second + "The end")
+    note = await voice.finish(SENTENCE + second + "The end.")
+    assert [spoken for spoken, _ in speech.spoken] == [SENTENCE.strip(), second.strip(), "The end."]
+    assert note is not None and note.data.startswith(b"OggS")
+
+
+async def test_a_failed_answer_leaves_no_synthesis_running(store: SQLiteStore) -> None:
+    speech = FakeSpeech(hold=asyncio.Event())
+
+    async def speaks_then_fails(words: str, context: ResponderContext) -> AsyncIterator[str]:
+        yield SENTENCE
+        await until(lambda: len(speech.spoken) == 1)
+        raise RuntimeError("the agent broke off")
+
+    plugin, _ = answerer(speaks_then_fails, store, speech)
+    chat = Chat(max_text_length=4096)
+    await plugin.answer(question(), chat, mode(ReplyMode.BOTH))
+    assert speech.cancelled == [SENTENCE.strip()]  # stopped, and waited for, before the answer returned
+    assert not any(item.kind == "voice" for item in chat.posted)

@@ -46,6 +46,7 @@ class Chat:
     refuse: set[str] = field(default_factory=set)  # "voice", "audio": VoiceNotAllowed
     break_voice: bool = False  # a voice send fails for another reason
     hold_edits: asyncio.Event | None = None  # edits wait for it
+    activities: list[Activity] = field(default_factory=list)
     violations: list[str] = field(default_factory=list)
     ids: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
 
@@ -95,6 +96,7 @@ class Chat:
 
     @asynccontextmanager
     async def activity(self, kind: Activity) -> AsyncIterator[None]:
+        self.activities.append(kind)
         yield
 
     async def is_admin(self, user_id: str) -> bool:
