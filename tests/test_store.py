@@ -6,7 +6,9 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 import threading
+import time
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 from pathlib import Path
 
 import asyncpg
@@ -14,7 +16,7 @@ import pytest
 
 from voicebridge.postgres import MIGRATIONS, Database, PostgresStore
 from tests.postgres_tools import reset_postgres
-from voicebridge.voice_notes.store import SQLITE_MIGRATIONS, SQLiteStore, Store, StoreError, migrate_sqlite, open_store, use_wal
+from voicebridge.voice_notes.store import SQLITE_MIGRATIONS, SQLiteStore, Store, StoreError, migrate_sqlite, open_store, today, use_wal
 
 DAY = "2030-01-02"
 
@@ -349,3 +351,43 @@ def test_switching_to_the_write_ahead_log_waits_for_a_file_another_process_holds
     holder.close()
     thread.join(timeout=60)
     assert outcome == ["wal"]
+
+
+@pytest.mark.parametrize("zone", ["Etc/GMT-14", "Etc/GMT+12"])  # a day ahead of UTC, and one behind
+def test_a_day_is_a_utc_day_whatever_the_servers_time_zone(monkeypatch: pytest.MonkeyPatch, zone: str) -> None:
+    monkeypatch.setenv("TZ", zone)
+    time.tzset()
+    try:
+        assert today() == datetime.now(UTC).strftime("%Y-%m-%d")
+    finally:
+        monkeypatch.undo()
+        time.tzset()
+
+
+def test_a_failed_migration_is_rolled_back_with_its_own_error(tmp_path: Path) -> None:
+    connection = sqlite3.connect(tmp_path / "state.db")
+    isolation = connection.isolation_level
+    broken = (("CREATE TABLE first (x)",), ("CREATE TABLE second (x)", "INSERT INTO nowhere VALUES (1)"))
+    with pytest.raises(sqlite3.OperationalError, match="no such table: nowhere"):
+        migrate_sqlite(connection, broken)
+    assert connection.execute("PRAGMA user_version").fetchone()[0] == 0 and not connection.in_transaction
+    assert connection.execute("SELECT name FROM sqlite_master").fetchall() == []  # the first step went too
+    assert connection.isolation_level == isolation
+    assert migrate_sqlite(connection, broken[:1]) == 1 and connection.isolation_level == isolation
+    connection.close()
+
+
+async def test_a_sqlite_store_makes_its_folder_names_itself_in_errors_and_closes_its_file(tmp_path: Path) -> None:
+    path = tmp_path / "new" / "folder" / "state.db"
+    store = SQLiteStore(path)
+    await store.set_marker("k", "v")
+    with pytest.raises(StoreError, match=f"^store {path}: no such table: nowhere$"):
+        await store.run(lambda db: db.execute("SELECT * FROM nowhere"))
+    assert path.with_name("state.db-wal").exists()
+    await store.aclose()
+    assert not path.with_name("state.db-wal").exists()  # the last connection closed: the log went with it
+    await store.aclose()  # twice is harmless
+    unopenable = SQLiteStore(tmp_path)  # a folder, not a file
+    with pytest.raises(StoreError, match=f"^cannot open store {tmp_path}: unable to open database file$"):
+        await unopenable.marker("k")
+    await unopenable.aclose()
