@@ -262,3 +262,12 @@ def test_the_responder_problems_say_what_to_set() -> None:
     assert plugin_settings(VOICEBRIDGE_RESPONDER="coze-agent")[1] == [
         "COZE_BOT_ID is not set; VOICEBRIDGE_RESPONDER=coze-agent needs the id of a Coze agent published to the API "
         "channel"]
+
+
+@pytest.mark.parametrize(("variable", "choices"), [
+    ("VOICEBRIDGE_REPLY", "text, voice, both"), ("VOICEBRIDGE_SPEAK_IN_GROUPS", "admins, everyone, off"),
+    ("VOICEBRIDGE_RESPONDER", "none, coze-agent"), ("VOICEBRIDGE_BUTTONS", "on, off")])
+def test_a_choice_outside_its_list_is_one_problem_naming_the_choices(variable: str, choices: str) -> None:
+    plugin, problems = plugin_settings(**{variable: "sometimes"})
+    assert problems == [f"{variable} must be one of {choices} (got 'sometimes')"]
+    assert plugin == PluginSettings()  # the default stands
