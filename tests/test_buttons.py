@@ -214,12 +214,13 @@ async def test_issued_buttons_name_one_record_and_their_own_action(book: tuple[B
 async def test_a_button_works_until_exactly_its_age_and_is_swept_after(book: tuple[ButtonBook, SQLiteStore, Clock]) -> None:
     buttons, store, clock = book
     [speak] = await buttons.issue(HERE, [("Speak", ButtonAction("speak"))])
+    await buttons.issue(HERE, [("Voice", ButtonAction("mode", "voice"))])
     clock.now += 60
     assert await buttons.look_up(HERE, speak.data, 60) is not None
     assert await buttons.sweep(60) == 0  # exactly as old as allowed: kept
     clock.now += 0.5
     assert await buttons.look_up(HERE, speak.data, 60) is None
-    assert await buttons.sweep(60) == 1 and await store.markers("button:") == {}
+    assert await buttons.sweep(60) == 2 and await store.markers("button:") == {}
 
 
 async def test_data_that_names_no_action_of_a_readable_record_finds_nothing(book: tuple[ButtonBook, SQLiteStore, Clock]) -> None:
