@@ -104,13 +104,14 @@ async def test_a_late_read_that_fails_is_logged_not_left_unretrieved(store: Flak
     assert "a late store operation failed: marker: locked" in caplog.text
 
 
-async def test_writes_are_retried_until_they_land(store: FlakyStore) -> None:
+async def test_writes_are_retried_until_they_land(store: FlakyStore, caplog: pytest.LogCaptureFixture) -> None:
     books = Bookkeeper()
     store.failures["add_usage"] = quota.WRITE_ATTEMPTS - 1
     books.write(lambda: store.add_usage(PLATFORM, "1", audio_seconds=3.0), "usage")
     assert books.pending == 1
     await asyncio.wait_for(books.flush(), timeout=30)
     assert store.calls["add_usage"] == quota.WRITE_ATTEMPTS and await used(store, "1") == 3.0
+    assert messages(caplog) == ["usage not recorded yet (add_usage: locked); trying again in 0s"] * (quota.WRITE_ATTEMPTS - 1)
 
 
 async def test_a_write_that_never_lands_is_given_up_after_its_attempts_and_logged(
