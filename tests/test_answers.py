@@ -89,9 +89,11 @@ class Allowance:
 
     left: int = 10**6
     asked: list[int] = field(default_factory=list)
+    askers: set[tuple[ChatRef, str | None]] = field(default_factory=set)  # which chat asked, in which language
 
     async def __call__(self, where: ChatRef, characters: int, lang: str | None) -> str | None:
         self.asked.append(characters)
+        self.askers.add((where, lang))
         if characters > self.left:
             return f"only {self.left} characters left today"
         self.left -= characters
@@ -101,10 +103,12 @@ class Allowance:
 @dataclass
 class Delivered:
     calls: list[tuple[str, str, LiveMessage | None, str | None]] = field(default_factory=list)
+    to: list[tuple[Any, ChatSettings, ChatRef, str | None]] = field(default_factory=list)  # where each went
 
     async def __call__(self, chat: Any, settings: ChatSettings, where: ChatRef, reply_to: str | None, written: str,
                        voice_text: str, placeholder: LiveMessage | None, lang: str | None) -> None:
         self.calls.append((written, voice_text, placeholder, lang))
+        self.to.append((chat, settings, where, reply_to))
 
 
 @pytest.fixture
@@ -161,7 +165,8 @@ async def test_the_responder_gets_the_question_and_its_context_and_a_reply_is_de
         return Reply("  Sunny.  ", voice_text=" Sunny today. ")
 
     plugin, delivered = answerer(responder, store)
-    await plugin.answer(question(chat_language="fr"), Chat(), mode(ReplyMode.TEXT))
+    chat = Chat()
+    await plugin.answer(question(chat_language="fr"), chat, mode(ReplyMode.TEXT))
     [(words, context)] = asked
     assert words == "what is the weather"
     assert (context.platform, context.chat, context.sender, context.message, context.context) == (
@@ -169,6 +174,10 @@ async def test_the_responder_gets_the_question_and_its_context_and_a_reply_is_de
     assert (context.language, context.user_language, context.duration, context.message_id) == ("en", "en", 2.5, "7")
     assert await store.marker("conversation:telegram:5:1") == "conversation-1"
     assert delivered.calls == [("Sunny.", "Sunny today.", None, "en")]
+    assert delivered.to == [(chat, mode(ReplyMode.TEXT), CHAT, "7")]
+    unthreaded = Question("hello", CHAT, ALICE, None, spoken=False)
+    await plugin.answer(unthreaded, chat, mode(ReplyMode.TEXT))
+    assert asked[-1][1].message_id == "" and delivered.to[-1][3] is None
 
 
 async def test_a_plain_function_may_answer_with_a_string(store: SQLiteStore) -> None:
@@ -216,22 +225,29 @@ async def refusing(words: str, context: ResponderContext) -> str:
 
 
 @pytest.mark.parametrize(("responder", "failure", "reported"), [
-    (never, text("responder_timeout", "en"), []),
-    (refusing, "The agent refused (en). ", []),
-    (broken, text("responder_failed", "en"), ["bug in the host"]),
-    (lambda words, context: 42, text("responder_failed", "en"), ["a responder returns str, Reply, None or an async iterable of str, not int"]),
+    (never, text("responder_timeout", "zh"), []),
+    (refusing, "The agent refused (zh). ", []),
+    (broken, text("responder_failed", "zh"), ["bug in the host"]),
+    (lambda words, context: 42, text("responder_failed", "zh"), ["a responder returns str, Reply, None or an async iterable of str, not int"]),
 ], ids=["timeout", "answer failed", "bug", "wrong type"])
 async def test_every_failure_is_one_message_that_repeats_what_was_heard(store: SQLiteStore, responder: Any, failure: str,
                                                                         reported: list[str]) -> None:
     plugin, delivered = answerer(responder, store, timeout=0.05)  # ``never`` never answers: the timeout is certain
-    chat = Chat(max_text_length=4096)
-    await plugin.answer(question(), chat, mode(ReplyMode.TEXT))
-    heard = text("heard", "en", transcript="what is the weather")
-    assert chat.shown() == [failure + heard] and chat.posted[0].reply_to == "7"
-    assert [str(error) for error in chat.reported] == reported and delivered.calls == []
+    bob = Person("2", "Bob", language="zh")
+    heard = text("heard", "zh", transcript="what is the weather")
+    for reply_mode in (ReplyMode.TEXT, ReplyMode.VOICE):
+        chat = Chat(max_text_length=4096)
+        await plugin.answer(question(sender=bob), chat, mode(reply_mode))
+        assert chat.shown() == [failure + heard] and chat.posted[0].reply_to == "7"
+        assert [str(error) for error in chat.reported] == reported and delivered.calls == []
     typed = Chat(max_text_length=4096)
-    await plugin.answer(question(spoken=False), typed, mode(ReplyMode.TEXT))
+    await plugin.answer(question(spoken=False, sender=bob), typed, mode(ReplyMode.TEXT))
     assert typed.shown() == [failure]  # a typed question is on screen already
+    with_placeholder = Chat(max_text_length=4096)
+    placeholder = LiveMessage(with_placeholder, "7", 0.0)
+    placeholder.open("Transcribing…")
+    await plugin.answer(question(sender=bob), with_placeholder, mode(ReplyMode.VOICE), placeholder)
+    assert with_placeholder.shown() == [failure + heard]  # the placeholder became the message
 
 
 def stream(*pieces: Any, closed: list[bool] | None = None) -> Any:
@@ -265,12 +281,27 @@ async def test_a_stream_that_yields_no_text_is_a_failure_and_is_closed(store: SQ
 
 
 async def test_a_stream_that_goes_on_is_cut_at_the_limit(store: SQLiteStore, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(answers, "MAX_ANSWER_CHARACTERS", 30)
+    monkeypatch.setattr(answers, "MAX_ANSWER_CHARACTERS", 25)
     closed: list[bool] = []
     plugin, _ = answerer(lambda words, context: stream(*(["0123456789"] * 10), closed=closed), store)
     chat = Chat(max_text_length=4096)
     await plugin.answer(question(), chat, mode(ReplyMode.TEXT))
-    assert chat.shown() == ["0123456789" * 3 + ELLIPSIS] and closed == [True]
+    assert chat.shown() == ["0123456789" * 2 + "01234" + ELLIPSIS] and closed == [True]
+    exactly = Chat(max_text_length=4096)
+    plugin, _ = answerer(lambda words, context: stream("0123456789", "0123456789", "01234"), store)
+    await plugin.answer(question(), exactly, mode(ReplyMode.TEXT))
+    assert exactly.shown() == ["0123456789" * 2 + "01234"]  # exactly the limit: whole
+
+
+async def test_a_stream_that_stops_coming_times_out_from_its_last_piece(store: SQLiteStore) -> None:
+    async def stalls() -> AsyncIterator[str]:
+        yield "It is"
+        await asyncio.Event().wait()
+
+    plugin, _ = answerer(lambda words, context: stalls(), store, timeout=0.05)
+    chat = Chat(max_text_length=4096)
+    await asyncio.wait_for(plugin.answer(question(), chat, mode(ReplyMode.TEXT)), timeout=30)
+    assert chat.shown() == [text("responder_timeout", "en") + text("heard", "en", transcript="what is the weather")]
 
 
 async def test_a_stream_with_nothing_in_it_is_no_answer(store: SQLiteStore) -> None:
@@ -283,16 +314,19 @@ async def test_a_stream_with_nothing_in_it_is_no_answer(store: SQLiteStore) -> N
 
 async def test_a_streamed_answer_is_spoken_sentence_by_sentence_as_it_comes(store: SQLiteStore) -> None:
     speech = FakeSpeech()
+    allowance = Allowance()
     rest = "And a short end."
-    plugin, _ = answerer(lambda words, context: stream(SENTENCE[:40], SENTENCE[40:], rest), store, speech)
-    chat = Chat(max_text_length=4096)
+    plugin, _ = answerer(lambda words, context: stream(SENTENCE[:40], SENTENCE[40:], rest), store, speech, allowance)
+    chat = Chat(max_text_length=4096, needs_waveform=True)
     await plugin.answer(question(), chat, mode(ReplyMode.BOTH))
+    assert allowance.askers == {(CHAT, "en")}  # counted against this chat, refused in the asker's language
     assert [spoken for spoken, _ in speech.spoken] == [SENTENCE.strip(), rest]
     assert all((options.voice_id, options.format, options.sample_rate) == ("v1", AudioFormat.PCM, RATE)
                for _, options in speech.spoken)
     assert chat.shown() == [(SENTENCE + rest).strip()]
     [voice] = [item for item in chat.posted if item.kind == "voice"]
     assert voice.reply_to == "7" and voice.voice is not None and voice.voice.data.startswith(b"OggS")
+    assert voice.voice.waveform == b"wave"  # the platform wants one
     assert chat.activities == [Activity.TYPING, Activity.RECORDING_VOICE]  # writing, then recording the voice
     characters = len(SENTENCE.strip()) + len(rest)
     assert speech.converter.encoded == [(2 * SAMPLES_PER_CHARACTER * characters, RATE, AudioFormat.OGG_OPUS)]
