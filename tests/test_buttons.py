@@ -16,6 +16,9 @@ from telegram.ext import Application, CallbackQueryHandler, ContextTypes
 
 from voicebridge.speech.coze_asr_stream import USER_LANGUAGES
 from voicebridge.speech.retry import Retrier
+from voicebridge.voice_notes.buttons import ButtonAction, ButtonBook, ButtonRecord
+from voicebridge.voice_notes.model import ChatKind, ChatRef
+from voicebridge.voice_notes.store import SQLiteStore
 from tests.audio_tools import make_tone
 from tests.fakes.coze import DEFAULT_VOICES, FakeCoze
 from tests.fakes.telegram import Chat, FakeTelegram, User
@@ -169,3 +172,83 @@ async def test_in_groups_only_admins_choose_and_a_hosts_own_buttons_stay_the_hos
         assert (await answered_query(world, hosts))["text"] == "host"
     assert host_presses == ["host:order"]
     assert len([answer for answer in world.telegram.callback_answers if answer["callback_query_id"] == hosts["id"]]) == 1
+
+
+# ButtonBook on its own, on a SQLite store with a clock of its own.
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1_000_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+HERE = ChatRef("telegram", "-100", ChatKind.GROUP)
+
+
+@pytest.fixture
+async def book(tmp_path: Path) -> AsyncIterator[tuple[ButtonBook, SQLiteStore, Clock]]:
+    store, clock = SQLiteStore(tmp_path / "state.db"), Clock()
+    try:
+        yield ButtonBook(store, clock=clock), store, clock
+    finally:
+        await store.aclose()
+
+
+async def test_issued_buttons_name_one_record_and_their_own_action(book: tuple[ButtonBook, SQLiteStore, Clock]) -> None:
+    buttons, store, clock = book
+    assert await buttons.issue(HERE, []) == [] and await store.markers("button:") == {}
+    labelled = [(f"Choice {index}", ButtonAction("language", str(index))) for index in range(12)]
+    issued = await buttons.issue(HERE, labelled, transcript_key="key-1", note_id="42")
+    assert [button.label for button in issued] == [label for label, _ in labelled]
+    token = issued[0].data.split(":")[1]
+    assert [button.data for button in issued] == [f"vb:{token}:{index}" for index in range(12)]
+    assert all(len(button.data.encode()) <= 64 for button in issued)
+    assert list(await store.markers("button:")) == [f"button:telegram:-100:{token}"]
+    for index, button in enumerate(issued):
+        found = await buttons.look_up(HERE, button.data, 60)
+        assert found == (ButtonRecord(tuple(action for _, action in labelled), clock.now, "key-1", "42"), labelled[index][1])
+
+
+async def test_a_button_works_until_exactly_its_age_and_is_swept_after(book: tuple[ButtonBook, SQLiteStore, Clock]) -> None:
+    buttons, store, clock = book
+    [speak] = await buttons.issue(HERE, [("Speak", ButtonAction("speak"))])
+    await buttons.issue(HERE, [("Voice", ButtonAction("mode", "voice"))])
+    clock.now += 60
+    assert await buttons.look_up(HERE, speak.data, 60) is not None
+    assert await buttons.sweep(60) == 0  # exactly as old as allowed: kept
+    clock.now += 0.5
+    assert await buttons.look_up(HERE, speak.data, 60) is None
+    assert await buttons.sweep(60) == 2 and await store.markers("button:") == {}
+
+
+async def test_data_that_names_no_action_of_a_readable_record_finds_nothing(book: tuple[ButtonBook, SQLiteStore, Clock]) -> None:
+    buttons, store, _ = book
+    [speak, english] = await buttons.issue(HERE, [("Speak", ButtonAction("speak")), ("English", ButtonAction("recognise", "en"))])
+    token = speak.data.split(":")[1]
+    found = await buttons.look_up(HERE, speak.data, 60)
+    assert found is not None and (found[0].transcript_key, found[0].note_id) == ("", "")  # issued without them
+    assert await buttons.look_up(HERE, f"vb:{token}:2", 60) is None  # one past the last action
+    assert await buttons.look_up(HERE, f"vb:{token}:100", 60) is None  # not an index the data can hold
+    assert await buttons.look_up(HERE, f"vb:{token}x:0", 60) is None
+    assert await buttons.look_up(HERE, f"xvb:{token}:0", 60) is None
+    # Records written without the optional fields (an earlier version) still work.
+    await store.set_marker(f"button:telegram:-100:{token}", '{"c":1000000.0,"a":[["speak",""]]}')
+    assert await buttons.look_up(HERE, speak.data, 60) == (ButtonRecord((ButtonAction("speak"),), 1_000_000.0), ButtonAction("speak"))
+    for damaged in ("not json", '{"c":"soon","a":[]}', '{"c":1,"a":[["speak"]]}', '{"a":[["speak",""]]}'):
+        await store.set_marker(f"button:telegram:-100:{token}", damaged)
+        assert await buttons.look_up(HERE, speak.data, 60) is None
+    assert await buttons.sweep(60) == 1  # a damaged record is swept as if it were the oldest
+
+
+async def test_forgetting_a_chat_removes_its_buttons_only(book: tuple[ButtonBook, SQLiteStore, Clock]) -> None:
+    buttons, store, _ = book
+    longer = ChatRef("telegram", "-1001", ChatKind.GROUP)  # "-100" prefixes its id
+    [mine] = await buttons.issue(HERE, [("Speak", ButtonAction("speak"))])
+    [theirs] = await buttons.issue(longer, [("Speak", ButtonAction("speak"))])
+    [discord] = await buttons.issue(ChatRef("discord", "-100", ChatKind.GROUP), [("Speak", ButtonAction("speak"))])
+    await buttons.forget_chat("telegram", "-100")
+    assert await buttons.look_up(HERE, mine.data, 60) is None
+    assert await buttons.look_up(longer, theirs.data, 60) is not None
+    assert await buttons.look_up(ChatRef("discord", "-100", ChatKind.GROUP), discord.data, 60) is not None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -9,7 +10,7 @@ import pytest
 from voicebridge.config import RunnerSettings, load_values, parse_dotenv
 from voicebridge.speech.errors import ConfigError
 from voicebridge.speech.languages import LANGUAGE_CODES
-from voicebridge.voice_notes.settings import ChatSettings, parse_hot_words
+from voicebridge.voice_notes.settings import ChatSettings, PluginSettings, ReplyMode, parse_hot_words, responder_problems
 
 TOKEN = "pat_example_token_123"
 
@@ -161,3 +162,118 @@ def test_the_coze_agent_responder_needs_a_numeric_bot_id() -> None:
         with pytest.raises(ConfigError) as raised:
             settings(COZE_API_TOKEN=TOKEN, **values)
         assert all(part in str(raised.value) for part in expected), str(raised.value)
+
+
+def plugin_settings(**values: str) -> tuple[PluginSettings, list[str]]:
+    problems: list[str] = []
+    return PluginSettings.from_values(values, problems), problems
+
+
+def test_the_plugin_settings_default_to_the_documented_values() -> None:
+    plugin, problems = plugin_settings()
+    assert problems == []
+    assert plugin == PluginSettings(
+        reply_mode=ReplyMode.TEXT, max_duration_seconds=1800, allowed_chats=frozenset(), database="voicebridge.db",
+        retention_hours=168.0, language="auto", voice_id=None, daily_minutes=None, daily_minutes_per_user=None,
+        shutdown_grace_seconds=30.0, responder_timeout_seconds=60.0, delivery_deadline_seconds=600.0,
+        daily_tts_characters=None, speak_in_groups="admins", responder="none", coze_bot_id=None, buttons=True)
+
+
+def test_every_plugin_variable_is_read_into_its_own_setting() -> None:
+    plugin, problems = plugin_settings(
+        VOICEBRIDGE_REPLY="Voice", VOICEBRIDGE_MAX_DURATION="90.7", VOICEBRIDGE_ALLOWED_CHATS="-100123,,7",
+        VOICEBRIDGE_DB=" postgresql://vb@db/vb ", VOICEBRIDGE_RETENTION_HOURS="12", VOICEBRIDGE_LANGUAGE="ja",
+        COZE_VOICE_ID=" 7426720361733046281 ", VOICEBRIDGE_DAILY_MINUTES="30", VOICEBRIDGE_DAILY_MINUTES_PER_USER="5",
+        VOICEBRIDGE_SHUTDOWN_GRACE="7", VOICEBRIDGE_RESPONDER_TIMEOUT="20", VOICEBRIDGE_DELIVERY_DEADLINE="120",
+        VOICEBRIDGE_DAILY_TTS_CHARACTERS="5000.9", VOICEBRIDGE_SPEAK_IN_GROUPS="everyone",
+        VOICEBRIDGE_RESPONDER="coze-agent", COZE_BOT_ID="7391234567", VOICEBRIDGE_BUTTONS="off")
+    assert problems == []
+    assert plugin == PluginSettings(
+        reply_mode=ReplyMode.VOICE, max_duration_seconds=90, allowed_chats=frozenset({"-100123", "7"}),
+        database="postgresql://vb@db/vb", retention_hours=12.0, language="ja", voice_id="7426720361733046281",
+        daily_minutes=30.0, daily_minutes_per_user=5.0, shutdown_grace_seconds=7.0, responder_timeout_seconds=20.0,
+        delivery_deadline_seconds=120.0, daily_tts_characters=5000, speak_in_groups="everyone", responder="coze-agent",
+        coze_bot_id="7391234567", buttons=False)
+    assert plugin_settings(VOICEBRIDGE_BUTTONS="on")[0].buttons is True
+    assert plugin_settings(VOICEBRIDGE_DB="  ")[0].database == "voicebridge.db"  # blank: the default file
+    assert plugin_settings(VOICEBRIDGE_LANGUAGE="klingon")[0].language == "auto"  # no such code: detected
+
+
+# Each numeric variable: its lowest and highest accepted value, and the first refused beyond each.
+NUMERIC_BOUNDS = (
+    ("VOICEBRIDGE_MAX_DURATION", "max_duration_seconds", 1, 24 * 3600),
+    ("VOICEBRIDGE_RETENTION_HOURS", "retention_hours", 0, 24 * 365 * 10),
+    ("VOICEBRIDGE_DAILY_MINUTES", "daily_minutes", 0, 24 * 60),
+    ("VOICEBRIDGE_DAILY_MINUTES_PER_USER", "daily_minutes_per_user", 0, 24 * 60),
+    ("VOICEBRIDGE_SHUTDOWN_GRACE", "shutdown_grace_seconds", 0, 3600),
+    ("VOICEBRIDGE_RESPONDER_TIMEOUT", "responder_timeout_seconds", 0.1, 3600),
+    ("VOICEBRIDGE_DELIVERY_DEADLINE", "delivery_deadline_seconds", 1, 24 * 3600),
+    ("VOICEBRIDGE_DAILY_TTS_CHARACTERS", "daily_tts_characters", 0, 10**8),
+)
+
+
+@pytest.mark.parametrize(("variable", "field", "low", "high"), NUMERIC_BOUNDS, ids=[row[0] for row in NUMERIC_BOUNDS])
+def test_each_plugin_number_keeps_to_its_range(variable: str, field: str, low: float, high: float) -> None:
+    for accepted in (low, high):
+        plugin, problems = plugin_settings(**{variable: str(accepted)})
+        assert problems == [] and getattr(plugin, field) == accepted
+    for refused in (low - 0.05, high + 1):
+        plugin, problems = plugin_settings(**{variable: str(refused)})
+        assert len(problems) == 1 and problems[0].startswith(f"{variable} must be a number from {low:g} to {high:g}")
+        assert getattr(plugin, field) == getattr(PluginSettings(), field)  # refused: the default stands
+
+
+def test_chat_ids_may_be_negative_but_only_numeric() -> None:
+    assert plugin_settings(VOICEBRIDGE_ALLOWED_CHATS=" -1001 ")[1] == []
+    for bad in ("12a", "--5", "1-2"):
+        assert plugin_settings(VOICEBRIDGE_ALLOWED_CHATS=bad)[1] == [
+            f"VOICEBRIDGE_ALLOWED_CHATS must be comma-separated numeric chat ids (got {bad!r})"]
+
+
+def test_a_coze_agent_responder_needs_coze_credentials() -> None:
+    agent = PluginSettings(responder="coze-agent", coze_bot_id="1")
+    with_token = settings(COZE_API_TOKEN=TOKEN).speech
+    without = replace(with_token, coze_api_token=None)
+    assert responder_problems(agent, with_token) == []
+    assert responder_problems(PluginSettings(), without) == []  # the plugin's own answers need none
+    assert responder_problems(agent, without) == [
+        "COZE_API_TOKEN is not set (nor a Coze JWT app: COZE_JWT_CLIENT_ID, …); VOICEBRIDGE_RESPONDER=coze-agent "
+        "talks to the Coze agent with it"]
+
+
+def test_reply_modes_say_what_they_send() -> None:
+    assert [(mode.has_text, mode.has_voice) for mode in ReplyMode] == [(True, False), (False, True), (True, True)]
+
+
+def test_stored_choices_apply_one_by_one_and_unknown_ones_are_ignored() -> None:
+    plugin = PluginSettings(reply_mode=ReplyMode.VOICE, language="ja", voice_id="v1")
+    assert ChatSettings.defaults(plugin) == ChatSettings(reply_mode=ReplyMode.VOICE, language="ja", voice_id="v1")
+    defaults = ChatSettings(reply_mode=ReplyMode.TEXT, language="auto", voice_id="default-voice")
+    assert defaults.with_stored({}, LANGUAGE_CODES) == defaults
+    chosen = defaults.with_stored({"reply_mode": "both", "language": "cant", "voice_id": "v2", "hot_words": "a, b"},
+                                  LANGUAGE_CODES)
+    assert chosen == ChatSettings(reply_mode=ReplyMode.BOTH, language="yue", voice_id="v2", hot_words=("a", "b"))
+    # A mode no version wrote, and an empty voice, leave the defaults.
+    assert defaults.with_stored({"reply_mode": "loud", "voice_id": ""}, LANGUAGE_CODES) == defaults
+    # A language the service no longer recognises: the default stays, and is named as unavailable.
+    unavailable = defaults.with_stored({"language": "ja"}, {"auto", "en", "zh"})
+    assert (unavailable.language, unavailable.unavailable_language) == ("auto", "ja")
+    assert defaults.with_stored({"language": "ja"}, LANGUAGE_CODES).unavailable_language is None
+
+
+def test_the_responder_problems_say_what_to_set() -> None:
+    assert plugin_settings(COZE_BOT_ID="bot/abc")[1] == [
+        "COZE_BOT_ID must be the numeric id of a Coze agent (the digits after /bot/ in its address on coze.cn or "
+        "coze.com) (got 'bot/abc')"]
+    assert plugin_settings(VOICEBRIDGE_RESPONDER="coze-agent")[1] == [
+        "COZE_BOT_ID is not set; VOICEBRIDGE_RESPONDER=coze-agent needs the id of a Coze agent published to the API "
+        "channel"]
+
+
+@pytest.mark.parametrize(("variable", "choices"), [
+    ("VOICEBRIDGE_REPLY", "text, voice, both"), ("VOICEBRIDGE_SPEAK_IN_GROUPS", "admins, everyone, off"),
+    ("VOICEBRIDGE_RESPONDER", "none, coze-agent"), ("VOICEBRIDGE_BUTTONS", "on, off")])
+def test_a_choice_outside_its_list_is_one_problem_naming_the_choices(variable: str, choices: str) -> None:
+    plugin, problems = plugin_settings(**{variable: "sometimes"})
+    assert problems == [f"{variable} must be one of {choices} (got 'sometimes')"]
+    assert plugin == PluginSettings()  # the default stands

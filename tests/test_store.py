@@ -6,7 +6,9 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 import threading
+import time
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 from pathlib import Path
 
 import asyncpg
@@ -14,7 +16,7 @@ import pytest
 
 from voicebridge.postgres import MIGRATIONS, Database, PostgresStore
 from tests.postgres_tools import reset_postgres
-from voicebridge.voice_notes.store import SQLITE_MIGRATIONS, SQLiteStore, Store, StoreError, migrate_sqlite, open_store
+from voicebridge.voice_notes.store import SQLITE_MIGRATIONS, SQLiteStore, Store, StoreError, migrate_sqlite, open_store, today, use_wal
 
 DAY = "2030-01-02"
 
@@ -273,3 +275,119 @@ async def test_buttons_are_found_in_their_own_chat_only_and_expire(backend: tupl
     other = await book.issue(there, [("Voice", ButtonAction("mode", "voice"))])
     await book.forget_chat("telegram", "-100123")  # a chat id that prefixes the other's: untouched
     assert await book.look_up(there, other[0].data, 3600) is not None
+
+
+async def test_usage_of_days_before_a_day_is_swept(backend: tuple[Store, Clock]) -> None:
+    store, _ = backend
+    for day, seconds in (("2030-01-01", 10.0), ("2030-01-02", 20.0), ("2030-01-03", 30.0)):
+        assert await store.reserve_usage("telegram", "1", day, seconds, 100)
+    assert await store.sweep_usage("2030-01-02") == 1
+    assert (await store.usage("telegram", "1", "2000-01-01")).audio_seconds == 50.0
+    assert await store.sweep_usage("2030-01-02") == 0
+
+
+async def test_the_timeout_given_reaches_the_store_opened(tmp_path: Path) -> None:
+    sqlite_store = open_store(str(tmp_path / "x.db"), timeout=7)
+    postgres = open_store("postgresql://voicebridge@127.0.0.1:9/nowhere", timeout=3)
+    assert isinstance(sqlite_store, SQLiteStore) and sqlite_store.timeout == 7
+    assert isinstance(postgres, PostgresStore) and postgres.database.timeout == 3
+    await sqlite_store.aclose()
+    await postgres.aclose()
+
+
+def wal_pages(path: Path) -> int:
+    wal = path.with_name(path.name + "-wal")
+    return wal.stat().st_size if wal.exists() else 0
+
+
+async def test_sqlite_keeps_a_write_ahead_log_and_empties_it_of_forgotten_text(tmp_path: Path,
+                                                                              caplog: pytest.LogCaptureFixture) -> None:
+    path = tmp_path / "state.db"
+    store = SQLiteStore(path)
+    try:
+        await store.cache_transcript("k1", "telegram", "1", "a secret transcript", 3.0)
+        check = sqlite3.connect(path)
+        assert check.execute("PRAGMA journal_mode").fetchone()[0] == "wal"  # readers never wait for a writer
+        check.close()
+        assert wal_pages(path) > 0
+        assert await store.forget_chat("telegram", "1") == 1
+        assert wal_pages(path) == 0 and b"a secret transcript" not in path.read_bytes()
+        assert "another connection is reading" not in caplog.text
+        await store.cache_transcript("k2", "telegram", "1", "another secret", 3.0)
+        reader = sqlite3.connect(path, isolation_level=None)
+        reader.execute("BEGIN")
+        reader.execute("SELECT count(*) FROM transcripts").fetchone()  # holds a snapshot: the log cannot be emptied
+        try:
+            assert await store.forget_chat("telegram", "1") == 1
+        finally:
+            reader.close()
+        assert f"store {path}: another connection is reading; deleted text stays in the write-ahead log" in caplog.text
+    finally:
+        await store.aclose()
+
+
+def test_switching_to_the_write_ahead_log_waits_for_a_file_another_process_holds(tmp_path: Path) -> None:
+    path = tmp_path / "state.db"
+    holder = sqlite3.connect(path, isolation_level=None)
+    holder.execute("CREATE TABLE t (x)")
+    holder.execute("BEGIN IMMEDIATE")  # as a process migrating the file (migrate_sqlite)
+    holder.execute("INSERT INTO t VALUES (1)")
+    outcome: list[object] = []
+
+    def switch() -> None:
+        connection = sqlite3.connect(path, timeout=0, check_same_thread=False)
+        try:
+            use_wal(connection, timeout=60)
+            outcome.append(connection.execute("PRAGMA journal_mode").fetchone()[0])
+        except BaseException as error:  # collected: a thread's exception would vanish
+            outcome.append(error)
+        finally:
+            connection.close()
+
+    thread = threading.Thread(target=switch)
+    thread.start()
+    thread.join(timeout=0.3)  # it keeps trying while the file is held (a wait, not a condition: nothing to see)
+    holder.execute("COMMIT")
+    holder.close()
+    thread.join(timeout=60)
+    assert outcome == ["wal"]
+
+
+@pytest.mark.parametrize("zone", ["Etc/GMT-14", "Etc/GMT+12"])  # a day ahead of UTC, and one behind
+def test_a_day_is_a_utc_day_whatever_the_servers_time_zone(monkeypatch: pytest.MonkeyPatch, zone: str) -> None:
+    monkeypatch.setenv("TZ", zone)
+    time.tzset()
+    try:
+        assert today() == datetime.now(UTC).strftime("%Y-%m-%d")
+    finally:
+        monkeypatch.undo()
+        time.tzset()
+
+
+def test_a_failed_migration_is_rolled_back_with_its_own_error(tmp_path: Path) -> None:
+    connection = sqlite3.connect(tmp_path / "state.db")
+    isolation = connection.isolation_level
+    broken = (("CREATE TABLE first (x)",), ("CREATE TABLE second (x)", "INSERT INTO nowhere VALUES (1)"))
+    with pytest.raises(sqlite3.OperationalError, match="no such table: nowhere"):
+        migrate_sqlite(connection, broken)
+    assert connection.execute("PRAGMA user_version").fetchone()[0] == 0 and not connection.in_transaction
+    assert connection.execute("SELECT name FROM sqlite_master").fetchall() == []  # the first step went too
+    assert connection.isolation_level == isolation
+    assert migrate_sqlite(connection, broken[:1]) == 1 and connection.isolation_level == isolation
+    connection.close()
+
+
+async def test_a_sqlite_store_makes_its_folder_names_itself_in_errors_and_closes_its_file(tmp_path: Path) -> None:
+    path = tmp_path / "new" / "folder" / "state.db"
+    store = SQLiteStore(path)
+    await store.set_marker("k", "v")
+    with pytest.raises(StoreError, match=f"^store {path}: no such table: nowhere$"):
+        await store.run(lambda db: db.execute("SELECT * FROM nowhere"))
+    assert path.with_name("state.db-wal").exists()
+    await store.aclose()
+    assert not path.with_name("state.db-wal").exists()  # the last connection closed: the log went with it
+    await store.aclose()  # twice is harmless
+    unopenable = SQLiteStore(tmp_path)  # a folder, not a file
+    with pytest.raises(StoreError, match=f"^cannot open store {tmp_path}: unable to open database file$"):
+        await unopenable.marker("k")
+    await unopenable.aclose()

@@ -82,7 +82,8 @@ class Bookkeeper:
     async def flush(self) -> None:
         """Wait for the writes under way (the caller bounds the wait)."""
         while self._writes:
-            await asyncio.gather(*self._writes, return_exceptions=True)
+            # Not gather: a caller's timeout (settle, drain) must end the wait, not cancel the writes.
+            await asyncio.wait(set(self._writes))
 
     async def settle(self, timeout: float) -> None:
         """Wait up to ``timeout`` for the writes under way."""

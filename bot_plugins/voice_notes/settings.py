@@ -56,7 +56,7 @@ class PluginSettings:
         mode_text = choice(values, "VOICEBRIDGE_REPLY", tuple(ReplyMode), problems)  # the first, text, by default
         chats = frozenset(chat.strip() for chat in (values.get("VOICEBRIDGE_ALLOWED_CHATS") or "").split(",") if chat.strip())
         for chat in chats:
-            if not chat.lstrip("-").isdigit():
+            if not chat.removeprefix("-").isdigit():  # one minus sign (a group), not "--5"
                 problems.append(problem("VOICEBRIDGE_ALLOWED_CHATS", "must be comma-separated numeric chat ids", chat))
         responder = choice(values, "VOICEBRIDGE_RESPONDER", RESPONDER_CHOICES, problems)
         bot_id = (values.get("COZE_BOT_ID") or "").strip() or None
