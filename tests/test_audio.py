@@ -12,7 +12,6 @@ from voicebridge.speech.audio import (
     MAX_WAVEFORM_POINTS,
     AudioConverter,
     require_sound,
-    sniff_container,
 )
 from voicebridge.speech.errors import AudioError, AudioProblem
 from voicebridge.speech.models import AudioClip, AudioFormat
@@ -163,16 +162,6 @@ async def test_waveform_follows_loudness(converter: AudioConverter) -> None:
     assert len(waveform) == 20
     assert min(waveform[1:9]) > 200  # the loud second
     assert max(waveform[11:19]) < 60  # the quiet second, relative to the loudest
-
-
-@pytest.mark.parametrize(
-    ("head", "container"),
-    [(b"OggS\x00\x02", "ogg"), (b"RIFF\x00\x00\x00\x00WAVEfmt ", "wav"), (b"ID3\x04", "mp3"), (b"\xff\xfb\x90", "mp3"),
-     (b"\xff\xf1\x50", "aac"), (b"\x00\x00\x00\x20ftypM4A ", "m4a"), (b"\x00\x00\x00\x1cftypisom", "mp4"),
-     (b"fLaC\x00", "flac"), (b"#!AMR\n", "amr"), (b"hello", None)],
-)
-def test_container_sniffing(head: bytes, container: str | None) -> None:
-    assert sniff_container(head) == container
 
 
 async def test_a_long_ffmpeg_decode_holds_its_slot_until_drained() -> None:
