@@ -345,6 +345,22 @@ def test_matroska_without_a_usable_duration_states_nothing(data: bytes) -> None:
     assert stated_seconds("webm", data) is None
 
 
+def test_matroska_elements_are_skipped_by_their_size_and_an_unknown_size_runs_to_the_end() -> None:
+    duration = element(DURATION, struct.pack(">d", 2500.0))
+    # 126 bytes: one short of the one-byte "unknown size" (127).
+    assert stated_seconds("webm", matroska(element(VOID, bytes(126)), element(INFO, duration))) == 2.5
+    # An Info of unknown size (one-byte form): its children are read past 127 bytes.
+    unknown_info = (0x1549A966).to_bytes(4, "big") + b"\xff" + element(VOID, bytes(200)) + duration
+    assert stated_seconds("webm", matroska(unknown_info)) == 2.5
+
+
+def test_matroska_length_without_a_marker_bit_ends_the_scan() -> None:
+    """A length whose first byte is 0 is not an EBML number: nothing after it is read as elements."""
+    info = element(INFO, element(DURATION, struct.pack(">d", 2500.0)))
+    garbage = (0x1A45DFA3).to_bytes(4, "big") + b"\x00" + (5).to_bytes(7, "big") + bytes(5)
+    assert stated_seconds("webm", garbage + element(SEGMENT, info)) is None
+
+
 def test_matroska_header_is_looked_for_in_the_first_256_kb_only() -> None:
     info = element(INFO, element(DURATION, struct.pack(">d", 2500.0)))
     assert stated_seconds("webm", matroska(element(VOID, bytes(HEADER_SCAN_BYTES - 200)), info)) == 2.5
@@ -389,6 +405,12 @@ def test_mp3_xing_header_states_its_frame_count(version: int, mono: bool, rate_i
     data = mp3_with_tag(b"Xing", 1000, version, mono, rate_index)
     assert stated_seconds("mp3", data) == pytest.approx(1000 * seconds_per_frame)
     assert stated_seconds("mp3", mp3_with_tag(b"Info", 1000, version, mono, rate_index)) == pytest.approx(1000 * seconds_per_frame)
+
+
+def test_mp3_stating_billions_of_frames_states_hours() -> None:
+    """Refused before decoding as far too long, not read as a negative (hence unstated) count."""
+    assert stated_seconds("mp3", mp3_with_tag(b"Xing", 0xFFFF_FFF0)) == pytest.approx(0xFFFF_FFF0 * 1152 / 44100)
+    assert stated_seconds("mp3", mp3_with_tag(b"VBRI", 0xFFFF_FFF0)) == pytest.approx(0xFFFF_FFF0 * 1152 / 44100)
 
 
 def test_mp3_vbri_header_states_its_frame_count() -> None:
