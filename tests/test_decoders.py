@@ -12,6 +12,7 @@ from array import array
 
 import pytest
 
+from voicebridge.speech.audio import AudioConverter
 from voicebridge.speech.decoders import (
     FfmpegRun,
     InProcessPcm,
@@ -141,6 +142,12 @@ def test_packet_timed_length_is_the_audios() -> None:
     assert packet_seconds(AudioClip(data=silent_flac(3.0, 16000)), "flac", 60.0, 20.0) == pytest.approx(3.0, abs=0.001)
 
 
+def test_packet_counting_reads_with_the_pinned_demuxer_only() -> None:
+    with pytest.raises(AudioError) as caught:
+        packet_seconds(AudioClip(data=silent_flac(1.0, 16000)), "wav", 60.0, 20.0)
+    assert caught.value.problem is AudioProblem.UNDECODABLE
+
+
 def test_packet_counting_stops_just_past_the_limit() -> None:
     seconds = packet_seconds(AudioClip(data=silent_flac(600.0, 16000)), "flac", 10.0, 20.0)
     assert 10.0 < seconds <= 10.0 + 4096 / 16000  # one packet past the limit, not the whole file
@@ -171,6 +178,17 @@ def test_a_child_process_inherits_a_path_and_nothing_else(monkeypatch: pytest.Mo
     assert child_environment() == {"PATH": "/opt/ffmpeg/bin:/usr/bin", "LC_ALL": "C"}
     monkeypatch.delenv("PATH")
     assert child_environment()["PATH"] == "/bin:/usr/bin"
+
+
+# ----------------------------------------------------------------------------- the ffmpeg CLI
+
+
+async def test_ffmpeg_reads_from_a_pipe_where_there_is_no_memfd(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Not Linux (no memfd): the clip is streamed through ffmpeg's stdin, and decodes the same."""
+    monkeypatch.delattr("os.memfd_create")
+    converter = AudioConverter(max_processes=1, in_process=False)
+    pcm = tone_pcm(440.0, 1.5, 16000)
+    assert await converter.decode(AudioClip(data=tone_wav(440.0, 1.5, 16000)), 16000) == pcm
 
 
 # ----------------------------------------------------------------------------- ffmpeg's exit
