@@ -183,6 +183,10 @@ def test_ogg_vorbis_and_flac_state_their_granule_at_their_own_rate() -> None:
     assert stated_seconds("ogg", ogg_file(ogg_flac_head(44100), [44100, 66150])) == 1.5
 
 
+def test_ogg_opus_pre_skip_is_unsigned() -> None:
+    assert stated_seconds("ogg", ogg_file(opus_head(pre_skip=40000), [136000])) == 2.0
+
+
 def test_ogg_granule_below_the_pre_skip_states_zero() -> None:
     assert stated_seconds("ogg", ogg_file(opus_head(pre_skip=312), [100])) == 0.0
 
@@ -202,7 +206,8 @@ def test_ogg_pages_that_do_not_check_out_are_not_pages() -> None:
     fakes = [ogg_page(7, 480000, [bytes(50)], sequence=9, valid=False),
              ogg_page(8, 960000, [bytes(50)], sequence=1),
              ogg_page(7, -1, [bytes(300)], sequence=3),
-             b"OggS\x00" + bytes(40)]
+             b"OggS\x00" + bytes(40),
+             b"OggS\x00" + bytes(10)]  # a download cut inside a page header
     for fake in fakes:
         assert stated_seconds("ogg", real + fake) == 1.5, fake[:32]
 
@@ -269,6 +274,17 @@ def test_mp4_index_at_the_end_after_the_media_is_found() -> None:
     large_mdat = struct.pack(">I4sQ", 1, b"mdat", 16 + 500) + bytes(500)
     data = FTYP + box(b"free") + large_mdat + box(b"moov", box(b"udta", bytes(20)) + mvhd(600, 900))
     assert stated_seconds("mp4", data) == 1.5
+
+
+def test_mp4_durations_of_minutes_at_a_sample_rate_timescale() -> None:
+    """Phones often count the movie in audio samples: ten minutes at 48 kHz need all 32 bits."""
+    assert stated_seconds("m4a", FTYP + box(b"moov", mvhd(48000, 600 * 48000))) == 600.0
+    assert stated_seconds("m4a", FTYP + box(b"moov", mvhd(48000, 0xFFFF_FFFF))) == 0xFFFF_FFFF / 48000
+
+
+def test_mp4_index_in_a_box_of_64_bit_size() -> None:
+    body = mvhd(1000, 7000)
+    assert stated_seconds("mp4", FTYP + struct.pack(">I4sQ", 1, b"moov", 16 + len(body)) + body) == 7.0
 
 
 def test_mp4_last_box_sized_to_the_end_of_the_file() -> None:
