@@ -9,6 +9,7 @@ import io
 import signal
 import wave
 from array import array
+from pathlib import Path
 
 import pytest
 
@@ -181,6 +182,23 @@ def test_a_child_process_inherits_a_path_and_nothing_else(monkeypatch: pytest.Mo
 
 
 # ----------------------------------------------------------------------------- the ffmpeg CLI
+
+
+async def test_ffmpeg_decodes_from_memory_and_from_a_file_exactly(tmp_path: Path) -> None:
+    converter = AudioConverter(max_processes=1, in_process=False)
+    pcm = tone_pcm(440.0, 1.5, 16000)
+    (tmp_path / "note.wav").write_bytes(tone_wav(440.0, 1.5, 16000))
+    assert await converter.decode(AudioClip(data=tone_wav(440.0, 1.5, 16000)), 16000) == pcm
+    assert await converter.decode(AudioClip.from_path(tmp_path / "note.wav"), 16000) == pcm
+    halved = pcm_samples(await converter.decode(AudioClip(data=tone_wav(440.0, 1.5, 16000)), 8000))
+    assert analyse(halved, 8000).seconds == 1.5 and analyse(halved, 8000).frequency == pytest.approx(440.0, rel=0.01)
+
+
+async def test_ffmpeg_refusing_a_file_is_undecodable() -> None:
+    converter = AudioConverter(max_processes=1, in_process=False)
+    with pytest.raises(AudioError) as caught:
+        await converter.decode(AudioClip(data=b"OggS" + bytes(500)), 16000)
+    assert caught.value.problem is AudioProblem.UNDECODABLE
 
 
 async def test_ffmpeg_reads_from_a_pipe_where_there_is_no_memfd(monkeypatch: pytest.MonkeyPatch) -> None:
