@@ -186,6 +186,20 @@ def test_a_child_process_inherits_a_path_and_nothing_else(monkeypatch: pytest.Mo
     assert child_environment()["PATH"] == "/bin:/usr/bin"
 
 
+async def test_in_process_decodes_share_the_workers_and_stop_when_left() -> None:
+    """Through the converter: slices run in the shared worker; a consumer leaving half-way stops
+    its decode (the worker is free for the next one at once), and the audio is exact."""
+    converter = AudioConverter(max_processes=1, in_process=True)
+    pcm = tone_pcm(440.0, 3.0, 16000)
+    async with converter.pcm(AudioClip(data=tone_wav(440.0, 3.0, 16000)), 16000, chunk_seconds=0.5) as chunks:
+        first = await anext(chunks)
+    assert first == pcm[:16000]
+    assert await converter.decode(AudioClip(data=tone_wav(440.0, 3.0, 16000)), 16000) == pcm
+    facts = await converter.inspect(AudioClip(data=silent_flac(2.0, 16000, stated_seconds=0)), 60.0)
+    assert facts.seconds == pytest.approx(2.0, abs=0.001)
+    converter.close()
+
+
 # ----------------------------------------------------------------------------- the ffmpeg CLI
 
 
