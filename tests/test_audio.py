@@ -462,3 +462,17 @@ async def test_leading_silence_held_for_a_stream_is_bounded() -> None:
     with pytest.raises(AudioError) as caught:
         await require_sound(nothing(), rate)
     assert caught.value.problem is AudioProblem.EMPTY
+
+
+async def test_a_chained_voice_note_is_re_encoded_as_one_stream_stating_its_length(in_process: AudioConverter,
+                                                                                  tones: dict[str, bytes]) -> None:
+    """Players show a chained Ogg's first link only: multi-segment speech is re-encoded as one
+    stream whose header states its real length; a single-stream note is sent as it is."""
+    same, seconds = await in_process.single_stream_voice_note(tones["ogg"])
+    assert same == tones["ogg"] and seconds == pytest.approx(1.5, abs=DURATION_TOLERANCE)
+    data, seconds = await in_process.single_stream_voice_note(tones["ogg"] + tones["ogg"])
+    assert seconds == pytest.approx(3.0, abs=DURATION_TOLERANCE)
+    streams, stated = ogg_opus_layout(data)
+    assert streams == 1 and stated == pytest.approx(seconds, abs=0.05)
+    report = analyse(pcm_samples(await in_process.decode(AudioClip(data=data), 16000)), 16000)
+    assert report.seconds == pytest.approx(3.0, abs=DURATION_TOLERANCE) and report.frequency == pytest.approx(440.0, rel=0.02)
