@@ -27,7 +27,7 @@ from voicebridge.speech.audio import (
 from voicebridge.speech.errors import AudioError, AudioProblem
 from voicebridge.speech.models import AudioClip, AudioFormat
 from tests.audio_tools import analyse, decode, make_silence, make_tone, pcm_samples, probe, silent_flac, tone_pcm, tone_wav
-from tests.test_containers import ogg_file, ogg_page, opus_head
+from tests.test_containers import ogg_file, ogg_page, opus_head, vorbis_id
 
 CONTAINERS = ["ogg", "mp3", "m4a", "wav", "webm", "flac", "mp4"]
 DURATION_TOLERANCE = 0.020  # seconds
@@ -410,6 +410,11 @@ def test_ogg_layout_counts_chained_streams_and_the_first_ones_length() -> None:
     assert ogg_opus_layout(ogg_file(opus_head(pre_skip=312), [100])) == (1, 0.0)
     assert ogg_opus_layout(ogg_page(1, -1, [opus_head()], first=True)) == (1, None)  # no granule: nothing stated
     assert ogg_opus_layout(first + b"garbage after the stream" + second) == (1, 2.0)
+    # A page continuing a packet from the page before is no new stream; a last empty page counts.
+    continued = first + ogg_page(1, 144312, [bytes(10)], sequence=5, continued=True) + ogg_page(1, 192312, [], sequence=6)
+    assert ogg_opus_layout(continued) == (1, 4.0)
+    assert ogg_opus_layout(first + b"OggS\x00" + bytes(10)) == (1, 2.0)  # cut inside a page header
+    assert ogg_opus_layout(ogg_file(vorbis_id(48000), [96000])) == (1, 2.0)  # not Opus: no pre-skip
     # Pages of another stream interleaved with the first one's do not end its length.
     interleaved = first + ogg_page(1, 144312, [bytes(10)], sequence=5) + ogg_page(9, 9600000, [bytes(10)])
     assert ogg_opus_layout(interleaved) == (1, 3.0)
@@ -440,6 +445,19 @@ async def test_segments_are_cut_at_pauses_and_lose_nothing() -> None:
     for segment in segments[:-1]:
         assert 1.0 <= len(segment) / 2 / rate <= 2.0
         assert max(abs(sample) for sample in pcm_samples(segment[-640:])) == 0  # it ends inside a pause
+
+
+async def test_pauses_are_looked_for_in_the_last_3_seconds_of_a_segment_by_default() -> None:
+    """A pause earlier than that would make segments much shorter than asked: the cut falls at
+    the segment's length instead."""
+    rate = 8000
+    pcm = tone_pcm(440.0, 6.0, rate) + bytes(int(0.3 * rate) * 2) + tone_pcm(440.0, 5.0, rate)  # pause at 6.0-6.3 s
+
+    async def chunks() -> AsyncIterator[bytes]:
+        yield pcm
+
+    segments = [segment async for segment in split_at_pauses(chunks(), rate, segment_seconds=10.0)]
+    assert [len(segment) for segment in segments] == [10 * rate * 2, len(pcm) - 10 * rate * 2]
 
 
 async def test_leading_silence_held_for_a_stream_is_bounded() -> None:

@@ -146,9 +146,10 @@ def test_the_tests_ogg_crc_is_the_standard_one() -> None:
 
 
 def ogg_page(serial: int, granule: int, packets: list[bytes], *, sequence: int = 0, first: bool = False,
-             valid: bool = True) -> bytes:
+             continued: bool = False, valid: bool = True) -> bytes:
     lacing = b"".join(bytes([255] * (len(packet) // 255) + [len(packet) % 255]) for packet in packets)
-    header = struct.pack("<4sBBqIII", b"OggS", 0, 0x02 if first else 0, granule, serial, sequence, 0)
+    header_type = (0x02 if first else 0) | (0x01 if continued else 0)
+    header = struct.pack("<4sBBqIII", b"OggS", 0, header_type, granule, serial, sequence, 0)
     page = bytearray(header + bytes([len(lacing)]) + lacing + b"".join(packets))
     page[22:26] = struct.pack("<I", ogg_crc(bytes(page)) ^ (0 if valid else 1))
     return bytes(page)
