@@ -99,17 +99,19 @@ def test_a_rate_change_mid_stream_keeps_pitch_and_duration() -> None:
     """Concatenated recordings (FLAC frames or MP3s at another rate, a chained Ogg): each part is
     resampled from its own rate. (Found by mutation testing: the resampler kept converting from
     the first rate, so a second at 8 kHz came out as half a second an octave up.)"""
-    data = tone_flac([(16000, tone_pcm(440.0, 1.0, 16000)), (8000, tone_pcm(440.0, 1.0, 8000)),
+    # 1.25 s first: the change falls inside a resampling batch (about a second of audio).
+    data = tone_flac([(16000, tone_pcm(440.0, 1.25, 16000)), (8000, tone_pcm(440.0, 1.0, 8000)),
                       (16000, tone_pcm(440.0, 0.5, 16000))])
     pcm = pcm_samples(b"".join(b"".join(chunks) for chunks in decode_slices(AudioClip(data=data), "flac", 16000, 3200)))
-    assert len(pcm) == pytest.approx(2.5 * 16000, abs=64)
-    for start, end in ((0, 16000), (16000, 32000), (32000, len(pcm))):
+    assert len(pcm) == pytest.approx(2.75 * 16000, abs=64)
+    for start, end in ((0, 20000), (20000, 36000), (36000, len(pcm))):
         assert analyse(pcm[start:end], 16000).frequency == pytest.approx(440.0, rel=0.02), (start, end)
 
 
 def test_flac_of_a_tone_decodes_to_exactly_its_samples() -> None:
+    """Frames of 1,001 samples: the decoder's buffers are padded past them, and only the samples count."""
     pcm = tone_pcm(440.0, 1.5, 16000)
-    slices = decode_slices(AudioClip(data=tone_flac([(16000, pcm)])), "flac", 16000, chunk_bytes=3200)
+    slices = decode_slices(AudioClip(data=tone_flac([(16000, pcm)], block_size=1001)), "flac", 16000, chunk_bytes=3200)
     assert b"".join(b"".join(chunks) for chunks in slices) == pcm
 
 
