@@ -292,6 +292,25 @@ async def test_inspect_measures_wav_and_flac_by_their_packets(in_process: AudioC
     assert (facts.container, facts.seconds) == ("flac", pytest.approx(3.0, abs=0.001))
 
 
+async def test_inspect_measures_short_notes(in_process: AudioConverter) -> None:
+    facts = await in_process.inspect(AudioClip(data=tone_wav(440.0, 0.4, 16000)), 60.0)
+    assert facts.seconds == pytest.approx(0.4, abs=0.001)
+
+
+async def test_inspect_without_pyav_measures_by_decoding() -> None:
+    converter = AudioConverter(max_processes=1, in_process=False)
+    facts = await converter.inspect(AudioClip(data=tone_wav(440.0, 1.5, 16000)), 60.0)
+    assert (facts.container, facts.seconds) == ("wav", pytest.approx(1.5, abs=0.001))
+
+
+async def test_has_sound_is_bounded_like_every_decode(in_process: AudioConverter) -> None:
+    """Thirty seconds of silence stating no length, under a 5 s limit: refused as too long, not
+    decoded to its end to answer "silent"."""
+    with pytest.raises(AudioError) as caught:
+        await in_process.has_sound(AudioClip(data=silent_flac(30.0, 16000, stated_seconds=0)), 5.0)
+    assert caught.value.problem is AudioProblem.TOO_LONG
+
+
 @pytest.mark.parametrize("stated", [None, 0.0, 1.0])  # the truth, nothing, a lie
 async def test_inspect_refuses_audio_longer_than_the_limit_whatever_it_states(in_process: AudioConverter, tmp_path: Path,
                                                                             stated: float | None) -> None:
@@ -423,11 +442,24 @@ def test_ogg_layout_counts_chained_streams_and_the_first_ones_length() -> None:
 def test_the_quietest_moment_is_found_in_the_middle_of_a_pause() -> None:
     rate = 16000
     pcm = tone_pcm(440.0, 1.0, rate) + bytes(int(0.2 * rate) * 2) + tone_pcm(440.0, 1.0, rate)
-    offset = quietest_offset(pcm, rate, 0, len(pcm))
-    assert 1.0 <= offset / 2 / rate <= 1.2 and offset % 2 == 0
+    # The pause is 1.0-1.2 s: its first 100 ms window is the quietest, cut at its middle.
+    assert quietest_offset(pcm, rate, 0, len(pcm)) == int(1.05 * rate) * 2
     steady = tone_pcm(440.0, 2.0, rate)
     assert quietest_offset(steady, rate, 0, len(steady)) == len(steady)  # no pause: cut at the end
     assert quietest_offset(pcm, rate, 3, 3) == 3  # nothing to search
+
+
+def test_a_pause_over_background_noise_is_still_a_pause() -> None:
+    """Real pauses are not digital silence: a stretch at 40% of the speech level is where to cut."""
+    rate = 16000
+    pcm = tone_pcm(440.0, 1.0, rate) + tone_pcm(440.0, 0.2, rate, amplitude=0.2) + tone_pcm(440.0, 1.0, rate)
+    assert 1.0 <= quietest_offset(pcm, rate, 0, len(pcm)) / 2 / rate <= 1.2
+
+
+def test_a_pause_in_the_last_100_ms_is_found() -> None:
+    rate = 16000
+    pcm = tone_pcm(440.0, 2.0, rate) + bytes(int(0.1 * rate) * 2)
+    assert quietest_offset(pcm, rate, 0, len(pcm)) == int(2.05 * rate) * 2
 
 
 async def test_segments_are_cut_at_pauses_and_lose_nothing() -> None:
