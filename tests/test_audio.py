@@ -27,7 +27,7 @@ from voicebridge.speech.audio import (
 from voicebridge.speech.errors import AudioError, AudioProblem
 from voicebridge.speech.models import AudioClip, AudioFormat
 from tests.audio_tools import analyse, decode, make_silence, make_tone, pcm_samples, probe, silent_flac, tone_pcm, tone_wav
-from tests.test_containers import ogg_file, ogg_page, opus_head, vorbis_id
+from tests.test_containers import ogg_crc, ogg_file, ogg_page, opus_head, vorbis_id
 
 CONTAINERS = ["ogg", "mp3", "m4a", "wav", "webm", "flac", "mp4"]
 DURATION_TOLERANCE = 0.020  # seconds
@@ -303,12 +303,21 @@ async def test_inspect_without_pyav_measures_by_decoding() -> None:
     assert (facts.container, facts.seconds) == ("wav", pytest.approx(1.5, abs=0.001))
 
 
-async def test_has_sound_is_bounded_like_every_decode(in_process: AudioConverter) -> None:
+async def test_has_sound_and_analysis_are_bounded_like_every_decode(in_process: AudioConverter) -> None:
     """Thirty seconds of silence stating no length, under a 5 s limit: refused as too long, not
     decoded to its end to answer "silent"."""
-    with pytest.raises(AudioError) as caught:
-        await in_process.has_sound(AudioClip(data=silent_flac(30.0, 16000, stated_seconds=0)), 5.0)
-    assert caught.value.problem is AudioProblem.TOO_LONG
+    clip = AudioClip(data=silent_flac(30.0, 16000, stated_seconds=0))
+    for attempt in (in_process.has_sound(clip, 5.0), in_process.analyse(clip, 5.0)):
+        with pytest.raises(AudioError) as caught:
+            await attempt
+        assert caught.value.problem is AudioProblem.TOO_LONG
+
+
+async def test_a_closed_converter_decodes_no_more() -> None:
+    converter = AudioConverter(max_processes=1, in_process=True)
+    converter.close()
+    with pytest.raises(RuntimeError):
+        await converter.decode(AudioClip(data=tone_wav(440.0, 0.5, 16000)), 16000)
 
 
 @pytest.mark.parametrize("stated", [None, 0.0, 1.0])  # the truth, nothing, a lie
@@ -393,7 +402,7 @@ def test_waveform_points_average_the_levels_scaled_to_the_loudest() -> None:
     def waveform(levels: tuple[int, ...]) -> bytes:
         return AudioInfo(seconds=len(levels) / 10, peak_dbfs=0.0, container="wav", levels=levels).waveform()
 
-    assert list(waveform((0, 100, 200, 400))) == [0, 64, 128, 255]
+    assert list(waveform((0, 100, 200, 300, 400))) == [0, 64, 128, 191, 255]
     assert list(waveform(tuple([100, 300] * 128 + [300, 500] * 128))) == [128] * 128 + [255] * 128  # two levels a point
     uneven = waveform(tuple(range(300)))  # 300 levels in 256 points: every level counted, in order
     assert len(uneven) == 256 and uneven[0] == 0 and uneven[-1] == 255 and list(uneven) == sorted(uneven)
@@ -520,6 +529,16 @@ async def test_a_chained_voice_note_is_re_encoded_as_one_stream_stating_its_leng
     stream whose header states its real length; a single-stream note is sent as it is."""
     same, seconds = await in_process.single_stream_voice_note(tones["ogg"])
     assert same == tones["ogg"] and seconds == pytest.approx(1.5, abs=DURATION_TOLERANCE)
+    # One stream whose last page claims 3 s (a provider's wrong granule): re-encoded too.
+    last = tones["ogg"].rindex(b"OggS")
+    page = bytearray(tones["ogg"][last:])
+    page[6:14] = (3 * 48000 + 312).to_bytes(8, "little")
+    page[22:26] = bytes(4)
+    page[22:26] = ogg_crc(bytes(page)).to_bytes(4, "little")
+    lying = tones["ogg"][:last] + bytes(page)
+    assert ogg_opus_layout(lying) == (1, 3.0)
+    fixed, seconds = await in_process.single_stream_voice_note(lying)
+    assert ogg_opus_layout(fixed)[1] == pytest.approx(seconds, abs=0.05) and seconds == pytest.approx(1.5, abs=DURATION_TOLERANCE)
     data, seconds = await in_process.single_stream_voice_note(tones["ogg"] + tones["ogg"])
     assert seconds == pytest.approx(3.0, abs=DURATION_TOLERANCE)
     streams, stated = ogg_opus_layout(data)
