@@ -61,6 +61,12 @@ def test_a_slice_is_a_second_of_audio_in_chunks_of_the_size_asked() -> None:
     assert b"".join(b"".join(chunks) for chunks in slices) == tone_pcm(440.0, 2.5, 16000)
 
 
+def test_a_clip_on_disk_decodes_like_one_in_memory(tmp_path: Path) -> None:
+    (tmp_path / "note.wav").write_bytes(tone_wav(440.0, 1.5, 16000))
+    slices = decode_slices(AudioClip.from_path(tmp_path / "note.wav"), "wav", 16000, chunk_bytes=3200)
+    assert b"".join(b"".join(chunks) for chunks in slices) == tone_pcm(440.0, 1.5, 16000)
+
+
 def test_chunks_longer_than_a_second_make_a_slice_each() -> None:
     slices = decode_slices(AudioClip(data=tone_wav(440.0, 2.5, 8000)), "wav", 8000, chunk_bytes=24000)
     assert [[len(chunk) for chunk in chunks] for chunks in slices] == [[24000], [16000]]
