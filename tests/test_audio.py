@@ -303,11 +303,11 @@ async def test_inspect_without_pyav_measures_by_decoding() -> None:
     assert (facts.container, facts.seconds) == ("wav", pytest.approx(1.5, abs=0.001))
 
 
-async def test_has_sound_and_analysis_are_bounded_like_every_decode(in_process: AudioConverter) -> None:
+async def test_has_sound_analysis_and_decode_are_bounded_like_every_decode(in_process: AudioConverter) -> None:
     """Thirty seconds of silence stating no length, under a 5 s limit: refused as too long, not
     decoded to its end to answer "silent"."""
     clip = AudioClip(data=silent_flac(30.0, 16000, stated_seconds=0))
-    for attempt in (in_process.has_sound(clip, 5.0), in_process.analyse(clip, 5.0)):
+    for attempt in (in_process.has_sound(clip, 5.0), in_process.analyse(clip, 5.0), in_process.decode(clip, 8000, 5.0)):
         with pytest.raises(AudioError) as caught:
             await attempt
         assert caught.value.problem is AudioProblem.TOO_LONG
