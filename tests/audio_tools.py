@@ -213,6 +213,28 @@ def silent_flac(seconds: float, sample_rate: int = 16000, *, stated_seconds: flo
     return bytes(out)
 
 
+def tone_flac(parts: list[tuple[int, bytes]], block_size: int = 1024) -> bytes:
+    """A FLAC stream of mono s16le PCM, built in Python (verbatim subframes): each part is
+    (sample rate, PCM), and each frame header carries its part's rate, so the rate may change
+    mid-stream, as FLAC allows. STREAMINFO states the first rate and no length."""
+    rate_codes = {8000: 0b0100, 16000: 0b0101, 22050: 0b0110, 24000: 0b0111, 32000: 0b1000, 44100: 0b1001, 48000: 0b1010}
+    info = block_size << 128 | block_size << 112 | parts[0][0] << 44 | 0 << 41 | 15 << 36
+    out = bytearray(b"fLaC" + bytes([0x80]) + (34).to_bytes(3, "big") + info.to_bytes(18, "big") + bytes(16))
+    number = 0
+    for sample_rate, pcm in parts:
+        samples = pcm_samples(pcm)
+        for start in range(0, len(samples), block_size):
+            block = samples[start:start + block_size]
+            header = bytearray([0xFF, 0xF8, 0b0111 << 4 | rate_codes[sample_rate], 0b0000_1000])
+            header += _utf8_number(number) + (len(block) - 1).to_bytes(2, "big")
+            header.append(_crc8(header))
+            block.byteswap()  # verbatim samples are big-endian
+            frame = header + b"\x02" + block.tobytes()  # VERBATIM subframe, no wasted bits
+            out += frame + _crc16(frame).to_bytes(2, "big")
+            number += 1
+    return bytes(out)
+
+
 def _utf8_number(value: int) -> bytes:
     """FLAC's frame number: UTF-8's scheme stretched to 36 bits."""
     if value < 0x80:

@@ -346,7 +346,7 @@ def _ogg_checksum_holds(data: memoryview, start: int, end: int) -> bool:
     return _ogg_crc(page[:22] + b"\0\0\0\0" + page[26:]) == struct.unpack_from("<I", page, 22)[0]
 
 
-def ogg_opus_layout(data: bytes | memoryview, chunk_seconds: float) -> OggOpusLayout | None:
+def ogg_opus_pages(data: bytes | memoryview, chunk_seconds: float) -> OggOpusLayout | None:
     """``data`` as Ogg/Opus pages to hand on as they are, or None when it is anything else.
 
     Only the plainest form passes: one logical stream from the first byte to the last (no

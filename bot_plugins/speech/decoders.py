@@ -139,6 +139,7 @@ class InProcessPcm:
         self._source: BinaryIO | None = None
         self._packets: Any = None
         self._resampler: Any = None
+        self._resampler_shape: tuple[str, str, int] | None = None  # the input format it was set up for
         self._pending = bytearray()
         self._batch: list[list[bytes]] = []  # decoded audio per plane, waiting to be resampled
         self._batch_samples = 0
@@ -215,6 +216,12 @@ class InProcessPcm:
     def _resample_batch(self) -> None:
         if not self._batch_samples or self._batch_shape is None:
             return
+        if self._resampler_shape not in (None, self._batch_shape):
+            # The input changed format mid-stream (concatenated MP3s, a chained Ogg): a resampler
+            # converts the one input format it first saw, so the old one is flushed and replaced.
+            self._append(self._resampler.resample(None))
+            self._resampler = av.AudioResampler(format="s16", layout="mono", rate=self.sample_rate)
+        self._resampler_shape = self._batch_shape
         sample_format, layout, rate = self._batch_shape
         batch = av.AudioFrame(format=sample_format, layout=layout, samples=self._batch_samples, align=1)
         batch.sample_rate = rate

@@ -18,7 +18,7 @@ from dataclasses import replace
 
 from .audio import DECODE_SLACK_SECONDS, SAMPLE_WIDTH, VOICE_NOTE_RATE, AudioConverter, AudioFacts, require_sound, wav_bytes
 from .config import SpeechSettings
-from .containers import OPUS_RATE, OggOpusLayout, ogg_opus_layout
+from .containers import OPUS_RATE, OggOpusLayout, ogg_opus_pages
 from .coze_asr import CozeFileTranscriber
 from .coze_asr_stream import CozeStreamTranscriber
 from .coze_auth import CozeCredentials, JwtApp, StaticToken
@@ -263,7 +263,7 @@ class SpeechService:
             if self._takes_ogg_opus(provider, facts):
                 try:
                     async with _clip_bytes(clip.clip) as data:
-                        layout = await asyncio.to_thread(ogg_opus_layout, data, caps.pcm_chunk_seconds)
+                        layout = await asyncio.to_thread(ogg_opus_pages, data, caps.pcm_chunk_seconds)
                         if layout is not None:
                             async for transcript in self._stream_ogg_opus(provider, clip, data, layout, options, request):
                                 yield transcript
