@@ -270,13 +270,24 @@ async def test_when_every_provider_is_unhealthy_all_are_tried_in_their_order(rec
     await health.aclose()
 
 
-async def test_the_probe_waits_a_cool_down_that_doubles_while_it_fails_up_to_the_maximum(recorded_sleep: RecordedSleep) -> None:
+async def test_the_probe_waits_a_cool_down_that_doubles_while_it_fails_up_to_the_maximum(
+        recorded_sleep: RecordedSleep, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="voicebridge.speech.health")
     health = ProviderHealth(cool_down=30.0, max_cool_down=200.0, clock=lambda: 0.0)
     probe = ScriptedProbe(failures=4)
     health.failed("coze", SERVER_ERROR, probe)
     await until(lambda: health.healthy("coze"))
     assert probe.calls == 5
     assert recorded_sleep.pauses == [30.0, 60.0, 120.0, 200.0, 200.0]
+    # The operator hears when a provider is set aside, each failed probe, and its return.
+    assert [(record.levelname, record.getMessage()) for record in caplog.records] == [
+        ("WARNING", "speech provider coze is unhealthy (server); skipped for 30 s, then probed"),
+        ("INFO", "speech provider coze still fails its probe (timeout); next probe in 60 s"),
+        ("INFO", "speech provider coze still fails its probe (timeout); next probe in 120 s"),
+        ("INFO", "speech provider coze still fails its probe (timeout); next probe in 200 s"),
+        ("INFO", "speech provider coze still fails its probe (timeout); next probe in 200 s"),
+        ("INFO", "speech provider coze answers again"),
+    ]
 
 
 async def test_the_default_cool_down_is_thirty_seconds_doubling_to_five_minutes(recorded_sleep: RecordedSleep) -> None:
@@ -326,6 +337,7 @@ async def test_a_success_ends_the_cool_down_and_cancels_the_pending_probe(record
     health.failed("coze", SERVER_ERROR, probe)
     await until(lambda: len(recorded_sleep.pauses) == 1)
     probes = [task for task in asyncio.all_tasks() if task.get_name() == "voicebridge-probe-coze"]
+    assert len(probes) == 1  # named, so a task dump shows what it is
     health.succeeded("coze")
     assert health.healthy("coze")
     recorded_sleep.gate.set()
@@ -344,10 +356,11 @@ async def test_closing_cancels_every_pending_probe(recorded_sleep: RecordedSleep
     health.failed("coze", SERVER_ERROR, probes[0])
     health.failed("feishu", SERVER_ERROR, probes[1])
     await until(lambda: len(recorded_sleep.pauses) == 2)
+    tasks = [task for task in asyncio.all_tasks() if task.get_name().startswith("voicebridge-probe-")]
+    assert len(tasks) == 2
     async with asyncio.timeout(30):
         await health.aclose()
-    tasks = [task for task in asyncio.all_tasks() if task.get_name().startswith("voicebridge-probe-")]
-    assert not tasks and [probe.calls for probe in probes] == [0, 0]
+    assert all(task.cancelled() for task in tasks) and [probe.calls for probe in probes] == [0, 0]
 
 
 # ----------------------------------------------------------------------------- credential alarm
@@ -388,7 +401,7 @@ def test_other_failures_raise_no_alarm_and_a_success_clears_it(caplog: pytest.Lo
     alarm.outcome("coze-stream", None)
     assert alarm.problem() is None
     assert [record.levelno for record in caplog.records] == [logging.ERROR, logging.WARNING]
-    assert "accepts its credentials again" in caplog.records[-1].getMessage()
+    assert caplog.records[-1].getMessage() == "speech provider coze-stream accepts its credentials again"
 
 
 def test_a_code_of_zero_and_a_logid_alone_are_still_shown() -> None:
@@ -414,7 +427,7 @@ def test_a_request_without_allowance_never_refuses() -> None:
     request = MeteredRequest(usage, None)
     request.hand("coze", 10_000.0)
     request.require(10_000.0)
-    assert request.remaining() is None and request.handed_seconds == 10_000.0 and usage.seconds == 10_000.0
+    assert request.remaining() is None and request.handed_seconds == 10_000.0 and usage.by_provider == {"coze": 10_000.0}
 
 
 def test_the_allowance_is_spent_by_what_was_handed_and_refused_beyond_it() -> None:
