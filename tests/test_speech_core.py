@@ -459,9 +459,9 @@ def test_an_allowance_of_zero_refuses_any_audio() -> None:
 
 
 def test_a_clip_holds_exactly_one_of_bytes_or_a_file() -> None:
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="^an AudioClip needs exactly one of data or path$"):
         AudioClip()
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="^an AudioClip needs exactly one of data or path$"):
         AudioClip(data=b"x", path=Path("/tmp/x.ogg"))
     assert AudioClip(data=b"").size == 0  # empty bytes are still bytes: refused later, as empty audio
 
@@ -501,7 +501,7 @@ async def transcripts(*texts: str) -> AsyncIterator[Transcript]:
 async def test_the_last_transcript_of_a_stream_is_its_result() -> None:
     final = await last_transcript(transcripts("he", "hello", "hello world"))
     assert (final.text, final.final) == ("hello world", True)
-    with pytest.raises(RuntimeError):
+    with pytest.raises(RuntimeError, match="^transcript stream ended without a result$"):  # says what went wrong
         await last_transcript(transcripts())
 
 
