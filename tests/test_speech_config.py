@@ -40,6 +40,7 @@ def test_the_defaults_with_only_a_token() -> None:
 def test_only_feishu_credentials_mean_feishu_recognition_and_no_synthesis() -> None:
     speech, problems = read(**FEISHU)
     assert not problems and not speech.has_coze_credentials
+    assert (speech.feishu_app_id, speech.feishu_app_secret) == ("cli_a1", "secret_1")
     assert (speech.asr_chain, speech.tts_chain) == (("feishu",), ())
     assert speech.secrets() == ["secret_1"]
 
@@ -63,6 +64,13 @@ def test_a_jwt_app_missing_parts_is_named_and_still_counts_as_coze_for_the_chain
     ]  # and not "COZE_API_TOKEN is not set": the operator meant a JWT app
     key_only, key_problems = read(COZE_JWT_PRIVATE_KEY=PRIVATE_KEY)
     assert key_only.coze_jwt is None and any("COZE_JWT_CLIENT_ID is not set" in text for text in key_problems)
+
+
+def test_a_one_line_key_with_escaped_newlines_is_the_same_key() -> None:
+    one_line = PRIVATE_KEY.strip().replace("\n", "\\n")  # as a .env file holds it
+    assert "\n" not in one_line
+    speech, problems = read(**{**JWT, "COZE_JWT_PRIVATE_KEY": one_line})
+    assert not problems and speech.coze_jwt is not None and speech.coze_jwt.private_key == PRIVATE_KEY.strip()
 
 
 def test_a_key_file_is_read_and_an_unreadable_one_is_named(tmp_path: Path) -> None:
@@ -95,8 +103,11 @@ def test_a_token_and_a_jwt_app_together_are_refused() -> None:
 
 
 def test_half_of_the_feishu_credentials_names_the_missing_half() -> None:
-    _, problems = read(FEISHU_APP_ID="cli_a1")
-    assert problems[0] == "FEISHU_APP_SECRET is not set; Feishu needs both FEISHU_APP_ID and FEISHU_APP_SECRET"
+    speech, problems = read(FEISHU_APP_ID="cli_a1")
+    assert speech.asr_chain == ()  # not Feishu by default: half of its credentials is none
+    assert problems == ["FEISHU_APP_SECRET is not set; Feishu needs both FEISHU_APP_ID and FEISHU_APP_SECRET",
+                        "no speech recognition configured: set COZE_API_TOKEN (or a Coze JWT app: COZE_JWT_CLIENT_ID, …), "
+                        "or FEISHU_APP_ID and FEISHU_APP_SECRET"]
     _, problems = read(FEISHU_APP_SECRET="s", COZE_API_TOKEN=TOKEN)
     assert problems == ["FEISHU_APP_ID is not set; Feishu needs both FEISHU_APP_ID and FEISHU_APP_SECRET"]
 
@@ -129,6 +140,9 @@ def test_providers_named_without_their_credentials_are_problems() -> None:
                         "COZE_JWT_CLIENT_ID, COZE_JWT_PRIVATE_KEY, COZE_JWT_PUBLIC_KEY_ID)"]
     _, problems = read(COZE_API_TOKEN=TOKEN, VOICEBRIDGE_ASR="feishu")
     assert problems == ["FEISHU_APP_ID and FEISHU_APP_SECRET must be set to use VOICEBRIDGE_ASR=feishu"]
+    _, problems = read(COZE_API_TOKEN=TOKEN, VOICEBRIDGE_ASR="feishu", FEISHU_APP_ID="cli_a1")
+    assert problems == ["FEISHU_APP_SECRET is not set; Feishu needs both FEISHU_APP_ID and FEISHU_APP_SECRET",
+                        "FEISHU_APP_ID and FEISHU_APP_SECRET must be set to use VOICEBRIDGE_ASR=feishu"]
     speech, problems = read(**FEISHU, VOICEBRIDGE_ASR="feishu")
     assert not problems and speech.tts_chain == ()
 
@@ -152,11 +166,11 @@ def test_the_language_must_be_known_and_honoured_by_every_recognition_provider()
 
 
 def test_base_urls_lose_trailing_slashes_and_must_have_the_right_scheme_and_a_host() -> None:
-    speech, problems = read(COZE_API_TOKEN=TOKEN, COZE_API_BASE=" http://localhost:8080/ ", COZE_WS_BASE="ws://localhost:8081/",
-                            FEISHU_BASE_URL="https://open.larksuite.com/")
+    speech, problems = read(COZE_API_TOKEN=TOKEN, COZE_API_BASE=" http://localhost:8080/PREFIX/ ",
+                            COZE_WS_BASE="ws://localhost:8081/", FEISHU_BASE_URL="https://open.larksuite.com/")
     assert not problems
     assert (speech.coze_api_base, speech.coze_ws_base, speech.feishu_base_url) == (
-        "http://localhost:8080", "ws://localhost:8081", "https://open.larksuite.com")
+        "http://localhost:8080/PREFIX", "ws://localhost:8081", "https://open.larksuite.com")
     _, problems = read(COZE_API_TOKEN=TOKEN, COZE_API_BASE="https://", COZE_WS_BASE="https://ws.coze.cn",
                        FEISHU_BASE_URL="open.feishu.cn")
     assert problems == [
@@ -196,6 +210,9 @@ def test_number_and_choice_helpers() -> None:
     assert choice({"MODE": "Loud"}, "MODE", ("auto", "delta"), problems) == "auto"
     assert problems == ["MODE must be one of auto, delta (got 'loud')"]
     assert read(COZE_API_TOKEN=TOKEN, FEISHU_TEXT_MODE="cumulative")[0].feishu_text_mode == "cumulative"
+    speech, problems = read(COZE_API_TOKEN=TOKEN, FEISHU_TEXT_MODE="words")
+    assert speech.feishu_text_mode == "auto"
+    assert problems == ["FEISHU_TEXT_MODE must be one of auto, cumulative, delta (got 'words')"]
 
 
 def test_a_problem_shows_the_value_only_when_there_is_one() -> None:
