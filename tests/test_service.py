@@ -382,6 +382,8 @@ async def test_silence_is_refused_before_any_provider_hears_it(converter: AudioC
     with pytest.raises(AudioError) as caught:
         await service_of(converter, [first, second]).transcribe(AudioClip(data=SILENCE), meter=usage)
     assert caught.value.problem is AudioProblem.SILENT
+    if not capabilities.takes_pcm:
+        assert caught.value.message == "the audio is silent"  # the detail the operator's log shows
     assert (len(first.received), len(second.received), usage.seconds) == (0, 0, 0.0)
 
 
@@ -481,6 +483,29 @@ async def test_more_than_codec_padding_past_the_allowance_refuses_the_request() 
     assert caught.value.needed_seconds == pytest.approx(1.0 + (slack + 2) / (rate * 2))
     unlimited = MeteredRequest(None, None)
     assert len([c async for c in _metered(chunks_of(32000, 32000), unlimited, "p", rate)]) == 2
+
+
+async def drain(chunks: AsyncIterator[bytes]) -> int:
+    return sum([len(chunk) async for chunk in chunks])
+
+
+async def test_padding_past_the_allowance_is_added_up_over_chunks() -> None:
+    rate = 16000
+    slack = int(DECODE_SLACK_SECONDS * rate) * 2
+    half = slack // 2 // 2 * 2 + 2  # two of these pass the slack, one does not
+    with pytest.raises(AllowanceExceeded):
+        await drain(_metered(chunks_of(32000, half, half), MeteredRequest(None, 1.0), "p", rate))
+    # Chunks past the allowance are dropped but still counted: the stream goes on to the end.
+    with pytest.raises(AllowanceExceeded):
+        await drain(_metered(chunks_of(16000, 100, slack), MeteredRequest(None, 0.5), "p", rate))
+    assert await drain(_metered(chunks_of(16000, 100, 100), MeteredRequest(None, 0.5), "p", rate)) == 16000
+
+
+async def test_an_allowance_of_zero_is_reported_as_zero() -> None:
+    slack = int(DECODE_SLACK_SECONDS * 16000) * 2
+    with pytest.raises(AllowanceExceeded) as caught:
+        await drain(_metered(chunks_of(slack + 2), MeteredRequest(None, 0.0), "p", 16000))
+    assert caught.value.allowance_seconds == 0.0
 
 
 # ----------------------------------------------------------------------------- retries and fallbacks
