@@ -195,7 +195,7 @@ class SpeechService:
             fallback_left = index < len(chain) - 1
             provider = self.transcribers[name]
             try:
-                provider = await self._fitting_transcriber(provider, clip_facts, options)
+                provider = await self._fitting_transcriber(provider, clip_facts)
                 async for transcript in self._transcribe_with_retries(provider, clip_facts, options, request, fallback_left):
                     yield transcript
                 self._outcome(provider, None)
@@ -210,7 +210,7 @@ class SpeechService:
         assert failure is not None
         raise failure
 
-    async def _fitting_transcriber(self, provider: Transcriber, clip: _ClipFacts, options: TranscribeOptions) -> Transcriber:
+    async def _fitting_transcriber(self, provider: Transcriber, clip: _ClipFacts) -> Transcriber:
         """``provider`` if the clip is within its limits, else its oversize route."""
         caps = provider.capabilities
         if caps.max_bytes is None and caps.max_seconds is None:
