@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import json
 from collections.abc import AsyncIterator
 from dataclasses import replace
 
@@ -20,9 +21,9 @@ from voicebridge.speech.coze_asr_stream import CozeStreamTranscriber
 from voicebridge.speech.coze_auth import StaticToken
 from voicebridge.speech.coze_common import CozeEndpoint
 from voicebridge.speech.coze_tts import CozeSpeechSynthesizer
-from voicebridge.speech.coze_tts_stream import CozeStreamSynthesizer
+from voicebridge.speech.coze_tts_stream import CozeStreamSynthesizer, speech_rate
 from voicebridge.speech.errors import AudioError, AudioProblem, ErrorKind, SpeechError
-from voicebridge.speech.models import AudioClip, AudioFormat, SynthesizeOptions, TranscribeOptions
+from voicebridge.speech.models import AudioClip, AudioFormat, EncodedAudio, PcmStream, SynthesizeOptions, TranscribeOptions
 from voicebridge.speech.retry import Retrier
 from voicebridge.speech.service import SpeechService
 from tests.audio_tools import analyse, decode, make_silence, make_tone, probe, probe_duration
@@ -395,3 +396,116 @@ async def test_voices_are_listed_across_pages(fast_retrier: Retrier) -> None:
         await service.aclose()
         assert len(voices) == 250 and len({voice.id for voice in voices}) == 250
         assert [call.query["page_num"] for call in fake.calls_to("voices")] == ["1", "2", "3"]
+
+
+# ------------------------------------------------------------------------------------ each client on its own, answer by answer
+
+
+def replaying(*answers: httpx.Response) -> tuple[CozeEndpoint, httpx.MockTransport, list[httpx.Request]]:
+    """An endpoint whose REST calls get ``answers`` in turn (Coze's envelopes, spec §2), and the requests."""
+    requests: list[httpx.Request] = []
+    queue = list(answers)
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        requests.append(request)
+        return queue.pop(0)
+
+    endpoint = CozeEndpoint(StaticToken(DEFAULT_TOKEN), "https://api.coze.invalid", "wss://ws.coze.invalid", read_timeout=7.0)
+    return endpoint, httpx.MockTransport(answer), requests
+
+
+@pytest.mark.parametrize(("speed", "rate"), [(1.0, 0), (1.25, 25), (0.994, -1), (0.5, -50), (0.2, -50), (2.0, 100), (3.0, 100)])
+def test_speed_factors_become_cozes_speech_rate_within_its_range(speed: float, rate: int) -> None:
+    assert speech_rate(speed) == rate
+
+
+@pytest.mark.parametrize(("echo", "refused"), [
+    (None, False),
+    ({"codec": "pcm", "pcm_config": {"sample_rate": 24000}}, False),
+    ({"codec": "pcm"}, False),  # no rate echoed: the one asked for
+    ({"pcm_config": {"sample_rate": 24000}}, False),
+    ({"codec": "pcm", "pcm_config": {"sample_rate": 16000}}, True),
+    ({"codec": "opus", "pcm_config": {"sample_rate": 24000}}, True),
+])
+def test_streaming_tts_refuses_a_session_that_would_send_another_format(echo: dict[str, object] | None, refused: bool) -> None:
+    synthesizer = CozeStreamSynthesizer(CozeEndpoint(StaticToken(DEFAULT_TOKEN)), None)
+    if not refused:
+        synthesizer._check_echo(echo, 24000, "log-1")
+        return
+    with pytest.raises(SpeechError) as failure:
+        synthesizer._check_echo(echo, 24000, "log-1")
+    assert failure.value.kind is ErrorKind.INVALID_INPUT and not failure.value.retryable
+    assert (failure.value.provider, failure.value.logid) == ("coze-stream", "log-1")
+    assert str(echo["codec"] if "codec" in echo else None) in str(failure.value) and "not pcm at 24000 Hz" in str(failure.value)  # type: ignore[index, operator]
+
+
+async def test_rest_tts_sends_the_options_and_states_the_length_of_pcm_only() -> None:
+    pcm = b"\x01\x00" * 24000
+    endpoint, transport, requests = replaying(httpx.Response(200, headers={"content-type": "audio/pcm"}, content=pcm),
+                                              httpx.Response(200, headers={"content-type": "audio/mpeg"}, content=b"ID3mp3"))
+    synthesizer = CozeSpeechSynthesizer(endpoint, "voice-1", transport)
+    speech = await synthesizer.synthesize("Hello.", SynthesizeOptions(format=AudioFormat.PCM, speed=1.5, sample_rate=24000))
+    compressed = await synthesizer.synthesize("Hello.", SynthesizeOptions(voice_id="voice-2", format=AudioFormat.MP3))
+    await synthesizer.aclose()
+    assert (speech.data, speech.format, speech.sample_rate, speech.seconds) == (pcm, AudioFormat.PCM, 24000, 1.0)
+    assert (compressed.format, compressed.seconds) == (AudioFormat.MP3, None)  # a compressed length is not guessed
+    assert [request.url.path for request in requests] == ["/v1/audio/speech"] * 2
+    assert requests[0].headers["Authorization"] == f"Bearer {DEFAULT_TOKEN}"
+    assert json.loads(requests[0].content) == {"input": "Hello.", "voice_id": "voice-1", "response_format": "pcm",
+                                               "speed": 1.5, "sample_rate": 24000}
+    assert json.loads(requests[1].content)["voice_id"] == "voice-2"
+
+
+@pytest.mark.parametrize("answer", [
+    httpx.Response(200, headers={"content-type": "application/json", "x-tt-logid": "log-2"}, json={"code": 0, "msg": ""}),
+    httpx.Response(200, headers={"content-type": "text/html", "x-tt-logid": "log-2"}, content=b"<html>hi</html>"),
+    httpx.Response(200, headers={"content-type": "audio/pcm", "x-tt-logid": "log-2"}, content=b""),
+    httpx.Response(200, headers={"x-tt-logid": "log-2"}, content=b""),
+])
+async def test_rest_tts_never_hands_on_a_success_without_audio_as_sound(answer: httpx.Response) -> None:
+    endpoint, transport, _ = replaying(answer)
+    synthesizer = CozeSpeechSynthesizer(endpoint, "voice-1", transport)
+    with pytest.raises(SpeechError) as failure:
+        await synthesizer.synthesize("Hello.", SynthesizeOptions(format=AudioFormat.PCM))
+    await synthesizer.aclose()
+    assert failure.value.kind is ErrorKind.SERVER and not failure.value.retryable
+    assert (failure.value.provider, failure.value.logid) == ("coze", "log-2")
+    assert f"Coze answered {answer.headers.get('content-type') or 'nothing'} instead of audio" in str(failure.value)
+
+
+async def test_file_asr_uploads_one_file_part_and_reads_data_text() -> None:
+    endpoint, transport, requests = replaying(
+        httpx.Response(200, json={"code": 0, "msg": "", "data": {"text": "  你好呀 "}, "detail": {"logid": "log-3"}}),
+        httpx.Response(200, json={"code": 0, "msg": "", "data": {"text": "long"}}),
+        httpx.Response(200, json={"code": 0, "msg": "", "data": {"text": "odd"}}),
+    )
+    transcriber = CozeFileTranscriber(endpoint, transport)
+    short = await transcriber.transcribe(EncodedAudio(b"OggS-short", "m4a", 2.5), TranscribeOptions())
+    long = await transcriber.transcribe(EncodedAudio(b"OggS-long", "ogg", 95.0), TranscribeOptions())
+    await transcriber.transcribe(EncodedAudio(b"\x00", "xyz", 1.0), TranscribeOptions())
+    with pytest.raises(TypeError):
+        await transcriber.transcribe(PcmStream(16000, pcm_chunks()), TranscribeOptions())
+    await transcriber.aclose()
+    assert (short.text, short.provider, short.seconds) == ("你好呀", "coze", 2.5) and long.seconds == 95.0
+    assert requests[0].url.path == "/v1/audio/transcriptions" and requests[0].headers["Authorization"] == f"Bearer {DEFAULT_TOKEN}"
+    assert b'name="file"; filename="audio.m4a"\r\nContent-Type: audio/mp4\r\n\r\nOggS-short' in requests[0].content
+    assert b"Content-Type: application/octet-stream\r\n\r\n\x00" in requests[2].content
+    # A long upload waits as long as the audio lasts for its answer; a short one the endpoint's read timeout.
+    assert [request.extensions["timeout"]["read"] for request in requests] == [7.0, 95.0, 7.0]
+
+
+async def pcm_chunks() -> AsyncIterator[bytes]:
+    yield b"\x00\x00"
+
+
+@pytest.mark.parametrize("body", [{"code": 0, "msg": "", "data": {}, "detail": {"logid": "log-4"}},
+                                  {"code": 0, "msg": "", "data": {"text": None}, "detail": {"logid": "log-4"}},
+                                  {"code": 0, "msg": "", "data": "text", "detail": {"logid": "log-4"}}])
+async def test_file_asr_answers_without_data_text_are_a_server_fault(body: dict[str, object]) -> None:
+    endpoint, transport, _ = replaying(httpx.Response(200, json=body))
+    transcriber = CozeFileTranscriber(endpoint, transport)
+    with pytest.raises(SpeechError) as failure:
+        await transcriber.transcribe(EncodedAudio(b"OggS", "ogg", 1.0), TranscribeOptions())
+    await transcriber.aclose()
+    assert failure.value.kind is ErrorKind.SERVER and not failure.value.retryable
+    assert (failure.value.provider, failure.value.logid) == ("coze", "log-4") and "without data.text" in str(failure.value)
