@@ -335,9 +335,10 @@ async def test_answer_messages_are_pieced_together_and_everything_else_is_left_o
                        AnswerPiece("\n\n"), AnswerPiece("A second message.")]
 
 
-async def test_events_without_a_blank_line_between_them_and_comments_are_read(fast_retrier: Retrier) -> None:
-    body = (": a comment\nid: 1\nevent: conversation.chat.created\ndata: " + json.dumps(CHAT) + "\n"
-            "event:conversation.message.delta\ndata:" + json.dumps(answer_message("m1", "one")) + "\n"
+async def test_events_without_a_blank_line_between_them_comments_and_fields_left_out_are_read(fast_retrier: Retrier) -> None:
+    without_type = {key: value for key, value in answer_message("m1", "one").items() if key != "content_type"}  # text
+    body = (": a comment\nid: 1\nevent: conversation.chat.in_progress\ndata: " + json.dumps(CHAT) + "\n"
+            "event:conversation.message.delta\ndata:" + json.dumps(without_type) + "\n"
             "retry: 10\nevent:conversation.chat.completed\ndata:{}\n").encode()  # and no blank line at the end
     updates = await chat_updates(Replay(stream(body)), fast_retrier)
     assert updates == [ChatOpened(CHAT["conversation_id"], CHAT["id"]), AnswerPiece("one")]
