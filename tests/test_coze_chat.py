@@ -402,8 +402,8 @@ async def test_a_chat_waiting_for_a_tool_is_cancelled_and_named(fast_retrier: Re
     (httpx.Response(401, headers={"x-tt-logid": "log-head"}, json={"code": 4100, "msg": "expired", "detail": {"logid": "log-body"}}),
      ErrorKind.AUTH, 4100, "log-head"),
     (httpx.Response(404, headers={"x-tt-logid": "log-head"}, text="no such path"), ErrorKind.INVALID_INPUT, 404, "log-head"),
-    (httpx.Response(200, headers={"content-type": "application/json"}, json={"code": 0, "msg": "", "data": {}}),
-     ErrorKind.SERVER, None, None),
+    (httpx.Response(200, headers={"content-type": "application/json", "x-tt-logid": "log-json"}, json={"code": 0, "msg": "", "data": {}}),
+     ErrorKind.SERVER, None, "log-json"),
     (httpx.Response(200, content=b""), ErrorKind.SERVER, None, None),
 ])
 async def test_a_refused_chat_request_is_classified_from_its_envelope_or_status(
@@ -415,6 +415,8 @@ async def test_a_refused_chat_request_is_classified_from_its_envelope_or_status(
     assert len(replay.requests) == 1
     if code is None:
         assert "instead of an event stream" in str(raised.value) and not raised.value.retryable
+    else:  # Coze's own words, or the page it answered with
+        assert refusal.text[:8] in str(raised.value) if code == 404 else refusal.json()["msg"] in str(raised.value)
 
 
 async def test_only_the_start_of_a_long_refusal_is_read(fast_retrier: Retrier) -> None:
