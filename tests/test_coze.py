@@ -19,11 +19,12 @@ import pytest
 from voicebridge.speech.coze_asr import CozeFileTranscriber
 from voicebridge.speech.coze_asr_stream import CozeStreamTranscriber
 from voicebridge.speech.coze_auth import StaticToken
-from voicebridge.speech.coze_common import CozeEndpoint
+from voicebridge.speech.coze_common import (CozeEndpoint, CozeEvent, CozeRest, CozeVoiceCatalogue, error_from_code,
+                                              error_from_status, error_from_transport, parse_event, token_refused)
 from voicebridge.speech.coze_tts import CozeSpeechSynthesizer
 from voicebridge.speech.coze_tts_stream import CozeStreamSynthesizer, speech_rate
 from voicebridge.speech.errors import AudioError, AudioProblem, ErrorKind, SpeechError
-from voicebridge.speech.models import AudioClip, AudioFormat, EncodedAudio, PcmStream, SynthesizeOptions, TranscribeOptions
+from voicebridge.speech.models import AudioClip, AudioFormat, EncodedAudio, PcmStream, SynthesizeOptions, TranscribeOptions, Voice
 from voicebridge.speech.retry import Retrier
 from voicebridge.speech.service import SpeechService
 from tests.audio_tools import analyse, decode, make_silence, make_tone, probe, probe_duration
@@ -509,3 +510,158 @@ async def test_file_asr_answers_without_data_text_are_a_server_fault(body: dict[
     await transcriber.aclose()
     assert failure.value.kind is ErrorKind.SERVER and not failure.value.retryable
     assert (failure.value.provider, failure.value.logid) == ("coze", "log-4") and "without data.text" in str(failure.value)
+
+
+# ------------------------------------------------------------------------------------ what every Coze client shares (coze_common)
+
+
+class RecordingCredentials(StaticToken):
+    """A static token that records what Coze said about it."""
+
+    def __init__(self, token: str = DEFAULT_TOKEN) -> None:
+        super().__init__(token)
+        self.verdicts: list[str] = []
+
+    def rejected(self, token: str) -> bool:
+        self.verdicts.append(f"rejected {token}")
+        return True
+
+    def accepted(self, token: str) -> None:
+        self.verdicts.append(f"accepted {token}")
+
+
+def rest_client(*answers: httpx.Response) -> tuple[CozeRest, RecordingCredentials, list[httpx.Request]]:
+    endpoint, transport, requests = replaying(*answers)
+    credentials = RecordingCredentials()
+    return CozeRest(replace(endpoint, credentials=credentials), "coze", transport), credentials, requests
+
+
+@pytest.mark.parametrize(("code", "kind", "retryable"), [
+    (4013, ErrorKind.SERVER, True), (4100, ErrorKind.AUTH, False), (4102, ErrorKind.RATE_LIMITED, True),
+    (3010, ErrorKind.TOO_LARGE, False), (4101, ErrorKind.PERMISSION, False), (777, ErrorKind.SERVER, False),
+])
+def test_coze_codes_become_error_kinds_and_unknown_ones_are_not_retried(code: int, kind: ErrorKind, retryable: bool) -> None:
+    error = error_from_code("coze", code, "words", "log-5")
+    assert (error.kind, error.retryable, error.code, error.logid, error.provider) == (kind, retryable, code, "log-5", "coze")
+    assert str(error).startswith("Coze error: words")
+
+
+@pytest.mark.parametrize(("status", "kind"), [(500, ErrorKind.SERVER), (503, ErrorKind.SERVER), (429, ErrorKind.RATE_LIMITED),
+                                              (401, ErrorKind.AUTH), (403, ErrorKind.PERMISSION), (408, ErrorKind.TIMEOUT),
+                                              (413, ErrorKind.TOO_LARGE), (418, ErrorKind.INVALID_INPUT)])
+def test_http_statuses_without_a_coze_body_become_error_kinds(status: int, kind: ErrorKind) -> None:
+    error = error_from_status("coze", status, "x" * 300, "log-6")
+    assert (error.kind, error.code, error.logid, error.provider) == (kind, status, "log-6", "coze")
+    assert f"HTTP {status}: {'x' * 200}" in str(error) and "x" * 201 not in str(error)  # a page is cut, not logged whole
+
+
+def test_transport_failures_are_timeouts_or_connectivity_and_refused_tokens_are_recognised() -> None:
+    assert error_from_transport("coze", httpx.ReadTimeout("slow")).kind is ErrorKind.TIMEOUT
+    assert error_from_transport("coze", TimeoutError()).kind is ErrorKind.TIMEOUT
+    dropped = error_from_transport("coze", httpx.ConnectError("refused"))
+    assert (dropped.kind, dropped.provider) == (ErrorKind.CONNECTIVITY, "coze")
+    assert "connection failed: ConnectError: refused" in str(dropped)
+    assert token_refused(error_from_code("coze", 4100, "", None)) and token_refused(error_from_code("coze", 700012006, "", None))
+    assert token_refused(error_from_status("coze", 401, "", None))
+    assert not token_refused(error_from_status("coze", 403, "", None)) and not token_refused(error_from_code("coze", 4101, "", None))
+
+
+async def test_rest_calls_raise_coze_envelopes_whatever_the_status_and_tell_the_credentials() -> None:
+    rest, credentials, requests = rest_client(
+        httpx.Response(200, json={"code": 4009, "msg": "rate", "detail": {"logid": "log-body"}}),
+        httpx.Response(400, headers={"x-tt-logid": "log-head"}, json={"code": 4100, "msg": "expired", "detail": {"logid": "b"}}),
+        httpx.Response(502, headers={"x-tt-logid": "log-gw"}, text="<html>bad gateway</html>"),
+        httpx.Response(200, headers={"content-type": "text/plain"}, text='{"code": 4000}'),  # not JSON by its type
+        httpx.Response(200, json={"code": 0, "data": {}}),
+    )
+    errors = []
+    for _ in range(3):
+        with pytest.raises(SpeechError) as raised:
+            await rest.request("POST", "/v1/x", json={})
+        errors.append(raised.value)
+    plain = await rest.request("POST", "/v1/x")
+    body = await rest.json("GET", "/v1/y", read_timeout=33.0)
+    await rest.aclose()
+    assert [(error.kind, error.code, error.logid) for error in errors] == [
+        (ErrorKind.RATE_LIMITED, 4009, "log-body"), (ErrorKind.AUTH, 4100, "log-head"), (ErrorKind.SERVER, 502, "log-gw")]
+    assert "https://api.coze.invalid/v1/x: <html>bad gateway</html>" in str(errors[2])
+    assert plain.text == '{"code": 4000}' and body == {"code": 0, "data": {}}
+    assert credentials.verdicts == [f"rejected {DEFAULT_TOKEN}", f"accepted {DEFAULT_TOKEN}", f"accepted {DEFAULT_TOKEN}"]
+    assert errors[1].retryable  # a refused token the credentials renew: worth one more try
+    assert [request.extensions["timeout"]["read"] for request in requests] == [7.0] * 4 + [33.0]
+    assert all(request.headers["Authorization"] == f"Bearer {DEFAULT_TOKEN}" for request in requests)
+
+
+async def test_a_rest_answer_that_should_be_json_and_is_not_is_a_server_fault() -> None:
+    rest, _, _ = rest_client(httpx.Response(200, headers={"x-tt-logid": "log-7"}, text="<html>welcome</html>"))
+    with pytest.raises(SpeechError) as raised:
+        await rest.json("GET", "/v1/y")
+    await rest.aclose()
+    assert (raised.value.kind, raised.value.logid) == (ErrorKind.SERVER, "log-7") and "not JSON" in str(raised.value)
+
+
+@pytest.mark.parametrize(("answer", "passes"), [
+    (httpx.Response(200, json={"code": 4000, "msg": "invalid param"}), True),  # Coze's own refusal: the API is there
+    (httpx.Response(404, text="not found"), False),  # another server, or a wrong path
+    (httpx.Response(200, json={"code": 4100, "msg": "expired"}), False),
+    (httpx.Response(200, json={"code": 0}), False),  # an empty request accepted: not the Coze API
+])
+async def test_probes_pass_only_on_cozes_own_parameter_refusal(answer: httpx.Response, passes: bool) -> None:
+    rest, _, _ = rest_client(answer)
+    if passes:
+        await rest.probe("POST", "/v1/audio/speech", json={})
+    else:
+        with pytest.raises(SpeechError) as raised:
+            await rest.probe("POST", "/v1/audio/speech", json={})
+        if answer.status_code == 200 and answer.json()["code"] == 0:
+            assert "https://api.coze.invalid/v1/audio/speech accepted an empty request" in str(raised.value)
+            assert raised.value.kind is ErrorKind.INVALID_INPUT and not raised.value.retryable
+    await rest.aclose()
+
+
+@pytest.mark.parametrize(("frame", "event"), [
+    ('{"event_type": "speech.audio.update", "data": {"delta": "AA=="}, "detail": {"logid": "L"}}',
+     CozeEvent("speech.audio.update", {"delta": "AA=="}, "L")),
+    (b'{"event_type": "speech.created"}', CozeEvent("speech.created", {}, None)),
+    ('{"event_type": "x", "data": [1], "detail": {"logid": 5}}', CozeEvent("x", {}, None)),
+    ('{"event_type": 7}', None), ("[]", None), ("not json", None),
+])
+def test_downlink_frames_are_read_as_events_or_skipped(frame: str | bytes, event: CozeEvent | None) -> None:
+    assert parse_event(frame) == event
+
+
+def voice_page(voices: list[dict[str, object]], has_more: bool) -> httpx.Response:
+    return httpx.Response(200, json={"code": 0, "msg": "", "data": {"voice_list": voices, "has_more": has_more}})
+
+
+async def test_voices_are_read_page_by_page_with_what_each_voice_states() -> None:
+    jay = {"voice_id": "7426720361733144585", "name": "jay", "is_system_voice": False, "language_code": "zh",
+           "language_name": "中文", "model_type": "big"}
+    rest, _, requests = rest_client(voice_page([jay, {"name": "no id"}, "junk"], True),
+                                    voice_page([{"voice_id": 42}], False), voice_page([{"voice_id": "never"}], False))
+    voices = await CozeVoiceCatalogue(rest, None).voices()
+    await rest.aclose()
+    assert voices == [Voice("7426720361733144585", "jay", "zh", "中文", False, "big"), Voice("42", "42", "", "", True, "")]
+    assert [dict(request.url.params) for request in requests] == [{"page_num": "1", "page_size": "100"},
+                                                                  {"page_num": "2", "page_size": "100"}]
+
+
+async def test_a_server_that_always_has_more_voices_is_read_for_fifty_pages_only() -> None:
+    rest, _, requests = rest_client(*(voice_page([{"voice_id": f"v{page}"}], True) for page in range(60)))
+    voices = await CozeVoiceCatalogue(rest, None).voices()
+    await rest.aclose()
+    assert len(voices) == len(requests) == 50
+
+
+async def test_the_default_voice_is_the_configured_one_else_the_first_listed_looked_up_once() -> None:
+    rest, _, requests = rest_client(voice_page([{"voice_id": "first"}, {"voice_id": "second"}], False))
+    catalogue = CozeVoiceCatalogue(rest, None)
+    chosen = await asyncio.gather(*(catalogue.resolve(None) for _ in range(3)))
+    assert chosen == ["first"] * 3 and len(requests) == 1
+    assert await catalogue.resolve("asked") == "asked" and await CozeVoiceCatalogue(rest, "configured").resolve(None) == "configured"
+    await rest.aclose()
+    empty, _, _ = rest_client(voice_page([], False))
+    with pytest.raises(SpeechError) as raised:
+        await CozeVoiceCatalogue(empty, None).resolve(None)
+    await empty.aclose()
+    assert (raised.value.kind, raised.value.retryable) == (ErrorKind.INVALID_INPUT, False) and "COZE_VOICE_ID" in str(raised.value)
