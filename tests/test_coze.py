@@ -15,6 +15,7 @@ from dataclasses import replace
 
 import httpx
 import pytest
+from websockets.asyncio.server import ServerConnection, serve
 
 from voicebridge.speech.coze_asr import CozeFileTranscriber
 from voicebridge.speech.coze_asr_stream import CozeStreamTranscriber
@@ -24,10 +25,10 @@ from voicebridge.speech.coze_common import (CozeEndpoint, CozeEvent, CozeRest, C
 from voicebridge.speech.coze_tts import CozeSpeechSynthesizer
 from voicebridge.speech.coze_tts_stream import CozeStreamSynthesizer, speech_rate
 from voicebridge.speech.errors import AudioError, AudioProblem, ErrorKind, SpeechError
-from voicebridge.speech.models import AudioClip, AudioFormat, EncodedAudio, PcmStream, SynthesizeOptions, TranscribeOptions, Voice
+from voicebridge.speech.models import AudioClip, AudioFormat, EncodedAudio, PcmStream, SpeechAudio, SynthesizeOptions, TranscribeOptions, Voice
 from voicebridge.speech.retry import Retrier
 from voicebridge.speech.service import SpeechService
-from tests.audio_tools import analyse, decode, make_silence, make_tone, probe, probe_duration
+from tests.audio_tools import analyse, decode, make_silence, make_tone, pcm_samples, probe, probe_duration
 from tests.cozepy_contract import validate_uplink
 from tests.fakes.coze import DEFAULT_TOKEN, DEFAULT_VOICES, FakeCoze, FakeVoice
 
@@ -415,7 +416,7 @@ def replaying(*answers: httpx.Response) -> tuple[CozeEndpoint, httpx.MockTranspo
     return endpoint, httpx.MockTransport(answer), requests
 
 
-@pytest.mark.parametrize(("speed", "rate"), [(1.0, 0), (1.25, 25), (0.994, -1), (0.5, -50), (0.2, -50), (2.0, 100), (3.0, 100)])
+@pytest.mark.parametrize(("speed", "rate"), [(1.0, 0), (1.25, 25), (1.7, 70), (0.994, -1), (0.5, -50), (0.2, -50), (2.0, 100), (3.0, 100)])
 def test_speed_factors_become_cozes_speech_rate_within_its_range(speed: float, rate: int) -> None:
     assert speech_rate(speed) == rate
 
@@ -665,3 +666,104 @@ async def test_the_default_voice_is_the_configured_one_else_the_first_listed_loo
         await CozeVoiceCatalogue(empty, None).resolve(None)
     await empty.aclose()
     assert (raised.value.kind, raised.value.retryable) == (ErrorKind.INVALID_INPUT, False) and "COZE_VOICE_ID" in str(raised.value)
+
+
+# ------------------------------------------------------------------------------------ streaming TTS on its own
+
+
+async def test_streaming_tts_gives_pcm_at_the_asked_rate_stating_its_length(fake: FakeCoze) -> None:
+    endpoint = CozeEndpoint(StaticToken(DEFAULT_TOKEN), fake.base_url, fake.ws_base_url)
+    synthesizer = CozeStreamSynthesizer(endpoint, JAY.voice_id)
+    text = "Hello there."
+    speech = await synthesizer.synthesize(text, SynthesizeOptions(format=AudioFormat.PCM, sample_rate=16000))
+    refused = CozeStreamSynthesizer(CozeEndpoint(StaticToken("pat_wrong"), fake.base_url, fake.ws_base_url), JAY.voice_id)
+    with pytest.raises(SpeechError) as handshake:
+        await refused.synthesize(text, SynthesizeOptions(format=AudioFormat.PCM))
+    await synthesizer.aclose()
+    await refused.aclose()
+    assert (speech.format, speech.sample_rate) == (AudioFormat.PCM, 16000)
+    assert speech.seconds == len(speech.data) / 2 / 16000
+    assert speech.seconds == pytest.approx(len(text) * fake.seconds_per_char, abs=0.05)  # the fake's speech length at 1x
+    report = analyse(pcm_samples(speech.data), 16000)
+    assert report.frequency == pytest.approx(JAY.frequency, rel=0.05)  # the voice asked for
+    assert (handshake.value.kind, handshake.value.provider) == (ErrorKind.AUTH, "coze-stream")
+
+
+ScriptedEvents = list[tuple[str, dict[str, object]]]
+
+
+async def scripted_tts_session(events: ScriptedEvents, *, error_then_close: bool = False, audio_timeout: float = 5.0
+                               ) -> tuple[SpeechAudio | SpeechError, list[str]]:
+    """One streaming TTS session against a WebSocket server that answers ``input_text_buffer.complete``
+    with ``events`` (or, with ``error_then_close``, answers ``speech.update`` with the first event and hangs up)."""
+    uplink: list[str] = []
+
+    async def session(connection: ServerConnection) -> None:
+        await connection.send(json.dumps({"event_type": "speech.created", "detail": {"logid": "log-ws"}}))
+        async for frame in connection:
+            event_type = json.loads(frame)["event_type"]
+            uplink.append(event_type)
+            if error_then_close and event_type == "speech.update":
+                name, data = events[0]
+                await connection.send(json.dumps({"event_type": name, "data": data, "detail": {"logid": "log-ws"}}))
+                return
+            if event_type == "input_text_buffer.complete":
+                for name, data in events:
+                    await connection.send(json.dumps({"event_type": name, "data": data, "detail": {"logid": "log-ws"}}))
+
+    async with serve(session, "127.0.0.1", 0) as server:
+        port = server.sockets[0].getsockname()[1]
+        endpoint = CozeEndpoint(StaticToken(DEFAULT_TOKEN), "http://127.0.0.1:1", f"ws://127.0.0.1:{port}")
+        synthesizer = CozeStreamSynthesizer(endpoint, "voice-1", audio_timeout=audio_timeout)
+        result: SpeechAudio | SpeechError
+        try:
+            async with asyncio.timeout(30):  # a deadline for a client that would wait forever, not a margin
+                result = await synthesizer.synthesize("Hi.", SynthesizeOptions(format=AudioFormat.PCM, sample_rate=24000))
+        except SpeechError as error:
+            result = error
+        await synthesizer.aclose()
+    return result, uplink
+
+
+PCM_ECHO = {"output_audio": {"codec": "pcm", "pcm_config": {"sample_rate": 24000}}}
+
+
+async def test_streaming_tts_checks_the_echoed_format_and_the_audio_it_is_sent() -> None:
+    audio = b"\x01\x02" * 240
+    ok, uplink = await scripted_tts_session([("speech.updated", PCM_ECHO), ("input_text_buffer.completed", {}),
+                                             ("speech.audio.update", {"delta": base64.b64encode(audio[:100]).decode()}),
+                                             ("speech.audio.update", {}),  # no delta: nothing to add
+                                             ("speech.audio.update", {"delta": base64.b64encode(audio[100:]).decode()}),
+                                             ("speech.audio.completed", {})])
+    assert isinstance(ok, SpeechAudio) and ok.data == audio and ok.seconds == 0.01
+    assert uplink == ["speech.update", "input_text_buffer.append", "input_text_buffer.complete"]
+    wrong_rate, _ = await scripted_tts_session([("speech.updated", {"output_audio": {"codec": "pcm", "pcm_config": {"sample_rate": 8000}}}),
+                                                ("speech.audio.completed", {})])
+    assert isinstance(wrong_rate, SpeechError) and wrong_rate.kind is ErrorKind.INVALID_INPUT
+    assert wrong_rate.logid == "log-ws" and "at 8000 Hz" in str(wrong_rate)
+    garbled, _ = await scripted_tts_session([("speech.audio.update", {"delta": "not*base64!"}), ("speech.audio.completed", {})])
+    assert isinstance(garbled, SpeechError) and (garbled.kind, garbled.retryable) == (ErrorKind.SERVER, False)
+    assert (garbled.provider, garbled.logid) == ("coze-stream", "log-ws") and "Coze sent audio that is not base64" in str(garbled)
+
+
+async def test_streaming_tts_reports_why_the_server_hung_up_and_a_server_gone_silent() -> None:
+    refused, _ = await scripted_tts_session([("error", {"code": 4200, "msg": "voice not found"})], error_then_close=True)
+    assert isinstance(refused, SpeechError) and (refused.kind, refused.code) == (ErrorKind.INVALID_INPUT, 4200)
+    silent, _ = await scripted_tts_session([("speech.updated", PCM_ECHO)], audio_timeout=0.2)
+    assert isinstance(silent, SpeechError) and silent.kind is ErrorKind.TIMEOUT
+
+
+async def test_refusals_name_the_client_they_came_through() -> None:
+    refusal = httpx.Response(200, json={"code": 4000, "msg": "invalid param"})
+    endpoint, transport, _ = replaying(refusal, refusal)
+    clients = [CozeSpeechSynthesizer(endpoint, "voice-1", transport), CozeFileTranscriber(endpoint, transport)]
+    providers = []
+    for client in clients:
+        with pytest.raises(SpeechError) as raised:
+            if isinstance(client, CozeSpeechSynthesizer):
+                await client.synthesize("Hi.", SynthesizeOptions())
+            else:
+                await client.transcribe(EncodedAudio(b"OggS", "ogg", 1.0), TranscribeOptions())
+        providers.append(raised.value.provider)
+        await client.aclose()
+    assert providers == ["coze", "coze"]  # the names the service's fallback and the health checks use
