@@ -477,6 +477,8 @@ async def test_answers_are_classified_on_the_body_code_else_the_status(answer: h
     error = caught.value
     assert (error.kind, error.code, error.retry_after, error.retryable) == (kind, code, retry_after, retryable)
     assert (error.logid, error.provider) == ("log-head", "feishu")
+    if isinstance(code, int) and code > 999:  # a Feishu body code: Feishu's words are kept
+        assert f"Feishu error: {answer.json()['msg']}" in str(error)
     if "json" not in answer.headers.get("content-type", "") or not isinstance(answer.json().get("code"), int):
         assert f"https://open.feishu.invalid/open-apis/x answered HTTP {code} without a Feishu JSON body" in str(error) \
             or code == 429
@@ -550,3 +552,52 @@ def test_the_proxy_is_the_one_httpx_would_take_from_the_environment(monkeypatch:
     for name, value in environment.items():
         monkeypatch.setenv(name, value)
     assert environment_proxy(url) == proxy
+
+
+async def test_the_token_is_renewed_exactly_ten_minutes_before_it_expires() -> None:
+    clock = ManualClock()
+    replay = FeishuReplay()
+    client = replay.client(clock)
+    start = clock.now
+    assert await client.token() == "t-1"
+    clock.now = start + 7200 - 600 - 0.001
+    assert await client.token() == "t-1"
+    clock.now = start + 7200 - 600
+    assert await client.token() == "t-2"
+    await client.aclose()
+
+
+async def test_the_lean_client_reads_the_rate_limit_reset_and_feishu_s_words(fake: FakeFeishu) -> None:
+    fake.fail_next("stream_recognize", http_status=429, code=99991400, msg="request trigger frequency limit",
+                   headers={"x-ogw-ratelimit-limit": "20", "x-ogw-ratelimit-reset": "1.5"})
+    fake.fail_next("stream_recognize", http_status=429, raw_body="<html>Too Many Requests</html>",
+                   headers={"X-Ogw-Ratelimit-Reset": "2"})
+    client = make_client(fake)
+    failures = []
+    for _ in range(2):
+        with pytest.raises(SpeechError) as caught:
+            await client.post("/open-apis/speech_to_text/v1/speech/stream_recognize", {})
+        failures.append(caught.value)
+    await client.aclose()
+    assert [(error.kind, error.retry_after) for error in failures] == [(ErrorKind.RATE_LIMITED, 1.5), (ErrorKind.RATE_LIMITED, 2.0)]
+    assert "Feishu error: request trigger frequency limit" in str(failures[0]) and "Feishu rate limit" in str(failures[1])
+    assert failures[0].logid == fake.requests_to("stream_recognize")[0].log_id
+
+
+async def test_the_proxy_path_has_a_read_timeout(monkeypatch: pytest.MonkeyPatch) -> None:
+    async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.read()
+        writer.close()
+
+    listener = await asyncio.start_server(silent, "127.0.0.1", 0)
+    for name in ("NO_PROXY", "no_proxy", "http_proxy", "ALL_PROXY", "all_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("HTTP_PROXY", f"http://127.0.0.1:{listener.sockets[0].getsockname()[1]}")
+    client = FeishuClient("cli_x", "secret", "http://open.feishu.invalid", timeout=0.2)
+    async with asyncio.timeout(30):  # a deadline for a client without a read timeout, not a margin
+        with pytest.raises(SpeechError) as caught:
+            await client.token()
+    await client.aclose()
+    listener.close()
+    await listener.wait_closed()
+    assert (caught.value.kind, caught.value.provider) == (ErrorKind.TIMEOUT, "feishu")
