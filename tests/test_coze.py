@@ -21,7 +21,8 @@ from voicebridge.speech.coze_asr import CozeFileTranscriber
 from voicebridge.speech.coze_asr_stream import CozeStreamTranscriber
 from voicebridge.speech.coze_auth import StaticToken
 from voicebridge.speech.coze_common import (CozeEndpoint, CozeEvent, CozeRest, CozeVoiceCatalogue, error_from_code,
-                                              error_from_status, error_from_transport, parse_event, token_refused)
+                                              error_from_status, error_from_transport, parse_event, probe_coze_socket,
+                                              token_refused)
 from voicebridge.speech.coze_tts import CozeSpeechSynthesizer
 from voicebridge.speech.coze_tts_stream import CozeStreamSynthesizer, speech_rate
 from voicebridge.speech.errors import AudioError, AudioProblem, ErrorKind, SpeechError
@@ -557,7 +558,8 @@ def test_http_statuses_without_a_coze_body_become_error_kinds(status: int, kind:
 
 
 def test_transport_failures_are_timeouts_or_connectivity_and_refused_tokens_are_recognised() -> None:
-    assert error_from_transport("coze", httpx.ReadTimeout("slow")).kind is ErrorKind.TIMEOUT
+    slow = error_from_transport("coze", httpx.ReadTimeout("slow"))
+    assert (slow.kind, slow.provider) == (ErrorKind.TIMEOUT, "coze") and "no answer in time (ReadTimeout)" in str(slow)
     assert error_from_transport("coze", TimeoutError()).kind is ErrorKind.TIMEOUT
     dropped = error_from_transport("coze", httpx.ConnectError("refused"))
     assert (dropped.kind, dropped.provider) == (ErrorKind.CONNECTIVITY, "coze")
@@ -572,24 +574,27 @@ async def test_rest_calls_raise_coze_envelopes_whatever_the_status_and_tell_the_
         httpx.Response(200, json={"code": 4009, "msg": "rate", "detail": {"logid": "log-body"}}),
         httpx.Response(400, headers={"x-tt-logid": "log-head"}, json={"code": 4100, "msg": "expired", "detail": {"logid": "b"}}),
         httpx.Response(502, headers={"x-tt-logid": "log-gw"}, text="<html>bad gateway</html>"),
+        httpx.Response(400, text="bad request"),
         httpx.Response(200, headers={"content-type": "text/plain"}, text='{"code": 4000}'),  # not JSON by its type
         httpx.Response(200, json={"code": 0, "data": {}}),
     )
     errors = []
-    for _ in range(3):
+    for _ in range(4):
         with pytest.raises(SpeechError) as raised:
             await rest.request("POST", "/v1/x", json={})
         errors.append(raised.value)
     plain = await rest.request("POST", "/v1/x")
     body = await rest.json("GET", "/v1/y", read_timeout=33.0)
     await rest.aclose()
-    assert [(error.kind, error.code, error.logid) for error in errors] == [
-        (ErrorKind.RATE_LIMITED, 4009, "log-body"), (ErrorKind.AUTH, 4100, "log-head"), (ErrorKind.SERVER, 502, "log-gw")]
-    assert "https://api.coze.invalid/v1/x: <html>bad gateway</html>" in str(errors[2])
+    assert [(error.kind, error.code, error.logid, error.provider) for error in errors] == [
+        (ErrorKind.RATE_LIMITED, 4009, "log-body", "coze"), (ErrorKind.AUTH, 4100, "log-head", "coze"),
+        (ErrorKind.SERVER, 502, "log-gw", "coze"), (ErrorKind.INVALID_INPUT, 400, None, "coze")]
+    assert "Coze error: rate" in str(errors[0]) and "https://api.coze.invalid/v1/x: <html>bad gateway</html>" in str(errors[2])
     assert plain.text == '{"code": 4000}' and body == {"code": 0, "data": {}}
     assert credentials.verdicts == [f"rejected {DEFAULT_TOKEN}", f"accepted {DEFAULT_TOKEN}", f"accepted {DEFAULT_TOKEN}"]
     assert errors[1].retryable  # a refused token the credentials renew: worth one more try
-    assert [request.extensions["timeout"]["read"] for request in requests] == [7.0] * 4 + [33.0]
+    assert [request.extensions["timeout"]["read"] for request in requests] == [7.0] * 5 + [33.0]
+    assert {request.extensions["timeout"]["connect"] for request in requests} == {10.0}
     assert all(request.headers["Authorization"] == f"Bearer {DEFAULT_TOKEN}" for request in requests)
 
 
@@ -598,7 +603,8 @@ async def test_a_rest_answer_that_should_be_json_and_is_not_is_a_server_fault() 
     with pytest.raises(SpeechError) as raised:
         await rest.json("GET", "/v1/y")
     await rest.aclose()
-    assert (raised.value.kind, raised.value.logid) == (ErrorKind.SERVER, "log-7") and "not JSON" in str(raised.value)
+    assert (raised.value.kind, raised.value.logid, raised.value.provider) == (ErrorKind.SERVER, "log-7", "coze")
+    assert "not JSON" in str(raised.value)
 
 
 @pytest.mark.parametrize(("answer", "passes"), [
@@ -608,15 +614,16 @@ async def test_a_rest_answer_that_should_be_json_and_is_not_is_a_server_fault() 
     (httpx.Response(200, json={"code": 0}), False),  # an empty request accepted: not the Coze API
 ])
 async def test_probes_pass_only_on_cozes_own_parameter_refusal(answer: httpx.Response, passes: bool) -> None:
-    rest, _, _ = rest_client(answer)
+    rest, _, requests = rest_client(answer)
     if passes:
-        await rest.probe("POST", "/v1/audio/speech", json={})
+        await rest.probe("POST", "/v1/audio/speech", json={"input": ""})
+        assert json.loads(requests[0].content) == {"input": ""}  # the incomplete request asked for
     else:
         with pytest.raises(SpeechError) as raised:
             await rest.probe("POST", "/v1/audio/speech", json={})
         if answer.status_code == 200 and answer.json()["code"] == 0:
             assert "https://api.coze.invalid/v1/audio/speech accepted an empty request" in str(raised.value)
-            assert raised.value.kind is ErrorKind.INVALID_INPUT and not raised.value.retryable
+            assert raised.value.kind is ErrorKind.INVALID_INPUT and not raised.value.retryable and raised.value.provider == "coze"
     await rest.aclose()
 
 
@@ -645,6 +652,7 @@ async def test_voices_are_read_page_by_page_with_what_each_voice_states() -> Non
     assert voices == [Voice("7426720361733144585", "jay", "zh", "中文", False, "big"), Voice("42", "42", "", "", True, "")]
     assert [dict(request.url.params) for request in requests] == [{"page_num": "1", "page_size": "100"},
                                                                   {"page_num": "2", "page_size": "100"}]
+    assert {(request.method, request.url.path) for request in requests} == {("GET", "/v1/audio/voices")}
 
 
 async def test_a_server_that_always_has_more_voices_is_read_for_fifty_pages_only() -> None:
@@ -661,11 +669,15 @@ async def test_the_default_voice_is_the_configured_one_else_the_first_listed_loo
     assert chosen == ["first"] * 3 and len(requests) == 1
     assert await catalogue.resolve("asked") == "asked" and await CozeVoiceCatalogue(rest, "configured").resolve(None) == "configured"
     await rest.aclose()
+    single, _, _ = rest_client(voice_page([{"voice_id": "only"}], False))
+    assert await CozeVoiceCatalogue(single, None).resolve(None) == "only"
+    await single.aclose()
     empty, _, _ = rest_client(voice_page([], False))
     with pytest.raises(SpeechError) as raised:
         await CozeVoiceCatalogue(empty, None).resolve(None)
     await empty.aclose()
-    assert (raised.value.kind, raised.value.retryable) == (ErrorKind.INVALID_INPUT, False) and "COZE_VOICE_ID" in str(raised.value)
+    assert (raised.value.kind, raised.value.retryable, raised.value.provider) == (ErrorKind.INVALID_INPUT, False, "coze")
+    assert "no Coze voice available; set COZE_VOICE_ID" in str(raised.value)
 
 
 # ------------------------------------------------------------------------------------ streaming TTS on its own
@@ -767,3 +779,43 @@ async def test_refusals_name_the_client_they_came_through() -> None:
         providers.append(raised.value.provider)
         await client.aclose()
     assert providers == ["coze", "coze"]  # the names the service's fallback and the health checks use
+
+
+async def test_a_rest_call_that_cannot_connect_is_a_connectivity_failure_of_its_client() -> None:
+    def refuse(request: httpx.Request) -> httpx.Response:
+        raise httpx.ConnectError("refused")
+
+    endpoint = CozeEndpoint(StaticToken(DEFAULT_TOKEN), "https://api.coze.invalid", "wss://ws.coze.invalid")
+    rest = CozeRest(endpoint, "coze", httpx.MockTransport(refuse))
+    with pytest.raises(SpeechError) as raised:
+        await rest.request("GET", "/v1/y")
+    await rest.aclose()
+    assert (raised.value.kind, raised.value.provider) == (ErrorKind.CONNECTIVITY, "coze")
+    assert "connection failed: ConnectError: refused" in str(raised.value)
+
+
+async def test_socket_probes_wait_for_the_created_event_and_name_their_client() -> None:
+    async def session(connection: ServerConnection) -> None:
+        path = connection.request.path if connection.request else ""
+        if "created" in path:
+            await connection.send(json.dumps({"event_type": "transcriptions.updated"}))
+            await connection.send(json.dumps({"event_type": "transcriptions.created", "detail": {"logid": "log-p"}}))
+        elif "refused" in path:
+            await connection.send(json.dumps({"event_type": "error", "data": {"code": 4101, "msg": "no permission"},
+                                              "detail": {"logid": "log-p"}}))
+        else:  # silent
+            await connection.send(json.dumps({"event_type": "transcriptions.updated", "detail": {"logid": "log-p"}}))
+        await connection.wait_closed()
+
+    async with serve(session, "127.0.0.1", 0) as server:
+        endpoint = CozeEndpoint(StaticToken(DEFAULT_TOKEN), "http://127.0.0.1:1", f"ws://127.0.0.1:{server.sockets[0].getsockname()[1]}")
+        await probe_coze_socket(endpoint, "/created", "coze-stream", timeout=5.0)
+        failures = []
+        for path in ("/refused", "/silent"):
+            with pytest.raises(SpeechError) as raised:
+                async with asyncio.timeout(30):  # a deadline for a probe without a timeout, not a margin
+                    await probe_coze_socket(endpoint, path, "coze-stream", timeout=0.2)
+            failures.append(raised.value)
+    assert [(error.kind, error.code, error.provider, error.logid) for error in failures] == [
+        (ErrorKind.PERMISSION, 4101, "coze-stream", "log-p"), (ErrorKind.TIMEOUT, None, "coze-stream", "log-p")]
+    assert "no session-created event" in str(failures[1])
