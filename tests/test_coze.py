@@ -486,7 +486,7 @@ async def test_file_asr_uploads_one_file_part_and_reads_data_text() -> None:
     short = await transcriber.transcribe(EncodedAudio(b"OggS-short", "m4a", 2.5), TranscribeOptions())
     long = await transcriber.transcribe(EncodedAudio(b"OggS-long", "ogg", 95.0), TranscribeOptions())
     await transcriber.transcribe(EncodedAudio(b"\x00", "xyz", 1.0), TranscribeOptions())
-    with pytest.raises(TypeError):
+    with pytest.raises(TypeError, match="Coze file ASR takes an encoded file"):
         await transcriber.transcribe(PcmStream(16000, pcm_chunks()), TranscribeOptions())
     await transcriber.aclose()
     assert (short.text, short.provider, short.seconds) == ("你好呀", "coze", 2.5) and long.seconds == 95.0
@@ -819,3 +819,18 @@ async def test_socket_probes_wait_for_the_created_event_and_name_their_client() 
     assert [(error.kind, error.code, error.provider, error.logid) for error in failures] == [
         (ErrorKind.PERMISSION, 4101, "coze-stream", "log-p"), (ErrorKind.TIMEOUT, None, "coze-stream", "log-p")]
     assert "no session-created event" in str(failures[1])
+
+
+async def test_rest_health_checks_send_an_incomplete_request_and_pass_on_cozes_refusal() -> None:
+    refusal = httpx.Response(200, json={"code": 4000, "msg": "invalid param"})
+    endpoint, transport, requests = replaying(refusal, refusal)
+    transcriber, synthesizer = CozeFileTranscriber(endpoint, transport), CozeSpeechSynthesizer(endpoint, None, transport)
+    await transcriber.check()
+    await synthesizer.check()
+    await transcriber.aclose()
+    await synthesizer.aclose()
+    upload, speech = requests
+    assert (upload.method, upload.url.path, speech.method, speech.url.path) == (
+        "POST", "/v1/audio/transcriptions", "POST", "/v1/audio/speech")
+    assert b'name="file"; filename="probe.wav"\r\nContent-Type: audio/wav\r\n\r\n\r\n' in upload.content
+    assert json.loads(speech.content) == {"input": "", "voice_id": ""}

@@ -377,6 +377,27 @@ def test_auto_mode_takes_a_revised_first_guess_for_what_it_is() -> None:
 
 def test_joining_segment_texts() -> None:
     assert join_texts(["hello world.", "next part", "", "你好", "世界"]) == "hello world. next part你好世界"
+    assert join_texts(["你好", "OK"]) == "你好OK"  # no space after CJK, even before Latin
+    assert join_texts(["it weighs 3.5", "kg"]) == "it weighs 3.5 kg"
+    assert join_texts(["OK", "好"]) == "OK好" and join_texts(["OK", "，"]) == "OK，"  # fullwidth punctuation is CJK too
+
+
+@pytest.mark.parametrize("char", ["\u2e80", "\u9fff", "\uf900", "\ufaff", "\uff00", "\uffef"])
+def test_the_first_and_last_characters_of_each_cjk_range_join_without_a_space(char: str) -> None:
+    assert join_texts(["OK", char]) == "OK" + char
+
+
+def test_auto_mode_weighs_each_answer_against_the_one_before_by_the_count_so_far() -> None:
+    def read(*answers: str) -> str:
+        text = StreamText(TextMode.AUTO)
+        for answer in answers:
+            text.partial(answer)
+        return text.text
+
+    assert read("abcd", "abxy") == "abxy"  # half the previous letters shared: a continuation
+    assert read("abcde", "abxyz") == "abcde abxyz"  # less than half: a fresh start
+    assert read("one two", "one two three", "one two three four", "five", "six") == "six"  # two of each: cumulative
+    assert read("one two", "one two three", "five", "six") == "one two one two three five six"  # more fresh starts
 
 
 # ------------------------------------------------------------------------------------ the tenant-token client on its own
