@@ -339,9 +339,10 @@ async def test_events_without_a_blank_line_between_them_comments_and_fields_left
     without_type = {key: value for key, value in answer_message("m1", "one").items() if key != "content_type"}  # text
     body = (": a comment\nid: 1\nevent: conversation.chat.in_progress\ndata: " + json.dumps(CHAT) + "\n"
             "event:conversation.message.delta\ndata:" + json.dumps(without_type) + "\n"
+            'event:conversation.message.delta\ndata:{"id": "m1", "role": "assistant",\ndata: "type": "answer", "content": " two"}\n'
             "retry: 10\nevent:conversation.chat.completed\ndata:{}\n").encode()  # and no blank line at the end
     updates = await chat_updates(Replay(stream(body)), fast_retrier)
-    assert updates == [ChatOpened(CHAT["conversation_id"], CHAT["id"]), AnswerPiece("one")]
+    assert updates == [ChatOpened(CHAT["conversation_id"], CHAT["id"]), AnswerPiece("one"), AnswerPiece(" two")]  # data lines joined
 
 
 @pytest.mark.parametrize(("events", "problem", "kind", "code", "words"), [
@@ -405,6 +406,7 @@ async def test_a_chat_waiting_for_a_tool_is_cancelled_and_named(fast_retrier: Re
     (httpx.Response(200, headers={"content-type": "application/json", "x-tt-logid": "log-json"}, json={"code": 0, "msg": "", "data": {}}),
      ErrorKind.SERVER, None, "log-json"),
     (httpx.Response(200, content=b""), ErrorKind.SERVER, None, None),
+    (httpx.Response(403, content="禁止访问".encode("gbk")), ErrorKind.PERMISSION, 403, None),  # a page in another encoding
 ])
 async def test_a_refused_chat_request_is_classified_from_its_envelope_or_status(
         fast_retrier: Retrier, refusal: httpx.Response, kind: ErrorKind, code: int | None, logid: str | None) -> None:
@@ -414,7 +416,10 @@ async def test_a_refused_chat_request_is_classified_from_its_envelope_or_status(
     assert (raised.value.kind, raised.value.code, raised.value.logid, raised.value.provider) == (kind, code, logid, "coze-agent")
     assert len(replay.requests) == 1
     if code is None:
-        assert "instead of an event stream" in str(raised.value) and not raised.value.retryable
+        said = refusal.headers.get("content-type") or "nothing"
+        assert f"Coze answered {said} instead of an event stream" in str(raised.value) and not raised.value.retryable
+    elif code == 403:
+        assert "HTTP 403: \ufffd" in str(raised.value)  # undecodable bytes replaced, not a crash
     else:  # Coze's own words, or the page it answered with
         assert refusal.text[:8] in str(raised.value) if code == 404 else refusal.json()["msg"] in str(raised.value)
 
@@ -434,3 +439,4 @@ async def test_only_the_start_of_a_long_refusal_is_read(fast_retrier: Retrier) -
     response = httpx.Response(200, content=body())
     assert await _read_limited(response, 64 * 1024) == b"a" * (64 * 1024)
     assert await _read_limited(httpx.Response(200, content=b"short"), 64 * 1024) == b"short"
+
