@@ -378,7 +378,7 @@ def test_auto_mode_takes_a_revised_first_guess_for_what_it_is() -> None:
 def test_joining_segment_texts() -> None:
     assert join_texts(["hello world.", "next part", "", "你好", "世界"]) == "hello world. next part你好世界"
     assert join_texts(["你好", "OK"]) == "你好OK"  # no space after CJK, even before Latin
-    assert join_texts(["it weighs 3.5", "kg"]) == "it weighs 3.5 kg"
+    assert join_texts(["3.5", "kg"]) == "3.5 kg"  # a unit after a number
     assert join_texts(["OK", "好"]) == "OK好" and join_texts(["OK", "，"]) == "OK，"  # fullwidth punctuation is CJK too
 
 
