@@ -753,7 +753,8 @@ async def test_streaming_tts_checks_the_echoed_format_and_the_audio_it_is_sent()
                                                 ("speech.audio.completed", {})])
     assert isinstance(wrong_rate, SpeechError) and wrong_rate.kind is ErrorKind.INVALID_INPUT
     assert wrong_rate.logid == "log-ws" and "at 8000 Hz" in str(wrong_rate)
-    garbled, _ = await scripted_tts_session([("speech.audio.update", {"delta": "not*base64!"}), ("speech.audio.completed", {})])
+    # "AAAA" with junk after it: a lenient decoder would drop the junk and play three zero bytes.
+    garbled, _ = await scripted_tts_session([("speech.audio.update", {"delta": "AAAA!!!!"}), ("speech.audio.completed", {})])
     assert isinstance(garbled, SpeechError) and (garbled.kind, garbled.retryable) == (ErrorKind.SERVER, False)
     assert (garbled.provider, garbled.logid) == ("coze-stream", "log-ws") and "Coze sent audio that is not base64" in str(garbled)
 
