@@ -285,7 +285,8 @@ async def test_tokens_are_renewed_ahead_of_expiry_by_our_clock(lifetime: int, re
 async def test_a_refused_token_is_replaced_once_and_its_replacement_is_not_retried_until_taken() -> None:
     endpoint = TokenEndpoint(now=1_700_000_000.0)
     app = endpoint.app()
-    first = await app.token()
+    first, *others = await asyncio.gather(*(app.token() for _ in range(3)))
+    assert others == [first, first] and len(endpoint.requests) == 1  # callers at once share one minted token
     assert app.rejected("czs_unknown") and await app.token() == first  # an older token: the current one stays
     assert app.rejected(first)  # worth one more try…
     fresh = await app.token()
@@ -344,5 +345,7 @@ async def test_a_token_endpoint_that_does_not_answer_or_cannot_be_reached_is_a_t
     with pytest.raises(SpeechError) as refused:
         await unreachable.token()
     await unreachable.aclose()
-    assert silence.value.kind is ErrorKind.TIMEOUT and silence.value.retryable
-    assert refused.value.kind is ErrorKind.CONNECTIVITY and "cannot reach the Coze token endpoint: ConnectError" in str(refused.value)
+    assert (silence.value.kind, silence.value.provider, silence.value.retryable) == (ErrorKind.TIMEOUT, "coze", True)
+    assert "the Coze token endpoint did not answer in time" in str(silence.value)
+    assert (refused.value.kind, refused.value.provider) == (ErrorKind.CONNECTIVITY, "coze")
+    assert "cannot reach the Coze token endpoint: ConnectError" in str(refused.value)
