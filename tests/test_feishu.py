@@ -515,7 +515,8 @@ async def test_a_token_answer_without_token_or_lifetime_is_a_server_fault(answer
     with pytest.raises(SpeechError) as caught:
         await client.token()
     await client.aclose()
-    assert (caught.value.kind, caught.value.retryable, caught.value.logid) == (ErrorKind.SERVER, False, "log-token")
+    assert (caught.value.kind, caught.value.retryable, caught.value.logid, caught.value.provider) == (
+        ErrorKind.SERVER, False, "log-token", "feishu")
     assert "lacks tenant_access_token/expire" in str(caught.value)
 
 
