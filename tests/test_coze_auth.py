@@ -65,6 +65,13 @@ async def test_cozepy_jwt_client_gets_tokens_from_the_fake_and_they_work(fake: F
         await wrong_key.get_access_token(ttl=900)
 
 
+def test_the_assertion_is_base64url_without_padding() -> None:
+    assertion = signed_assertion(load_private_key(PRIVATE_KEY), APP.public_key_id, APP.client_id, "api.coze.cn", 1_700_000_000)
+    parts = assertion.split(".")
+    assert len(parts) == 3 and "=" not in assertion  # RFC 7515: no padding (a 256-byte signature would need "==")
+    assert all(set(part) <= set("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_") for part in parts)
+
+
 async def test_our_token_request_is_the_one_cozepy_sends(fake: FakeCoze) -> None:
     await AsyncJWTOAuthApp(APP.client_id, PRIVATE_KEY, APP.public_key_id, base_url=fake.base_url).get_access_token(ttl=3600)
     ours = JwtApp(APP.client_id, PRIVATE_KEY, APP.public_key_id, fake.base_url)
@@ -265,6 +272,7 @@ class TokenEndpoint:
     (100, 80.0),  # …or a fifth of a short lifetime
     (3660, 3360.0),  # a minute of clock difference is still believed
     (3661, 3300.0),  # more is not: the requested hour counts, from our clock
+    (1, 0.8),  # a token for one second is still believed
     (0, 3300.0),  # "expires" now: our clock is ahead of Coze's
 ])
 async def test_tokens_are_renewed_ahead_of_expiry_by_our_clock(lifetime: int, renewed_after: float) -> None:
@@ -295,12 +303,18 @@ async def test_a_refused_token_is_replaced_once_and_its_replacement_is_not_retri
     assert await app.token() == fresh  # and it is not minted again in a loop
     app.accepted(fresh)  # once Coze took it, a later refusal is an ordinary expiry again
     assert app.rejected(fresh) and await app.token() != fresh
+    app.accepted(await app.token())
+    endpoint.now += 4000  # an ordinary renewal later on…
+    renewed = await app.token()
+    assert app.rejected(renewed)  # …is an ordinary token again: worth a retry when refused
     await app.aclose()
     assert await StaticToken("pat_x").token() == "pat_x" and not StaticToken("pat_x").rejected("pat_x")
 
 
 @pytest.mark.parametrize(("answer", "kind", "retryable", "words"), [
-    (httpx.Response(502, text="<html>bad gateway</html>"), ErrorKind.SERVER, True, "answered HTTP 502 without JSON"),
+    (httpx.Response(502, text="<html>bad gateway</html>", headers={"X-Tt-Logid": "20261203gw"}), ErrorKind.SERVER, True,
+     "answered HTTP 502 without JSON"),
+    (httpx.Response(503, json={"access_token": "czs_x", "expires_in": 1}), ErrorKind.SERVER, True, "no access token"),
     (httpx.Response(500, text="oops"), ErrorKind.SERVER, True, "answered HTTP 500 without JSON"),
     (httpx.Response(499, text="closed"), ErrorKind.INVALID_INPUT, False, "answered HTTP 499 without JSON"),
     (httpx.Response(404, text="not found"), ErrorKind.INVALID_INPUT, False, "answered HTTP 404 without JSON"),
