@@ -7,8 +7,10 @@ our client's requests are compared with cozepy's, field by field.
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import logging
+import re
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -16,6 +18,8 @@ from pathlib import Path
 import httpx
 import pytest
 from cozepy import AsyncCoze, AsyncJWTAuth, AsyncJWTOAuthApp, CozeAPIError
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
 
 from voicebridge.config import Settings
 from voicebridge.speech.coze_auth import JwtApp, StaticToken, load_private_key, signed_assertion
@@ -70,6 +74,17 @@ def test_the_assertion_is_base64url_without_padding() -> None:
     parts = assertion.split(".")
     assert len(parts) == 3 and "=" not in assertion  # RFC 7515: no padding (a 256-byte signature would need "==")
     assert all(set(part) <= set("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_") for part in parts)
+    claims = json.loads(base64.urlsafe_b64decode(parts[1] + "=" * (-len(parts[1]) % 4)))
+    assert re.fullmatch(r"1700000000:[0-9a-f]{8}:[0-9a-f]{16}", claims["jti"])  # cozepy's jti (spec 1.3)
+
+
+def test_keys_that_cannot_sign_for_coze_are_refused_saying_why() -> None:
+    ec_key = ec.generate_private_key(ec.SECP256R1()).private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()).decode()
+    with pytest.raises(ValueError, match=r"the key is not an RSA key \(Coze JWT apps sign with RS256\)"):
+        load_private_key(ec_key)
+    with pytest.raises(ValueError, match="not a PEM private key without a passphrase"):
+        load_private_key("-----BEGIN PRIVATE KEY-----\nnonsense\n-----END PRIVATE KEY-----")
 
 
 async def test_our_token_request_is_the_one_cozepy_sends(fake: FakeCoze) -> None:
