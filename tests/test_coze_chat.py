@@ -440,3 +440,12 @@ async def test_only_the_start_of_a_long_refusal_is_read(fast_retrier: Retrier) -
     assert await _read_limited(response, 64 * 1024) == b"a" * (64 * 1024)
     assert await _read_limited(httpx.Response(200, content=b"short"), 64 * 1024) == b"short"
 
+
+
+async def test_a_chat_request_that_cannot_connect_is_retried_then_a_connectivity_failure_of_the_agent(
+        fast_retrier: Retrier) -> None:
+    replay = Replay(*[httpx.ConnectError("refused")] * 3)
+    with pytest.raises(SpeechError) as raised:
+        await chat_updates(replay, fast_retrier)
+    assert (raised.value.kind, raised.value.provider) == (ErrorKind.CONNECTIVITY, "coze-agent")
+    assert "connection failed: ConnectError: refused" in str(raised.value) and len(replay.requests) == 3
