@@ -270,8 +270,9 @@ class TokenEndpoint:
     def clock(self) -> float:
         return self.now
 
-    def handle(self, request: httpx.Request) -> httpx.Response:
+    async def handle(self, request: httpx.Request) -> httpx.Response:
         self.requests.append(request)
+        await asyncio.sleep(0)  # as a network answer would, let other callers run meanwhile
         if self.answers:
             return self.answers.pop(0)
         return httpx.Response(200, json={"access_token": f"czs_{len(self.requests)}",
