@@ -9,25 +9,29 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import json
 import logging
 from collections.abc import AsyncIterator
 from dataclasses import replace
 
 import httpx
 import pytest
+from websockets.asyncio.server import ServerConnection, serve
 
 from voicebridge.speech.coze_asr import CozeFileTranscriber
 from voicebridge.speech.coze_asr_stream import CozeStreamTranscriber
 from voicebridge.speech.coze_auth import StaticToken
-from voicebridge.speech.coze_common import CozeEndpoint
+from voicebridge.speech.coze_common import (CozeEndpoint, CozeEvent, CozeRest, CozeVoiceCatalogue, error_from_code,
+                                              error_from_status, error_from_transport, parse_event, probe_coze_socket,
+                                              token_refused)
 from voicebridge.speech.coze_tts import CozeSpeechSynthesizer
-from voicebridge.speech.coze_tts_stream import CozeStreamSynthesizer
+from voicebridge.speech.coze_tts_stream import CozeStreamSynthesizer, speech_rate
 from voicebridge.speech.errors import AudioError, AudioProblem, ErrorKind, InputFormatRefused, SpeechError
 from voicebridge.speech.metering import AudioUsage
-from voicebridge.speech.models import AudioClip, AudioFormat, PcmStream, SynthesizeOptions, TranscribeOptions
+from voicebridge.speech.models import AudioClip, AudioFormat, EncodedAudio, PcmStream, SpeechAudio, SynthesizeOptions, TranscribeOptions, Voice
 from voicebridge.speech.retry import Retrier
 from voicebridge.speech.service import SpeechService
-from tests.audio_tools import analyse, decode, make_silence, make_tone, ogg_pages, probe, probe_duration, tone_pcm, with_granule
+from tests.audio_tools import analyse, decode, make_silence, make_tone, ogg_pages, pcm_samples, probe, probe_duration, tone_pcm, with_granule
 from tests.cozepy_contract import validate_uplink
 from tests.fakes.coze import DEFAULT_TOKEN, DEFAULT_VOICES, FakeCoze, FakeVoice
 
@@ -592,3 +596,439 @@ async def test_voices_are_listed_across_pages(fast_retrier: Retrier) -> None:
         await service.aclose()
         assert len(voices) == 250 and len({voice.id for voice in voices}) == 250
         assert [call.query["page_num"] for call in fake.calls_to("voices")] == ["1", "2", "3"]
+
+
+# ------------------------------------------------------------------------------------ each client on its own, answer by answer
+
+
+def replaying(*answers: httpx.Response) -> tuple[CozeEndpoint, httpx.MockTransport, list[httpx.Request]]:
+    """An endpoint whose REST calls get ``answers`` in turn (Coze's envelopes, spec §2), and the requests."""
+    requests: list[httpx.Request] = []
+    queue = list(answers)
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        requests.append(request)
+        return queue.pop(0)
+
+    endpoint = CozeEndpoint(StaticToken(DEFAULT_TOKEN), "https://api.coze.invalid", "wss://ws.coze.invalid", read_timeout=7.0)
+    return endpoint, httpx.MockTransport(answer), requests
+
+
+@pytest.mark.parametrize(("speed", "rate"), [(1.0, 0), (1.25, 25), (1.7, 70), (0.994, -1), (0.5, -50), (0.2, -50), (2.0, 100), (3.0, 100)])
+def test_speed_factors_become_cozes_speech_rate_within_its_range(speed: float, rate: int) -> None:
+    assert speech_rate(speed) == rate
+
+
+@pytest.mark.parametrize(("echo", "refused"), [
+    (None, False),
+    ({"codec": "pcm", "pcm_config": {"sample_rate": 24000}}, False),
+    ({"codec": "pcm"}, False),  # no rate echoed: the one asked for
+    ({"pcm_config": {"sample_rate": 24000}}, False),
+    ({"codec": "pcm", "pcm_config": {"sample_rate": 16000}}, True),
+    ({"codec": "opus", "pcm_config": {"sample_rate": 24000}}, True),
+])
+def test_streaming_tts_refuses_a_session_that_would_send_another_format(echo: dict[str, object] | None, refused: bool) -> None:
+    synthesizer = CozeStreamSynthesizer(CozeEndpoint(StaticToken(DEFAULT_TOKEN)), None)
+    if not refused:
+        synthesizer._check_echo(echo, 24000, "log-1")
+        return
+    with pytest.raises(SpeechError) as failure:
+        synthesizer._check_echo(echo, 24000, "log-1")
+    assert failure.value.kind is ErrorKind.INVALID_INPUT and not failure.value.retryable
+    assert (failure.value.provider, failure.value.logid) == ("coze-stream", "log-1")
+    assert str(echo["codec"] if "codec" in echo else None) in str(failure.value) and "not pcm at 24000 Hz" in str(failure.value)  # type: ignore[index, operator]
+
+
+async def test_rest_tts_sends_the_options_and_states_the_length_of_pcm_only() -> None:
+    pcm = b"\x01\x00" * 24000
+    endpoint, transport, requests = replaying(httpx.Response(200, headers={"content-type": "audio/pcm"}, content=pcm),
+                                              httpx.Response(200, headers={"content-type": "audio/mpeg"}, content=b"ID3mp3"))
+    synthesizer = CozeSpeechSynthesizer(endpoint, "voice-1", transport)
+    speech = await synthesizer.synthesize("Hello.", SynthesizeOptions(format=AudioFormat.PCM, speed=1.5, sample_rate=24000))
+    compressed = await synthesizer.synthesize("Hello.", SynthesizeOptions(voice_id="voice-2", format=AudioFormat.MP3))
+    await synthesizer.aclose()
+    assert (speech.data, speech.format, speech.sample_rate, speech.seconds) == (pcm, AudioFormat.PCM, 24000, 1.0)
+    assert (compressed.format, compressed.seconds) == (AudioFormat.MP3, None)  # a compressed length is not guessed
+    assert [request.url.path for request in requests] == ["/v1/audio/speech"] * 2
+    assert requests[0].headers["Authorization"] == f"Bearer {DEFAULT_TOKEN}"
+    assert json.loads(requests[0].content) == {"input": "Hello.", "voice_id": "voice-1", "response_format": "pcm",
+                                               "speed": 1.5, "sample_rate": 24000}
+    assert json.loads(requests[1].content)["voice_id"] == "voice-2"
+
+
+@pytest.mark.parametrize("answer", [
+    httpx.Response(200, headers={"content-type": "application/json", "x-tt-logid": "log-2"}, json={"code": 0, "msg": ""}),
+    httpx.Response(200, headers={"content-type": "text/html", "x-tt-logid": "log-2"}, content=b"<html>hi</html>"),
+    httpx.Response(200, headers={"content-type": "audio/pcm", "x-tt-logid": "log-2"}, content=b""),
+    httpx.Response(200, headers={"x-tt-logid": "log-2"}, content=b""),
+])
+async def test_rest_tts_never_hands_on_a_success_without_audio_as_sound(answer: httpx.Response) -> None:
+    endpoint, transport, _ = replaying(answer)
+    synthesizer = CozeSpeechSynthesizer(endpoint, "voice-1", transport)
+    with pytest.raises(SpeechError) as failure:
+        await synthesizer.synthesize("Hello.", SynthesizeOptions(format=AudioFormat.PCM))
+    await synthesizer.aclose()
+    assert failure.value.kind is ErrorKind.SERVER and not failure.value.retryable
+    assert (failure.value.provider, failure.value.logid) == ("coze", "log-2")
+    assert f"Coze answered {answer.headers.get('content-type') or 'nothing'} instead of audio" in str(failure.value)
+
+
+async def test_file_asr_uploads_one_file_part_and_reads_data_text() -> None:
+    endpoint, transport, requests = replaying(
+        httpx.Response(200, json={"code": 0, "msg": "", "data": {"text": "  你好呀 "}, "detail": {"logid": "log-3"}}),
+        httpx.Response(200, json={"code": 0, "msg": "", "data": {"text": "long"}}),
+        httpx.Response(200, json={"code": 0, "msg": "", "data": {"text": "odd"}}),
+    )
+    transcriber = CozeFileTranscriber(endpoint, transport)
+    short = await transcriber.transcribe(EncodedAudio(b"OggS-short", "m4a", 2.5), TranscribeOptions())
+    long = await transcriber.transcribe(EncodedAudio(b"OggS-long", "ogg", 95.0), TranscribeOptions())
+    await transcriber.transcribe(EncodedAudio(b"\x00", "xyz", 1.0), TranscribeOptions())
+    with pytest.raises(TypeError, match="Coze file ASR takes an encoded file"):
+        await transcriber.transcribe(PcmStream(16000, pcm_chunks()), TranscribeOptions())
+    await transcriber.aclose()
+    assert (short.text, short.provider, short.seconds) == ("你好呀", "coze", 2.5) and long.seconds == 95.0
+    assert requests[0].url.path == "/v1/audio/transcriptions" and requests[0].headers["Authorization"] == f"Bearer {DEFAULT_TOKEN}"
+    assert b'name="file"; filename="audio.m4a"\r\nContent-Type: audio/mp4\r\n\r\nOggS-short' in requests[0].content
+    assert b"Content-Type: application/octet-stream\r\n\r\n\x00" in requests[2].content
+    # A long upload waits as long as the audio lasts for its answer; a short one the endpoint's read timeout.
+    assert [request.extensions["timeout"]["read"] for request in requests] == [7.0, 95.0, 7.0]
+
+
+async def pcm_chunks() -> AsyncIterator[bytes]:
+    yield b"\x00\x00"
+
+
+@pytest.mark.parametrize("body", [{"code": 0, "msg": "", "data": {}, "detail": {"logid": "log-4"}},
+                                  {"code": 0, "msg": "", "data": {"text": None}, "detail": {"logid": "log-4"}},
+                                  {"code": 0, "msg": "", "data": "text", "detail": {"logid": "log-4"}}])
+async def test_file_asr_answers_without_data_text_are_a_server_fault(body: dict[str, object]) -> None:
+    endpoint, transport, _ = replaying(httpx.Response(200, json=body))
+    transcriber = CozeFileTranscriber(endpoint, transport)
+    with pytest.raises(SpeechError) as failure:
+        await transcriber.transcribe(EncodedAudio(b"OggS", "ogg", 1.0), TranscribeOptions())
+    await transcriber.aclose()
+    assert failure.value.kind is ErrorKind.SERVER and not failure.value.retryable
+    assert (failure.value.provider, failure.value.logid) == ("coze", "log-4") and "without data.text" in str(failure.value)
+
+
+# ------------------------------------------------------------------------------------ what every Coze client shares (coze_common)
+
+
+class RecordingCredentials(StaticToken):
+    """A static token that records what Coze said about it."""
+
+    def __init__(self, token: str = DEFAULT_TOKEN) -> None:
+        super().__init__(token)
+        self.verdicts: list[str] = []
+
+    def rejected(self, token: str) -> bool:
+        self.verdicts.append(f"rejected {token}")
+        return True
+
+    def accepted(self, token: str) -> None:
+        self.verdicts.append(f"accepted {token}")
+
+
+def rest_client(*answers: httpx.Response) -> tuple[CozeRest, RecordingCredentials, list[httpx.Request]]:
+    endpoint, transport, requests = replaying(*answers)
+    credentials = RecordingCredentials()
+    return CozeRest(replace(endpoint, credentials=credentials), "coze", transport), credentials, requests
+
+
+@pytest.mark.parametrize(("code", "kind", "retryable"), [
+    (4013, ErrorKind.SERVER, True), (4100, ErrorKind.AUTH, False), (4102, ErrorKind.RATE_LIMITED, True),
+    (3010, ErrorKind.TOO_LARGE, False), (4101, ErrorKind.PERMISSION, False), (777, ErrorKind.SERVER, False),
+])
+def test_coze_codes_become_error_kinds_and_unknown_ones_are_not_retried(code: int, kind: ErrorKind, retryable: bool) -> None:
+    error = error_from_code("coze", code, "words", "log-5")
+    assert (error.kind, error.retryable, error.code, error.logid, error.provider) == (kind, retryable, code, "log-5", "coze")
+    assert str(error).startswith("Coze error: words")
+
+
+@pytest.mark.parametrize(("status", "kind"), [(500, ErrorKind.SERVER), (503, ErrorKind.SERVER), (429, ErrorKind.RATE_LIMITED),
+                                              (401, ErrorKind.AUTH), (403, ErrorKind.PERMISSION), (408, ErrorKind.TIMEOUT),
+                                              (413, ErrorKind.TOO_LARGE), (418, ErrorKind.INVALID_INPUT)])
+def test_http_statuses_without_a_coze_body_become_error_kinds(status: int, kind: ErrorKind) -> None:
+    error = error_from_status("coze", status, "x" * 300, "log-6")
+    assert (error.kind, error.code, error.logid, error.provider) == (kind, status, "log-6", "coze")
+    assert f"HTTP {status}: {'x' * 200}" in str(error) and "x" * 201 not in str(error)  # a page is cut, not logged whole
+
+
+def test_transport_failures_are_timeouts_or_connectivity_and_refused_tokens_are_recognised() -> None:
+    slow = error_from_transport("coze", httpx.ReadTimeout("slow"))
+    assert (slow.kind, slow.provider) == (ErrorKind.TIMEOUT, "coze") and "no answer in time (ReadTimeout)" in str(slow)
+    assert error_from_transport("coze", TimeoutError()).kind is ErrorKind.TIMEOUT
+    dropped = error_from_transport("coze", httpx.ConnectError("refused"))
+    assert (dropped.kind, dropped.provider) == (ErrorKind.CONNECTIVITY, "coze")
+    assert "connection failed: ConnectError: refused" in str(dropped)
+    assert token_refused(error_from_code("coze", 4100, "", None)) and token_refused(error_from_code("coze", 700012006, "", None))
+    assert token_refused(error_from_status("coze", 401, "", None))
+    assert not token_refused(error_from_status("coze", 403, "", None)) and not token_refused(error_from_code("coze", 4101, "", None))
+
+
+async def test_rest_calls_raise_coze_envelopes_whatever_the_status_and_tell_the_credentials() -> None:
+    rest, credentials, requests = rest_client(
+        httpx.Response(200, json={"code": 4009, "msg": "rate", "detail": {"logid": "log-body"}}),
+        httpx.Response(400, headers={"x-tt-logid": "log-head"}, json={"code": 4100, "msg": "expired", "detail": {"logid": "b"}}),
+        httpx.Response(502, headers={"x-tt-logid": "log-gw"}, text="<html>bad gateway</html>"),
+        httpx.Response(400, text="bad request"),
+        httpx.Response(200, headers={"content-type": "text/plain"}, text='{"code": 4000}'),  # not JSON by its type
+        httpx.Response(200, json={"code": 0, "data": {}}),
+    )
+    errors = []
+    for _ in range(4):
+        with pytest.raises(SpeechError) as raised:
+            await rest.request("POST", "/v1/x", json={})
+        errors.append(raised.value)
+    plain = await rest.request("POST", "/v1/x")
+    body = await rest.json("GET", "/v1/y", read_timeout=33.0)
+    await rest.aclose()
+    assert [(error.kind, error.code, error.logid, error.provider) for error in errors] == [
+        (ErrorKind.RATE_LIMITED, 4009, "log-body", "coze"), (ErrorKind.AUTH, 4100, "log-head", "coze"),
+        (ErrorKind.SERVER, 502, "log-gw", "coze"), (ErrorKind.INVALID_INPUT, 400, None, "coze")]
+    assert "Coze error: rate" in str(errors[0]) and "https://api.coze.invalid/v1/x: <html>bad gateway</html>" in str(errors[2])
+    assert plain.text == '{"code": 4000}' and body == {"code": 0, "data": {}}
+    assert credentials.verdicts == [f"rejected {DEFAULT_TOKEN}", f"accepted {DEFAULT_TOKEN}", f"accepted {DEFAULT_TOKEN}"]
+    assert errors[1].retryable  # a refused token the credentials renew: worth one more try
+    assert [request.extensions["timeout"]["read"] for request in requests] == [7.0] * 5 + [33.0]
+    assert {request.extensions["timeout"]["connect"] for request in requests} == {10.0}
+    assert all(request.headers["Authorization"] == f"Bearer {DEFAULT_TOKEN}" for request in requests)
+
+
+async def test_a_rest_answer_that_should_be_json_and_is_not_is_a_server_fault() -> None:
+    rest, _, _ = rest_client(httpx.Response(200, headers={"x-tt-logid": "log-7"}, text="<html>welcome</html>"))
+    with pytest.raises(SpeechError) as raised:
+        await rest.json("GET", "/v1/y")
+    await rest.aclose()
+    assert (raised.value.kind, raised.value.logid, raised.value.provider) == (ErrorKind.SERVER, "log-7", "coze")
+    assert "not JSON" in str(raised.value)
+
+
+@pytest.mark.parametrize(("answer", "passes"), [
+    (httpx.Response(200, json={"code": 4000, "msg": "invalid param"}), True),  # Coze's own refusal: the API is there
+    (httpx.Response(404, text="not found"), False),  # another server, or a wrong path
+    (httpx.Response(200, json={"code": 4100, "msg": "expired"}), False),
+    (httpx.Response(200, json={"code": 0}), False),  # an empty request accepted: not the Coze API
+])
+async def test_probes_pass_only_on_cozes_own_parameter_refusal(answer: httpx.Response, passes: bool) -> None:
+    rest, _, requests = rest_client(answer)
+    if passes:
+        await rest.probe("POST", "/v1/audio/speech", json={"input": ""})
+        assert json.loads(requests[0].content) == {"input": ""}  # the incomplete request asked for
+    else:
+        with pytest.raises(SpeechError) as raised:
+            await rest.probe("POST", "/v1/audio/speech", json={})
+        if answer.status_code == 200 and answer.json()["code"] == 0:
+            assert "https://api.coze.invalid/v1/audio/speech accepted an empty request" in str(raised.value)
+            assert raised.value.kind is ErrorKind.INVALID_INPUT and not raised.value.retryable and raised.value.provider == "coze"
+    await rest.aclose()
+
+
+@pytest.mark.parametrize(("frame", "event"), [
+    ('{"event_type": "speech.audio.update", "data": {"delta": "AA=="}, "detail": {"logid": "L"}}',
+     CozeEvent("speech.audio.update", {"delta": "AA=="}, "L")),
+    (b'{"event_type": "speech.created"}', CozeEvent("speech.created", {}, None)),
+    ('{"event_type": "x", "data": [1], "detail": {"logid": 5}}', CozeEvent("x", {}, None)),
+    ('{"event_type": 7}', None), ("[]", None), ("not json", None),
+])
+def test_downlink_frames_are_read_as_events_or_skipped(frame: str | bytes, event: CozeEvent | None) -> None:
+    assert parse_event(frame) == event
+
+
+def voice_page(voices: list[dict[str, object]], has_more: bool) -> httpx.Response:
+    return httpx.Response(200, json={"code": 0, "msg": "", "data": {"voice_list": voices, "has_more": has_more}})
+
+
+async def test_voices_are_read_page_by_page_with_what_each_voice_states() -> None:
+    jay = {"voice_id": "7426720361733144585", "name": "jay", "is_system_voice": False, "language_code": "zh",
+           "language_name": "中文", "model_type": "big"}
+    rest, _, requests = rest_client(voice_page([jay, {"name": "no id"}, "junk"], True),
+                                    voice_page([{"voice_id": 42}], False), voice_page([{"voice_id": "never"}], False))
+    voices = await CozeVoiceCatalogue(rest, None).voices()
+    await rest.aclose()
+    assert voices == [Voice("7426720361733144585", "jay", "zh", "中文", False, "big"), Voice("42", "42", "", "", True, "")]
+    assert [dict(request.url.params) for request in requests] == [{"page_num": "1", "page_size": "100"},
+                                                                  {"page_num": "2", "page_size": "100"}]
+    assert {(request.method, request.url.path) for request in requests} == {("GET", "/v1/audio/voices")}
+
+
+async def test_a_server_that_always_has_more_voices_is_read_for_fifty_pages_only() -> None:
+    rest, _, requests = rest_client(*(voice_page([{"voice_id": f"v{page}"}], True) for page in range(60)))
+    voices = await CozeVoiceCatalogue(rest, None).voices()
+    await rest.aclose()
+    assert len(voices) == len(requests) == 50
+
+
+async def test_the_default_voice_is_the_configured_one_else_the_first_listed_looked_up_once() -> None:
+    rest, _, requests = rest_client(voice_page([{"voice_id": "first"}, {"voice_id": "second"}], False))
+    catalogue = CozeVoiceCatalogue(rest, None)
+    chosen = await asyncio.gather(*(catalogue.resolve(None) for _ in range(3)))
+    assert chosen == ["first"] * 3 and len(requests) == 1
+    assert await catalogue.resolve("asked") == "asked" and await CozeVoiceCatalogue(rest, "configured").resolve(None) == "configured"
+    await rest.aclose()
+    single, _, _ = rest_client(voice_page([{"voice_id": "only"}], False))
+    assert await CozeVoiceCatalogue(single, None).resolve(None) == "only"
+    await single.aclose()
+    empty, _, _ = rest_client(voice_page([], False))
+    with pytest.raises(SpeechError) as raised:
+        await CozeVoiceCatalogue(empty, None).resolve(None)
+    await empty.aclose()
+    assert (raised.value.kind, raised.value.retryable, raised.value.provider) == (ErrorKind.INVALID_INPUT, False, "coze")
+    assert "no Coze voice available; set COZE_VOICE_ID" in str(raised.value)
+
+
+# ------------------------------------------------------------------------------------ streaming TTS on its own
+
+
+async def test_streaming_tts_gives_pcm_at_the_asked_rate_stating_its_length(fake: FakeCoze) -> None:
+    endpoint = CozeEndpoint(StaticToken(DEFAULT_TOKEN), fake.base_url, fake.ws_base_url)
+    synthesizer = CozeStreamSynthesizer(endpoint, JAY.voice_id)
+    text = "Hello there."
+    speech = await synthesizer.synthesize(text, SynthesizeOptions(format=AudioFormat.PCM, sample_rate=16000))
+    refused = CozeStreamSynthesizer(CozeEndpoint(StaticToken("pat_wrong"), fake.base_url, fake.ws_base_url), JAY.voice_id)
+    with pytest.raises(SpeechError) as handshake:
+        await refused.synthesize(text, SynthesizeOptions(format=AudioFormat.PCM))
+    await synthesizer.aclose()
+    await refused.aclose()
+    assert (speech.format, speech.sample_rate) == (AudioFormat.PCM, 16000)
+    assert speech.seconds == len(speech.data) / 2 / 16000
+    assert speech.seconds == pytest.approx(len(text) * fake.seconds_per_char, abs=0.05)  # the fake's speech length at 1x
+    report = analyse(pcm_samples(speech.data), 16000)
+    assert report.frequency == pytest.approx(JAY.frequency, rel=0.05)  # the voice asked for
+    assert (handshake.value.kind, handshake.value.provider) == (ErrorKind.AUTH, "coze-stream")
+
+
+ScriptedEvents = list[tuple[str, dict[str, object]]]
+
+
+async def scripted_tts_session(events: ScriptedEvents, *, error_then_close: bool = False, audio_timeout: float = 5.0
+                               ) -> tuple[SpeechAudio | SpeechError, list[str]]:
+    """One streaming TTS session against a WebSocket server that answers ``input_text_buffer.complete``
+    with ``events`` (or, with ``error_then_close``, answers ``speech.update`` with the first event and hangs up)."""
+    uplink: list[str] = []
+
+    async def session(connection: ServerConnection) -> None:
+        await connection.send(json.dumps({"event_type": "speech.created", "detail": {"logid": "log-ws"}}))
+        async for frame in connection:
+            event_type = json.loads(frame)["event_type"]
+            uplink.append(event_type)
+            if error_then_close and event_type == "speech.update":
+                name, data = events[0]
+                await connection.send(json.dumps({"event_type": name, "data": data, "detail": {"logid": "log-ws"}}))
+                return
+            if event_type == "input_text_buffer.complete":
+                for name, data in events:
+                    await connection.send(json.dumps({"event_type": name, "data": data, "detail": {"logid": "log-ws"}}))
+
+    async with serve(session, "127.0.0.1", 0) as server:
+        port = server.sockets[0].getsockname()[1]
+        endpoint = CozeEndpoint(StaticToken(DEFAULT_TOKEN), "http://127.0.0.1:1", f"ws://127.0.0.1:{port}")
+        synthesizer = CozeStreamSynthesizer(endpoint, "voice-1", audio_timeout=audio_timeout)
+        result: SpeechAudio | SpeechError
+        try:
+            async with asyncio.timeout(30):  # a deadline for a client that would wait forever, not a margin
+                result = await synthesizer.synthesize("Hi.", SynthesizeOptions(format=AudioFormat.PCM, sample_rate=24000))
+        except SpeechError as error:
+            result = error
+        await synthesizer.aclose()
+    return result, uplink
+
+
+PCM_ECHO = {"output_audio": {"codec": "pcm", "pcm_config": {"sample_rate": 24000}}}
+
+
+async def test_streaming_tts_checks_the_echoed_format_and_the_audio_it_is_sent() -> None:
+    audio = b"\x01\x02" * 240
+    ok, uplink = await scripted_tts_session([("speech.updated", PCM_ECHO), ("input_text_buffer.completed", {}),
+                                             ("speech.audio.update", {"delta": base64.b64encode(audio[:100]).decode()}),
+                                             ("speech.audio.update", {}),  # no delta: nothing to add
+                                             ("speech.audio.update", {"delta": base64.b64encode(audio[100:]).decode()}),
+                                             ("speech.audio.completed", {})])
+    assert isinstance(ok, SpeechAudio) and ok.data == audio and ok.seconds == 0.01
+    assert uplink == ["speech.update", "input_text_buffer.append", "input_text_buffer.complete"]
+    wrong_rate, _ = await scripted_tts_session([("speech.updated", {"output_audio": {"codec": "pcm", "pcm_config": {"sample_rate": 8000}}}),
+                                                ("speech.audio.completed", {})])
+    assert isinstance(wrong_rate, SpeechError) and wrong_rate.kind is ErrorKind.INVALID_INPUT
+    assert wrong_rate.logid == "log-ws" and "at 8000 Hz" in str(wrong_rate)
+    # "AAAA" with junk after it: a lenient decoder would drop the junk and play three zero bytes.
+    garbled, _ = await scripted_tts_session([("speech.audio.update", {"delta": "AAAA!!!!"}), ("speech.audio.completed", {})])
+    assert isinstance(garbled, SpeechError) and (garbled.kind, garbled.retryable) == (ErrorKind.SERVER, False)
+    assert (garbled.provider, garbled.logid) == ("coze-stream", "log-ws") and "Coze sent audio that is not base64" in str(garbled)
+
+
+async def test_streaming_tts_reports_why_the_server_hung_up_and_a_server_gone_silent() -> None:
+    refused, _ = await scripted_tts_session([("error", {"code": 4200, "msg": "voice not found"})], error_then_close=True)
+    assert isinstance(refused, SpeechError) and (refused.kind, refused.code) == (ErrorKind.INVALID_INPUT, 4200)
+    silent, _ = await scripted_tts_session([("speech.updated", PCM_ECHO)], audio_timeout=0.2)
+    assert isinstance(silent, SpeechError) and silent.kind is ErrorKind.TIMEOUT
+
+
+async def test_refusals_name_the_client_they_came_through() -> None:
+    refusal = httpx.Response(200, json={"code": 4000, "msg": "invalid param"})
+    endpoint, transport, _ = replaying(refusal, refusal)
+    clients = [CozeSpeechSynthesizer(endpoint, "voice-1", transport), CozeFileTranscriber(endpoint, transport)]
+    providers = []
+    for client in clients:
+        with pytest.raises(SpeechError) as raised:
+            if isinstance(client, CozeSpeechSynthesizer):
+                await client.synthesize("Hi.", SynthesizeOptions())
+            else:
+                await client.transcribe(EncodedAudio(b"OggS", "ogg", 1.0), TranscribeOptions())
+        providers.append(raised.value.provider)
+        await client.aclose()
+    assert providers == ["coze", "coze"]  # the names the service's fallback and the health checks use
+
+
+async def test_a_rest_call_that_cannot_connect_is_a_connectivity_failure_of_its_client() -> None:
+    def refuse(request: httpx.Request) -> httpx.Response:
+        raise httpx.ConnectError("refused")
+
+    endpoint = CozeEndpoint(StaticToken(DEFAULT_TOKEN), "https://api.coze.invalid", "wss://ws.coze.invalid")
+    rest = CozeRest(endpoint, "coze", httpx.MockTransport(refuse))
+    with pytest.raises(SpeechError) as raised:
+        await rest.request("GET", "/v1/y")
+    await rest.aclose()
+    assert (raised.value.kind, raised.value.provider) == (ErrorKind.CONNECTIVITY, "coze")
+    assert "connection failed: ConnectError: refused" in str(raised.value)
+
+
+async def test_socket_probes_wait_for_the_created_event_and_name_their_client() -> None:
+    async def session(connection: ServerConnection) -> None:
+        path = connection.request.path if connection.request else ""
+        if "created" in path:
+            await connection.send(json.dumps({"event_type": "transcriptions.updated"}))
+            await connection.send(json.dumps({"event_type": "transcriptions.created", "detail": {"logid": "log-p"}}))
+        elif "refused" in path:
+            await connection.send(json.dumps({"event_type": "error", "data": {"code": 4101, "msg": "no permission"},
+                                              "detail": {"logid": "log-p"}}))
+        else:  # silent
+            await connection.send(json.dumps({"event_type": "transcriptions.updated", "detail": {"logid": "log-p"}}))
+        await connection.wait_closed()
+
+    async with serve(session, "127.0.0.1", 0) as server:
+        endpoint = CozeEndpoint(StaticToken(DEFAULT_TOKEN), "http://127.0.0.1:1", f"ws://127.0.0.1:{server.sockets[0].getsockname()[1]}")
+        await probe_coze_socket(endpoint, "/created", "coze-stream", timeout=5.0)
+        failures = []
+        for path in ("/refused", "/silent"):
+            with pytest.raises(SpeechError) as raised:
+                async with asyncio.timeout(30):  # a deadline for a probe without a timeout, not a margin
+                    await probe_coze_socket(endpoint, path, "coze-stream", timeout=0.2)
+            failures.append(raised.value)
+    assert [(error.kind, error.code, error.provider, error.logid) for error in failures] == [
+        (ErrorKind.PERMISSION, 4101, "coze-stream", "log-p"), (ErrorKind.TIMEOUT, None, "coze-stream", "log-p")]
+    assert "no session-created event" in str(failures[1])
+
+
+async def test_rest_health_checks_send_an_incomplete_request_and_pass_on_cozes_refusal() -> None:
+    refusal = httpx.Response(200, json={"code": 4000, "msg": "invalid param"})
+    endpoint, transport, requests = replaying(refusal, refusal)
+    transcriber, synthesizer = CozeFileTranscriber(endpoint, transport), CozeSpeechSynthesizer(endpoint, None, transport)
+    await transcriber.check()
+    await synthesizer.check()
+    await transcriber.aclose()
+    await synthesizer.aclose()
+    upload, speech = requests
+    assert (upload.method, upload.url.path, speech.method, speech.url.path) == (
+        "POST", "/v1/audio/transcriptions", "POST", "/v1/audio/speech")
+    assert b'name="file"; filename="probe.wav"\r\nContent-Type: audio/wav\r\n\r\n\r\n' in upload.content
+    assert json.loads(speech.content) == {"input": "", "voice_id": ""}

@@ -7,7 +7,10 @@ our client's requests are compared with cozepy's, field by field.
 from __future__ import annotations
 
 import asyncio
+import base64
+import json
 import logging
+import re
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -15,9 +18,11 @@ from pathlib import Path
 import httpx
 import pytest
 from cozepy import AsyncCoze, AsyncJWTAuth, AsyncJWTOAuthApp, CozeAPIError
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
 
 from voicebridge.config import Settings
-from voicebridge.speech.coze_auth import JwtApp, load_private_key, signed_assertion
+from voicebridge.speech.coze_auth import JwtApp, StaticToken, load_private_key, signed_assertion
 from voicebridge.speech.errors import ConfigError, ErrorKind, SpeechError
 from voicebridge.speech.models import AudioClip, AudioFormat, SynthesizeOptions
 from voicebridge.speech.retry import Retrier
@@ -62,6 +67,24 @@ async def test_cozepy_jwt_client_gets_tokens_from_the_fake_and_they_work(fake: F
     wrong_key = AsyncJWTOAuthApp(APP.client_id, OTHER_KEY, APP.public_key_id, base_url=fake.base_url)
     with pytest.raises(CozeAPIError, match="signature"):
         await wrong_key.get_access_token(ttl=900)
+
+
+def test_the_assertion_is_base64url_without_padding() -> None:
+    assertion = signed_assertion(load_private_key(PRIVATE_KEY), APP.public_key_id, APP.client_id, "api.coze.cn", 1_700_000_000)
+    parts = assertion.split(".")
+    assert len(parts) == 3 and "=" not in assertion  # RFC 7515: no padding (a 256-byte signature would need "==")
+    assert all(set(part) <= set("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_") for part in parts)
+    claims = json.loads(base64.urlsafe_b64decode(parts[1] + "=" * (-len(parts[1]) % 4)))
+    assert re.fullmatch(r"1700000000:[0-9a-f]{8}:[0-9a-f]{16}", claims["jti"])  # cozepy's jti (spec 1.3)
+
+
+def test_keys_that_cannot_sign_for_coze_are_refused_saying_why() -> None:
+    ec_key = ec.generate_private_key(ec.SECP256R1()).private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()).decode()
+    with pytest.raises(ValueError, match=r"the key is not an RSA key \(Coze JWT apps sign with RS256\)"):
+        load_private_key(ec_key)
+    with pytest.raises(ValueError, match="not a PEM private key without a passphrase"):
+        load_private_key("-----BEGIN PRIVATE KEY-----\nnonsense\n-----END PRIVATE KEY-----")
 
 
 async def test_our_token_request_is_the_one_cozepy_sends(fake: FakeCoze) -> None:
@@ -228,3 +251,131 @@ async def test_static_tokens_are_not_retried_and_raise_the_alarm(fast_retrier: R
     assert problem is not None and problem.startswith("coze refused the credentials (COZE_API_TOKEN): expired, revoked, "
                                                       "or for the other region (coze.cn vs coze.com)")
     assert "pat_expired" not in problem
+
+
+# ------------------------------------------------------------------------------------ the renewal schedule, at a clock the test moves
+
+
+class TokenEndpoint:
+    """Coze's token endpoint (spec §1.3) as an httpx transport: each request gets a fresh token
+    expiring ``lifetime`` seconds after the test's clock (``expires_in`` is an absolute Unix time),
+    or the next of the scripted ``answers``."""
+
+    def __init__(self, now: float, lifetime: int = 3600) -> None:
+        self.now = now
+        self.lifetime = lifetime
+        self.answers: list[httpx.Response] = []
+        self.requests: list[httpx.Request] = []
+
+    def clock(self) -> float:
+        return self.now
+
+    async def handle(self, request: httpx.Request) -> httpx.Response:
+        self.requests.append(request)
+        await asyncio.sleep(0)  # as a network answer would, let other callers run meanwhile
+        if self.answers:
+            return self.answers.pop(0)
+        return httpx.Response(200, json={"access_token": f"czs_{len(self.requests)}",
+                                         "expires_in": int(self.now) + self.lifetime, "token_type": "Bearer"})
+
+    def app(self, **options: float) -> JwtApp:
+        return JwtApp(APP.client_id, PRIVATE_KEY, APP.public_key_id, "https://api.coze.cn",
+                      transport=httpx.MockTransport(self.handle), clock=self.clock, **options)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(("lifetime", "renewed_after"), [
+    (3600, 3300.0),  # five minutes before expiry…
+    (100, 80.0),  # …or a fifth of a short lifetime
+    (3660, 3360.0),  # a minute of clock difference is still believed
+    (3661, 3300.0),  # more is not: the requested hour counts, from our clock
+    (1, 0.8),  # a token for one second is still believed
+    (0, 3300.0),  # "expires" now: our clock is ahead of Coze's
+])
+async def test_tokens_are_renewed_ahead_of_expiry_by_our_clock(lifetime: int, renewed_after: float) -> None:
+    endpoint = TokenEndpoint(now=1_700_000_000.0, lifetime=lifetime)
+    app = endpoint.app()
+    start = endpoint.now
+    first = await app.token()
+    endpoint.now = start + renewed_after - 0.001
+    assert await app.token() == first and len(endpoint.requests) == 1
+    endpoint.now = start + renewed_after
+    assert await app.token() != first and len(endpoint.requests) == 2
+    await app.aclose()
+    body = json.loads(endpoint.requests[0].content)
+    assert body == {"duration_seconds": 3600, "grant_type": "urn:ietf:params:oauth:grant-type:jwt-bearer"}
+    assert str(endpoint.requests[0].url) == "https://api.coze.cn/api/permission/oauth2/token"
+
+
+async def test_a_refused_token_is_replaced_once_and_its_replacement_is_not_retried_until_taken() -> None:
+    endpoint = TokenEndpoint(now=1_700_000_000.0)
+    app = endpoint.app()
+    first, *others = await asyncio.gather(*(app.token() for _ in range(3)))
+    assert others == [first, first] and len(endpoint.requests) == 1  # callers at once share one minted token
+    assert app.rejected("czs_unknown") and await app.token() == first  # an older token: the current one stays
+    assert app.rejected(first)  # worth one more try…
+    fresh = await app.token()
+    assert fresh != first and len(endpoint.requests) == 2
+    assert not app.rejected(fresh)  # …but a fresh token refused as well means the app itself is refused
+    assert await app.token() == fresh  # and it is not minted again in a loop
+    app.accepted(fresh)  # once Coze took it, a later refusal is an ordinary expiry again
+    assert app.rejected(fresh) and await app.token() != fresh
+    app.accepted(await app.token())
+    endpoint.now += 4000  # an ordinary renewal later on…
+    renewed = await app.token()
+    assert app.rejected(renewed)  # …is an ordinary token again: worth a retry when refused
+    await app.aclose()
+    assert await StaticToken("pat_x").token() == "pat_x" and not StaticToken("pat_x").rejected("pat_x")
+
+
+@pytest.mark.parametrize(("answer", "kind", "retryable", "words"), [
+    (httpx.Response(502, text="<html>bad gateway</html>", headers={"X-Tt-Logid": "20261203gw"}), ErrorKind.SERVER, True,
+     "answered HTTP 502 without JSON"),
+    (httpx.Response(503, json={"access_token": "czs_x", "expires_in": 1}), ErrorKind.SERVER, True, "no access token"),
+    (httpx.Response(500, text="oops"), ErrorKind.SERVER, True, "answered HTTP 500 without JSON"),
+    (httpx.Response(499, text="closed"), ErrorKind.INVALID_INPUT, False, "answered HTTP 499 without JSON"),
+    (httpx.Response(404, text="not found"), ErrorKind.INVALID_INPUT, False, "answered HTTP 404 without JSON"),
+    (httpx.Response(401, json={"error_code": "invalid_client", "error_message": "kid names no public key", "error": "x"},
+                    headers={"X-Tt-Logid": "20261203token"}),
+     ErrorKind.AUTH, False, "token request: kid names no public key"),
+    (httpx.Response(500, json={"error_code": "internal_error"}), ErrorKind.SERVER, True, "token request: internal_error"),
+    (httpx.Response(200, json={"code": 4100, "msg": "token expired"}), ErrorKind.AUTH, False, "token request: token expired"),
+    (httpx.Response(200, json={"access_token": "", "expires_in": 1}), ErrorKind.AUTH, False, "no access token"),
+    (httpx.Response(200, json={"access_token": "czs_x", "expires_in": "soon"}), ErrorKind.AUTH, False, "no access token"),
+])
+async def test_token_endpoint_failures_are_classified(answer: httpx.Response, kind: ErrorKind, retryable: bool,
+                                                      words: str) -> None:
+    endpoint = TokenEndpoint(now=1_700_000_000.0)
+    endpoint.answers.append(answer)
+    app = endpoint.app()
+    with pytest.raises(SpeechError) as failure:
+        await app.token()
+    await app.aclose()
+    assert (failure.value.kind, failure.value.retryable, failure.value.provider) == (kind, retryable, "coze")
+    assert words in str(failure.value)
+    body = answer.json() if "json" in answer.headers.get("content-type", "") else {}
+    assert failure.value.code == (body.get("error_code") or body.get("code") or answer.status_code)
+    assert failure.value.logid == answer.headers.get("x-tt-logid")  # what Coze's support asks for
+
+
+async def test_a_token_endpoint_that_does_not_answer_or_cannot_be_reached_is_a_transient_failure() -> None:
+    async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.read()
+        writer.close()
+
+    listener = await asyncio.start_server(silent, "127.0.0.1", 0)
+    port = listener.sockets[0].getsockname()[1]
+    app = JwtApp(APP.client_id, PRIVATE_KEY, APP.public_key_id, f"http://127.0.0.1:{port}", timeout=0.2)
+    async with asyncio.timeout(30):  # a deadline for a client without a timeout, not a margin
+        with pytest.raises(SpeechError) as silence:
+            await app.token()
+    await app.aclose()
+    listener.close()
+    await listener.wait_closed()
+    unreachable = JwtApp(APP.client_id, PRIVATE_KEY, APP.public_key_id, f"http://127.0.0.1:{port}")
+    with pytest.raises(SpeechError) as refused:
+        await unreachable.token()
+    await unreachable.aclose()
+    assert (silence.value.kind, silence.value.provider, silence.value.retryable) == (ErrorKind.TIMEOUT, "coze", True)
+    assert "the Coze token endpoint did not answer in time" in str(silence.value)
+    assert (refused.value.kind, refused.value.provider) == (ErrorKind.CONNECTIVITY, "coze")
+    assert "cannot reach the Coze token endpoint: ConnectError" in str(refused.value)

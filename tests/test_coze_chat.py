@@ -4,6 +4,7 @@ cozepy's models there (``fake.agents.violations``)."""
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import AsyncIterator
 
@@ -14,7 +15,7 @@ from cozepy import AsyncCoze, AsyncTokenAuth, ChatEventType
 from voicebridge.config import Settings
 from voicebridge.responders import AgentUnavailable, CozeAgent, coze_user_id
 from voicebridge.speech.coze_auth import StaticToken
-from voicebridge.speech.coze_chat import AgentError, AgentProblem, AnswerPiece, ChatOpened, CozeChatClient
+from voicebridge.speech.coze_chat import AgentError, AgentProblem, AnswerPiece, ChatOpened, CozeChatClient, _read_limited
 from voicebridge.speech.coze_common import CozeEndpoint
 from voicebridge.speech.errors import ConfigError, ErrorKind, SpeechError
 from voicebridge.speech.retry import Retrier
@@ -264,3 +265,187 @@ def test_the_agent_fails_at_start_up_without_credentials_or_a_bot_id() -> None:
     feishu_only = Settings.from_values({"FEISHU_APP_ID": "cli_x", "FEISHU_APP_SECRET": "s"})
     with pytest.raises(ConfigError, match="COZE_API_TOKEN"):
         CozeAgent(bot_id=DEFAULT_BOT_ID).bind(feishu_only, Retrier())
+
+
+# ------------------------------------------------------------------------------------ the stream, event by event
+
+
+def sse(*events: tuple[str, object]) -> bytes:
+    """A chat answer stream (spec §10.2): ``event:`` and ``data:`` lines, a blank line after each."""
+    return "".join(f"event:{name}\ndata:{data if isinstance(data, str) else json.dumps(data)}\n\n"
+                   for name, data in events).encode()
+
+
+CHAT = {"id": "7382159487131697202", "conversation_id": "7381473525342978089"}
+
+
+def answer_message(message_id: str, content: str, **extra: str) -> dict[str, str]:
+    return {"id": message_id, "role": "assistant", "type": "answer", "content": content, "content_type": "text", **extra}
+
+
+class Replay:
+    """Coze's /v3/chat (and /v3/chat/cancel) answering with the given responses in turn."""
+
+    def __init__(self, *responses: httpx.Response | Exception) -> None:
+        self.responses = list(responses)
+        self.requests: list[httpx.Request] = []
+
+    def __call__(self, request: httpx.Request) -> httpx.Response:
+        self.requests.append(request)
+        response = self.responses.pop(0)
+        if isinstance(response, Exception):
+            raise response
+        return response
+
+    def client(self, fast_retrier: Retrier) -> CozeChatClient:
+        endpoint = CozeEndpoint(StaticToken(DEFAULT_TOKEN), "https://api.coze.invalid", "wss://ws.coze.invalid")
+        return CozeChatClient(endpoint, fast_retrier, httpx.MockTransport(self))
+
+
+def stream(body: bytes, logid: str = "log-chat") -> httpx.Response:
+    return httpx.Response(200, headers={"content-type": "text/event-stream", "x-tt-logid": logid}, content=body)
+
+
+async def chat_updates(replay: Replay, fast_retrier: Retrier) -> list[object]:
+    client = replay.client(fast_retrier)
+    try:
+        return [update async for update in client.chat(DEFAULT_BOT_ID, "user-1", "Hi")]
+    finally:
+        await client.aclose()
+
+
+async def test_answer_messages_are_pieced_together_and_everything_else_is_left_out(fast_retrier: Retrier) -> None:
+    body = sse(("conversation.chat.created", CHAT), ("conversation.chat.in_progress", {**CHAT, "id": "other"}),
+               ("conversation.message.delta", answer_message("m1", "Hello")),
+               ("conversation.message.delta", answer_message("m1", "")),  # an empty delta adds nothing
+               ("conversation.message.delta", answer_message("m1", " there.")),
+               ("conversation.message.completed", answer_message("m1", "Hello there.")),  # repeats the deltas
+               ("conversation.message.delta", {**answer_message("v1", "{}"), "type": "verbose"}),
+               ("conversation.message.delta", {**answer_message("t1", "call"), "type": "function_call"}),
+               ("conversation.message.delta", {**answer_message("u1", "echo"), "role": "user"}),
+               ("conversation.message.delta", {**answer_message("c1", "[card]"), "content_type": "object_string"}),
+               ("conversation.message.completed", answer_message("m2", "A second message.")),  # no deltas: taken whole
+               ("conversation.message.completed", answer_message("m3", "")),
+               ("conversation.message.completed", {**answer_message("f1", "Ask me more?"), "type": "follow_up"}),
+               ("conversation.audio.delta", {"content": "AAAA"}),
+               ("conversation.chat.completed", {**CHAT, "usage": {"token_count": 3}}),
+               ("conversation.message.delta", answer_message("m9", "after the end")))
+    updates = await chat_updates(Replay(stream(body)), fast_retrier)
+    assert updates == [ChatOpened(CHAT["conversation_id"], CHAT["id"]), AnswerPiece("Hello"), AnswerPiece(" there."),
+                       AnswerPiece("\n\n"), AnswerPiece("A second message.")]
+
+
+async def test_events_without_a_blank_line_between_them_comments_and_fields_left_out_are_read(fast_retrier: Retrier) -> None:
+    without_type = {key: value for key, value in answer_message("m1", "one").items() if key != "content_type"}  # text
+    body = (": a comment\nid: 1\nevent: conversation.chat.in_progress\ndata: " + json.dumps(CHAT) + "\n"
+            "event:conversation.message.delta\ndata:" + json.dumps(without_type) + "\n"
+            'event:conversation.message.delta\ndata:{"id": "m1", "role": "assistant",\ndata: "type": "answer", "content": " two"}\n'
+            "retry: 10\nevent:conversation.chat.completed\ndata:{}\n").encode()  # and no blank line at the end
+    updates = await chat_updates(Replay(stream(body)), fast_retrier)
+    assert updates == [ChatOpened(CHAT["conversation_id"], CHAT["id"]), AnswerPiece("one"), AnswerPiece(" two")]  # data lines joined
+
+
+@pytest.mark.parametrize(("events", "problem", "kind", "code", "words"), [
+    ((("conversation.chat.failed", {**CHAT, "last_error": {"code": 4011, "msg": "balance"}}),),
+     AgentProblem.FAILED, ErrorKind.QUOTA, 4011, "the chat failed: balance"),
+    ((("conversation.chat.failed", {**CHAT, "last_error": {"code": 710022004, "msg": "x"}}),),
+     AgentProblem.FAILED, ErrorKind.SERVER, 710022004, "the chat failed: x"),
+    ((("conversation.chat.failed", {**CHAT, "last_error": {"code": "4011"}}),),
+     AgentProblem.FAILED, ErrorKind.SERVER, None, "the chat failed: no reason given"),
+    ((("conversation.chat.failed", CHAT),), AgentProblem.FAILED, ErrorKind.SERVER, None, "the chat failed: no reason given"),
+    ((("error", {"code": 4009, "msg": "too many"}),), None, ErrorKind.RATE_LIMITED, 4009, "too many"),
+    ((("error", "not json"),), None, ErrorKind.SERVER, 5000, "not json"),
+    ((("conversation.message.delta", answer_message("m1", "cut")), ("done", "[DONE]")),
+     AgentProblem.INCOMPLETE, ErrorKind.CONNECTIVITY, None, "ended before the chat completed"),
+    ((("conversation.message.delta", answer_message("m1", "cut")),),
+     AgentProblem.INCOMPLETE, ErrorKind.CONNECTIVITY, None, "ended before the chat completed"),
+])
+async def test_a_chat_that_goes_wrong_mid_stream_is_one_classified_error_with_its_logid(
+        fast_retrier: Retrier, events: tuple[tuple[str, object], ...], problem: AgentProblem | None, kind: ErrorKind,
+        code: int | None, words: str) -> None:
+    replay = Replay(stream(sse(("conversation.chat.created", CHAT), *events)))
+    with pytest.raises(SpeechError) as raised:
+        await chat_updates(replay, fast_retrier)
+    error = raised.value
+    assert (error.kind, error.code, error.logid, error.provider, error.retryable) == (kind, code, "log-chat", "coze-agent", False)
+    assert (error.problem if isinstance(error, AgentError) else None) is problem
+    assert words in str(error) and len(replay.requests) == 1
+
+
+@pytest.mark.parametrize(("action", "cancel", "cancelled", "tools"), [
+    ({"submit_tool_outputs": {"tool_calls": [{"function": {"name": "weather"}}, {"function": {}}, "junk"]}},
+     httpx.Response(200, json={"code": 0, "msg": ""}), True, "run weather, ?"),
+    ({}, httpx.ConnectError("refused"), True, "run a tool"),  # a cancel that fails still ends the chat as it should
+    ({"submit_tool_outputs": {"tool_calls": "junk"}}, httpx.Response(200, json={"code": 4000, "msg": "bad"}), True, "run a tool"),
+    ({}, None, False, "run a tool"),
+])
+async def test_a_chat_waiting_for_a_tool_is_cancelled_and_named(fast_retrier: Retrier, action: dict[str, object],
+                                                                cancel: httpx.Response | Exception | None, cancelled: bool,
+                                                                tools: str) -> None:
+    waiting = {**(CHAT if cancelled else {"id": CHAT["id"]}), "required_action": action}
+    replay = Replay(stream(sse(("conversation.chat.created", CHAT), ("conversation.chat.requires_action", waiting))),
+                    *([cancel] if cancel is not None else []))
+    with pytest.raises(AgentError) as raised:
+        await chat_updates(replay, fast_retrier)
+    assert raised.value.problem is AgentProblem.NEEDS_ACTION and raised.value.kind is ErrorKind.INVALID_INPUT
+    assert raised.value.logid == "log-chat" and f"the agent asks this client to {tools}" in str(raised.value)
+    cancels = replay.requests[1:]
+    assert len(cancels) == cancelled
+    if cancelled:
+        assert cancels[0].url.path == "/v3/chat/cancel" and cancels[0].headers["Authorization"] == f"Bearer {DEFAULT_TOKEN}"
+        assert json.loads(cancels[0].content) == {"conversation_id": CHAT["conversation_id"], "chat_id": CHAT["id"]}
+        assert cancels[0].extensions["timeout"]["read"] == 10.0  # a hung cancel does not hold the reply for long
+
+
+@pytest.mark.parametrize(("refusal", "kind", "code", "logid"), [
+    (httpx.Response(200, json={"code": 4015, "msg": "not published", "detail": {"logid": "log-body"}}),
+     ErrorKind.SERVER, 4015, "log-body"),  # a code missing from the table
+    (httpx.Response(401, headers={"x-tt-logid": "log-head"}, json={"code": 4100, "msg": "expired", "detail": {"logid": "log-body"}}),
+     ErrorKind.AUTH, 4100, "log-head"),
+    (httpx.Response(404, headers={"x-tt-logid": "log-head"}, text="no such path"), ErrorKind.INVALID_INPUT, 404, "log-head"),
+    (httpx.Response(200, headers={"content-type": "application/json", "x-tt-logid": "log-json"}, json={"code": 0, "msg": "", "data": {}}),
+     ErrorKind.SERVER, None, "log-json"),
+    (httpx.Response(200, content=b""), ErrorKind.SERVER, None, None),
+    (httpx.Response(403, content="禁止访问".encode("gbk")), ErrorKind.PERMISSION, 403, None),  # a page in another encoding
+])
+async def test_a_refused_chat_request_is_classified_from_its_envelope_or_status(
+        fast_retrier: Retrier, refusal: httpx.Response, kind: ErrorKind, code: int | None, logid: str | None) -> None:
+    replay = Replay(refusal)
+    with pytest.raises(SpeechError) as raised:
+        await chat_updates(replay, fast_retrier)
+    assert (raised.value.kind, raised.value.code, raised.value.logid, raised.value.provider) == (kind, code, logid, "coze-agent")
+    assert len(replay.requests) == 1
+    if code is None:
+        said = refusal.headers.get("content-type") or "nothing"
+        assert f"Coze answered {said} instead of an event stream" in str(raised.value) and not raised.value.retryable
+    elif code == 403:
+        assert "HTTP 403: \ufffd" in str(raised.value)  # undecodable bytes replaced, not a crash
+    else:  # Coze's own words, or the page it answered with
+        assert refusal.text[:8] in str(raised.value) if code == 404 else refusal.json()["msg"] in str(raised.value)
+
+
+async def test_only_the_start_of_a_long_refusal_is_read(fast_retrier: Retrier) -> None:
+    page = b"<html>" + b"x" * (200 * 1024)
+    replay = Replay(httpx.Response(400, content=page))
+    with pytest.raises(SpeechError) as raised:
+        await chat_updates(replay, fast_retrier)
+    assert raised.value.code == 400 and "<html>xxx" in str(raised.value)
+    chunks = [b"a" * 1000] * 70
+
+    async def body() -> AsyncIterator[bytes]:
+        for chunk in chunks:
+            yield chunk
+
+    response = httpx.Response(200, content=body())
+    assert await _read_limited(response, 64 * 1024) == b"a" * (64 * 1024)
+    assert await _read_limited(httpx.Response(200, content=b"short"), 64 * 1024) == b"short"
+
+
+
+async def test_a_chat_request_that_cannot_connect_is_retried_then_a_connectivity_failure_of_the_agent(
+        fast_retrier: Retrier) -> None:
+    replay = Replay(*[httpx.ConnectError("refused")] * 3)
+    with pytest.raises(SpeechError) as raised:
+        await chat_updates(replay, fast_retrier)
+    assert (raised.value.kind, raised.value.provider) == (ErrorKind.CONNECTIVITY, "coze-agent")
+    assert "connection failed: ConnectError: refused" in str(raised.value) and len(replay.requests) == 3

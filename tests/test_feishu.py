@@ -10,12 +10,13 @@ import re
 import wave
 from collections.abc import AsyncIterator
 
+import httpx
 import pytest
 
 from voicebridge.speech.audio import AudioConverter, split_at_pauses
 from voicebridge.speech.errors import ErrorKind, SpeechError
 from voicebridge.speech.feishu_asr import FeishuStreamSettings, FeishuStreamTranscriber, StreamText, TextMode, join_texts
-from voicebridge.speech.feishu_auth import USER_AGENT, FeishuClient
+from voicebridge.speech.feishu_auth import USER_AGENT, FeishuClient, environment_proxy
 from voicebridge.speech.models import AudioClip
 from voicebridge.speech.retry import Retrier, RetryPolicy
 from voicebridge.speech.service import SpeechService
@@ -376,3 +377,249 @@ def test_auto_mode_takes_a_revised_first_guess_for_what_it_is() -> None:
 
 def test_joining_segment_texts() -> None:
     assert join_texts(["hello world.", "next part", "", "你好", "世界"]) == "hello world. next part你好世界"
+    assert join_texts(["你好", "OK"]) == "你好OK"  # no space after CJK, even before Latin
+    assert join_texts(["3.5", "kg"]) == "3.5 kg"  # a unit after a number
+    assert join_texts(["OK", "好"]) == "OK好" and join_texts(["OK", "，"]) == "OK，"  # fullwidth punctuation is CJK too
+
+
+@pytest.mark.parametrize("char", ["\u2e80", "\u9fff", "\uf900", "\ufaff", "\uff00", "\uffef"])
+def test_the_first_and_last_characters_of_each_cjk_range_join_without_a_space(char: str) -> None:
+    assert join_texts(["OK", char]) == "OK" + char
+
+
+def test_auto_mode_weighs_each_answer_against_the_one_before_by_the_count_so_far() -> None:
+    def read(*answers: str) -> str:
+        text = StreamText(TextMode.AUTO)
+        for answer in answers:
+            text.partial(answer)
+        return text.text
+
+    assert read("abcd", "abxy") == "abxy"  # half the previous letters shared: a continuation
+    assert read("abcde", "abxyz") == "abcde abxyz"  # less than half: a fresh start
+    assert read("one two", "one two three", "one two three four", "five", "six") == "six"  # two of each: cumulative
+    assert read("one two", "one two three", "five", "six") == "one two one two three five six"  # more fresh starts
+
+
+# ------------------------------------------------------------------------------------ the tenant-token client on its own
+
+
+class FeishuReplay:
+    """Feishu's open platform answering through an httpx transport: a tenant token to each token
+    request (spec §2), and the given answers, in turn, to everything else."""
+
+    def __init__(self, *answers: httpx.Response, rejected_tokens: frozenset[str] = frozenset(), rejections_together: int = 1) -> None:
+        self.answers = list(answers)
+        self.rejected_tokens = rejected_tokens  # answered 99991663, "invalid access token"…
+        self.rejections_together = rejections_together  # …once this many requests carry one
+        self._rejections: list[httpx.Request] = []
+        self._all_rejected = asyncio.Event()
+        self.requests: list[httpx.Request] = []
+        self.tokens_issued = 0
+
+    async def __call__(self, request: httpx.Request) -> httpx.Response:
+        self.requests.append(request)
+        if request.url.path.endswith("/tenant_access_token/internal"):
+            self.tokens_issued += 1
+            return httpx.Response(200, json={"code": 0, "msg": "ok", "tenant_access_token": f"t-{self.tokens_issued}",
+                                             "expire": 7200})
+        if request.headers.get("Authorization", "").removeprefix("Bearer ") in self.rejected_tokens:
+            self._rejections.append(request)
+            if len(self._rejections) >= self.rejections_together:
+                self._all_rejected.set()
+            async with asyncio.timeout(30):  # a deadline, not a margin
+                await self._all_rejected.wait()
+            return feishu_answer(99991663, 400)
+        return self.answers.pop(0)
+
+    def client(self, clock: ManualClock | None = None) -> FeishuClient:
+        return FeishuClient("cli_x", "secret", "https://open.feishu.invalid/", transport=httpx.MockTransport(self),
+                            clock=clock or ManualClock())
+
+
+def feishu_answer(code: int, status: int = 200, **extra: object) -> httpx.Response:
+    return httpx.Response(status, json={"code": code, "msg": "ok" if code == 0 else "refused", **extra})
+
+
+async def test_calls_carry_the_tenant_token_and_the_token_request_none() -> None:
+    replay = FeishuReplay(feishu_answer(0, data={"recognition_text": "hi"}))
+    client = replay.client()
+    body = await client.post("/open-apis/x", {"a": 1})
+    await client.aclose()
+    token_request, call = replay.requests
+    assert body["data"] == {"recognition_text": "hi"}
+    assert "Authorization" not in token_request.headers
+    assert json.loads(token_request.content) == {"app_id": "cli_x", "app_secret": "secret"}
+    assert str(call.url) == "https://open.feishu.invalid/open-apis/x" and json.loads(call.content) == {"a": 1}
+    assert call.headers["Authorization"] == "Bearer t-1" and call.headers["User-Agent"] == USER_AGENT
+    assert call.headers["Content-Type"] == "application/json; charset=utf-8"
+
+
+async def test_concurrent_callers_whose_token_was_rejected_share_one_new_token() -> None:
+    replay = FeishuReplay(feishu_answer(0), feishu_answer(0), feishu_answer(0), rejected_tokens=frozenset({"t-1"}),
+                          rejections_together=3)
+    client = replay.client()
+    await asyncio.gather(*(client.post("/open-apis/x", {}) for _ in range(3)))
+    await client.aclose()
+    assert replay.tokens_issued == 2  # the first, and one replacement for all three
+    calls = [request.headers["Authorization"] for request in replay.requests if "Authorization" in request.headers]
+    assert sorted(calls) == ["Bearer t-1"] * 3 + ["Bearer t-2"] * 3
+
+
+async def test_other_refusals_are_raised_without_a_new_token() -> None:
+    replay = FeishuReplay(feishu_answer(99991672, 400, error={"log_id": "log-body"}))
+    client = replay.client()
+    with pytest.raises(SpeechError) as caught:
+        await client.post("/open-apis/x", {})
+    await client.aclose()
+    assert (caught.value.kind, caught.value.code, caught.value.logid) == (ErrorKind.PERMISSION, 99991672, "log-body")
+    assert replay.tokens_issued == 1 and "Feishu error: refused" in str(caught.value)
+
+
+@pytest.mark.parametrize(("answer", "kind", "code", "retry_after", "retryable"), [
+    (httpx.Response(429, headers={"x-ogw-ratelimit-reset": "1.5"}, text="slow down"), ErrorKind.RATE_LIMITED, 429, 1.5, True),
+    (httpx.Response(429, headers={"x-ogw-ratelimit-reset": "soon"}, text="slow down"), ErrorKind.RATE_LIMITED, 429, None, True),
+    (httpx.Response(200, headers={"x-ogw-ratelimit-reset": "2"}, json={"code": 99991400, "msg": "frequency limit"}),
+     ErrorKind.RATE_LIMITED, 99991400, 2.0, True),
+    (httpx.Response(500, text="<html>oops</html>"), ErrorKind.SERVER, 500, None, True),
+    (httpx.Response(499, text="closed"), ErrorKind.INVALID_INPUT, 499, None, False),
+    (httpx.Response(401, text="who?"), ErrorKind.AUTH, 401, None, False),
+    (httpx.Response(403, text="no"), ErrorKind.PERMISSION, 403, None, False),
+    (httpx.Response(200, json={"code": "0"}), ErrorKind.INVALID_INPUT, 200, None, False),
+    (httpx.Response(200, json={"code": 1234567, "msg": "new"}), ErrorKind.SERVER, 1234567, None, False),
+])
+async def test_answers_are_classified_on_the_body_code_else_the_status(answer: httpx.Response, kind: ErrorKind, code: int,
+                                                                      retry_after: float | None, retryable: bool) -> None:
+    answer.headers["x-tt-logid"] = "log-head"
+    replay = FeishuReplay(answer)
+    client = replay.client()
+    with pytest.raises(SpeechError) as caught:
+        await client.post("/open-apis/x", {})
+    await client.aclose()
+    error = caught.value
+    assert (error.kind, error.code, error.retry_after, error.retryable) == (kind, code, retry_after, retryable)
+    assert (error.logid, error.provider) == ("log-head", "feishu")
+    if isinstance(code, int) and code > 999:  # a Feishu body code: Feishu's words are kept
+        assert f"Feishu error: {answer.json()['msg']}" in str(error)
+    if "json" not in answer.headers.get("content-type", "") or not isinstance(answer.json().get("code"), int):
+        assert f"https://open.feishu.invalid/open-apis/x answered HTTP {code} without a Feishu JSON body" in str(error) \
+            or code == 429
+
+
+@pytest.mark.parametrize("answer", [{"code": 0, "msg": "ok", "expire": 7200}, {"code": 0, "tenant_access_token": "t-x"},
+                                    {"code": 0, "tenant_access_token": "t-x", "expire": "7200"}])
+async def test_a_token_answer_without_token_or_lifetime_is_a_server_fault(answer: dict[str, object]) -> None:
+    def token_endpoint(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, headers={"x-tt-logid": "log-token"}, json=answer)
+
+    client = FeishuClient("cli_x", "secret", "https://open.feishu.invalid", transport=httpx.MockTransport(token_endpoint))
+    with pytest.raises(SpeechError) as caught:
+        await client.token()
+    await client.aclose()
+    assert (caught.value.kind, caught.value.retryable, caught.value.logid, caught.value.provider) == (
+        ErrorKind.SERVER, False, "log-token", "feishu")
+    assert "lacks tenant_access_token/expire" in str(caught.value)
+
+
+async def test_the_lean_client_s_failures_are_timeouts_or_connectivity(fake: FakeFeishu) -> None:
+    async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.read()
+        writer.close()
+
+    listener = await asyncio.start_server(silent, "127.0.0.1", 0)
+    port = listener.sockets[0].getsockname()[1]
+    hanging = FeishuClient("cli_x", "secret", f"http://127.0.0.1:{port}", timeout=0.2)
+    async with asyncio.timeout(30):  # a deadline for a client without a timeout, not a margin
+        with pytest.raises(SpeechError) as slow:
+            await hanging.token()
+    await hanging.aclose()
+    listener.close()
+    await listener.wait_closed()
+    nobody = FeishuClient("cli_x", "secret", f"http://127.0.0.1:{port}")
+    with pytest.raises(SpeechError) as refused:
+        await nobody.token()
+    await nobody.aclose()
+    assert (slow.value.kind, slow.value.provider) == (ErrorKind.TIMEOUT, "feishu") and "did not answer in time" in str(slow.value)
+    assert (refused.value.kind, refused.value.provider) == (ErrorKind.CONNECTIVITY, "feishu")
+    assert "cannot reach Feishu: cannot connect" in str(refused.value)
+
+
+async def test_the_httpx_path_s_failures_are_timeouts_or_connectivity() -> None:
+    def fail(request: httpx.Request) -> httpx.Response:
+        raise httpx.ReadTimeout("slow") if "slow" in str(request.url) else httpx.ConnectError("refused")
+
+    slow = FeishuClient("cli_x", "secret", "https://slow.invalid", transport=httpx.MockTransport(fail))
+    unreachable = FeishuClient("cli_x", "secret", "https://down.invalid", transport=httpx.MockTransport(fail))
+    failures = []
+    for client in (slow, unreachable):
+        with pytest.raises(SpeechError) as caught:
+            await client.token()
+        await client.aclose()
+        failures.append(caught.value)
+    assert [(error.kind, error.provider) for error in failures] == [(ErrorKind.TIMEOUT, "feishu"), (ErrorKind.CONNECTIVITY, "feishu")]
+    assert "cannot reach Feishu: ConnectError: refused" in str(failures[1])
+
+
+@pytest.mark.parametrize(("environment", "url", "proxy"), [
+    ({"HTTPS_PROXY": "http://proxy:3128"}, "https://open.feishu.cn", "http://proxy:3128"),
+    ({"HTTPS_PROXY": "http://proxy:3128"}, "http://open.feishu.cn", None),
+    ({"ALL_PROXY": "http://all:1080"}, "https://open.feishu.cn", "http://all:1080"),
+    ({"HTTPS_PROXY": "http://proxy:3128", "NO_PROXY": "feishu.cn"}, "https://open.feishu.cn", None),
+    ({}, "https://open.feishu.cn", None),
+])
+def test_the_proxy_is_the_one_httpx_would_take_from_the_environment(monkeypatch: pytest.MonkeyPatch, environment: dict[str, str],
+                                                                     url: str, proxy: str | None) -> None:
+    for name in ("HTTPS_PROXY", "HTTP_PROXY", "ALL_PROXY", "NO_PROXY"):
+        monkeypatch.delenv(name, raising=False)
+        monkeypatch.delenv(name.lower(), raising=False)
+    for name, value in environment.items():
+        monkeypatch.setenv(name, value)
+    assert environment_proxy(url) == proxy
+
+
+async def test_the_token_is_renewed_exactly_ten_minutes_before_it_expires() -> None:
+    clock = ManualClock()
+    replay = FeishuReplay()
+    client = replay.client(clock)
+    start = clock.now
+    assert await client.token() == "t-1"
+    clock.now = start + 7200 - 600 - 0.001
+    assert await client.token() == "t-1"
+    clock.now = start + 7200 - 600
+    assert await client.token() == "t-2"
+    await client.aclose()
+
+
+async def test_the_lean_client_reads_the_rate_limit_reset_and_feishu_s_words(fake: FakeFeishu) -> None:
+    fake.fail_next("stream_recognize", http_status=429, code=99991400, msg="request trigger frequency limit",
+                   headers={"x-ogw-ratelimit-limit": "20", "x-ogw-ratelimit-reset": "1.5"})
+    fake.fail_next("stream_recognize", http_status=429, raw_body="<html>Too Many Requests</html>",
+                   headers={"X-Ogw-Ratelimit-Reset": "2"})
+    client = make_client(fake)
+    failures = []
+    for _ in range(2):
+        with pytest.raises(SpeechError) as caught:
+            await client.post("/open-apis/speech_to_text/v1/speech/stream_recognize", {})
+        failures.append(caught.value)
+    await client.aclose()
+    assert [(error.kind, error.retry_after) for error in failures] == [(ErrorKind.RATE_LIMITED, 1.5), (ErrorKind.RATE_LIMITED, 2.0)]
+    assert "Feishu error: request trigger frequency limit" in str(failures[0]) and "Feishu rate limit" in str(failures[1])
+    assert failures[0].logid == fake.requests_to("stream_recognize")[0].log_id
+
+
+async def test_the_proxy_path_has_a_read_timeout(monkeypatch: pytest.MonkeyPatch) -> None:
+    async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.read()
+        writer.close()
+
+    listener = await asyncio.start_server(silent, "127.0.0.1", 0)
+    for name in ("NO_PROXY", "no_proxy", "http_proxy", "ALL_PROXY", "all_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("HTTP_PROXY", f"http://127.0.0.1:{listener.sockets[0].getsockname()[1]}")
+    client = FeishuClient("cli_x", "secret", "http://open.feishu.invalid", timeout=0.2)
+    async with asyncio.timeout(30):  # a deadline for a client without a read timeout, not a margin
+        with pytest.raises(SpeechError) as caught:
+            await client.token()
+    await client.aclose()
+    listener.close()
+    await listener.wait_closed()
+    assert (caught.value.kind, caught.value.provider) == (ErrorKind.TIMEOUT, "feishu")

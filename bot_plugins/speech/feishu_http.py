@@ -95,8 +95,8 @@ class OriginClient:
     async def _connect(self) -> _Connection:
         try:
             async with asyncio.timeout(self.connect_timeout):
-                reader, writer = await asyncio.open_connection(self.host, self.port, ssl=self._tls, limit=MAX_HEADER_BYTES,
-                                                               server_hostname=self.host if self._tls else None)
+                # With TLS, asyncio checks the certificate against self.host (its server_hostname default).
+                reader, writer = await asyncio.open_connection(self.host, self.port, ssl=self._tls, limit=MAX_HEADER_BYTES)
         except OSError as error:
             raise HttpFailure(f"cannot connect: {error}") from error
         return _Connection(reader, writer)
