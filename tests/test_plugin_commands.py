@@ -1,0 +1,328 @@
+"""The plugin's commands, menus and lifecycle on their own (no chat platform, an in-memory port):
+each answer's exact words in the reader's language, replying to the command; an agent's
+commands and typed messages; the command menus per audience; the retention sweep; shutdown.
+
+Written against the survivors of a mutation run (docs/testing.md, "Mutation testing"): each
+test states behaviour a user or an operator sees, cheaply (in-process provider where no speech
+synthesis is needed)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import replace
+
+import pytest
+
+from voicebridge.config import Settings
+from voicebridge.speech.retry import Retrier
+from voicebridge.speech.service import SpeechService
+from voicebridge.voice_notes import messages
+from voicebridge.voice_notes.model import ChatKind, ChatRef, Person, ResponderContext, TextMessage, VoiceNote
+from voicebridge.voice_notes.plugin import ALL_COMMANDS, MenuAudience, VoiceNotesPlugin, resolve_commands
+from voicebridge.voice_notes.store import SQLiteStore
+from tests.audio_tools import make_tone
+from tests.fakes.coze import DEFAULT_TOKEN, DEFAULT_VOICES, FakeCoze, FakeVoice
+from tests.fakes.transcriber import FakeTranscriber
+from tests.test_plugin import ALICE, BOB, GROUP, PRIVATE, Harness, MemoryChat, eventually, make_plugin
+
+TONE = make_tone("ogg", 440.0, 2.0)
+
+
+class EchoAgent:
+    """A responder that converses (as an agent does): it answers typed text and /ask too."""
+
+    converses = True
+    service_name = "Agent Cloud"
+
+    def __init__(self) -> None:
+        self.asked: list[tuple[str, ResponderContext]] = []
+        self.closed = 0
+
+    async def __call__(self, question: str, context: ResponderContext) -> str:
+        self.asked.append((question, context))
+        return f"agent: {question}"
+
+    async def aclose(self) -> None:
+        self.closed += 1
+
+
+@asynccontextmanager
+async def no_tts_plugin(retrier: Retrier, responder: object = None, **env: str) -> AsyncIterator[VoiceNotesPlugin]:
+    """The plugin with an in-process transcriber and no speech synthesis set up."""
+    transcriber = FakeTranscriber()
+    service = SpeechService(transcribers=[transcriber], asr_chain=[transcriber.name], retrier=retrier)
+    store = SQLiteStore(":memory:")
+    plugin_settings = Settings.from_values({"COZE_API_TOKEN": DEFAULT_TOKEN, **env}).plugin
+    plugin = VoiceNotesPlugin(service, store, plugin_settings, edit_interval=0.2, closes=(store,),
+                              responder=responder)  # type: ignore[arg-type]
+    try:
+        yield plugin
+    finally:
+        await plugin.aclose()
+        await service.aclose()
+
+
+def command(name: str, args: str = "", *, chat: ChatRef = PRIVATE, sender: Person = BOB, **extra: object):  # type: ignore[no-untyped-def]
+    from voicebridge.voice_notes.model import CommandRequest
+    return CommandRequest(name=name, args=args, chat=chat, sender=sender, message_id="9", **extra)  # type: ignore[arg-type]
+
+
+def answers(chat: MemoryChat) -> list[tuple[str, str | None]]:
+    return [(item.text, item.reply_to) for item in chat.sent if item.kind == "text"]
+
+
+# ------------------------------------------------------------------ commands without speech synthesis
+
+NO_TTS_ZH = "本机器人未配置语音回复功能。"
+
+
+async def test_without_speech_synthesis_the_voice_commands_say_so_in_the_readers_language(fast_retrier: Retrier) -> None:
+    async with no_tts_plugin(fast_retrier) as plugin:
+        chat = MemoryChat()
+        for name, args in (("voices", ""), ("voice", "Jay"), ("voice", ""), ("speak", "你好")):
+            await plugin.handle_command(command(name, args), chat)
+        assert await plugin.voice_choices("", 5) == []  # nothing to complete
+    assert answers(chat) == [(NO_TTS_ZH, "9"), (NO_TTS_ZH, "9"), ("请使用 /voice ID；发送 /voices 查看可用音色。", "9"),
+                             (NO_TTS_ZH, "9")]
+
+
+async def test_privacy_names_an_unknown_provider_by_its_name_and_says_nothing_speaks(fast_retrier: Retrier) -> None:
+    async with no_tts_plugin(fast_retrier, VOICEBRIDGE_RETENTION_HOURS="2.5") as plugin:
+        chat = MemoryChat()
+        await plugin.handle_command(command("privacy"), chat)
+    [(privacy, reply_to)] = answers(chat)
+    assert reply_to == "9"
+    assert privacy.startswith("发送到这里的语音消息由 fake 转写；语音回复由 无（未配置） 生成。\n")
+    assert "保留 2.5 小时" in privacy and "保留 31 天" in privacy
+    assert "智能体" not in privacy  # no agent here
+
+
+async def test_hot_words_are_shown_set_and_cleared_in_the_readers_language(fast_retrier: Retrier) -> None:
+    async with no_tts_plugin(fast_retrier) as plugin:
+        chat = MemoryChat()
+        for args in ("", "扣子, voicebridge", "", "OFF", "a", "none", "b", "-", ""):
+            await plugin.handle_command(command("hotwords", args), chat)
+        assert (await plugin.chat_settings(PRIVATE)).hot_words == ()
+    current = "当前热词：{}。使用 /hotwords a, b, c 修改，或 /hotwords off 清除。"
+    assert answers(chat) == [(current.format("无"), "9"), ("已设置：热词为 扣子, voicebridge。", "9"),
+                             (current.format("扣子, voicebridge"), "9"), ("已清除热词。", "9"), ("已设置：热词为 a。", "9"),
+                             ("已清除热词。", "9"), ("已设置：热词为 b。", "9"), ("已清除热词。", "9"), (current.format("无"), "9")]
+
+
+async def test_settings_commands_answer_the_command_in_the_readers_language(fast_retrier: Retrier) -> None:
+    async with no_tts_plugin(fast_retrier) as plugin:
+        chat = MemoryChat(admins={BOB.id})
+        steps = [("auto", "", GROUP), ("auto", "maybe", GROUP), ("auto", "OFF", GROUP), ("mode", "loud", PRIVATE),
+                 ("mode", "VOICE", PRIVATE), ("language", "xx", PRIVATE), ("start", "", PRIVATE), ("usage", "", PRIVATE),
+                 ("forget", "", PRIVATE)]
+        for name, args, where in steps:
+            await plugin.handle_command(command(name, args, chat=where), chat)
+        assert (await plugin.chat_settings(GROUP)).auto_transcribe is False
+    usage_texts = [text for text, _ in answers(chat)]
+    assert answers(chat)[:5] == [
+        ("请使用 /auto on（开启）或 /auto off（关闭）。", "9"), ("请使用 /auto on（开启）或 /auto off（关闭）。", "9"),
+        ("已关闭自动转写：当前聊天的语音消息仅在使用 /transcribe 时转写。", "9"),
+        (messages.text("mode_usage", "zh"), "9"), ("已设置：之后将以语音回复。", "9")]
+    assert answers(chat)[5] == ("请使用 /language 语言代码，可选：自动识别 (auto)。", "9")
+    assert answers(chat)[6] == (messages.text("start", "zh"), "9")
+    assert answers(chat)[7] == ("当前聊天的用量：\n今天：转写音频 0 秒，朗读 0 个字符\n本月：转写音频 0 秒，朗读 0 个字符\n"
+                                "每日额度：不限", "9")
+    assert answers(chat)[8] == ("已删除 0 条保存的转写文本及当前聊天的设置。", "9")
+    assert len(usage_texts) == 9
+
+
+async def test_voices_list_names_languages_and_how_many_more_there_are(fast_retrier: Retrier) -> None:
+    voices = [FakeVoice(f"70000000000000000{index:02d}", f"Voice {index}", 300.0 + index,
+                        language_code="en" if index % 2 else "", language_name="English" if index % 2 else "")
+              for index in range(33)]
+    async with FakeCoze(voices=voices) as fake:
+        plugin = make_plugin(fake, fast_retrier)
+        chat = MemoryChat()
+        await plugin.handle_command(command("voices"), chat)
+        await plugin.handle_command(command("voices", sender=ALICE), chat)
+        choices = await plugin.voice_choices(" voice 1", 3)
+        by_id = await plugin.voice_choices("0032", 5)
+        await plugin.aclose()
+        await plugin.service.aclose()
+    chinese, english = answers(chat)
+    assert chinese[1] == english[1] == "9"
+    lines = chinese[0].splitlines()
+    assert lines[0] == "可用音色（使用 /voice ID 选择）："
+    assert lines[1:3] == ["7000000000000000000 — Voice 0", "7000000000000000001 — Voice 1 (English)"]
+    assert len(lines) == 1 + 30 + 1 and lines[-1] == "……还有 3 个。"
+    assert english[0].splitlines()[-1] == "… and 3 more."
+    # Autocomplete: by name in any case, or by id; the language after the name when there is one.
+    assert choices == [("7000000000000000001", "Voice 1 (English)"), ("7000000000000000010", "Voice 10"),
+                       ("7000000000000000011", "Voice 11 (English)")]
+    assert by_id == [("7000000000000000032", "Voice 32")]
+
+
+async def test_exactly_thirty_voices_are_listed_without_a_more_line(fast_retrier: Retrier) -> None:
+    voices = [FakeVoice(f"70000000000000000{index:02d}", f"Voice {index}", 300.0 + index) for index in range(30)]
+    async with FakeCoze(voices=voices) as fake:
+        plugin = make_plugin(fake, fast_retrier)
+        chat = MemoryChat()
+        await plugin.handle_command(command("voices"), chat)
+        await plugin.aclose()
+        await plugin.service.aclose()
+    [(listing, _)] = answers(chat)
+    assert len(listing.splitlines()) == 31 and listing.splitlines()[-1] == "7000000000000000029 — Voice 29 (中文)"
+
+
+# ------------------------------------------------------------------ an agent
+
+async def test_an_agent_introduces_itself_answers_ask_and_typed_text_and_forgets(fast_retrier: Retrier) -> None:
+    agent = EchoAgent()
+    async with no_tts_plugin(fast_retrier, responder=agent) as plugin:
+        assert plugin.command_names == ALL_COMMANDS
+        chat = MemoryChat()
+        await plugin.handle_command(command("start"), chat)
+        await plugin.handle_command(command("help"), chat)
+        await plugin.handle_command(command("privacy"), chat)
+        await plugin.handle_command(command("ask", "  天气怎么样  "), chat)
+        await plugin.handle_command(command("ask", replied_text=" quoted "), chat)
+        await plugin.handle_command(command("ask"), chat)
+        await plugin.handle_command(command("new"), chat)
+        typed = TextMessage(chat=PRIVATE, message_id="12", sender=BOB, text="  hello  ")
+        await plugin.handle_text(typed, chat)
+        await plugin.handle_text(replace(typed, text="   "), chat)  # nothing typed: no answer
+        await plugin.handle_text(replace(typed, chat=GROUP), chat)  # groups: only what is said to the bot
+    assert agent.closed == 1  # the agent's connection is closed with the plugin
+    texts = answers(chat)
+    assert texts[0] == (messages.text("start_agent", "zh"), "9")
+    assert texts[1][0].startswith(messages.text("help_agent", "zh") + "\n\n" + "发送语音消息") and texts[1][1] == "9"
+    assert texts[2][0].endswith("\n\n回答来自 Agent Cloud 上的智能体：你对它说的话（语音消息的转写文本或你的文字）会发送到那里，"
+                                "对话记录也保存在那里。本机器人只保存对话的 ID，直到使用 /new 或 /forget 为止；"
+                                "Agent Cloud 上的对话记录仍会保留。") and texts[2][1] == "9"
+    assert texts[3:] == [("agent: 天气怎么样", "9"), ("agent: quoted", "9"), ("请使用 /ask 问题，或用 /ask 回复一条语音消息。", "9"),
+                         ("好的，下一条消息将开始新的对话。", "9"), ("agent: hello", "12")]
+    assert [question for question, _ in agent.asked] == ["天气怎么样", "quoted", "hello"]
+    assert all(context.sender.id == BOB.id and context.chat == PRIVATE for _, context in agent.asked)
+    assert [context.message_id for _, context in agent.asked] == ["9", "9", "12"]
+
+
+async def test_ask_as_a_reply_to_a_voice_note_answers_the_asker(fast_retrier: Retrier) -> None:
+    agent = EchoAgent()
+    async with no_tts_plugin(fast_retrier, responder=agent) as plugin:
+        chat = MemoryChat()
+
+        async def fetch() -> bytes:
+            return TONE
+
+        note = VoiceNote(chat=GROUP, message_id="5", sender=ALICE, cache_key="k", fetch=fetch, declared_seconds=2.0,
+                         declared_bytes=len(TONE), download_limit=20_000_000, speaker=ALICE.name)
+        await plugin.handle_command(command("ask", chat=GROUP, replied_note=note), chat)
+    assert [question for question, _ in agent.asked] == ["tone 440 hz 2.0 s"]
+    assert agent.asked[0][1].sender.id == BOB.id  # the asker's conversation, not the speaker's
+    # The placeholder answers the /ask, and becomes the agent's answer.
+    assert [(item.kind, item.reply_to) for item in chat.sent][0] == ("text", "9")
+    assert chat.texts() == ["agent: tone 440 hz 2.0 s"]
+
+
+async def test_without_an_agent_there_is_no_ask_new_or_typed_answer(fast_retrier: Retrier) -> None:
+    heard: list[str] = []
+
+    async def host(transcript: str, context: ResponderContext) -> str:
+        heard.append(transcript)
+        return "host"
+
+    async with no_tts_plugin(fast_retrier, responder=host) as plugin:
+        assert "ask" not in plugin.command_names and "new" not in plugin.command_names
+        chat = MemoryChat()
+        await plugin.handle_command(command("ask", "x"), chat)
+        await plugin.handle_text(TextMessage(chat=PRIVATE, message_id="12", sender=BOB, text="hello"), chat)
+        await plugin.handle_command(command("start"), chat)
+    assert heard == [] and answers(chat) == [(messages.text("start", "zh"), "9")]
+
+
+# ------------------------------------------------------------------ menus
+
+def test_command_names_are_checked_and_normalised() -> None:
+    assert resolve_commands(["/Speak", " HELP ", "speak"]) == ("speak", "help")
+    with pytest.raises(ValueError, match="unknown voicebridge command 'nope'"):
+        resolve_commands(["help", "/nope"])
+
+
+@pytest.mark.parametrize(("policy", "members", "admins"), [
+    ("everyone", True, True), ("admins", False, True), ("off", False, False)])
+async def test_menus_offer_each_audience_what_it_may_use(fast_retrier: Retrier, policy: str, members: bool,
+                                                          admins: bool) -> None:
+    async with no_tts_plugin(fast_retrier, VOICEBRIDGE_SPEAK_IN_GROUPS=policy) as plugin:
+        private = [name for name, _ in plugin.command_descriptions("en", MenuAudience.PRIVATE)]
+        group = [name for name, _ in plugin.command_descriptions("en", MenuAudience.GROUP)]
+        group_admins = [name for name, _ in plugin.command_descriptions("zh", MenuAudience.GROUP_ADMINS)]
+        everything = plugin.command_descriptions("zh-hant")
+    assert private == [name for name in plugin.command_names if name != "auto"]
+    assert group == ["start", "help", "transcribe"] + (["speak"] if members else []) + ["settings", "privacy"]
+    assert group_admins == [name for name in plugin.command_names if name != "speak" or admins]
+    assert ("help", "查看功能說明") in everything and len(everything) == len(plugin.command_names)
+
+
+async def test_a_plugin_given_some_commands_answers_only_those(fast_retrier: Retrier) -> None:
+    transcriber = FakeTranscriber()
+    service = SpeechService(transcribers=[transcriber], asr_chain=[transcriber.name], retrier=fast_retrier)
+    store = SQLiteStore(":memory:")
+    plugin = VoiceNotesPlugin(service, store, Settings.from_values({"COZE_API_TOKEN": DEFAULT_TOKEN}).plugin,
+                              commands=["/transcribe", "privacy"], closes=(store,))
+    chat = MemoryChat()
+    await plugin.handle_command(command("help"), chat)
+    await plugin.handle_command(command("privacy"), chat)
+    await plugin.aclose()
+    await service.aclose()
+    assert plugin.command_names == ("transcribe", "privacy") and len(answers(chat)) == 1
+
+
+# ------------------------------------------------------------------ lifecycle
+
+async def test_the_retention_sweep_runs_at_start_and_keeps_what_is_recent(fast_retrier: Retrier) -> None:
+    now = [time.time()]
+    async with no_tts_plugin(fast_retrier, VOICEBRIDGE_RETENTION_HOURS="1") as plugin:
+        store = plugin.store
+        assert isinstance(store, SQLiteStore)
+        store.clock = lambda: now[0]
+        await store.cache_transcript("old", "test", "11", "old words", 1.0)
+        now[0] += 1800
+        await store.cache_transcript("recent", "test", "11", "recent words", 1.0)
+        now[0] += 1800 + 60  # "old" is an hour and a minute old, "recent" half an hour and a minute
+        await plugin.start()
+        await plugin.start()  # idempotent: one sweeper
+        await eventually(lambda: plugin._sweeper is not None and not plugin._sweeper.done())
+        await eventually_async(lambda: store.cached_transcript("old", 10 * 3600), None)
+        assert (await store.cached_transcript("recent", 10 * 3600)) is not None
+    assert plugin._sweeper is None  # stopped with the plugin
+
+
+async def eventually_async(read, expected: object, timeout: float = 30.0) -> None:  # type: ignore[no-untyped-def]
+    async with asyncio.timeout(timeout):
+        while await read() != expected:
+            await asyncio.sleep(0.01)
+
+
+async def test_drain_lets_work_finish_then_turns_new_work_away(fast_retrier: Retrier) -> None:
+    async with no_tts_plugin(fast_retrier) as plugin:
+        chat = MemoryChat()
+        assert await plugin.drain(5.0) is True and plugin.in_flight == 0
+        await plugin.handle_command(command("start"), chat)
+        await plugin.handle_text(TextMessage(chat=PRIVATE, message_id="12", sender=BOB, text="hi"), chat)
+    assert chat.sent == []  # shutting down: nothing more is taken
+
+
+async def test_drain_stops_work_that_outlasts_the_grace_period(fast_retrier: Retrier) -> None:
+    transcriber = FakeTranscriber()
+    transcriber.hold.add("tone 440 hz 2.0 s")
+    service = SpeechService(transcribers=[transcriber], asr_chain=[transcriber.name], retrier=fast_retrier)
+    store = SQLiteStore(":memory:")
+    plugin = VoiceNotesPlugin(service, store, Settings.from_values({"COZE_API_TOKEN": DEFAULT_TOKEN}).plugin,
+                              edit_interval=0.2, closes=(store,))
+    harness = Harness(None, plugin)  # type: ignore[arg-type]
+    chat = MemoryChat()
+    plugin.run_in_background(plugin.handle_voice_note(harness.note(TONE), chat))
+    await eventually(lambda: transcriber.heard() == ["tone 440 hz 2.0 s"])
+    assert plugin.in_flight == 1
+    assert await plugin.drain(0.2) is False  # held in the provider: cancelled
+    assert plugin.in_flight == 0 and not plugin.accepting
+    await plugin.aclose()
+    await service.aclose()
