@@ -12,7 +12,7 @@ import asyncio
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import replace
+from dataclasses import dataclass, field, replace
 
 import pytest
 
@@ -20,13 +20,13 @@ from voicebridge.config import Settings
 from voicebridge.speech.retry import Retrier
 from voicebridge.speech.service import SpeechService
 from voicebridge.voice_notes import messages
-from voicebridge.voice_notes.model import ChatKind, ChatRef, Person, ResponderContext, TextMessage, VoiceNote
+from voicebridge.voice_notes.model import Button, ButtonPress, ChatRef, CommandRequest, Person, ResponderContext, TextMessage, VoiceNote
 from voicebridge.voice_notes.plugin import ALL_COMMANDS, MenuAudience, VoiceNotesPlugin, resolve_commands
 from voicebridge.voice_notes.store import SQLiteStore
 from tests.audio_tools import make_tone
 from tests.fakes.coze import DEFAULT_TOKEN, DEFAULT_VOICES, FakeCoze, FakeVoice
 from tests.fakes.transcriber import FakeTranscriber
-from tests.test_plugin import ALICE, BOB, GROUP, PRIVATE, Harness, MemoryChat, eventually, make_plugin
+from tests.test_plugin import ALICE, BOB, GROUP, PRIVATE, Harness, MemoryChat, Sent, eventually, make_plugin
 
 TONE = make_tone("ogg", 440.0, 2.0)
 
@@ -65,8 +65,8 @@ async def no_tts_plugin(retrier: Retrier, responder: object = None, **env: str) 
         await service.aclose()
 
 
-def command(name: str, args: str = "", *, chat: ChatRef = PRIVATE, sender: Person = BOB, **extra: object):  # type: ignore[no-untyped-def]
-    from voicebridge.voice_notes.model import CommandRequest
+def command(name: str, args: str = "", *, chat: ChatRef = PRIVATE, sender: Person = BOB, **extra: object) -> CommandRequest:
+    """A command from Bob (a Chinese reader) unless told otherwise."""
     return CommandRequest(name=name, args=args, chat=chat, sender=sender, message_id="9", **extra)  # type: ignore[arg-type]
 
 
@@ -326,3 +326,113 @@ async def test_drain_stops_work_that_outlasts_the_grace_period(fast_retrier: Ret
     assert plugin.in_flight == 0 and not plugin.accepting
     await plugin.aclose()
     await service.aclose()
+
+
+# ------------------------------------------------------------------ buttons (the platform-neutral half)
+
+@dataclass
+class Presser:
+    """Makes :class:`ButtonPress` es and records what each was acknowledged with."""
+
+    acknowledged: list[str | None] = field(default_factory=list)
+
+    def press(self, button: Button, message_id: str, *, chat: ChatRef = PRIVATE, sender: Person = ALICE,
+              note: VoiceNote | None = None) -> ButtonPress:
+        async def acknowledge(message: str | None) -> None:
+            self.acknowledged.append(message)
+
+        async def find_note() -> VoiceNote | None:
+            return note
+
+        return ButtonPress(chat=chat, sender=sender, data=button.data, message_id=message_id, acknowledge=acknowledge,
+                           note=find_note)
+
+
+def labels(sent: Sent) -> list[str]:
+    return [button.label for button in sent.buttons]
+
+
+def button(sent: Sent, label: str) -> Button:
+    return next(item for item in sent.buttons if item.label == label)
+
+
+async def test_choice_buttons_set_the_choice_for_admins_only_and_confirm_by_name(fast_retrier: Retrier) -> None:
+    jay = DEFAULT_VOICES[1]
+    async with FakeCoze() as fake:
+        plugin = make_plugin(fake, fast_retrier, VOICEBRIDGE_ASR="coze-stream", COZE_VOICE_ID="")  # the provider's default
+        chat, presser = MemoryChat(admins={BOB.id}), Presser()
+        await plugin.handle_command(command("voice", chat=GROUP), chat)
+        prompt = chat.sent[-1]
+        assert (prompt.text, prompt.reply_to) == ("使用哪个音色朗读？当前：默认", "9")
+        assert labels(prompt) == [voice.name for voice in DEFAULT_VOICES]
+        await plugin.handle_button(presser.press(button(prompt, jay.name), prompt.message_id, chat=GROUP), chat)
+        assert presser.acknowledged == ["Only the chat's admins can change settings here."]  # Alice is no admin
+        await plugin.handle_button(presser.press(button(prompt, jay.name), prompt.message_id, chat=GROUP, sender=BOB), chat)
+        assert presser.acknowledged[1:] == [None]
+        assert (chat.sent[-1].kind, chat.sent[-1].message_id, chat.sent[-1].text) == (
+            "edit", prompt.message_id, "已设置：语音回复将使用音色“Jay”。")
+        await plugin.handle_command(command("voice", chat=GROUP), chat)
+        assert chat.sent[-1].text == "使用哪个音色朗读？当前：Jay"
+
+        await plugin.handle_command(command("mode", chat=GROUP), chat)
+        prompt = chat.sent[-1]
+        assert prompt.text == "在这里以什么方式回复？当前：文字" and labels(prompt)[0] == "📝 文字" and len(labels(prompt)) == 3
+        await plugin.handle_button(presser.press(prompt.buttons[1], prompt.message_id, chat=GROUP, sender=BOB), chat)
+        assert chat.sent[-1].text == "已设置：之后将以语音回复。"
+
+        await plugin.handle_command(command("language", chat=GROUP), chat)
+        prompt = chat.sent[-1]
+        assert prompt.text == "识别哪种语言？当前：自动识别 (auto)" and "粤语 (yue)" in labels(prompt)
+        await plugin.handle_button(presser.press(button(prompt, "粤语 (yue)"), prompt.message_id, chat=GROUP, sender=BOB), chat)
+        assert chat.sent[-1].text == "已设置：识别语言为粤语 (yue)。"
+
+        forged = Button("x", "vb:forgedtoken:0")
+        await plugin.handle_button(presser.press(forged, prompt.message_id, chat=GROUP, sender=BOB), chat)
+        assert presser.acknowledged[-1] == "此按钮已失效。"
+        settings = await plugin.chat_settings(GROUP)
+        await plugin.aclose()
+        await plugin.service.aclose()
+    assert (settings.voice_id, settings.reply_mode.value, settings.language) == (jay.voice_id, "voice", "yue")
+    assert len(presser.acknowledged) == 5  # every press acknowledged, once
+
+
+async def test_without_buttons_the_choice_commands_explain_their_arguments(fast_retrier: Retrier) -> None:
+    async with FakeCoze() as fake:
+        plugin = make_plugin(fake, fast_retrier, VOICEBRIDGE_ASR="coze-stream", VOICEBRIDGE_BUTTONS="off")
+        chat = MemoryChat()
+        for name in ("voice", "mode", "language"):
+            await plugin.handle_command(command(name), chat)
+        await plugin.handle_voice_note(Harness(fake, plugin).note(TONE, sender=BOB), chat)
+        await plugin.aclose()
+        await plugin.service.aclose()
+    assert [text for text, _ in answers(chat)][:3] == ["请使用 /voice ID；发送 /voices 查看可用音色。", messages.text("mode_usage", "zh"),
+                                                        chat.sent[2].text]
+    assert chat.sent[2].text.startswith("请使用 /language 语言代码，可选：") and all(not item.buttons for item in chat.sent)
+
+
+async def test_transcript_buttons_speak_it_and_recognise_it_again(fast_retrier: Retrier) -> None:
+    async with FakeCoze() as fake:
+        plugin = make_plugin(fake, fast_retrier, VOICEBRIDGE_ASR="coze-stream")
+        harness, chat, presser = Harness(fake, plugin), MemoryChat(), Presser()
+        note = harness.note(TONE)
+        await plugin.handle_voice_note(note, chat)
+        answer = chat.sent[-1]
+        assert answer.text == "tone 440 hz 2.0 s"
+        assert labels(answer) == ["🔊 Speak", "Recognise as 中文", "Recognise as English"]
+        await plugin.handle_button(presser.press(button(answer, "🔊 Speak"), answer.message_id), chat)
+        spoken = chat.sent[-1]
+        assert spoken.kind == "voice" and spoken.reply_to == answer.message_id and presser.acknowledged == [None]
+        assert spoken.voice is not None and spoken.voice.seconds == pytest.approx(len(answer.text) * 0.06, abs=0.05)
+
+        await plugin.handle_button(presser.press(button(answer, "Recognise as English"), answer.message_id, note=note), chat)
+        assert presser.acknowledged[-1] is None and fake.ws_sessions[-1].asr_config is not None
+        assert chat.texts()[-1] == "tone 440 hz 2.0 s" and chat.sent[-1].reply_to is None  # the edit of a new answer
+        assert [item.reply_to for item in chat.sent if item.kind == "text"] == [note.message_id] * 2
+        await plugin.handle_button(presser.press(button(answer, "Recognise as 中文"), answer.message_id), chat)
+        assert presser.acknowledged[-1] == "This button no longer works."  # the note is gone from the chat
+
+        await plugin.handle_command(command("language", "zh", sender=ALICE), chat)
+        await plugin.handle_voice_note(harness.note(TONE, message_id="8", key="other"), chat)
+        assert labels(chat.sent[-1]) == ["🔊 Speak", "Recognise as English"]  # not the language just used
+        await plugin.aclose()
+        await plugin.service.aclose()
