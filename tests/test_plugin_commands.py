@@ -22,7 +22,7 @@ from voicebridge.speech.service import SpeechService
 from voicebridge.voice_notes import messages
 from voicebridge.voice_notes.model import Button, ButtonPress, ChatRef, CommandRequest, Person, ResponderContext, TextMessage, VoiceNote
 from voicebridge.voice_notes.plugin import ALL_COMMANDS, MenuAudience, VoiceNotesPlugin, resolve_commands
-from voicebridge.voice_notes.store import SQLiteStore
+from voicebridge.voice_notes.store import SQLiteStore, today
 from tests.audio_tools import make_tone
 from tests.fakes.coze import DEFAULT_TOKEN, DEFAULT_VOICES, FakeCoze, FakeVoice
 from tests.fakes.transcriber import FakeTranscriber
@@ -39,10 +39,17 @@ class EchoAgent:
 
     def __init__(self) -> None:
         self.asked: list[tuple[str, ResponderContext]] = []
+        self.conversations: list[str] = []  # the conversation each question went to
         self.closed = 0
 
     async def __call__(self, question: str, context: ResponderContext) -> str:
         self.asked.append((question, context))
+        assert context.conversation is not None
+        conversation = await context.conversation.get()
+        if conversation is None:  # a new conversation, kept by the plugin for the next question
+            conversation = f"conversation-{len(set(self.conversations)) + 1}"
+            await context.conversation.set(conversation)
+        self.conversations.append(conversation)
         return f"agent: {question}"
 
     async def aclose(self) -> None:
@@ -200,6 +207,7 @@ async def test_an_agent_introduces_itself_answers_ask_and_typed_text_and_forgets
     assert texts[3:] == [("agent: 天气怎么样", "9"), ("agent: quoted", "9"), ("请使用 /ask 问题，或用 /ask 回复一条语音消息。", "9"),
                          ("好的，下一条消息将开始新的对话。", "9"), ("agent: hello", "12")]
     assert [question for question, _ in agent.asked] == ["天气怎么样", "quoted", "hello"]
+    assert agent.conversations == ["conversation-1", "conversation-1", "conversation-2"]  # /new started another
     assert all(context.sender.id == BOB.id and context.chat == PRIVATE for _, context in agent.asked)
     assert [context.message_id for _, context in agent.asked] == ["9", "9", "12"]
 
@@ -236,6 +244,24 @@ async def test_without_an_agent_there_is_no_ask_new_or_typed_answer(fast_retrier
         await plugin.handle_text(TextMessage(chat=PRIVATE, message_id="12", sender=BOB, text="hello"), chat)
         await plugin.handle_command(command("start"), chat)
     assert heard == [] and answers(chat) == [(messages.text("start", "zh"), "9")]
+
+
+async def test_an_agent_answers_with_a_voice_message_in_voice_mode(fast_retrier: Retrier) -> None:
+    async with FakeCoze() as fake:
+        without_agent = make_plugin(fake, fast_retrier, VOICEBRIDGE_DAILY_TTS_CHARACTERS="1000")
+        plugin = VoiceNotesPlugin(without_agent.service, without_agent.store, without_agent.settings, responder=EchoAgent(),
+                                  edit_interval=0.2, closes=(without_agent.store,))
+        chat = MemoryChat()
+        await plugin.handle_command(command("mode", "voice"), chat)
+        await plugin.handle_command(command("ask", "hello"), chat)
+        await plugin.bookkeeper.flush()
+        usage = await plugin.store.usage(PRIVATE.platform, PRIVATE.id, today())
+        await plugin.aclose()
+        await plugin.service.aclose()
+    [voice] = [item for item in chat.sent if item.kind == "voice"]
+    assert voice.reply_to == "9" and voice.voice is not None
+    assert voice.voice.seconds == pytest.approx(len("agent: hello") * 0.06, abs=0.05)
+    assert usage.tts_characters == len("agent: hello")  # counted against the chat's allowance
 
 
 # ------------------------------------------------------------------ menus
