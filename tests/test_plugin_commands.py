@@ -462,3 +462,40 @@ async def test_transcript_buttons_speak_it_and_recognise_it_again(fast_retrier: 
         assert labels(chat.sent[-1]) == ["🔊 Speak", "Recognise as English"]  # not the language just used
         await plugin.aclose()
         await plugin.service.aclose()
+
+
+# ------------------------------------------------------------------ limits and the placeholder's length
+
+def note_of(audio: bytes, message_id: str, **declared: object) -> VoiceNote:
+    async def fetch() -> bytes:
+        return audio
+
+    values: dict[str, object] = {"declared_bytes": len(audio), "download_limit": 20_000_000} | declared
+    return VoiceNote(chat=PRIVATE, message_id=message_id, sender=ALICE, cache_key=message_id, fetch=fetch,
+                     speaker=ALICE.name, **values)  # type: ignore[arg-type]
+
+
+async def test_limits_hold_at_the_exact_size_and_length(fast_retrier: Retrier) -> None:
+    async with no_tts_plugin(fast_retrier, VOICEBRIDGE_MAX_DURATION="60") as plugin:
+        chat = MemoryChat()
+        notes = [note_of(TONE, "1", declared_bytes=20_000_000), note_of(TONE, "2", declared_bytes=20_000_001),
+                 note_of(TONE, "3", declared_bytes=100_000_001, download_limit=None),  # no platform cap: 100 MB
+                 note_of(TONE, "4", declared_bytes=200_000_000, download_limit=300_000_000),  # never above 100 MB
+                 note_of(TONE, "5", declared_seconds=60.0), note_of(TONE, "6", declared_seconds=60.5)]
+        for note in notes:
+            await plugin.handle_voice_note(note, chat)
+    assert chat.texts() == ["tone 440 hz 2.0 s", "This file is too large for me to download (limit: 20 MB).",
+                            "This file is too large for me to download (limit: 100 MB).",
+                            "This file is too large for me to download (limit: 100 MB).",
+                            "tone 440 hz 2.0 s", "This recording is too long for me (limit: 1 minute)."]
+    assert [item.reply_to for item in chat.sent if item.kind == "text"] == ["1", "2", "3", "4", "5", "6"]
+
+
+@pytest.mark.parametrize(("seconds", "shown"), [(None, "🎙 Transcribing…"), (0.4, "🎙 Transcribing… 0:00"),
+                                                (42.5, "🎙 Transcribing… 0:42"), (725, "🎙 Transcribing… 12:05")])
+async def test_the_placeholder_shows_the_notes_length_as_a_player_does(fast_retrier: Retrier, seconds: float | None,
+                                                                       shown: str) -> None:
+    async with no_tts_plugin(fast_retrier) as plugin:
+        chat = MemoryChat()
+        await plugin.handle_voice_note(note_of(TONE, "1", declared_seconds=seconds), chat)
+    assert (chat.sent[0].kind, chat.sent[0].text) == ("text", shown) and chat.texts() == ["tone 440 hz 2.0 s"]
