@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from datetime import UTC, datetime, timedelta
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field, replace
@@ -20,6 +21,7 @@ from voicebridge.config import Settings
 from voicebridge.speech.retry import Retrier
 from voicebridge.speech.service import SpeechService
 from voicebridge.voice_notes import messages
+from voicebridge.voice_notes.buttons import ButtonAction
 from voicebridge.voice_notes.model import Button, ButtonPress, ChatRef, CommandRequest, Person, ResponderContext, TextMessage, VoiceNote
 from voicebridge.voice_notes.plugin import ALL_COMMANDS, MenuAudience, VoiceNotesPlugin, resolve_commands
 from voicebridge.voice_notes.store import SQLiteStore, today
@@ -304,20 +306,36 @@ async def test_a_plugin_given_some_commands_answers_only_those(fast_retrier: Ret
 # ------------------------------------------------------------------ lifecycle
 
 async def test_the_retention_sweep_runs_at_start_and_keeps_what_is_recent(fast_retrier: Retrier) -> None:
-    now = [time.time()]
+    """Transcripts after VOICEBRIDGE_RETENTION_HOURS (to the second), usage totals after 31 days,
+    buttons after a day (at least): swept when the plugin starts, and the sweeper lives on."""
+    started = time.time()
+    now = [started - 2 * 86400]
     async with no_tts_plugin(fast_retrier, VOICEBRIDGE_RETENTION_HOURS="1") as plugin:
         store = plugin.store
         assert isinstance(store, SQLiteStore)
-        store.clock = lambda: now[0]
-        await store.cache_transcript("old", "test", "11", "old words", 1.0)
-        now[0] += 1800
-        await store.cache_transcript("recent", "test", "11", "recent words", 1.0)
-        now[0] += 1800 + 60  # "old" is an hour and a minute old, "recent" half an hour and a minute
+        store.clock = plugin.buttons.clock = lambda: now[0]
+        [old_button] = await plugin.buttons.issue(PRIVATE, [("x", ButtonAction("mode", "text"))])
+        now[0] = started - 3600.5
+        await store.cache_transcript("just over an hour", "test", "11", "old words", 1.0)
+        now[0] = started - 3599.5
+        await store.cache_transcript("just under an hour", "test", "11", "recent words", 1.0)
+        [new_button] = await plugin.buttons.issue(PRIVATE, [("x", ButtonAction("mode", "text"))])
+        days = {age: (datetime.now(UTC) - timedelta(days=age)).strftime("%Y-%m-%d") for age in (32, 31, 0)}
+        for day in days.values():
+            await store.reserve_usage("test", "11", day, 10.0, 100.0)
+        now[0] = started
         await plugin.start()
+        sweeper = plugin._sweeper
         await plugin.start()  # idempotent: one sweeper
-        await eventually(lambda: plugin._sweeper is not None and not plugin._sweeper.done())
-        await eventually_async(lambda: store.cached_transcript("old", 10 * 3600), None)
-        assert (await store.cached_transcript("recent", 10 * 3600)) is not None
+        assert plugin._sweeper is sweeper
+        await eventually_async(lambda: plugin.buttons.look_up(PRIVATE, old_button.data, 86400), None)  # swept last
+        await asyncio.sleep(0.05)
+        assert sweeper is not None and not sweeper.done()  # asleep until the next sweep, not dead
+        assert await store.cached_transcript("just over an hour", 10 * 3600) is None
+        assert (await store.cached_transcript("just under an hour", 10 * 3600)) is not None
+        assert await plugin.buttons.look_up(PRIVATE, new_button.data, 3 * 86400) is not None
+        # usage(day): the totals from that day on; the one of 32 days ago is gone, 31 days ago kept.
+        assert [(await store.usage("test", "11", day)).audio_seconds for day in days.values()] == [20.0, 20.0, 10.0]
     assert plugin._sweeper is None  # stopped with the plugin
 
 
