@@ -46,6 +46,8 @@ class EchoAgent:
 
     async def __call__(self, question: str, context: ResponderContext) -> str:
         self.asked.append((question, context))
+        if question == "fail":
+            raise RuntimeError("the agent broke")
         assert context.conversation is not None
         conversation = await context.conversation.get()
         if conversation is None:  # a new conversation, kept by the plugin for the next question
@@ -212,6 +214,24 @@ async def test_an_agent_introduces_itself_answers_ask_and_typed_text_and_forgets
     assert agent.conversations == ["conversation-1", "conversation-1", "conversation-2"]  # /new started another
     assert all(context.sender.id == BOB.id and context.chat == PRIVATE for _, context in agent.asked)
     assert [context.message_id for _, context in agent.asked] == ["9", "9", "12"]
+
+
+async def test_typed_text_reaches_the_agent_with_the_platforms_objects_and_the_allowlist(fast_retrier: Retrier) -> None:
+    agent = EchoAgent()
+    async with no_tts_plugin(fast_retrier, responder=agent, VOICEBRIDGE_ALLOWED_CHATS="11") as plugin:
+        chat = MemoryChat()
+        message, context = object(), object()  # the platform's message and PTB's CallbackContext
+        await plugin.handle_text(TextMessage(chat=PRIVATE, message_id="12", sender=BOB, text="hi", message=message,
+                                             context=context), chat)
+        await plugin.handle_text(TextMessage(chat=PRIVATE, message_id="13", sender=replace(BOB, language=None), text="fail"),
+                                 chat)
+        outsider = ChatRef(PRIVATE.platform, "99", PRIVATE.kind)
+        await plugin.handle_text(TextMessage(chat=outsider, message_id="14", sender=replace(BOB, id="99"), text="hi"), chat)
+    assert agent.asked[0][1].message is message and agent.asked[0][1].context is context
+    # A typed question that fails says so, without "I heard" (nothing was heard), in the language
+    # Bob's client reported with his earlier message.
+    assert answers(chat) == [("agent: hi", "12"), ("抱歉，我无法回答这个问题。", "13"), ("抱歉，当前聊天无法使用本机器人。", "14")]
+    assert [question for question, _ in agent.asked] == ["hi", "fail"]  # nothing from the chat not allowed
 
 
 async def test_ask_as_a_reply_to_a_voice_note_answers_the_asker(fast_retrier: Retrier) -> None:
