@@ -78,7 +78,7 @@ async def no_tts_plugin(retrier: Retrier, responder: object = None, **env: str) 
 
 def command(name: str, args: str = "", *, chat: ChatRef = PRIVATE, sender: Person = BOB, **extra: object) -> CommandRequest:
     """A command from Bob (a Chinese reader) unless told otherwise."""
-    return CommandRequest(name=name, args=args, chat=chat, sender=sender, message_id="9", **extra)  # type: ignore[arg-type]
+    return CommandRequest(name=name, args=args, chat=chat, sender=sender, **({"message_id": "9"} | extra))  # type: ignore[arg-type]
 
 
 def answers(chat: MemoryChat) -> list[tuple[str, str | None]]:
@@ -109,6 +109,29 @@ async def test_privacy_names_an_unknown_provider_by_its_name_and_says_nothing_sp
     assert privacy.startswith("发送到这里的语音消息由 fake 转写；语音回复由 无（未配置） 生成。\n")
     assert "保留 2.5 小时" in privacy and "保留 31 天" in privacy
     assert "智能体" not in privacy  # no agent here
+
+
+async def test_privacy_names_each_provider_of_the_chain_once_and_an_unnamed_agents_service(fast_retrier: Retrier) -> None:
+    class UnnamedAgent:
+        converses = True  # and no service_name
+
+        async def __call__(self, question: str, context: ResponderContext) -> str:
+            return question
+
+    first, spare = FakeTranscriber("coze"), FakeTranscriber("coze-stream")
+    other = FakeTranscriber("backup")
+    service = SpeechService(transcribers=[first, spare, other], asr_chain=["coze", "coze-stream", "backup"], retrier=fast_retrier)
+    store = SQLiteStore(":memory:")
+    plugin = VoiceNotesPlugin(service, store, Settings.from_values({"COZE_API_TOKEN": DEFAULT_TOKEN}).plugin,
+                              responder=UnnamedAgent(), closes=(store,))
+    chat = MemoryChat()
+    await plugin.handle_command(command("privacy", sender=ALICE), chat)
+    await plugin.aclose()
+    await service.aclose()
+    [(privacy, _)] = answers(chat)
+    assert privacy.startswith("Voice messages sent here are transcribed by Coze (扣子) / backup; spoken answers are made by "
+                              "nobody (not set up).\n")
+    assert "\n\nAnswers come from an agent on ?: " in privacy
 
 
 async def test_hot_words_are_shown_set_and_cleared_in_the_readers_language(fast_retrier: Retrier) -> None:
@@ -232,6 +255,25 @@ async def test_typed_text_reaches_the_agent_with_the_platforms_objects_and_the_a
     # Bob's client reported with his earlier message.
     assert answers(chat) == [("agent: hi", "12"), ("抱歉，我无法回答这个问题。", "13"), ("抱歉，当前聊天无法使用本机器人。", "14")]
     assert [question for question, _ in agent.asked] == ["hi", "fail"]  # nothing from the chat not allowed
+
+
+async def test_ask_answers_in_the_chats_language_when_the_asker_has_none(fast_retrier: Retrier) -> None:
+    """Discord tells a user's language only in interactions: a chat's language stands in."""
+    agent = EchoAgent()
+    async with no_tts_plugin(fast_retrier, responder=agent) as plugin:
+        chat = MemoryChat()
+        anonymous = Person("77", "Dan", None)
+        await plugin.handle_command(command("ask", "fail", sender=anonymous, chat_language="zh-hans"), chat)
+
+        async def fetch() -> bytes:
+            return TONE
+
+        note = VoiceNote(chat=PRIVATE, message_id="5", sender=ALICE, cache_key="k", fetch=fetch, declared_seconds=2.0,
+                         declared_bytes=len(TONE), download_limit=20_000_000, speaker=ALICE.name)
+        await plugin.handle_command(command("ask", sender=anonymous, chat_language="zh-hans", replied_note=note,
+                                            message_id=None), chat)
+    assert answers(chat)[0] == ("抱歉，我无法回答这个问题。", "9")  # typed: no "I heard"
+    assert (chat.sent[1].text, chat.sent[1].reply_to) == ("🎙 正在转写… 0:02", "5")  # no /ask message id: the note's
 
 
 async def test_ask_as_a_reply_to_a_voice_note_answers_the_asker(fast_retrier: Retrier) -> None:
