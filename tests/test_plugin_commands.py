@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import time
 from datetime import UTC, datetime, timedelta
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field, replace
 
@@ -471,8 +471,9 @@ async def test_choice_buttons_set_the_choice_for_admins_only_and_confirm_by_name
         prompt = chat.sent[-1]
         assert (prompt.text, prompt.reply_to) == ("使用哪个音色朗读？当前：默认", "9")
         assert labels(prompt) == [voice.name for voice in DEFAULT_VOICES]
-        await plugin.handle_button(presser.press(button(prompt, jay.name), prompt.message_id, chat=GROUP), chat)
-        assert presser.acknowledged == ["Only the chat's admins can change settings here."]  # Alice is no admin
+        member = Person("33", "Chen", "zh-TW")
+        await plugin.handle_button(presser.press(button(prompt, jay.name), prompt.message_id, chat=GROUP, sender=member), chat)
+        assert presser.acknowledged == ["只有管理員可以在這裡變更設定。"]  # no admin, told in their language
         await plugin.handle_button(presser.press(button(prompt, jay.name), prompt.message_id, chat=GROUP, sender=BOB), chat)
         assert presser.acknowledged[1:] == [None]
         assert (chat.sent[-1].kind, chat.sent[-1].message_id, chat.sent[-1].text) == (
@@ -500,6 +501,29 @@ async def test_choice_buttons_set_the_choice_for_admins_only_and_confirm_by_name
         await plugin.service.aclose()
     assert (settings.voice_id, settings.reply_mode.value, settings.language) == (jay.voice_id, "voice", "yue")
     assert len(presser.acknowledged) == 5  # every press acknowledged, once
+
+
+class NoEditChat(MemoryChat):
+    """A chat where the bot's messages cannot be edited (e.g. deleted meanwhile)."""
+
+    async def edit_text(self, message_id: str, text: str, buttons: Sequence[Button] = ()) -> None:
+        raise ValueError("message to edit not found")
+
+
+async def test_a_choice_is_confirmed_anew_when_its_message_cannot_be_edited(fast_retrier: Retrier) -> None:
+    jay = DEFAULT_VOICES[1]
+    async with FakeCoze() as fake:
+        plugin = make_plugin(fake, fast_retrier)
+        chat, presser = NoEditChat(), Presser()
+        await plugin.handle_command(command("voice", sender=ALICE), chat)
+        prompt = chat.sent[-1]
+        fake.voices.remove(jay)  # gone from the provider's list since it was offered
+        await plugin.handle_button(presser.press(button(prompt, jay.name), prompt.message_id), chat)
+        settings = await plugin.chat_settings(PRIVATE)
+        await plugin.aclose()
+        await plugin.service.aclose()
+    assert settings.voice_id == jay.voice_id
+    assert answers(chat)[-1] == (f"Done: spoken answers will use the voice {jay.voice_id}.", prompt.message_id)
 
 
 async def test_without_buttons_the_choice_commands_explain_their_arguments(fast_retrier: Retrier) -> None:
