@@ -250,10 +250,12 @@ async def test_typed_text_reaches_the_agent_with_the_platforms_objects_and_the_a
                                  chat)
         outsider = ChatRef(PRIVATE.platform, "99", PRIVATE.kind)
         await plugin.handle_text(TextMessage(chat=outsider, message_id="14", sender=replace(BOB, id="99"), text="hi"), chat)
+        await plugin.handle_command(command("start", sender=replace(BOB, language=None)), chat)  # remembered for commands too
     assert agent.asked[0][1].message is message and agent.asked[0][1].context is context
     # A typed question that fails says so, without "I heard" (nothing was heard), in the language
     # Bob's client reported with his earlier message.
-    assert answers(chat) == [("agent: hi", "12"), ("抱歉，我无法回答这个问题。", "13"), ("抱歉，当前聊天无法使用本机器人。", "14")]
+    assert answers(chat) == [("agent: hi", "12"), ("抱歉，我无法回答这个问题。", "13"), ("抱歉，当前聊天无法使用本机器人。", "14"),
+                             (messages.text("start_agent", "zh"), "9")]
     assert [question for question, _ in agent.asked] == ["hi", "fail"]  # nothing from the chat not allowed
 
 
