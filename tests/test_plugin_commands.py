@@ -330,6 +330,28 @@ async def test_an_agent_answers_with_a_voice_message_in_voice_mode(fast_retrier:
     assert usage.tts_characters == len("agent: hello")  # counted against the chat's allowance
 
 
+async def test_a_streamed_answer_is_not_read_aloud_beyond_the_chats_allowance(fast_retrier: Retrier) -> None:
+    class StreamingAgent(EchoAgent):
+        async def __call__(self, question: str, context: ResponderContext) -> AsyncIterator[str]:  # type: ignore[override]
+            async def pieces() -> AsyncIterator[str]:
+                for piece in ("Hello there. ", "How are you today?"):
+                    yield piece
+
+            return pieces()
+
+    async with FakeCoze() as fake:
+        without_agent = make_plugin(fake, fast_retrier, VOICEBRIDGE_DAILY_TTS_CHARACTERS="5")
+        plugin = VoiceNotesPlugin(without_agent.service, without_agent.store, without_agent.settings,
+                                  responder=StreamingAgent(), edit_interval=0.2, closes=(without_agent.store,))
+        chat = MemoryChat()
+        await plugin.handle_command(command("mode", "voice", sender=ALICE), chat)
+        await plugin.handle_command(command("ask", "hi", sender=ALICE), chat)
+        await plugin.aclose()
+        await plugin.service.aclose()
+    assert "voice" not in chat.kinds() and fake.calls_to("speech") == []
+    assert answers(chat)[-1] == ("Hello there. How are you today?\n\n" + messages.text("voice_reply_over_limit", "en", limit=5), "9")
+
+
 # ------------------------------------------------------------------ menus
 
 def test_command_names_are_checked_and_normalised() -> None:
