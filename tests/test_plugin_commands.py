@@ -9,6 +9,7 @@ synthesis is needed)."""
 from __future__ import annotations
 
 import asyncio
+import re
 import time
 from datetime import UTC, datetime, timedelta
 from collections.abc import AsyncIterator, Sequence
@@ -22,7 +23,7 @@ from voicebridge.speech.retry import Retrier
 from voicebridge.speech.service import SpeechService
 from voicebridge.voice_notes import messages
 from voicebridge.voice_notes.buttons import ButtonAction
-from voicebridge.voice_notes.model import Button, ButtonPress, ChatRef, CommandRequest, Person, ResponderContext, TextMessage, VoiceNote
+from voicebridge.voice_notes.model import Activity, Button, ButtonPress, ChatRef, CommandRequest, Person, ResponderContext, TextMessage, VoiceNote
 from voicebridge.voice_notes.plugin import ALL_COMMANDS, MenuAudience, VoiceNotesPlugin, resolve_commands
 from voicebridge.voice_notes.store import SQLiteStore, today
 from tests.audio_tools import make_tone
@@ -627,3 +628,55 @@ async def test_the_placeholder_shows_the_notes_length_as_a_player_does(fast_retr
         chat = MemoryChat()
         await plugin.handle_voice_note(note_of(TONE, "1", declared_seconds=seconds), chat)
     assert (chat.sent[0].kind, chat.sent[0].text) == ("text", shown) and chat.texts() == ["tone 440 hz 2.0 s"]
+
+
+async def test_the_speak_button_keeps_to_the_groups_policy_the_allowance_and_the_limits(fast_retrier: Retrier) -> None:
+    async with FakeCoze() as fake:
+        plugin = make_plugin(fake, fast_retrier, VOICEBRIDGE_DAILY_TTS_CHARACTERS="60")
+        harness, chat, presser = Harness(fake, plugin), MemoryChat(admins={ALICE.id}), Presser()
+        await plugin.handle_voice_note(harness.note(TONE, chat=GROUP, sender=BOB), chat)
+        answer = chat.sent[-1]
+        speak = button(answer, "🔊 朗读")
+
+        async def press(sender: Person) -> None:
+            await plugin.handle_button(presser.press(speak, answer.message_id, chat=GROUP, sender=sender), chat)
+
+        await press(BOB)  # no admin: in groups only admins have texts read aloud (the default policy)
+        assert presser.acknowledged == ["在这里只有管理员可以使用朗读功能。"]
+        await press(ALICE)  # 17 characters of 60
+        assert chat.sent[-1].kind == "voice" and chat.sent[-1].reply_to == answer.message_id
+        assert chat.activities.count(Activity.RECORDING_VOICE) == 1
+        chat.refuse_voice = chat.refuse_audio = True
+        await press(ALICE)  # 34 of 60
+        assert answers(chat)[-1] == ("I am not allowed to send voice or audio messages here.", answer.message_id)
+        chat.refuse_voice = chat.refuse_audio = False
+        fake.fail_next("speech", code=4101)
+        await press(ALICE)  # 51 of 60: counted though synthesis failed
+        assert answers(chat)[-1][1] == answer.message_id and "voice" not in chat.kinds()[-1:]
+        failure = answers(chat)[-1][0]
+        await press(ALICE)  # 68 would be over 60
+        assert re.fullmatch(r"This chat may have 60 characters read aloud a day; 51 are used today, and this text has 17\. "
+                            r"The limit resets at 00:00 UTC \(in \d+ h \d+ min\)\.", answers(chat)[-1][0])
+        assert answers(chat)[-1][1] == answer.message_id and failure != answers(chat)[-1][0]
+        assert presser.acknowledged[1:] == [None] * 4
+
+        # A transcript of exactly 2,000 characters may be read aloud (here: over the allowance), one more may not.
+        for length, message_id in ((2000, "21"), (2001, "22")):
+            fake.transcript = ("x" * 9 + " ") * 199 + "x" * (length - 1990)  # no space at either end
+            await plugin.handle_voice_note(harness.note(TONE, chat=GROUP, sender=BOB, message_id=message_id,
+                                                        key=message_id), chat)
+            long_answer = chat.sent[-1]
+            await plugin.handle_button(presser.press(button(long_answer, "🔊 朗读"), long_answer.message_id, chat=GROUP,
+                                                     sender=ALICE), chat)
+        assert presser.acknowledged[-2:] == [None, "That is too long to read aloud (limit: 2000 characters)."]
+        assert any(text.startswith("This chat may have 60 characters read aloud a day; 51 are used today, and this text "
+                                   "has 2000.") for text, _ in answers(chat))
+
+        # The transcript kept to read it from is gone once the retention is over (the button lives on).
+        store = plugin.store
+        assert isinstance(store, SQLiteStore)
+        store.clock = lambda: time.time() + 168 * 3600 + 60
+        await press(ALICE)
+        assert presser.acknowledged[-1] == "This button no longer works."
+        await plugin.aclose()
+        await plugin.service.aclose()
