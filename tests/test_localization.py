@@ -78,6 +78,29 @@ def test_durations_have_units_and_an_amount_used_never_rounds_up_to_the_limit(
     assert messages.duration(seconds, "zh-hant", round_down=round_down) == traditional
 
 
+@pytest.mark.parametrize(("seconds", "english", "chinese"), [
+    (100, "1.7 minutes", "1.7 分钟"), (1.6, "2 seconds", "2 秒"), (44.4, "44 seconds", "44 秒")])
+def test_durations_round_to_the_nearest_unless_told_to_round_down(seconds: float, english: str, chinese: str) -> None:
+    """What /usage and the limits show by default: the nearest tenth of a minute, or whole second."""
+    assert messages.duration(seconds, "en") == english
+    assert messages.duration(seconds, "zh-CN") == chinese
+
+
+@pytest.mark.parametrize(("seconds", "english", "traditional"), [
+    (0, "0 h 1 min", "0 小時 1 分鐘"), (30, "0 h 1 min", "0 小時 1 分鐘"), (60, "0 h 1 min", "0 小時 1 分鐘"),
+    (61, "0 h 2 min", "0 小時 2 分鐘"), (3600, "1 h 0 min", "1 小時 0 分鐘"), (5 * 3600 + 12 * 60 - 30, "5 h 12 min", "5 小時 12 分鐘"),
+])
+def test_time_until_a_reset_rounds_up_to_the_minute(seconds: float, english: str, traditional: str) -> None:
+    """Never "0 min" while some time is left, never less than is left."""
+    assert messages.time_left(seconds, "en") == english
+    assert messages.time_left(seconds, "zh-TW") == traditional
+
+
+def test_a_language_without_a_name_shows_as_its_code() -> None:
+    assert messages.language_name("tlh", "zh") == "tlh"
+    assert messages.language_name("yue", "zh-TW") == "粵語 (yue)"
+
+
 async def _answers(plugin_env: dict[str, str], retrier: Retrier, steps: list[tuple[str, str, ChatRef]],
                    reader: Person) -> list[str]:
     async with FakeCoze() as fake:

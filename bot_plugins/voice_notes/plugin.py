@@ -688,7 +688,7 @@ class VoiceNotesPlugin:
                 if action.verb in ("mode", "language", "voice"):
                     await self._choose(press, chat, sender, action, lang, acknowledge)
                 elif action.verb == "speak":
-                    await self._speak_transcript(press, chat, sender, record.transcript_key, record.note_id, lang, acknowledge)
+                    await self._speak_transcript(press, chat, sender, record.transcript_key, lang, acknowledge)
                 elif action.verb == "recognise":
                     await self._recognise_again(press, chat, sender, action.value, acknowledge)
                 else:
@@ -722,7 +722,7 @@ class VoiceNotesPlugin:
             await send_text(chat, confirmation, press.message_id)
 
     async def _speak_transcript(self, press: ButtonPress, chat: ChatPort, sender: Person, transcript_key: str,
-                                note_id: str, lang: str | None, acknowledge: Callable[[str | None], Awaitable[None]]) -> None:
+                                lang: str | None, acknowledge: Callable[[str | None], Awaitable[None]]) -> None:
         """"Speak": the transcript as a voice reply, on the same terms as /speak."""
         if refusal := await self._speak_refusal(press.chat, sender, chat):
             return await acknowledge(text(refusal, lang))
