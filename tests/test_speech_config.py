@@ -8,8 +8,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import pytest
-
 from voicebridge.speech.config import SpeechSettings, choice, number, problem
 from tests.fakes.coze import FakeJwtApp
 
