@@ -9,6 +9,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import authlib.deprecate  # noqa: F401
 import pytest
+from _pytest.nodeid import coerce_node_id
 
 # cozepy (test-only) imports a deprecated authlib module. authlib installs an "always" warning
 # filter when first imported, which would override pytest's; importing it here, before any test
@@ -17,6 +18,23 @@ import pytest
 from tests import violations
 from tests.postgres_tools import reset_postgres, worker_database
 from voicebridge.speech.retry import Retrier, RetryPolicy
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Makes ``--dist loadgroup`` (scripts/test) keep each ``xdist_group`` on one worker again.
+    pytest-xdist 3.8 names a test's group by appending ``@group`` to its node id, but it writes the
+    attribute older pytest kept the id in; pytest 9.2 keeps a structured id (``_id``), so the
+    suffix was lost and grouped tests ran on every worker, each building what the group shares
+    (pytest-xdist issue 1386, fix not released). This sets the suffix through the new field."""
+    if not getattr(config.option, "loadgroup", False):  # set on xdist workers under --dist loadgroup
+        return
+    for item in items:
+        groups = {str(mark.args[0] if mark.args else mark.kwargs.get("name", "default"))
+                  for mark in item.iter_markers("xdist_group")}
+        suffix = "@" + "_".join(sorted(groups))
+        if groups and not item.nodeid.endswith(suffix):
+            item._id = coerce_node_id(item.nodeid + suffix)
 
 
 @pytest.fixture(autouse=True)
