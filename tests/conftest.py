@@ -9,6 +9,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import authlib.deprecate  # noqa: F401
 import pytest
+from _pytest.nodeid import coerce_node_id
 
 # cozepy (test-only) imports a deprecated authlib module. authlib installs an "always" warning
 # filter when first imported, which would override pytest's; importing it here, before any test
@@ -17,6 +18,34 @@ import pytest
 from tests import violations
 from tests.postgres_tools import reset_postgres, worker_database
 from voicebridge.speech.retry import Retrier, RetryPolicy
+
+
+# Modules whose tests start real processes (voicebridge ingress/worker/run/doctor, a wheel build)
+# and wait on them: the longest tests of the suite (10-30 s each on a quiet machine). Under
+# pytest-xdist they are handed out first, so the many short tests fill the end of the run instead
+# of one worker finishing a long test alone while the other cores idle. Most waited-on first.
+LONGEST_FIRST = ("test_scale_out.py", "test_recovery.py", "test_runner.py", "test_operations.py", "test_preflight.py",
+                 "test_packaging.py", "test_guest_discord.py", "test_guest_telegram.py", "test_cli.py")
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Under ``--dist loadgroup`` (scripts/test): the longest tests first (LONGEST_FIRST; every
+    worker collects, so every worker sorts the same way), and each ``xdist_group`` kept on one
+    worker. pytest-xdist 3.8 names a test's group by appending ``@group`` to its node id, but it
+    writes the attribute older pytest kept the id in; pytest 9.2 keeps a structured id (``_id``),
+    so the suffix was lost and grouped tests ran on every worker, each building what the group
+    shares (pytest-xdist issue 1386, fix not released). This sets the suffix through the new field."""
+    if not getattr(config.option, "loadgroup", False):  # set on xdist workers under --dist loadgroup
+        return
+    items.sort(key=lambda item: LONGEST_FIRST.index(item.path.name) if item.path.name in LONGEST_FIRST
+               else len(LONGEST_FIRST))
+    for item in items:
+        groups = {str(mark.args[0] if mark.args else mark.kwargs.get("name", "default"))
+                  for mark in item.iter_markers("xdist_group")}
+        suffix = "@" + "_".join(sorted(groups))
+        if groups and not item.nodeid.endswith(suffix):
+            item._id = coerce_node_id(item.nodeid + suffix)
 
 
 @pytest.fixture(autouse=True)

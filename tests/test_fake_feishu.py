@@ -17,7 +17,9 @@ if TYPE_CHECKING:
     from lark_oapi.api.speech_to_text.v1 import FileRecognizeSpeechRequest, StreamRecognizeSpeechResponse
 
 # lark-oapi takes seconds to import, and every pytest-xdist worker collects every module: only
-# the few tests that drive the SDK import it, in their own bodies.
+# the few tests that drive the SDK import it, in their own bodies, and they share one worker
+# (--dist loadgroup), so one process pays for the import.
+USES_LARK_OAPI = pytest.mark.xdist_group("lark_oapi")
 
 from tests.audio_tools import tone_pcm
 from tests.fakes.feishu import DEFAULT_APP_ID, DEFAULT_APP_SECRET, ErrorFamily, FakeFeishu, TextMode
@@ -128,6 +130,7 @@ def sdk_file_request(pcm: bytes) -> FileRecognizeSpeechRequest:
     return FileRecognizeSpeechRequest.builder().request_body(body).build()
 
 
+@USES_LARK_OAPI
 async def test_lark_stream_recognize_hears_the_tone(app_id: str) -> None:
     async with FakeFeishu(apps={app_id: DEFAULT_APP_SECRET}) as fake:
         responses = await on_sdk_loop(sdk_stream(lark_client(fake, app_id), [CHUNK] * 10))
@@ -148,6 +151,7 @@ async def test_lark_stream_recognize_hears_the_tone(app_id: str) -> None:
         assert fake.open_streams == 0
 
 
+@USES_LARK_OAPI
 async def test_lark_file_recognize_async_and_sync(app_id: str) -> None:
     async with FakeFeishu(apps={app_id: DEFAULT_APP_SECRET}) as fake:
         client = lark_client(fake, app_id)
@@ -163,6 +167,7 @@ async def test_lark_file_recognize_async_and_sync(app_id: str) -> None:
         assert fake.token_fetches == 1
 
 
+@USES_LARK_OAPI
 async def test_lark_token_failure_surfaces_the_code(app_id: str) -> None:
     from lark_oapi.core.exception import ObtainAccessTokenException
 
@@ -174,6 +179,7 @@ async def test_lark_token_failure_surfaces_the_code(app_id: str) -> None:
         assert fake.request_counts["file_recognize"] == 0
 
 
+@USES_LARK_OAPI
 async def test_lark_reports_expired_token_without_retrying(app_id: str) -> None:
     async with FakeFeishu(apps={app_id: DEFAULT_APP_SECRET}) as fake:
         client = lark_client(fake, app_id)

@@ -82,6 +82,7 @@ async def test_chunk_duration_is_configurable(fake: FakeFeishu, fast_retrier: Re
     assert {record.audio_bytes for record in fake.requests_to("stream_recognize")[:-1]} == {3200}
 
 
+@pytest.mark.xdist_group("lark_oapi")  # with the other lark-oapi tests: one worker imports it
 async def test_requests_match_the_lark_oapi_model(fake: FakeFeishu, fast_retrier: Retrier) -> None:
     import lark_oapi as lark  # slow to import: only here (see tests/test_fake_feishu.py)
     from lark_oapi.api.speech_to_text.v1 import StreamRecognizeSpeechRequestBody

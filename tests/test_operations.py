@@ -135,13 +135,15 @@ async def test_oversized_webhook_bodies_are_refused_unread(tmp_path: Path) -> No
 async def test_every_paid_answer_arrives_through_a_storm_of_429s(tmp_path: Path) -> None:
     """Sixty consecutive 429s (retry_after 1 s) across twenty chats: all twenty answers arrive."""
     chats = [User(2000 + index, f"User {index}", language_code="en") for index in range(20)]
+    # Encoded before the bot starts: make_tone waits for ffmpeg on the loop the bot and fakes share.
+    audio = [make_tone("ogg", 300.0 + 20 * index, 1.0) for index in range(len(chats))]
     async with FakeTelegram() as telegram, FakeCoze() as coze:
         async with bot_in_process(values(telegram, coze, tmp_path)):
             await telegram.wait_for_call("getUpdates", timeout=PROCESS_DEADLINE)
             telegram.fail_next("sendMessage", error_code=429, description="Too Many Requests: retry after 1", retry_after=1,
                                times=60)
-            notes = [await telegram.push_voice(Chat.private(user), user, make_tone("ogg", 300.0 + 20 * index, 1.0),
-                                               duration=1) for index, user in enumerate(chats)]
+            notes = [await telegram.push_voice(Chat.private(user), user, audio[index], duration=1)
+                     for index, user in enumerate(chats)]
             for note in notes:
                 await telegram.wait_for_call("sendMessage", lambda call, note=note: call.status == 200 and (
                     call.params.get("reply_parameters") or {}).get("message_id") == note["message_id"]
@@ -202,6 +204,7 @@ async def test_health_turns_unavailable_when_stopping() -> None:
 
 
 async def test_json_logs_carry_a_request_id_per_note_and_no_secret(tmp_path: Path) -> None:
+    audio = [make_tone("ogg", frequency, 1.0) for frequency in (300.0, 500.0)]  # before the bot starts
     async with FakeTelegram() as telegram, FakeCoze() as coze:
         env = {**{key: os.environ[key] for key in ("PATH", "HOME") if key in os.environ},
                **values(telegram, coze, tmp_path, VOICEBRIDGE_LOG_FORMAT="json", VOICEBRIDGE_LOG_LEVEL="DEBUG")}
@@ -209,8 +212,7 @@ async def test_json_logs_carry_a_request_id_per_note_and_no_secret(tmp_path: Pat
                                                    stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
         # A process start (imports, database, getMe) takes seconds, many more on a loaded machine.
         await telegram.wait_for_call("getUpdates", timeout=PROCESS_DEADLINE)
-        notes = [await telegram.push_voice(Chat.private(ALICE), ALICE, make_tone("ogg", frequency, 1.0), duration=1)
-                 for frequency in (300.0, 500.0)]
+        notes = [await telegram.push_voice(Chat.private(ALICE), ALICE, data, duration=1) for data in audio]
         await telegram.wait_for_call("sendMessage", count=2, timeout=PROCESS_DEADLINE)
         bot.send_signal(signal.SIGTERM)
         _, stderr = await asyncio.wait_for(bot.communicate(), timeout=PROCESS_DEADLINE)

@@ -20,6 +20,9 @@ from tests.harness import discord_transcript, transcript_reply
 
 VOICEBRIDGE = str(Path(sys.executable).with_name("voicebridge"))
 ALICE = User(1001, "Alice", language_code="en")
+# How long a test waits for the bot process to start, answer or stop: a deadline on a condition,
+# far beyond what a machine with busy cores takes (20 s was exceeded in loaded full runs).
+PROCESS_DEADLINE = 120.0
 
 
 @pytest.fixture
@@ -50,7 +53,7 @@ async def start_bot(env: dict[str, str], cwd: Path) -> asyncio.subprocess.Proces
 
 
 async def finish(process: asyncio.subprocess.Process) -> tuple[int, str]:
-    _, stderr = await asyncio.wait_for(process.communicate(), timeout=30)
+    _, stderr = await asyncio.wait_for(process.communicate(), timeout=PROCESS_DEADLINE)
     return process.returncode or 0, stderr.decode()
 
 
@@ -65,7 +68,7 @@ async def test_sigterm_finishes_the_note_in_flight_and_updates_are_not_repeated(
     telegram, coze = fakes
     env = bot_env(telegram, coze, tmp_path)
     bot = await start_bot(env, tmp_path)
-    await telegram.wait_for_call("getUpdates", timeout=20)
+    await telegram.wait_for_call("getUpdates", timeout=PROCESS_DEADLINE)
     coze.delay_next("transcriptions", 1.5)  # the note is still being transcribed when SIGTERM arrives
     note = await telegram.push_voice(Chat.private(ALICE), ALICE, make_tone("ogg", 440.0, 2.0), duration=2)
     await coze.wait_for(lambda: coze.calls_to("transcriptions"))
@@ -81,7 +84,7 @@ async def test_sigterm_finishes_the_note_in_flight_and_updates_are_not_repeated(
     again = await start_bot(env, tmp_path)
     marker = await telegram.push_text(Chat.private(ALICE), ALICE, "/start")
     await telegram.wait_for_call("sendMessage", lambda call: call.params.get("reply_parameters", {}).get("message_id")
-                                 == marker["message_id"], timeout=20)
+                                 == marker["message_id"], timeout=PROCESS_DEADLINE)
     again.send_signal(signal.SIGINT)
     status, log = await finish(again)
     assert status == 0
@@ -118,15 +121,15 @@ async def test_telegram_and_discord_in_one_process(fakes: tuple[FakeTelegram, Fa
     async with FakeDiscord() as discord_api:
         env = bot_env(telegram, coze, tmp_path, DISCORD_BOT_TOKEN=discord_api.token, DISCORD_API_BASE=discord_api.api_base)
         bot = await start_bot(env, tmp_path)
-        await telegram.wait_for_call("getUpdates", timeout=20)
-        await discord_api.wait_for(lambda: discord_api.command_writes == 1, timeout=20)
+        await telegram.wait_for_call("getUpdates", timeout=PROCESS_DEADLINE)
+        await discord_api.wait_for(lambda: discord_api.command_writes == 1, timeout=PROCESS_DEADLINE)
         await discord_api.wait_for(lambda: discord_api.gateway_connections and discord_api.gateway_connections[-1].identify,
-                                   timeout=20)
+                                   timeout=PROCESS_DEADLINE)
         telegram_note = await telegram.push_voice(Chat.private(ALICE), ALICE, make_tone("ogg", 440.0, 1.0), duration=1)
         dm = discord_api.dm_channel(discord_api.user)
         discord_note = await discord_api.dispatch_voice_message(dm.id, discord_api.user, make_tone("ogg", 300.0, 1.0), 1.0)
-        await transcript_reply(telegram, telegram_note, timeout=20)
-        answer = await discord_transcript(discord_api, discord_note, timeout=20)
+        await transcript_reply(telegram, telegram_note, timeout=PROCESS_DEADLINE)
+        answer = await discord_transcript(discord_api, discord_note, timeout=PROCESS_DEADLINE)
         bot.send_signal(signal.SIGTERM)
         status, log = await finish(bot)
     assert status == 0, log

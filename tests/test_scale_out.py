@@ -113,12 +113,20 @@ def tone(index: int) -> tuple[bytes, str]:
     return make_tone("ogg", float(frequency), 1.0), f"tone {frequency} hz 1.0 s"
 
 
+def tones(count: int) -> list[tuple[bytes, str]]:
+    """``count`` notes of ``tone``, encoded before any process starts: make_tone runs ffmpeg and
+    waits for it, which blocks the event loop the fakes answer on. Encoding while the workers
+    boot starved their getMe calls on a loaded machine (three 5 s timeouts: the worker exited)."""
+    return [tone(index) for index in range(count)]
+
+
 async def test_kill_9_of_a_worker_and_of_the_ingress_loses_nothing(postgres_url: str, tmp_path: Path,
                                                                     processes: Callable[[dict[str, str]], Processes]) -> None:
     users = [User(2000 + number, f"User{number}", language_code="en") for number in range(4)]
     async with FakeTelegram() as telegram, FakeCoze() as coze:
         env = scale_env(postgres_url, **telegram_env(telegram), COZE_API_TOKEN=DEFAULT_TOKEN,
                         COZE_API_BASE=coze.base_url, COZE_WS_BASE=coze.ws_base_url)
+        audio = tones(36)
         group = processes(env)
         ingress = await group.start("ingress")
         doomed = await group.start("worker")
@@ -130,7 +138,7 @@ async def test_kill_9_of_a_worker_and_of_the_ingress_loses_nothing(postgres_url:
         expected: dict[int, tuple[dict[str, Any], str]] = {}
         for index in range(24):
             user = users[index % 4]
-            data, transcript = tone(index)
+            data, transcript = audio[index]
             note = await telegram.push_voice(Chat.private(user), user, data, duration=1)
             expected[len(expected)] = (note, transcript)
         await wait_until(lambda: sum(bool(answers_to(telegram, note)) for note, _ in expected.values()) >= 4, 60,
@@ -146,14 +154,14 @@ async def test_kill_9_of_a_worker_and_of_the_ingress_loses_nothing(postgres_url:
         # Phase 2: kill -9 the ingress while notes arrive, start a new one, send the rest.
         for index in range(24, 30):
             user = users[index % 4]
-            data, transcript = tone(index)
+            data, transcript = audio[index]
             note = await telegram.push_voice(Chat.private(user), user, data, duration=1)
             expected[len(expected)] = (note, transcript)
         ingress.kill()
         await ingress.wait()
         for index in range(30, 36):
             user = users[index % 4]
-            data, transcript = tone(index)
+            data, transcript = audio[index]
             note = await telegram.push_voice(Chat.private(user), user, data, duration=1)
             expected[len(expected)] = (note, transcript)
         await group.start("ingress")
@@ -219,6 +227,7 @@ async def test_the_feishu_tenant_limit_holds_across_workers(postgres_url: str, t
     async with FakeTelegram() as telegram, FakeFeishu(max_open_streams=2, latency_seconds=0.05) as feishu:
         env = scale_env(postgres_url, **telegram_env(telegram), FEISHU_APP_ID=DEFAULT_APP_ID,
                         FEISHU_APP_SECRET=DEFAULT_APP_SECRET, FEISHU_BASE_URL=feishu.base_url, FEISHU_MAX_STREAMS="2")
+        audio = tones(len(users))
         group = processes(env)
         await group.start("ingress")
         await group.start("worker")
@@ -229,7 +238,7 @@ async def test_the_feishu_tenant_limit_holds_across_workers(postgres_url: str, t
         released = feishu.hold_new_streams()
         notes = []
         for index, user in enumerate(users):
-            data, transcript = tone(index)
+            data, transcript = audio[index]
             notes.append((await telegram.push_voice(Chat.private(user), user, data, duration=1), transcript))
         await wait_until(lambda: feishu.open_streams >= 2, PROCESS_DEADLINE, "two streams open at once", group.logs)
         released.set()
@@ -275,17 +284,17 @@ async def test_discord_through_ingress_shards_and_a_worker(postgres_url: str, tm
         env = scale_env(postgres_url, DISCORD_BOT_TOKEN=discord_api.token, DISCORD_API_BASE=discord_api.api_base,
                         DISCORD_SHARD_COUNT="2", DISCORD_SHARD_IDS="0,1", COZE_API_TOKEN=DEFAULT_TOKEN,
                         COZE_API_BASE=coze.base_url, COZE_WS_BASE=coze.ws_base_url)
-        group = processes(env)
+        dm_audio, guild_audio, m4a = make_tone("ogg", 300.0, 1.0), make_tone("ogg", 500.0, 1.0), make_tone("m4a", 700.0, 1.0)
+        group = processes(env)  # the audio encoded first: see tones()
         await group.start("ingress")
         await group.start("worker")
         await wait_until(lambda: sorted(tuple(connection.identify["shard"]) for connection in discord_api.gateway_connections
                                         if connection.identify) == [(0, 2), (1, 2)], 60, "both shards", group.logs)
         await wait_until(lambda: discord_api.command_writes >= 1, 60, "the commands to be registered", group.logs)
         dm = discord_api.dm_channel(discord_api.user)
-        note = await discord_api.dispatch_voice_message(dm.id, discord_api.user, make_tone("ogg", 300.0, 1.0), 1.0)
+        note = await discord_api.dispatch_voice_message(dm.id, discord_api.user, dm_audio, 1.0)
         answer = await discord_transcript(discord_api, note, timeout=60)
-        guild_note = await discord_api.dispatch_voice_message(discord_api.text_channel.id, discord_api.user,
-                                                              make_tone("ogg", 500.0, 1.0), 1.0)
+        guild_note = await discord_api.dispatch_voice_message(discord_api.text_channel.id, discord_api.user, guild_audio, 1.0)
         guild_answer = await discord_transcript(discord_api, guild_note, timeout=60)
         # A button under a transcript: deferred by the ingress, answered by the worker.
         await wait_until(lambda: discord_api.messages_in(dm.id)[-1].get("components"), 60, "the buttons", group.logs)
@@ -299,7 +308,7 @@ async def test_discord_through_ingress_shards_and_a_worker(postgres_url: str, tm
                          60, "the spoken transcript", group.logs)
         interaction = await discord_api.dispatch_interaction(
             "transcribe", user=discord_api.user, channel_id=dm.id,
-            options={"audio": FakeFile(make_tone("m4a", 700.0, 1.0), "clip.m4a")})
+            options={"audio": FakeFile(m4a, "clip.m4a")})
         await wait_until(lambda: len(discord_api.interaction_responses(interaction["id"])) >= 2
                          and discord_api.interaction_responses(interaction["id"])[1].message["content"] == "tone 700 hz 1.0 s",
                          60, "the deferral and the followup", group.logs)
@@ -342,11 +351,11 @@ async def test_a_webhook_ingress_answers_200_only_for_a_committed_job(postgres_u
                         COZE_WS_BASE=coze.ws_base_url, TELEGRAM_WEBHOOK_URL="https://bot.example.org/telegram/hook",
                         TELEGRAM_WEBHOOK_LISTEN="127.0.0.1", TELEGRAM_WEBHOOK_PORT=str(port),
                         TELEGRAM_WEBHOOK_SECRET="s3cret-token_2")
+        data, transcript = tone(3)
         group = processes(env)
         await group.start("ingress")
         await telegram.wait_for_call("setWebhook", timeout=60)
         await wait_until_listening(port)
-        data, transcript = tone(3)
         message = await telegram.push_voice(Chat.private(user), user, data, duration=1)
         update = {"update_id": 700001, "message": message}
         async with httpx.AsyncClient(timeout=30) as client:

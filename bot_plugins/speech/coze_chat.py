@@ -22,6 +22,7 @@ from typing import Any
 
 import httpx
 
+from .coze_auth import tls_context
 from .coze_common import COZE_CODE_KINDS, LOGID_HEADER, CozeEndpoint, error_from_code, error_from_status, error_from_transport
 from .errors import ErrorKind, SpeechError
 from .providers import as_dict
@@ -80,6 +81,7 @@ class CozeChatClient:
             base_url=endpoint.api_base,
             timeout=httpx.Timeout(endpoint.read_timeout, connect=endpoint.connect_timeout),
             transport=transport,
+            verify=tls_context(),
         )
 
     async def chat(self, bot_id: str, user_id: str, question: str, conversation_id: str | None = None) -> AsyncIterator[ChatUpdate]:

@@ -18,7 +18,7 @@ import httpx
 import websockets
 from websockets.asyncio.client import ClientConnection, connect
 
-from .coze_auth import CozeCredentials
+from .coze_auth import CozeCredentials, tls_context
 from .errors import ErrorKind, SpeechError
 from .models import Voice
 from .providers import as_dict
@@ -126,6 +126,7 @@ class CozeRest:
             base_url=endpoint.api_base,
             timeout=httpx.Timeout(endpoint.read_timeout, connect=endpoint.connect_timeout),
             transport=transport,
+            verify=tls_context(),
         )
 
     async def request(self, method: str, path: str, *, read_timeout: float | None = None, **kwargs: Any) -> httpx.Response:
