@@ -130,7 +130,6 @@ async def test_kill_9_of_a_worker_and_of_the_ingress_loses_nothing(postgres_url:
         group = processes(env)
         ingress = await group.start("ingress")
         doomed = await group.start("worker")
-        await group.start("worker")
         await wait_until(lambda: telegram.calls_to("getUpdates"), 60, "the ingress to poll", group.logs)
         coze.delay_next("transcriptions", 0.4, times=1000)  # the provider's latency: jobs overlap the kill
 
@@ -143,6 +142,9 @@ async def test_kill_9_of_a_worker_and_of_the_ingress_loses_nothing(postgres_url:
             expected[len(expected)] = (note, transcript)
         await wait_until(lambda: sum(bool(answers_to(telegram, note)) for note, _ in expected.values()) >= 4, 60,
                          "the first answers", group.logs)
+        # The survivor starts only now: started with the doomed one, it could take every job first
+        # (each chat's notes run one at a time) and leave the doomed worker none to die holding.
+        await group.start("worker")
         held = await wait_for_lease(postgres_url, doomed.pid, group.logs)
         doomed.kill()  # SIGKILL: no chance to hand anything back
         await doomed.wait()
