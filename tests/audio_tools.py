@@ -6,9 +6,11 @@ test never checks the project's conversions with the project's own code.
 
 from __future__ import annotations
 
+import io
 import math
 import shutil
 import subprocess
+import wave
 import zlib
 from array import array
 from dataclasses import dataclass
@@ -177,18 +179,20 @@ def tone_pcm(frequency: float, seconds: float, sample_rate: int = 16000, amplitu
     return samples.tobytes()
 
 
-def tone_wav(frequency: float, seconds: float, sample_rate: int = 16000) -> bytes:
-    """A WAV file of a tone, built in Python: cheap enough to make thousands."""
-    import io
-    import wave
-
+def mono_wav(pcm: bytes, sample_rate: int = 16000) -> bytes:
+    """16-bit mono PCM wrapped in a WAV file, built in Python."""
     buffer = io.BytesIO()
     with wave.open(buffer, "wb") as wav:
         wav.setnchannels(1)
         wav.setsampwidth(2)
         wav.setframerate(sample_rate)
-        wav.writeframes(tone_pcm(frequency, seconds, sample_rate))
+        wav.writeframes(pcm)
     return buffer.getvalue()
+
+
+def tone_wav(frequency: float, seconds: float, sample_rate: int = 16000) -> bytes:
+    """A WAV file of a tone, built in Python: cheap enough to make thousands."""
+    return mono_wav(tone_pcm(frequency, seconds, sample_rate), sample_rate)
 
 
 def silent_flac(seconds: float, sample_rate: int = 16000, *, stated_seconds: float | None = None,

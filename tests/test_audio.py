@@ -27,7 +27,7 @@ from voicebridge.speech.audio import (
 from voicebridge.speech.containers import ogg_opus_pages
 from voicebridge.speech.errors import AudioError, AudioProblem
 from voicebridge.speech.models import AudioClip, AudioFormat
-from tests.audio_tools import analyse, decode, make_silence, make_tone, ogg_crc, ogg_pages, pcm_samples, probe, silent_flac, tone_pcm, tone_wav
+from tests.audio_tools import analyse, decode, make_silence, make_tone, mono_wav, ogg_crc, ogg_pages, pcm_samples, probe, silent_flac, tone_pcm, tone_wav
 from tests.test_containers import ogg_file, ogg_page, opus_head, vorbis_id
 
 CONTAINERS = ["ogg", "mp3", "m4a", "wav", "webm", "flac", "mp4"]
@@ -302,16 +302,6 @@ async def test_in_process_decodes_open_at_once_are_capped() -> None:
 
 # ----------------------------------------------------------------------------- cheap checks on Python-built audio
 # PyAV in process on WAV, FLAC and Ogg files written by the tests themselves: no ffmpeg process.
-
-
-def mono_wav(pcm: bytes, sample_rate: int = 16000) -> bytes:
-    buffer = io.BytesIO()
-    with wave.open(buffer, "wb") as wav:
-        wav.setnchannels(1)
-        wav.setsampwidth(2)
-        wav.setframerate(sample_rate)
-        wav.writeframes(pcm)
-    return buffer.getvalue()
 
 
 @pytest.fixture

@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import io
 import json
 import re
-import wave
 from collections.abc import AsyncIterator
 
 import httpx
@@ -20,7 +18,7 @@ from voicebridge.speech.feishu_auth import USER_AGENT, FeishuClient, environment
 from voicebridge.speech.models import AudioClip
 from voicebridge.speech.retry import Retrier, RetryPolicy
 from voicebridge.speech.service import SpeechService
-from tests.audio_tools import make_tone, tone_pcm
+from tests.audio_tools import make_tone, mono_wav, tone_pcm
 from tests.fakes.feishu import DEFAULT_APP_ID, DEFAULT_APP_SECRET, FakeFeishu
 
 
@@ -289,21 +287,11 @@ async def test_scripted_chinese_text_from_a_cumulative_and_a_delta_server(server
     assert len(partials) >= 5
 
 
-def wav(pcm: bytes, sample_rate: int = 16000) -> bytes:
-    buffer = io.BytesIO()
-    with wave.open(buffer, "wb") as file:
-        file.setnchannels(1)
-        file.setsampwidth(2)
-        file.setframerate(sample_rate)
-        file.writeframes(pcm)
-    return buffer.getvalue()
-
-
 async def test_long_notes_run_as_parallel_segments_cut_in_pauses(fake: FakeFeishu, fast_retrier: Retrier) -> None:
     # Four sentences, each its own pitch, with pauses between: every segment is one sentence.
     pause = b"\0" * (16000 * 2)
     frequencies = [300, 400, 500, 600]
-    clip = AudioClip(data=wav(pause.join(tone_pcm(frequency, 8.5) for frequency in frequencies)))
+    clip = AudioClip(data=mono_wav(pause.join(tone_pcm(frequency, 8.5) for frequency in frequencies)))
     service = make_service(fake, fast_retrier, FeishuStreamSettings(segment_seconds=10.0, parallel_segments=3), timeout=120)
     # The first three segments are held open together; then each final answer waits until no
     # other stream is open, so the finals arrive out of the audio's order: the text must not.

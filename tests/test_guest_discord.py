@@ -301,7 +301,7 @@ async def test_the_example_host_bot_runs_and_shuts_down_clean(world: World) -> N
            "DISCORD_BOT_TOKEN": world.discord.token, "DISCORD_API_BASE": world.discord.api_base,
            "DEV_GUILD_ID": str(world.discord.guild.id), "VOICEBRIDGE_DB": str(world.tmp / "voicebridge.db"),
            "PYTHONWARNINGS": "default"}
-    process = subprocess.Popen([sys.executable, "-X", "dev", str(root / "examples" / "discord_host.py")], cwd=world.tmp,
+    process = subprocess.Popen([sys.executable, "-X", "dev", "-X", "faulthandler", str(root / "examples" / "discord_host.py")], cwd=world.tmp,
                                env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
         await world.discord.wait_for(lambda: world.discord.gateway_connections, timeout=60)
@@ -316,7 +316,13 @@ async def test_the_example_host_bot_runs_and_shuts_down_clean(world: World) -> N
                                              lambda request: request.json.get("content") == "hello!", timeout=30)
     finally:
         process.send_signal(signal.SIGINT)
-        _, stderr = await asyncio.to_thread(process.communicate, timeout=60)
+        try:
+            _, stderr = await asyncio.to_thread(process.communicate, timeout=120)
+        except subprocess.TimeoutExpired:
+            process.send_signal(signal.SIGABRT)  # -X faulthandler: every thread's stack to stderr
+            _, stderr = await asyncio.to_thread(process.communicate, timeout=60)
+            pytest.fail("the host bot did not stop within 120 s of SIGINT; its threads then:\n"
+                        + stderr.decode(errors="replace")[-8000:])
     log = stderr.decode(errors="replace")
     assert reply["content"] == "You said: Pizza for two"
     assert {command["name"] for command in world.discord.commands(world.discord.guild.id)} == {"deploy"}

@@ -48,7 +48,6 @@ import asyncio
 import base64
 import binascii
 import contextlib
-import io
 import json
 import random
 import re
@@ -57,7 +56,6 @@ import struct
 import subprocess
 import time
 import uuid
-import wave
 from collections import deque
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -70,7 +68,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
-from ..audio_tools import decode, make_tone, ogg_crc
+from ..audio_tools import decode, make_tone, mono_wav, ogg_crc
 from ..cozepy_contract import NUMBER, UPLINK_DATA, ContractError, Obj, check
 from .base import FakeServer
 from .coze_agent import AgentDesk, AgentRefusal, FakeAgent
@@ -644,7 +642,7 @@ class FakeCoze(FakeServer):
         amplitude = BASE_AMPLITUDE * (1 + loudness_rate / 100)
         if container == "wav":
             pcm = await asyncio.to_thread(make_tone, "s16le", voice.frequency, seconds, sample_rate, 1, amplitude)
-            return _wav(pcm, sample_rate)
+            return mono_wav(pcm, sample_rate)
         return await asyncio.to_thread(make_tone, container, voice.frequency, seconds, sample_rate, 1, amplitude)
 
     # ----------------------------------------------------------------- REST
@@ -1590,16 +1588,6 @@ async def _read_upload(request: web.Request) -> tuple[Upload | None, bytes]:
     if len(files) != 1 or files[0][0].field not in ("file", "body"):
         return None, b""
     return files[0]  # possibly empty: refused, but see _post_transcriptions
-
-
-def _wav(pcm: bytes, sample_rate: int) -> bytes:
-    buffer = io.BytesIO()
-    with wave.open(buffer, "wb") as out:
-        out.setnchannels(1)
-        out.setsampwidth(2)
-        out.setframerate(sample_rate)
-        out.writeframes(pcm)
-    return buffer.getvalue()
 
 
 def _check_shape(value: Any, spec: Obj, where: str) -> None:

@@ -2313,7 +2313,7 @@ class FakeDiscord(FakeServer):
         return seen
 
     async def _close_gateway_connections(self, app: web.Application) -> None:
-        for session in self._sessions.values():
+        for session in list(self._sessions.values()):  # closing one may end another
             if session.ws is not None:
                 await session.ws.close(code=1001, message=b"Going away.")
 
