@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import authlib.deprecate  # noqa: F401
 import pytest
@@ -18,6 +19,7 @@ from _pytest.nodeid import coerce_node_id
 from tests import violations
 from tests.postgres_tools import reset_postgres, worker_database
 from voicebridge.speech.retry import Retrier, RetryPolicy
+from voicebridge.voice_notes.store import SQLiteStore
 
 
 # Modules whose tests start real processes (voicebridge ingress/worker/run/doctor, a wheel build)
@@ -60,6 +62,16 @@ def no_violations(request: pytest.FixtureRequest) -> Iterator[None]:
             violations.fail_if_any()
     finally:
         violations.forget()
+
+
+@pytest.fixture
+async def store(tmp_path: Path) -> AsyncIterator[SQLiteStore]:
+    """An embedded store of the test's own, closed after it (test files may override it)."""
+    store = SQLiteStore(tmp_path / "state.db")
+    try:
+        yield store
+    finally:
+        await store.aclose()
 
 
 @pytest.fixture

@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -109,15 +108,6 @@ class Delivered:
                        voice_text: str, placeholder: LiveMessage | None, lang: str | None) -> None:
         self.calls.append((written, voice_text, placeholder, lang))
         self.to.append((chat, settings, where, reply_to))
-
-
-@pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[SQLiteStore]:
-    store = SQLiteStore(tmp_path / "state.db")
-    try:
-        yield store
-    finally:
-        await store.aclose()
 
 
 def question(words: str = "what is the weather", *, spoken: bool = True, sender: Person = ALICE,

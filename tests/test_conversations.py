@@ -3,9 +3,6 @@ and a store that fails costs the conversation's continuity, never the answer."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from pathlib import Path
-
 import pytest
 
 from voicebridge.voice_notes.conversations import StoredConversation, forget_conversations
@@ -14,15 +11,6 @@ from voicebridge.voice_notes.store import SQLiteStore, StoreError
 
 GROUP = ChatRef("telegram", "-12", ChatKind.GROUP)
 ALICE, BOB = Person("1", "Alice"), Person("2", "Bob")
-
-
-@pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[SQLiteStore]:
-    store = SQLiteStore(tmp_path / "state.db")
-    try:
-        yield store
-    finally:
-        await store.aclose()
 
 
 async def test_each_user_of_each_chat_has_a_conversation_of_their_own(store: SQLiteStore) -> None:
