@@ -139,7 +139,7 @@ class InProcessPcm:
         self._source: BinaryIO | None = None
         self._packets: Any = None
         self._resampler: Any = None
-        self._resampler_shape: tuple[str, str, int] | None = None  # the input format it was set up for
+        self._resampler_shape: tuple[str, str, int] | None = None  # the input format it is set up for
         self._pending = bytearray()
         self._batch: list[list[bytes]] = []  # decoded audio per plane, waiting to be resampled
         self._batch_samples = 0
@@ -175,7 +175,6 @@ class InProcessPcm:
             raise AudioError(AudioProblem.UNDECODABLE, "cannot decode audio: the file has no audio stream")
         stream = self._container.streams.audio[0]
         self._packets = self._container.demux(stream)
-        self._resampler = av.AudioResampler(format="s16", layout="mono", rate=self.sample_rate)
 
     def _decode_packet(self) -> None:
         try:
@@ -192,7 +191,8 @@ class InProcessPcm:
         if frames is None:  # the end: resample what is left, then flush the resampler's delay line
             self._ended = True
             self._resample_batch()
-            self._append(self._resampler.resample(None))
+            if self._resampler is not None:
+                self._append(self._resampler.resample(None))
             return
         for frame in frames:
             self._collect(frame)
@@ -216,12 +216,13 @@ class InProcessPcm:
     def _resample_batch(self) -> None:
         if not self._batch_samples or self._batch_shape is None:
             return
-        if self._resampler_shape not in (None, self._batch_shape):
-            # The input changed format mid-stream (concatenated MP3s, a chained Ogg): a resampler
-            # converts the one input format it first saw, so the old one is flushed and replaced.
-            self._append(self._resampler.resample(None))
+        if self._resampler_shape != self._batch_shape:
+            # A resampler converts the one input format it first saw: at a change mid-stream
+            # (concatenated MP3s, a chained Ogg) the old one is flushed and a new one set up.
+            if self._resampler is not None:
+                self._append(self._resampler.resample(None))
             self._resampler = av.AudioResampler(format="s16", layout="mono", rate=self.sample_rate)
-        self._resampler_shape = self._batch_shape
+            self._resampler_shape = self._batch_shape
         sample_format, layout, rate = self._batch_shape
         batch = av.AudioFrame(format=sample_format, layout=layout, samples=self._batch_samples, align=1)
         batch.sample_rate = rate
