@@ -737,9 +737,7 @@ class VoiceNotesPlugin:
             async with self._chat_turn(press.chat), self._notes, chat.activity(Activity.RECORDING_VOICE):
                 voice = await self._synthesize(chat, settings, press.chat, cached.text)
         except TtsLimitReached as reached:
-            await send_notice(chat, text("tts_limit", lang, limit=reached.limit, used=reached.used,
-                                         requested=reached.requested, reset=time_left(_seconds_to_reset(), lang)),
-                              press.message_id)
+            await send_notice(chat, _tts_limit_text(reached, lang), press.message_id)
             return
         except SpeechError as error:
             await send_text(chat, error.user_message(lang), press.message_id)
@@ -870,9 +868,7 @@ class VoiceNotesPlugin:
                 async with self._chat_turn(request.chat), self._notes, chat.activity(Activity.RECORDING_VOICE):
                     voice = await self._synthesize(chat, settings, request.chat, words)
             except TtsLimitReached as reached:
-                over_limit = text("tts_limit", lang, limit=reached.limit, used=reached.used, requested=reached.requested,
-                                  reset=time_left(_seconds_to_reset(), lang))
-                await send_notice(chat, over_limit, request.message_id)
+                await send_notice(chat, _tts_limit_text(reached, lang), request.message_id)
                 return
             if not await send_voice(chat, voice, request.message_id):
                 await send_notice(chat, text("voice_not_allowed", lang), request.message_id)
@@ -1110,6 +1106,12 @@ class TtsLimitReached(Exception):
         self.used = used
         self.limit = limit
         self.requested = requested
+
+
+def _tts_limit_text(reached: TtsLimitReached, lang: str | None) -> str:
+    """The refusal of a text to read aloud past the day's characters, for /speak and Speak alike."""
+    return text("tts_limit", lang, limit=reached.limit, used=reached.used, requested=reached.requested,
+                reset=time_left(_seconds_to_reset(), lang))
 
 
 def _answer_language(sender: Person, chat_language: str | None) -> str | None:
